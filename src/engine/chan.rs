@@ -1,0 +1,312 @@
+//! Channels: buffers, FIFO wait queues, and the completion rules of Go's runtime
+//! (runtime/chan.go) — who gets which value when a send or receive goes through.
+//!
+//! A waiter in a queue is a blocked select of some state, a detached send, or an HTTP
+//! caller's parked send or receive. Counts of buffered values and waiters live in the
+//! channel's metadata, so readiness is decided without touching the queues.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::command::OpOutcome;
+use super::ctx::{decode, get_json, put_json, Ctx};
+use super::keys;
+use super::store::{Store, StoreError, Table};
+use super::types::{Chan, ChanView, Millis};
+
+/// Who waits in a channel queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Waiter {
+    /// Case `case` of select `select` of state `state`.
+    Select {
+        /// State id.
+        state: String,
+        /// Select id.
+        select: String,
+        /// Case index.
+        case: usize,
+    },
+    /// A detached send (`go func() { ch <- data }()`).
+    Detached {
+        /// The value.
+        data: Value,
+    },
+    /// An HTTP caller's parked send (`data`) or receive (`data` null).
+    Http {
+        /// Operation id.
+        op: Uuid,
+        /// The value of a send.
+        data: Value,
+    },
+}
+
+/// A parked HTTP operation: where it waits, so it can be withdrawn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpRecord {
+    /// Channel.
+    pub chan: String,
+    /// Waits as a sender (else as a receiver).
+    pub sender: bool,
+    /// Position in the queue.
+    pub pos: u64,
+    /// Withdrawn at this log time.
+    pub deadline: Millis,
+}
+
+/// How a waiter's operation ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Completion {
+    /// A receive got `data` (`ok` false: channel closed and drained).
+    Received { data: Value, ok: bool },
+    /// A send went through (`ok` false: the channel was closed).
+    Sent { ok: bool },
+}
+
+/// Which queue a waiter stands in.
+pub fn queue_table(sender: bool) -> Table {
+    if sender {
+        Table::Senders
+    } else {
+        Table::Receivers
+    }
+}
+
+impl<S: Store + ?Sized> Ctx<'_, '_, S> {
+    /// `<-ch` could complete now.
+    pub fn recv_ready(&mut self, name: &str) -> Result<bool, StoreError> {
+        let c = self.chan(name)?;
+        Ok(c.len > 0 || c.senders > 0 || c.closed)
+    }
+
+    /// `ch <- v` could complete now (possibly by failing on a closed channel).
+    pub fn send_ready(&mut self, name: &str) -> Result<bool, StoreError> {
+        let c = self.chan(name)?;
+        Ok(c.closed || c.receivers > 0 || c.len < c.capacity)
+    }
+
+    /// Completes a ready receive: the buffer's head (refilled from the first blocked
+    /// sender), else the first blocked sender's value, else `ok: false` from a closed
+    /// channel.
+    pub fn take_recv(&mut self, name: &str) -> Result<(Value, bool), StoreError> {
+        let c = self.chan(name)?;
+        if c.len > 0 {
+            let value = self.pop_buffer(name)?;
+            if c.senders > 0 {
+                let sender = self.pop_waiter(name, true)?;
+                let sent = self.complete_waiter(sender, Completion::Sent { ok: true })?;
+                self.push_buffer(name, sent)?;
+            }
+            return Ok((value, true));
+        }
+        if c.senders > 0 {
+            let sender = self.pop_waiter(name, true)?;
+            let sent = self.complete_waiter(sender, Completion::Sent { ok: true })?;
+            return Ok((sent, true));
+        }
+        Ok((Value::Null, false))
+    }
+
+    /// Completes a ready send of `data`: to the first blocked receiver, else into the
+    /// buffer. Returns false if the channel is closed (the send fails).
+    pub fn take_send(&mut self, name: &str, data: Value) -> Result<bool, StoreError> {
+        let c = self.chan(name)?;
+        if c.closed {
+            return Ok(false);
+        }
+        if c.receivers > 0 {
+            let receiver = self.pop_waiter(name, false)?;
+            self.complete_waiter(receiver, Completion::Received { data, ok: true })?;
+        } else {
+            self.push_buffer(name, data)?;
+        }
+        Ok(true)
+    }
+
+    /// Queues a waiter at the tail; returns its position.
+    pub fn enqueue(
+        &mut self,
+        name: &str,
+        sender: bool,
+        waiter: &Waiter,
+    ) -> Result<u64, StoreError> {
+        let mut c = self.chan(name)?;
+        let pos = c.next_pos;
+        c.next_pos += 1;
+        if sender {
+            c.senders += 1;
+        } else {
+            c.receivers += 1;
+        }
+        self.put_chan(name, c);
+        put_json(self.tx, queue_table(sender), keys::queue(name, pos), waiter)?;
+        Ok(pos)
+    }
+
+    /// Removes a waiter from the middle of a queue (its select completed elsewhere, or
+    /// it was withdrawn). Absent entries are ignored.
+    pub fn dequeue(&mut self, name: &str, sender: bool, pos: u64) -> Result<(), StoreError> {
+        let key = keys::queue(name, pos);
+        let table = queue_table(sender);
+        if self.tx.get(table, &key)?.is_none() {
+            return Ok(());
+        }
+        self.tx.delete(table, key);
+        self.update_chan(name, |c| {
+            if sender {
+                c.senders -= 1;
+            } else {
+                c.receivers -= 1;
+            }
+        })
+    }
+
+    /// `close(ch)`: every blocked receiver gets `ok: false`, every blocked sender fails.
+    pub fn close(&mut self, name: &str) -> Result<bool, StoreError> {
+        let mut c = self.chan(name)?;
+        if c.closed {
+            return Ok(false);
+        }
+        c.closed = true;
+        let (receivers, senders) = (c.receivers, c.senders);
+        self.put_chan(name, c);
+        for _ in 0..receivers {
+            let receiver = self.pop_waiter(name, false)?;
+            let closed = Completion::Received {
+                data: Value::Null,
+                ok: false,
+            };
+            self.complete_waiter(receiver, closed)?;
+        }
+        for _ in 0..senders {
+            let sender = self.pop_waiter(name, true)?;
+            self.complete_waiter(sender, Completion::Sent { ok: false })?;
+        }
+        Ok(true)
+    }
+
+    /// The channel as clients see it, or `None` if nothing is stored for it.
+    pub fn chan_view(&mut self, name: &str) -> Result<Option<ChanView>, StoreError> {
+        let c = self.chan(name)?;
+        Ok((!c.is_vacant()).then(|| view(name, &c)))
+    }
+
+    /// Removes and returns the first waiter of a queue whose count says it has one.
+    fn pop_waiter(&mut self, name: &str, sender: bool) -> Result<Waiter, StoreError> {
+        let table = queue_table(sender);
+        let prefix = keys::chan_prefix(name);
+        let Some((key, bytes)) = self.tx.first_with_prefix(table, &prefix)? else {
+            return Err(StoreError(format!(
+                "queue of {name:?} is empty but counted"
+            )));
+        };
+        self.tx.delete(table, key);
+        self.update_chan(name, |c| {
+            if sender {
+                c.senders -= 1;
+            } else {
+                c.receivers -= 1;
+            }
+        })?;
+        decode(&bytes)
+    }
+
+    fn pop_buffer(&mut self, name: &str) -> Result<Value, StoreError> {
+        let prefix = keys::chan_prefix(name);
+        let Some((key, bytes)) = self.tx.first_with_prefix(Table::Buffers, &prefix)? else {
+            return Err(StoreError(format!(
+                "buffer of {name:?} is empty but counted"
+            )));
+        };
+        self.tx.delete(Table::Buffers, key);
+        self.update_chan(name, |c| c.len -= 1)?;
+        decode(&bytes)
+    }
+
+    fn push_buffer(&mut self, name: &str, data: Value) -> Result<(), StoreError> {
+        let mut c = self.chan(name)?;
+        let pos = c.next_pos;
+        c.next_pos += 1;
+        c.len += 1;
+        self.put_chan(name, c);
+        put_json(self.tx, Table::Buffers, keys::queue(name, pos), &data)
+    }
+
+    /// Finishes a waiter taken from a queue; returns the value it was sending (null for
+    /// receivers).
+    fn complete_waiter(&mut self, waiter: Waiter, how: Completion) -> Result<Value, StoreError> {
+        match waiter {
+            Waiter::Select {
+                state,
+                select,
+                case,
+            } => self.complete_select(&state, &select, case, how),
+            Waiter::Detached { data } => Ok(data),
+            Waiter::Http { op, data } => {
+                let outcome = match how {
+                    Completion::Received { data, ok } => OpOutcome::Received { data, ok },
+                    Completion::Sent { ok: true } => OpOutcome::Sent,
+                    Completion::Sent { ok: false } => OpOutcome::Closed,
+                };
+                self.finish_op(op, outcome)?;
+                Ok(data)
+            }
+        }
+    }
+
+    /// Parks an HTTP caller's operation until `deadline`.
+    pub fn park_op(
+        &mut self,
+        name: &str,
+        sender: bool,
+        op: Uuid,
+        data: Value,
+        deadline: Millis,
+    ) -> Result<(), StoreError> {
+        let pos = self.enqueue(name, sender, &Waiter::Http { op, data })?;
+        let record = OpRecord {
+            chan: name.to_owned(),
+            sender,
+            pos,
+            deadline,
+        };
+        put_json(self.tx, Table::Ops, op.as_bytes().to_vec(), &record)?;
+        let timer = keys::timer(deadline, &keys::Due::Op(op));
+        self.tx.put(Table::Timers, timer, Vec::new());
+        Ok(())
+    }
+
+    /// Withdraws a parked operation (deadline passed or caller gave up). Returns false if
+    /// it is no longer parked.
+    pub fn withdraw_op(&mut self, op: Uuid) -> Result<bool, StoreError> {
+        let Some(record) = get_json::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())? else {
+            return Ok(false);
+        };
+        self.dequeue(&record.chan, record.sender, record.pos)?;
+        self.finish_op(op, OpOutcome::Expired)?;
+        Ok(true)
+    }
+
+    /// Forgets a parked operation and reports its outcome.
+    fn finish_op(&mut self, op: Uuid, outcome: OpOutcome) -> Result<(), StoreError> {
+        if let Some(record) = get_json::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())? {
+            self.tx.delete(Table::Ops, op.as_bytes().to_vec());
+            let timer = keys::timer(record.deadline, &keys::Due::Op(op));
+            self.tx.delete(Table::Timers, timer);
+        }
+        self.effects.ops.push((op, outcome));
+        Ok(())
+    }
+}
+
+/// A channel's client view.
+pub fn view(name: &str, c: &Chan) -> ChanView {
+    ChanView {
+        name: name.to_owned(),
+        capacity: c.capacity,
+        len: c.len,
+        closed: c.closed,
+        senders: c.senders,
+        receivers: c.receivers,
+    }
+}

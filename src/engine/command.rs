@@ -1,0 +1,266 @@
+//! Commands the state machine applies, and what applying one yields.
+//!
+//! A [`Command`] is what goes into the Raft log: it carries the proposer's clock (`now`)
+//! and a `seed` for the choice among ready cases, so that applying it is a pure function
+//! of the store and the command. Every input that would otherwise need a clock or a
+//! random source at apply time (lease tokens, HTTP operation ids, callback backoff with
+//! jitter) is chosen by the proposer and written into the command.
+//!
+//! Applying yields an [`Applied`]: the reply for the caller (mapped to HTTP status codes
+//! by the API) and the [`Effects`] that others on the node react to — pollers to wake,
+//! callbacks to dispatch, parked HTTP sends and receives to answer — so nobody scans.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::types::{Callback, ChanView, Lease, Millis, Select, State};
+use super::Error;
+
+/// One entry of work for the state machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// The proposer's clock (Unix ms). The engine never lets log time go back.
+    pub now: Millis,
+    /// Seeds the uniform choice among ready cases.
+    pub seed: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// How a channel send from an HTTP caller waits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SendMode {
+    /// `go func() { ch <- v }()`: park durably until a receiver takes it.
+    Detached,
+    /// `select { case ch <- v: default: }`: complete now or fail with `would_block`.
+    Try,
+    /// Block on behalf of an HTTP caller until `deadline`, then withdraw.
+    Park(ParkedOp),
+}
+
+/// How a channel receive from an HTTP caller waits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RecvMode {
+    /// Complete now or fail with `would_block`.
+    Try,
+    /// Block on behalf of an HTTP caller until `deadline`, then withdraw.
+    Park(ParkedOp),
+}
+
+/// A send or receive an HTTP caller is waiting on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParkedOp {
+    /// Names the operation in [`Effects::ops`] and in [`Op::Withdraw`].
+    pub id: Uuid,
+    /// Log time at which the operation is withdrawn if still parked.
+    pub deadline: Millis,
+}
+
+/// The operations of the state machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// `PUT /state/{id}` for a new state: store it and register its selects.
+    CreateState {
+        /// State id.
+        id: String,
+        /// Opaque process data.
+        data: Value,
+        /// Selects to register, in order.
+        selects: Vec<Select>,
+        /// Callback, if the state is resumed by callbacks.
+        callback: Option<Callback>,
+    },
+    /// `PUT /state/{id}` under a lease (DESIGN §3.2).
+    UpdateState {
+        /// State id.
+        id: String,
+        /// The lease token.
+        token: Uuid,
+        /// New data.
+        data: Value,
+        /// Still-blocked selects (unchanged) and new ones.
+        selects: Vec<Select>,
+        /// New callback.
+        callback: Option<Callback>,
+    },
+    /// `DELETE /state/{id}`.
+    DeleteState {
+        /// State id.
+        id: String,
+    },
+    /// A long-poll: lease up to `limit` pending states without callback, oldest first.
+    LeasePending {
+        /// Only states whose id starts with this.
+        prefix: String,
+        /// One token per state to lease; their number is the limit.
+        tokens: Vec<Uuid>,
+        /// Lease duration.
+        lease_ms: u64,
+    },
+    /// The callback dispatcher leases one pending state before POSTing it.
+    LeaseForCallback {
+        /// State id.
+        id: String,
+        /// New lease token.
+        token: Uuid,
+        /// Lease duration.
+        lease_ms: u64,
+    },
+    /// `POST /state/{id}/lease`: heartbeat.
+    ExtendLease {
+        /// State id.
+        id: String,
+        /// Current token.
+        token: Uuid,
+        /// New expiry is `now + extend_ms`.
+        extend_ms: u64,
+    },
+    /// `DELETE /state/{id}/lease`: give the state back.
+    ReleaseLease {
+        /// State id.
+        id: String,
+        /// Current token.
+        token: Uuid,
+    },
+    /// A callback attempt failed: count it, and either keep the lease until the retry
+    /// time (its expiry makes the state pending again) or mark the state failed.
+    CallbackFailed {
+        /// State id.
+        id: String,
+        /// The dispatcher's lease token.
+        token: Uuid,
+        /// What went wrong, for `last_error`.
+        error: String,
+        /// Attempts allowed before the state turns `failed`.
+        max_attempts: u32,
+        /// Delay before the next attempt (chosen by the proposer, with jitter).
+        backoff_ms: u64,
+    },
+    /// `POST /state/{id}/retry`: re-arm a failed state.
+    RetryFailed {
+        /// State id.
+        id: String,
+    },
+    /// `PUT /chan/{name}`.
+    MakeChan {
+        /// Channel name.
+        name: String,
+        /// Buffer capacity.
+        capacity: u64,
+    },
+    /// `POST /chan/{name}/close`.
+    CloseChan {
+        /// Channel name.
+        name: String,
+    },
+    /// `POST /chan/{name}/send`.
+    Send {
+        /// Channel name.
+        chan: String,
+        /// Value to send.
+        data: Value,
+        /// How to wait.
+        mode: SendMode,
+    },
+    /// `POST /chan/{name}/recv`.
+    Recv {
+        /// Channel name.
+        chan: String,
+        /// How to wait.
+        mode: RecvMode,
+    },
+    /// Withdraw a parked HTTP operation whose caller gave up.
+    Withdraw {
+        /// Operation id.
+        id: Uuid,
+    },
+    /// Time passes: fire due timers, expire leases and parked operations. (Every command
+    /// does this first; a tick does nothing else.)
+    Tick,
+}
+
+/// A successful reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Created, updated or re-armed state.
+    State(Box<State>),
+    /// States leased by a poll (possibly none).
+    States(Vec<State>),
+    /// The state leased for a callback, or `None` if it is no longer due.
+    CallbackLease(Option<Box<State>>),
+    /// A lease after an extension.
+    Lease(Lease),
+    /// A channel after `MakeChan`; `created` is false if it already existed alike.
+    Chan {
+        /// The channel.
+        chan: ChanView,
+        /// Whether this command created it.
+        created: bool,
+    },
+    /// The send completed (a receiver took it or it went into the buffer).
+    Sent,
+    /// The receive completed.
+    Received {
+        /// Value received (null if `ok` is false).
+        data: Value,
+        /// False when the channel is closed and drained.
+        ok: bool,
+    },
+    /// The operation waits in the channel's queue; its outcome comes in [`Effects::ops`].
+    Parked,
+    /// Done, nothing to report.
+    Done,
+}
+
+/// What happened to a parked HTTP operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OpOutcome {
+    /// The parked send was taken.
+    Sent,
+    /// The parked receive got a value (or `ok: false` from a closed channel).
+    Received {
+        /// Value.
+        data: Value,
+        /// False when closed.
+        ok: bool,
+    },
+    /// The channel was closed under a parked send.
+    Closed,
+    /// The deadline passed or the caller withdrew it.
+    Expired,
+}
+
+/// A state that turned pending: who should hear of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnedPending {
+    /// State id.
+    pub id: String,
+    /// Resumed by callback (dispatcher) rather than by polling (long-pollers).
+    pub callback: bool,
+}
+
+/// Side effects of applying a command that code outside the state machine reacts to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Effects {
+    /// States that turned pending (not leased) during this command.
+    pub pending: Vec<TurnedPending>,
+    /// Parked HTTP operations that completed or expired.
+    pub ops: Vec<(Uuid, OpOutcome)>,
+}
+
+impl Effects {
+    /// Nothing happened that anyone waits for.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.ops.is_empty()
+    }
+}
+
+/// The result of applying one command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    /// What the caller gets.
+    pub reply: Result<Response, Error>,
+    /// What others react to.
+    pub effects: Effects,
+}

@@ -1,0 +1,68 @@
+//! The engine's one error type.
+//!
+//! Every variant is *deterministic*: given the same store and command, every replica
+//! returns the same error, so errors travel through the Raft log's responses and become
+//! HTTP statuses in the API. Storage failures are not here: they are fatal to apply
+//! (a replica that cannot write must stop rather than diverge) and surface as
+//! [`super::StoreError`].
+
+use serde::{Deserialize, Serialize};
+
+/// A command could not be carried out as asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Error {
+    /// Malformed or invalid input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Unknown state or channel (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The state or channel already exists (409 `exists`).
+    #[error("{0}")]
+    Exists(String),
+    /// The lease token is unknown or expired (409 `lease_lost`).
+    #[error("the lease is unknown or has expired")]
+    LeaseLost,
+    /// The channel is closed (409 `closed`).
+    #[error("channel {0:?} is closed")]
+    Closed(String),
+    /// A try-send or try-receive could not complete now (409 `would_block`).
+    #[error("the operation would block")]
+    WouldBlock,
+    /// The request conflicts with the state's current status (409 `conflict`).
+    #[error("{0}")]
+    Conflict(String),
+    /// An update breaks the rules of DESIGN §3.2 (422 `invalid_update`).
+    #[error("{0}")]
+    InvalidUpdate(String),
+}
+
+impl Error {
+    /// The snake_case code of the API's error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "invalid",
+            Error::NotFound(_) => "not_found",
+            Error::Exists(_) => "exists",
+            Error::LeaseLost => "lease_lost",
+            Error::Closed(_) => "closed",
+            Error::WouldBlock => "would_block",
+            Error::Conflict(_) => "conflict",
+            Error::InvalidUpdate(_) => "invalid_update",
+        }
+    }
+
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::Invalid(_) => 400,
+            Error::NotFound(_) => 404,
+            Error::Exists(_)
+            | Error::LeaseLost
+            | Error::Closed(_)
+            | Error::WouldBlock
+            | Error::Conflict(_) => 409,
+            Error::InvalidUpdate(_) => 422,
+        }
+    }
+}

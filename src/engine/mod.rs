@@ -1,0 +1,211 @@
+//! The CSP engine: Go's channels and `select` as a deterministic state machine on
+//! ordered key-value storage.
+//!
+//! Every Raft replica applies the same [`Command`]s in log order through [`apply`], and
+//! because applying is a pure function of the store and the command — log time and the
+//! random seed travel in the command, there is no clock, no thread RNG and no hash-map
+//! iteration inside — every replica ends with the same tables.
+//!
+//! # Semantics (DESIGN §2)
+//! - A `recv` is ready if the channel has buffered values, a blocked sender, or is
+//!   closed; a `send` if the channel is closed, has a blocked receiver, or buffer room; a
+//!   timer once its deadline is at or before log time.
+//! - Among ready cases one is chosen uniformly by a PRNG seeded from the command; with
+//!   none ready a `default` case is taken; otherwise the select blocks in the FIFO queue
+//!   of every channel it names and in the timer index.
+//! - A receive takes the buffer's head and refills it from the first blocked sender, or
+//!   takes straight from the first blocked sender (both selects complete in the same
+//!   command). A send hands its value to the first blocked receiver or buffers it.
+//! - `close` completes every blocked receiver with `ok: false` and every blocked sender
+//!   with `ok: false` and Go's "send on closed channel"; buffered values drain first.
+//! - A select never matches itself (it is not queued while it looks for a partner); two
+//!   selects of one state may match each other.
+//!
+//! # Layout
+//! - [`types`], [`command`], [`error`]: the data and the contract with Raft and the API.
+//! - [`wire`], [`validate`]: what clients send, checked.
+//! - [`store`], [`keys`]: tables, the write overlay, key encodings.
+//! - `ctx`: per-command caches and derived-index maintenance; `chan`, `select`, `states`,
+//!   `time`: the operations.
+
+pub mod chan;
+pub mod command;
+mod ctx;
+pub mod error;
+pub mod keys;
+mod rng;
+mod select;
+mod states;
+pub mod store;
+mod time;
+pub mod types;
+pub mod validate;
+pub mod wire;
+
+pub use command::{
+    Applied, Command, Effects, Op, OpOutcome, ParkedOp, RecvMode, Response, SendMode, TurnedPending,
+};
+pub use error::Error;
+pub use store::{MemStore, Store, StoreError, Table, Tx};
+pub use time::{clock, next_deadline};
+
+use ctx::Ctx;
+use serde_json::Value;
+use states::OpResult;
+use types::Chan;
+
+/// Applies one command to the transaction: first the passing of time up to the
+/// command's `now`, then the operation. Errors are fatal storage failures only; what
+/// the client did wrong is in [`Applied::reply`].
+pub fn apply<S: Store + ?Sized>(tx: &mut Tx<'_, S>, cmd: &Command) -> Result<Applied, StoreError> {
+    let now = time::log_time(tx, cmd.now)?;
+    let mut ctx = Ctx::new(tx, now, cmd.seed);
+    ctx.advance()?;
+    let reply = run(&mut ctx, &cmd.op)?;
+    ctx.flush()?;
+    Ok(Applied {
+        reply,
+        effects: ctx.effects,
+    })
+}
+
+fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
+    match op.clone() {
+        Op::CreateState {
+            id,
+            data,
+            selects,
+            callback,
+        } => ctx.create_state(&id, data, selects, callback),
+        Op::UpdateState {
+            id,
+            token,
+            data,
+            selects,
+            callback,
+        } => ctx.update_state(&id, token, data, selects, callback),
+        Op::DeleteState { id } => ctx.delete_state(&id),
+        Op::LeasePending {
+            prefix,
+            tokens,
+            lease_ms,
+        } => ctx.lease_pending(&prefix, &tokens, lease_ms),
+        Op::LeaseForCallback {
+            id,
+            token,
+            lease_ms,
+        } => ctx.lease_for_callback(&id, token, lease_ms),
+        Op::ExtendLease {
+            id,
+            token,
+            extend_ms,
+        } => ctx.extend_lease(&id, token, extend_ms),
+        Op::ReleaseLease { id, token } => ctx.release_lease(&id, token),
+        Op::CallbackFailed {
+            id,
+            token,
+            error,
+            max_attempts,
+            backoff_ms,
+        } => ctx.callback_failed(&id, token, error, max_attempts, backoff_ms),
+        Op::RetryFailed { id } => ctx.retry_failed(&id),
+        Op::MakeChan { name, capacity } => make_chan(ctx, &name, capacity),
+        Op::CloseChan { name } => close_chan(ctx, &name),
+        Op::Send { chan, data, mode } => send(ctx, &chan, data, mode),
+        Op::Recv { chan, mode } => recv(ctx, &chan, mode),
+        Op::Withdraw { id } => Ok(if ctx.withdraw_op(id)? {
+            Ok(Response::Done)
+        } else {
+            Err(Error::NotFound(format!("operation {id} is not parked")))
+        }),
+        Op::Tick => Ok(Ok(Response::Done)),
+    }
+}
+
+fn make_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, capacity: u64) -> OpResult {
+    if let Err(e) = validate::name("channel name", name) {
+        return Ok(Err(e));
+    }
+    let mut chan = ctx.chan(name)?;
+    let created = chan.is_vacant();
+    if created {
+        chan = Chan {
+            capacity,
+            ..Chan::default()
+        };
+    } else if chan.capacity != capacity {
+        let message = format!("channel {name:?} exists with capacity {}", chan.capacity);
+        return Ok(Err(Error::Exists(message)));
+    }
+    chan.explicit = true;
+    let view = chan::view(name, &chan);
+    ctx.put_chan(name, chan);
+    Ok(Ok(Response::Chan {
+        chan: view,
+        created,
+    }))
+}
+
+fn close_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str) -> OpResult {
+    if let Err(e) = validate::name("channel name", name) {
+        return Ok(Err(e));
+    }
+    Ok(if ctx.close(name)? {
+        Ok(Response::Done)
+    } else {
+        Err(Error::Closed(name.to_owned()))
+    })
+}
+
+fn send<S: Store + ?Sized>(
+    ctx: &mut Ctx<'_, '_, S>,
+    name: &str,
+    data: Value,
+    mode: SendMode,
+) -> OpResult {
+    if let Err(e) = validate::name("channel name", name) {
+        return Ok(Err(e));
+    }
+    if ctx.chan(name)?.closed {
+        return Ok(Err(Error::Closed(name.to_owned())));
+    }
+    if ctx.send_ready(name)? {
+        ctx.take_send(name, data)?;
+        return Ok(Ok(Response::Sent));
+    }
+    match mode {
+        SendMode::Try => return Ok(Err(Error::WouldBlock)),
+        SendMode::Detached => {
+            ctx.enqueue(name, true, &chan::Waiter::Detached { data })?;
+        }
+        SendMode::Park(op) => ctx.park_op(name, true, op.id, data, op.deadline)?,
+    }
+    Ok(Ok(Response::Parked))
+}
+
+fn recv<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, mode: RecvMode) -> OpResult {
+    if let Err(e) = validate::name("channel name", name) {
+        return Ok(Err(e));
+    }
+    if ctx.recv_ready(name)? {
+        let (data, ok) = ctx.take_recv(name)?;
+        return Ok(Ok(Response::Received { data, ok }));
+    }
+    match mode {
+        RecvMode::Try => Ok(Err(Error::WouldBlock)),
+        RecvMode::Park(op) => {
+            ctx.park_op(name, false, op.id, Value::Null, op.deadline)?;
+            Ok(Ok(Response::Parked))
+        }
+    }
+}
+
+/// A channel's view as of the store (for reads outside apply).
+pub fn chan_view<S: Store + ?Sized>(
+    store: &S,
+    name: &str,
+) -> Result<Option<types::ChanView>, StoreError> {
+    let mut tx = Tx::new(store);
+    let mut ctx = Ctx::new(&mut tx, 0, 0);
+    ctx.chan_view(name)
+}

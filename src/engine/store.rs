@@ -1,0 +1,256 @@
+//! The storage the engine runs on: ordered key-value tables, read through a write
+//! overlay so that one command — or a whole batch — commits atomically.
+//!
+//! The engine never holds the state machine in memory: it reads what a command touches
+//! from a [`Store`] (sled in production, [`MemStore`] in tests), stages every write in a
+//! [`Tx`], and the owner of the store commits the staged writes in one atomic step
+//! together with the Raft applied index. Reads through the `Tx` see its own writes,
+//! including in ordered scans (a merge of the overlay and the store), which is what the
+//! queue and index look-ups need.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::iter::Peekable;
+
+/// A table of the state machine. In sled each is its own tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// State id → state.
+    States,
+    /// Channel name → channel metadata.
+    Chans,
+    /// (channel, position) → buffered value.
+    Buffers,
+    /// (channel, position) → blocked sender.
+    Senders,
+    /// (channel, position) → blocked receiver.
+    Receivers,
+    /// (deadline, what) → (): select timers and parked HTTP operations, by deadline.
+    Timers,
+    /// (expiry, state id) → (): leases, by expiry.
+    Leases,
+    /// (pending since, state id) → (): pending states resumed by polling, oldest first.
+    PendingPoll,
+    /// (pending since, state id) → (): pending states resumed by callback.
+    PendingCallback,
+    /// Operation id → parked HTTP send or receive.
+    Ops,
+    /// Engine bookkeeping (log clock) and, for the Raft layer, applied index and membership.
+    Meta,
+}
+
+impl Table {
+    /// Every table, in a fixed order (snapshots and sled trees follow it).
+    pub const ALL: [Table; 11] = [
+        Table::States,
+        Table::Chans,
+        Table::Buffers,
+        Table::Senders,
+        Table::Receivers,
+        Table::Timers,
+        Table::Leases,
+        Table::PendingPoll,
+        Table::PendingCallback,
+        Table::Ops,
+        Table::Meta,
+    ];
+
+    /// Stable name, used for sled tree names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::States => "sm_states",
+            Table::Chans => "sm_chans",
+            Table::Buffers => "sm_buffers",
+            Table::Senders => "sm_senders",
+            Table::Receivers => "sm_receivers",
+            Table::Timers => "sm_timers",
+            Table::Leases => "sm_leases",
+            Table::PendingPoll => "sm_pending_poll",
+            Table::PendingCallback => "sm_pending_callback",
+            Table::Ops => "sm_ops",
+            Table::Meta => "sm_meta",
+        }
+    }
+
+    /// Position in [`Table::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A storage failure. Fatal to apply: a replica that cannot read or write its state
+/// machine must stop rather than diverge.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failure: {0}")]
+pub struct StoreError(pub String);
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// An ordered scan that may fail.
+pub type Scan<'a> = Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
+
+/// Read access to ordered tables.
+pub trait Store {
+    /// The value under `key`.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries with keys `>= from`, ascending.
+    fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a>;
+}
+
+/// Staged writes: per table, key → new value (`None` deletes).
+pub type WriteSet = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Table::ALL.len()];
+
+/// A write overlay over a store.
+pub struct Tx<'s, S: Store + ?Sized> {
+    base: &'s S,
+    writes: WriteSet,
+}
+
+impl<'s, S: Store + ?Sized> Tx<'s, S> {
+    /// An empty overlay over `base`.
+    pub fn new(base: &'s S) -> Self {
+        Tx {
+            base,
+            writes: Default::default(),
+        }
+    }
+
+    /// Reads a key, seeing staged writes.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes[table.index()].get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.base.get(table, key),
+        }
+    }
+
+    /// Stages a write.
+    pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.writes[table.index()].insert(key, Some(value));
+    }
+
+    /// Stages a delete.
+    pub fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.writes[table.index()].insert(key, None);
+    }
+
+    /// Entries with keys `>= from`, ascending, seeing staged writes.
+    pub fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
+        let staged = self.writes[table.index()]
+            .range(from.to_vec()..)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .peekable();
+        Box::new(Merge {
+            base: self.base.scan_from(table, from).peekable(),
+            staged,
+        })
+    }
+
+    /// Entries whose key starts with `prefix`, ascending.
+    pub fn scan_prefix<'a>(&'a self, table: Table, prefix: &'a [u8]) -> Scan<'a> {
+        Box::new(
+            self.scan_from(table, prefix)
+                .take_while(move |e| e.as_ref().map_or(true, |(k, _)| k.starts_with(prefix))),
+        )
+    }
+
+    /// The first entry whose key starts with `prefix`.
+    pub fn first_with_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
+        self.scan_prefix(table, prefix).next().transpose()
+    }
+
+    /// The staged writes, for the owner of the store to commit.
+    pub fn into_writes(self) -> WriteSet {
+        self.writes
+    }
+}
+
+/// Merges a store scan with the staged writes over the same range; staged entries win,
+/// staged deletes hide stored entries.
+struct Merge<'a, I: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>> {
+    base: Peekable<Scan<'a>>,
+    staged: Peekable<I>,
+}
+
+impl<I: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>> Iterator for Merge<'_, I> {
+    type Item = Result<Entry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.base.peek(), self.staged.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(Ok((bk, _))), Some((sk, _))) => bk.cmp(sk),
+            };
+            if order == Ordering::Equal {
+                self.base.next();
+            }
+            let take_staged = order != Ordering::Less;
+            if !take_staged {
+                return self.base.next();
+            }
+            if let Some((k, Some(v))) = self.staged.next() {
+                return Some(Ok((k, v)));
+            }
+        }
+    }
+}
+
+/// An in-memory store for tests and the reference runs: ordered maps per table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemStore {
+    tables: [BTreeMap<Vec<u8>, Vec<u8>>; Table::ALL.len()],
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies staged writes.
+    pub fn commit(&mut self, writes: WriteSet) {
+        for (table, staged) in self.tables.iter_mut().zip(writes) {
+            for (k, v) in staged {
+                match v {
+                    Some(v) => table.insert(k, v),
+                    None => table.remove(&k),
+                };
+            }
+        }
+    }
+
+    /// Number of entries in a table.
+    pub fn len(&self, table: Table) -> usize {
+        self.tables[table.index()].len()
+    }
+
+    /// Whether every table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tables.iter().all(BTreeMap::is_empty)
+    }
+
+    /// All entries of a table, in order.
+    pub fn entries(&self, table: Table) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        self.tables[table.index()].iter()
+    }
+}
+
+impl Store for MemStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tables[table.index()].get(key).cloned())
+    }
+
+    fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
+        Box::new(
+            self.tables[table.index()]
+                .range(from.to_vec()..)
+                .map(|(k, v)| Ok((k.clone(), v.clone()))),
+        )
+    }
+}

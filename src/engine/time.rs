@@ -1,0 +1,108 @@
+//! The passing of log time: timers fire, parked HTTP operations and leases expire.
+//!
+//! Every command first advances the log clock to its `now` (never backwards) and does
+//! whatever fell due up to then, in deadline order, before its own work. So a timer due
+//! before a command's time has fired before that command looks at its select, exactly
+//! as if time had been continuous; a `tick` is a command that does only this.
+
+use super::chan::Completion;
+use super::ctx::{get_json, put_json, Ctx};
+use super::keys::{self, Due};
+use super::store::{Store, StoreError, Table, Tx};
+use super::types::{Case, Millis};
+
+/// The log clock: the latest time any applied command carried.
+pub fn clock<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Millis, StoreError> {
+    Ok(get_json(tx, Table::Meta, keys::META_CLOCK)?.unwrap_or(0))
+}
+
+/// The earliest deadline (timer, parked operation or lease) still to come, so the leader
+/// knows when to propose a tick.
+pub fn next_deadline<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Option<Millis>, StoreError> {
+    let timer = tx.scan_from(Table::Timers, &[]).next().transpose()?;
+    let lease = tx.scan_from(Table::Leases, &[]).next().transpose()?;
+    let at = |entry: Option<(Vec<u8>, Vec<u8>)>| entry.map(|(k, _)| keys::parse_at_state(&k).0);
+    Ok([at(timer), at(lease)].into_iter().flatten().min())
+}
+
+/// The log time of a command carrying `proposed`: never earlier than the clock.
+pub fn log_time<S: Store + ?Sized>(tx: &Tx<'_, S>, proposed: Millis) -> Result<Millis, StoreError> {
+    Ok(proposed.max(clock(tx)?))
+}
+
+impl<S: Store + ?Sized> Ctx<'_, '_, S> {
+    /// Records the clock and does everything due up to `self.now`.
+    pub fn advance(&mut self) -> Result<(), StoreError> {
+        put_json(self.tx, Table::Meta, keys::META_CLOCK.to_vec(), &self.now)?;
+        for due in self.due(Table::Timers)? {
+            match keys::parse_timer(&due).1 {
+                Due::Select { state, select } => self.fire_timer(&state, &select)?,
+                Due::Op(op) => {
+                    self.withdraw_op(op)?;
+                }
+            }
+        }
+        for due in self.due(Table::Leases)? {
+            let (expires_at, id) = keys::parse_at_state(&due);
+            if let Some(mut state) = self.state(&id)? {
+                if state
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| l.expires_at == expires_at)
+                {
+                    state.lease = None;
+                    state.version += 1;
+                    self.put_state(state)?;
+                }
+            }
+        }
+        self.flush()
+    }
+
+    /// Keys of a deadline-ordered table that are due at `self.now`.
+    fn due(&self, table: Table) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut due = Vec::new();
+        for entry in self.tx.scan_from(table, &[]) {
+            let (key, _) = entry?;
+            if keys::parse_at_state(&key).0 > self.now {
+                break;
+            }
+            due.push(key);
+        }
+        Ok(due)
+    }
+
+    /// A blocked select's earliest timer fired: it completes through that timer case
+    /// (through one of them, chosen uniformly, if several share the deadline).
+    fn fire_timer(&mut self, state_id: &str, select_id: &str) -> Result<(), StoreError> {
+        let Some(state) = self.state(state_id)? else {
+            return Ok(());
+        };
+        let Some(select) = state.selects.iter().find(|s| s.id == select_id) else {
+            return Ok(());
+        };
+        let timers: Vec<(usize, Millis)> = select
+            .cases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                Case::Timer { at, .. } => Some((i, *at)),
+                _ => None,
+            })
+            .collect();
+        let Some(earliest) = timers.iter().map(|t| t.1).min() else {
+            return Ok(());
+        };
+        if earliest > self.now {
+            return Ok(());
+        }
+        let tied: Vec<usize> = timers
+            .iter()
+            .filter(|t| t.1 == earliest)
+            .map(|t| t.0)
+            .collect();
+        let case = tied[self.rng.below(tied.len())];
+        self.complete_select(state_id, select_id, case, Completion::Sent { ok: true })?;
+        Ok(())
+    }
+}

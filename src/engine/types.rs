@@ -1,0 +1,347 @@
+//! Domain types: states, selects, cases, results, leases and channels.
+//!
+//! These are the *validated* forms the engine works with. What clients send is parsed by
+//! [`super::wire`] (which also accepts the seed format of the original slct) and turned
+//! into these types by [`super::validate`]. The output form is lower-case JSON, produced
+//! by [`StateView`] so that bookkeeping the engine keeps for itself (queue positions,
+//! the lease's result watermark) never leaks to clients.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch, in *log time* (the leader's clock as written into
+/// the Raft log; see DESIGN §2 Time).
+pub type Millis = u64;
+
+/// One case of a select.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Case {
+    /// `v, ok := <-chan`
+    Recv {
+        /// Channel name.
+        chan: String,
+    },
+    /// `chan <- data`
+    Send {
+        /// Channel name.
+        chan: String,
+        /// The value sent (any JSON, `null` included).
+        data: Value,
+    },
+    /// `<-time.After(...)`: ready once log time reaches `at`.
+    Timer {
+        /// Absolute deadline in Unix ms (log time).
+        at: Millis,
+        /// The relative form the client gave, if any; kept so that a client may send
+        /// the select back exactly as it first wrote it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_ms: Option<u64>,
+    },
+    /// `default:`: taken when no other case is ready at registration.
+    Default,
+}
+
+impl Case {
+    /// The channel this case operates on, if any.
+    pub fn chan(&self) -> Option<&str> {
+        match self {
+            Case::Recv { chan } | Case::Send { chan, .. } => Some(chan),
+            Case::Timer { .. } | Case::Default => None,
+        }
+    }
+
+    /// The op name used in results and listings.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Case::Recv { .. } => "recv",
+            Case::Send { .. } => "send",
+            Case::Timer { .. } => "timer",
+            Case::Default => "default",
+        }
+    }
+
+    /// Whether a case written by a client denotes this (stored) case. Timers written
+    /// relatively match by `after_ms`, since their absolute deadline was fixed at
+    /// registration; everything else must be equal.
+    pub fn same_as_written(&self, written: &Case) -> bool {
+        match (self, written) {
+            (
+                Case::Timer { at, after_ms },
+                Case::Timer {
+                    at: w_at,
+                    after_ms: w_after,
+                },
+            ) => at == w_at || (w_after.is_some() && after_ms == w_after),
+            _ => self == written,
+        }
+    }
+}
+
+/// A blocked goroutine: a select statement and, once queued, where its cases wait.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Select {
+    /// Names the goroutine within its state; unique among the state's selects.
+    pub id: String,
+    /// The cases, in the order the client wrote them (results refer to this index).
+    pub cases: Vec<Case>,
+    /// Where a blocked select waits: (case index, position in that channel's queue).
+    /// Engine bookkeeping, empty in what clients send and see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<(usize, u64)>,
+}
+
+impl Select {
+    /// A select as a client wrote it.
+    pub fn new(id: impl Into<String>, cases: Vec<Case>) -> Self {
+        Select {
+            id: id.into(),
+            cases,
+            queued: Vec::new(),
+        }
+    }
+
+    /// The select without engine bookkeeping.
+    pub fn as_written(&self) -> Select {
+        Select::new(self.id.clone(), self.cases.clone())
+    }
+}
+
+/// What a completed select produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectResult {
+    /// Increases within a state.
+    pub seq: u64,
+    /// Id of the select that completed.
+    pub select: String,
+    /// Index of the case taken in the select's `cases`.
+    pub case: usize,
+    /// `recv`, `send`, `timer` or `default`.
+    pub op: String,
+    /// Channel of a `recv` or `send` case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chan: Option<String>,
+    /// Value received (null for sends, timers, default and receives from a closed channel).
+    pub data: Value,
+    /// False for a receive from a closed channel and for a send on a closed channel.
+    pub ok: bool,
+    /// Set for a send on a closed channel: Go's panic, as a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Log time at which the select completed.
+    pub at: Millis,
+}
+
+/// How a pending state with a callback is resumed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    /// URL the leader POSTs the state to.
+    pub url: String,
+    /// How long one attempt may take.
+    pub timeout_ms: u64,
+}
+
+/// A lease: who may update a pending state, and until when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Proof of holding the lease; generated by the proposer, so replicas agree.
+    pub token: Uuid,
+    /// Log time after which the lease is void and the state pending again.
+    pub expires_at: Millis,
+    /// Results with `seq` up to this one were delivered under this lease and are
+    /// consumed by the update; later ones arrived during the lease and are kept.
+    #[serde(default)]
+    pub through_seq: u64,
+}
+
+/// The derived status of a state (DESIGN §1); never written by clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Selects blocked, no results.
+    Waiting,
+    /// At least one result, not leased.
+    Pending,
+    /// Handed to a callback or a poller.
+    Leased,
+    /// No selects and no results.
+    Done,
+    /// Callback attempts exhausted; re-armed by `POST /state/{id}/retry`.
+    Failed,
+}
+
+impl Status {
+    /// Parses the lower-case name used in `?status=` filters.
+    pub fn parse(name: &str) -> Option<Status> {
+        Some(match name {
+            "waiting" => Status::Waiting,
+            "pending" => Status::Pending,
+            "leased" => Status::Leased,
+            "done" => Status::Done,
+            "failed" => Status::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One process, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// State id (same rules as channel names).
+    pub id: String,
+    /// The process's own dump; opaque to slct.
+    pub data: Value,
+    /// Selects still blocked.
+    pub selects: Vec<Select>,
+    /// Results not yet consumed, in `seq` order.
+    pub results: Vec<SelectResult>,
+    /// Where to POST the state when it turns pending; `None` for polled states.
+    pub callback: Option<Callback>,
+    /// Increases with every change.
+    pub version: u64,
+    /// The current lease, if any (it may have expired in wall time but not yet in log time).
+    pub lease: Option<Lease>,
+    /// Creation log time.
+    pub created_at: Millis,
+    /// Last change log time.
+    pub updated_at: Millis,
+    /// Next result `seq`.
+    pub next_seq: u64,
+    /// Log time at which the state last turned pending (orders polling oldest-first).
+    pub pending_since: Option<Millis>,
+    /// Callback attempts since the last successful update.
+    pub attempts: u32,
+    /// Last callback failure, for operators.
+    pub last_error: Option<String>,
+    /// Callback attempts exhausted.
+    pub failed: bool,
+}
+
+impl State {
+    /// The status clients see, derived from the stored fields.
+    pub fn status(&self) -> Status {
+        if self.failed {
+            Status::Failed
+        } else if self.lease.is_some() {
+            Status::Leased
+        } else if !self.results.is_empty() {
+            Status::Pending
+        } else if !self.selects.is_empty() {
+            Status::Waiting
+        } else {
+            Status::Done
+        }
+    }
+
+    /// The client-facing form (full, or a summary without `data`).
+    pub fn view(&self, full: bool) -> StateView {
+        StateView {
+            id: self.id.clone(),
+            status: self.status(),
+            data: full.then(|| self.data.clone()),
+            selects: self.selects.iter().map(Select::as_written).collect(),
+            results: self.results.clone(),
+            callback: self.callback.clone(),
+            version: self.version,
+            lease: self.lease.as_ref().map(|l| LeaseView {
+                token: l.token,
+                expires_at: l.expires_at,
+            }),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// A lease as clients see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// The token to send back with the update.
+    pub token: Uuid,
+    /// Unix ms (log time) when the lease lapses.
+    pub expires_at: Millis,
+}
+
+/// A state as clients see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateView {
+    /// State id.
+    pub id: String,
+    /// Derived status.
+    pub status: Status,
+    /// The process's data; absent in summaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// Blocked selects.
+    pub selects: Vec<Select>,
+    /// Unconsumed results.
+    pub results: Vec<SelectResult>,
+    /// Callback, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
+    /// Version, increased by every change.
+    pub version: u64,
+    /// Current lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseView>,
+    /// Creation time (Unix ms).
+    pub created_at: Millis,
+    /// Last change (Unix ms).
+    pub updated_at: Millis,
+    /// Callback attempts since the last successful update.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Last callback failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A channel's stored metadata. Values and waiters live in their own tables.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Chan {
+    /// Buffer capacity (0: unbuffered).
+    pub capacity: u64,
+    /// `close(ch)` was applied.
+    pub closed: bool,
+    /// Made with `PUT /chan/{name}`; kept even when empty.
+    pub explicit: bool,
+    /// Values in the buffer.
+    pub len: u64,
+    /// Blocked senders (state selects, detached and HTTP sends).
+    pub senders: u64,
+    /// Blocked receivers.
+    pub receivers: u64,
+    /// Next position in this channel's buffer and queues; keeps FIFO order.
+    pub next_pos: u64,
+}
+
+impl Chan {
+    /// An implicit, open, empty channel with no waiters is not stored at all.
+    pub fn is_vacant(&self) -> bool {
+        !self.explicit && !self.closed && self.len == 0 && self.senders == 0 && self.receivers == 0
+    }
+}
+
+/// A channel as clients see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChanView {
+    /// Channel name.
+    pub name: String,
+    /// Buffer capacity.
+    pub capacity: u64,
+    /// Values in the buffer.
+    pub len: u64,
+    /// Closed?
+    pub closed: bool,
+    /// Blocked senders.
+    pub senders: u64,
+    /// Blocked receivers.
+    pub receivers: u64,
+}

@@ -1,0 +1,82 @@
+//! Validation of names, selects and cases, shared by the API (to answer 400 before a
+//! round through Raft) and the engine (which never trusts its input).
+
+use std::collections::BTreeSet;
+
+use super::error::Error;
+use super::types::{Case, Select};
+
+/// Longest state id, channel name or select id, in bytes.
+pub const MAX_NAME: usize = 256;
+/// Most cases in one select.
+pub const MAX_CASES: usize = 64;
+/// Most selects in one state.
+pub const MAX_SELECTS: usize = 256;
+/// Largest channel capacity.
+pub const MAX_CAPACITY: u64 = 1 << 32;
+
+/// A state id, channel name or select id: 1–256 bytes of UTF-8 without control characters.
+pub fn name(what: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() || value.len() > MAX_NAME {
+        return Err(Error::Invalid(format!(
+            "{what} must be 1 to {MAX_NAME} bytes long"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The selects of one state: limits, unique ids, and each select's cases.
+pub fn selects(selects: &[Select]) -> Result<(), Error> {
+    if selects.len() > MAX_SELECTS {
+        return Err(Error::Invalid(format!(
+            "a state may have at most {MAX_SELECTS} selects"
+        )));
+    }
+    let mut ids = BTreeSet::new();
+    for select in selects {
+        name("select id", &select.id)?;
+        if !ids.insert(select.id.as_str()) {
+            return Err(Error::Invalid(format!(
+                "duplicate select id {:?}",
+                select.id
+            )));
+        }
+        cases(&select.id, &select.cases)?;
+    }
+    Ok(())
+}
+
+fn cases(select: &str, cases: &[Case]) -> Result<(), Error> {
+    if cases.len() > MAX_CASES {
+        return Err(Error::Invalid(format!(
+            "select {select:?} has more than {MAX_CASES} cases"
+        )));
+    }
+    if cases.iter().filter(|c| **c == Case::Default).count() > 1 {
+        return Err(Error::Invalid(format!(
+            "select {select:?} has more than one default case"
+        )));
+    }
+    for case in cases {
+        if let Some(chan) = case.chan() {
+            name("channel name", chan)?;
+        }
+    }
+    Ok(())
+}
+
+/// A channel capacity as given by a client.
+pub fn capacity(capacity: i64) -> Result<u64, Error> {
+    match u64::try_from(capacity) {
+        Ok(c) if c <= MAX_CAPACITY => Ok(c),
+        Ok(_) => Err(Error::Invalid(format!(
+            "capacity must be at most {MAX_CAPACITY}"
+        ))),
+        Err(_) => Err(Error::Invalid("capacity must not be negative".into())),
+    }
+}

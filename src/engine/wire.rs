@@ -1,0 +1,230 @@
+//! What clients send, parsed leniently and then validated into engine types.
+//!
+//! Accepts the lower-case names of DESIGN §1 and, as aliases, the seed format of the
+//! original slct (`ID`, `Data`, `Selects`, `Cases`, `Op`, `Chan`, `Callback{Type,URI}`;
+//! `Op` 1 = recv, 2 = send, 3 = timer with `Chan` holding Unix seconds). Server-owned
+//! fields (`status`, `results`, `version`, ...) are ignored, so a client may send back
+//! the whole state it received. Every problem is an [`Error::Invalid`] naming the field.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::Error;
+use super::types::{Callback, Case, Select};
+use super::validate;
+
+/// Default per-attempt timeout of a callback.
+pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 10_000;
+/// Longest per-attempt timeout of a callback.
+pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 300_000;
+
+/// The body of `PUT /state/{id}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StateBody {
+    /// Opaque process data (null if absent).
+    #[serde(default, alias = "Data")]
+    pub data: Value,
+    /// Selects (blocked ones unchanged, new ones to register).
+    #[serde(default, alias = "Selects")]
+    pub selects: Option<Vec<SelectBody>>,
+    /// Callback.
+    #[serde(default, alias = "Callback")]
+    pub callback: Option<CallbackBody>,
+    /// The lease under which this is an update.
+    #[serde(default)]
+    pub lease: Option<LeaseBody>,
+}
+
+/// `{"token": "<uuid>"}` in a state body.
+#[derive(Debug, Default, Deserialize)]
+pub struct LeaseBody {
+    /// The token, validated as a UUID by [`parse_token`].
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// A select as written.
+#[derive(Debug, Deserialize)]
+pub struct SelectBody {
+    /// Select id.
+    #[serde(default, alias = "ID", alias = "Id")]
+    pub id: Option<String>,
+    /// Cases.
+    #[serde(default, alias = "Cases")]
+    pub cases: Option<Vec<CaseBody>>,
+}
+
+/// A case as written.
+#[derive(Debug, Deserialize)]
+pub struct CaseBody {
+    /// `recv|send|timer|default` or seed codes 1|2|3.
+    #[serde(default, alias = "Op")]
+    pub op: Option<OpName>,
+    /// Channel (seed timers: Unix seconds).
+    #[serde(default, alias = "Chan")]
+    pub chan: Option<String>,
+    /// Value of a send; `null` is a value, absence is not.
+    #[serde(default, alias = "Data", deserialize_with = "present")]
+    pub data: Option<Value>,
+    /// Timer deadline (Unix ms).
+    #[serde(default)]
+    pub at: Option<u64>,
+    /// Timer delay from registration.
+    #[serde(default)]
+    pub after_ms: Option<u64>,
+}
+
+/// An op by name or by seed code.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OpName {
+    /// `"recv"`, ...
+    Name(String),
+    /// 1, 2, 3.
+    Code(i64),
+}
+
+/// A callback as written.
+#[derive(Debug, Deserialize)]
+pub struct CallbackBody {
+    /// URL to POST to.
+    #[serde(default, alias = "URI", alias = "URL", alias = "uri")]
+    pub url: Option<String>,
+    /// Seed callback type (1 = HTTP).
+    #[serde(default, rename = "Type", alias = "type")]
+    pub kind: Option<i64>,
+    /// Per-attempt timeout.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Deserializes a field that is present (even as `null`) into `Some`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl StateBody {
+    /// Validated selects.
+    pub fn selects(&self) -> Result<Vec<Select>, Error> {
+        let selects = self
+            .selects
+            .iter()
+            .flatten()
+            .map(SelectBody::to_select)
+            .collect::<Result<Vec<_>, _>>()?;
+        validate::selects(&selects)?;
+        Ok(selects)
+    }
+
+    /// Validated callback.
+    pub fn callback(&self) -> Result<Option<Callback>, Error> {
+        self.callback
+            .as_ref()
+            .map(CallbackBody::to_callback)
+            .transpose()
+    }
+
+    /// The lease token in the body, if any.
+    pub fn token(&self) -> Result<Option<Uuid>, Error> {
+        match self.lease.as_ref().and_then(|l| l.token.as_deref()) {
+            None => Ok(None),
+            Some(token) => parse_token(token).map(Some),
+        }
+    }
+}
+
+/// A lease token: must be a UUID.
+pub fn parse_token(token: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(token.trim()).map_err(|_| Error::Invalid("lease token must be a UUID".into()))
+}
+
+impl SelectBody {
+    fn to_select(&self) -> Result<Select, Error> {
+        let id = self
+            .id
+            .clone()
+            .ok_or_else(|| Error::Invalid("every select needs an id".into()))?;
+        let cases = self
+            .cases
+            .iter()
+            .flatten()
+            .map(|c| c.to_case(&id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Select::new(id, cases))
+    }
+}
+
+impl CaseBody {
+    fn to_case(&self, select: &str) -> Result<Case, Error> {
+        let invalid = |what: &str| Error::Invalid(format!("select {select:?}: {what}"));
+        let chan = || {
+            self.chan
+                .clone()
+                .ok_or_else(|| invalid("a recv or send case needs chan"))
+        };
+        let op = match &self.op {
+            None => return Err(invalid("every case needs an op")),
+            Some(OpName::Name(name)) => name.as_str(),
+            Some(OpName::Code(1)) => "recv",
+            Some(OpName::Code(2)) => "send",
+            Some(OpName::Code(3)) => "timer",
+            Some(OpName::Code(code)) => return Err(invalid(&format!("unknown op {code}"))),
+        };
+        match op {
+            "recv" => Ok(Case::Recv { chan: chan()? }),
+            "send" => Ok(Case::Send {
+                chan: chan()?,
+                data: self
+                    .data
+                    .clone()
+                    .ok_or_else(|| invalid("a send case needs data"))?,
+            }),
+            "timer" => self.timer().map_err(|e| invalid(&e)),
+            "default" => Ok(Case::Default),
+            other => Err(invalid(&format!("unknown op {other:?}"))),
+        }
+    }
+
+    fn timer(&self) -> Result<Case, String> {
+        match (self.at, self.after_ms, &self.chan) {
+            (Some(at), None, _) => Ok(Case::Timer { at, after_ms: None }),
+            (None, Some(ms), _) => Ok(Case::Timer {
+                at: 0,
+                after_ms: Some(ms),
+            }),
+            (None, None, Some(secs)) => secs
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .and_then(|s| s.checked_mul(1000))
+                .map(|at| Case::Timer { at, after_ms: None })
+                .ok_or_else(|| "a seed timer's Chan must hold Unix seconds".into()),
+            (Some(_), Some(_), _) => Err("a timer takes at or after_ms, not both".into()),
+            (None, None, None) => Err("a timer case needs at or after_ms".into()),
+        }
+    }
+}
+
+impl CallbackBody {
+    fn to_callback(&self) -> Result<Callback, Error> {
+        if self.kind.is_some_and(|k| k != 1) {
+            return Err(Error::Invalid("callback Type must be 1 (HTTP)".into()));
+        }
+        let url = self
+            .url
+            .clone()
+            .ok_or_else(|| Error::Invalid("callback needs a url".into()))?;
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_control) {
+            return Err(Error::Invalid("callback url must be an http(s) URL".into()));
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_CALLBACK_TIMEOUT_MS);
+        if timeout_ms == 0 || timeout_ms > MAX_CALLBACK_TIMEOUT_MS {
+            return Err(Error::Invalid(format!(
+                "callback timeout_ms must be 1 to {MAX_CALLBACK_TIMEOUT_MS}"
+            )));
+        }
+        Ok(Callback { url, timeout_ms })
+    }
+}

@@ -1,0 +1,9 @@
+//! slct: Go's channels and `select`, offered as a durable, replicated HTTP service.
+//!
+//! # Layout
+//! - [`engine`]: the CSP state machine — channels, selects, states, leases and log
+//!   time — as a pure, deterministic module over ordered key-value tables.
+//! - [`store`]: those tables in sled, committed atomically with the applied index.
+
+pub mod engine;
+pub mod store;
