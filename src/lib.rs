@@ -4,6 +4,8 @@
 //! - [`engine`]: the CSP state machine — channels, selects, states, leases and log
 //!   time — as a pure, deterministic module over ordered key-value tables.
 //! - [`store`]: those tables in sled, committed atomically with the applied index.
+//! - [`node`]: a running replica — the seam between Raft and the HTTP API.
 
 pub mod engine;
+pub mod node;
 pub mod store;
