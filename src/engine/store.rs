@@ -235,6 +235,14 @@ impl MemStore {
         self.tables.iter().all(BTreeMap::is_empty)
     }
 
+    /// Whether every table but [`Table::Meta`] (which keeps the log clock) is empty.
+    pub fn is_empty_but_meta(&self) -> bool {
+        Table::ALL
+            .iter()
+            .filter(|t| **t != Table::Meta)
+            .all(|t| self.tables[t.index()].is_empty())
+    }
+
     /// All entries of a table, in order.
     pub fn entries(&self, table: Table) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
         self.tables[table.index()].iter()
