@@ -168,9 +168,10 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             return Ok(false);
         }
         c.closed = true;
-        let (receivers, senders) = (c.receivers, c.senders);
         self.put_chan(name, c);
-        for _ in 0..receivers {
+        // Completing one waiter withdraws its select's other entries, possibly in this
+        // same queue: count anew each time.
+        while self.chan(name)?.receivers > 0 {
             let receiver = self.pop_waiter(name, false)?;
             let closed = Completion::Received {
                 data: Value::Null,
@@ -178,7 +179,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             };
             self.complete_waiter(receiver, closed)?;
         }
-        for _ in 0..senders {
+        while self.chan(name)?.senders > 0 {
             let sender = self.pop_waiter(name, true)?;
             self.complete_waiter(sender, Completion::Sent { ok: false })?;
         }
