@@ -14,7 +14,10 @@ use slct::engine::{self, Command, Op, Tx};
 use slct::store::SledStore;
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let selects = args.first().copied().unwrap_or(1_000_000);
     let pairs = args.get(1).copied().unwrap_or(100_000);
     let batch = args.get(2).copied().unwrap_or(1_000) as usize;
@@ -28,14 +31,22 @@ fn main() {
         selects: vec![Select::new(
             "g",
             vec![
-                Case::Recv { chan: format!("payment-{i}") },
-                Case::Timer { at: 0, after_ms: Some(86_400_000) },
+                Case::Recv {
+                    chan: format!("payment-{i}"),
+                },
+                Case::Timer {
+                    at: 0,
+                    after_ms: Some(86_400_000),
+                },
             ],
         )],
         callback: None,
     });
     run("blocked selects", &store, &mut now, blocked, batch);
-    println!("  peak RSS after {selects} blocked selects: {} MiB", peak_rss_mib());
+    println!(
+        "  peak RSS after {selects} blocked selects: {} MiB",
+        peak_rss_mib()
+    );
 
     let rendezvous = (0..pairs).flat_map(|i| {
         let chan = format!("rv-{i}");
@@ -47,16 +58,37 @@ fn main() {
         };
         [
             one(format!("rx-{i:08}"), Case::Recv { chan: chan.clone() }),
-            one(format!("tx-{i:08}"), Case::Send { chan, data: json!(i) }),
+            one(
+                format!("tx-{i:08}"),
+                Case::Send {
+                    chan,
+                    data: json!(i),
+                },
+            ),
         ]
     });
-    let elapsed = run("rendezvous states (2 per pair)", &store, &mut now, rendezvous, batch);
-    println!("  {:.0} rendezvous pairs/s", pairs as f64 / elapsed.as_secs_f64());
+    let elapsed = run(
+        "rendezvous states (2 per pair)",
+        &store,
+        &mut now,
+        rendezvous,
+        batch,
+    );
+    println!(
+        "  {:.0} rendezvous pairs/s",
+        pairs as f64 / elapsed.as_secs_f64()
+    );
     println!("  peak RSS at the end: {} MiB", peak_rss_mib());
 }
 
 /// Applies `ops` in batches; prints rate and batch latency percentiles.
-fn run(name: &str, store: &SledStore, now: &mut u64, ops: impl Iterator<Item = Op>, batch: usize) -> Duration {
+fn run(
+    name: &str,
+    store: &SledStore,
+    now: &mut u64,
+    ops: impl Iterator<Item = Op>,
+    batch: usize,
+) -> Duration {
     let start = Instant::now();
     let mut latencies = Vec::new();
     let mut count = 0u64;
@@ -66,7 +98,11 @@ fn run(name: &str, store: &SledStore, now: &mut u64, ops: impl Iterator<Item = O
         let mut tx = Tx::new(store);
         for op in ops.by_ref().take(batch) {
             *now += 1;
-            let cmd = Command { now: *now, seed: count, op };
+            let cmd = Command {
+                now: *now,
+                seed: count,
+                op,
+            };
             let applied = engine::apply(&mut tx, &cmd).expect("apply");
             assert!(applied.reply.is_ok(), "{:?}", applied.reply);
             count += 1;

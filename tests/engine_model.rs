@@ -665,7 +665,7 @@ fn compare(run: &mut Run) -> Result<(), String> {
             .into_iter()
             .map(|v| serde_json::from_slice(&v).unwrap())
             .collect();
-        if buffered != Vec::from(m.buf.clone()) {
+        if !m.buf.iter().eq(buffered.iter()) {
             return Err(format!(
                 "chan {name}: buffer {buffered:?} != model {:?}",
                 m.buf

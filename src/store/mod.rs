@@ -72,18 +72,17 @@ impl SledStore {
 
     /// Commits staged writes to every touched tree in one atomic transaction.
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        let touched: Vec<(sled::Tree, Vec<(Vec<u8>, Option<Vec<u8>>)>)> = writes
+        let (trees, staged): (Vec<sled::Tree>, Vec<_>) = writes
             .into_iter()
             .enumerate()
             .filter(|(_, w)| !w.is_empty())
-            .map(|(i, w)| (self.trees[i].clone(), w.into_iter().collect()))
-            .collect();
-        if touched.is_empty() {
+            .map(|(i, w)| (self.trees[i].clone(), w))
+            .unzip();
+        if trees.is_empty() {
             return Ok(());
         }
-        let trees: Vec<sled::Tree> = touched.iter().map(|(t, _)| t.clone()).collect();
         let result: Result<(), TransactionError<()>> = trees.as_slice().transaction(|views| {
-            for (view, (_, writes)) in views.iter().zip(&touched) {
+            for (view, writes) in views.iter().zip(&staged) {
                 for (key, value) in writes {
                     match value {
                         Some(v) => view.insert(key.as_slice(), v.as_slice())?,
