@@ -22,6 +22,13 @@ use super::types::{Case, Chan, Millis, State};
 struct CachedState {
     stored_index: BTreeSet<(Table, Vec<u8>)>,
     current: Option<State>,
+    changed: bool,
+}
+
+/// A channel as loaded; written back only if changed.
+struct CachedChan {
+    chan: Chan,
+    changed: bool,
 }
 
 /// Everything one command works with.
@@ -35,7 +42,7 @@ pub(crate) struct Ctx<'a, 's, S: Store + ?Sized> {
     /// What others must hear of.
     pub effects: Effects,
     states: BTreeMap<String, CachedState>,
-    chans: BTreeMap<String, Chan>,
+    chans: BTreeMap<String, CachedChan>,
 }
 
 impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
@@ -58,6 +65,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             let cached = CachedState {
                 stored_index,
                 current: stored,
+                changed: false,
             };
             self.states.insert(id.to_owned(), cached);
         }
@@ -70,6 +78,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
         let id = state.id.clone();
         if let Some(cached) = self.states.get_mut(&id) {
             cached.current = Some(state);
+            cached.changed = true;
         }
         Ok(())
     }
@@ -79,23 +88,32 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
         self.state(id)?;
         if let Some(cached) = self.states.get_mut(id) {
             cached.current = None;
+            cached.changed = true;
         }
         Ok(())
     }
 
     /// The channel `name` (an implicit empty channel if nothing is stored).
     pub fn chan(&mut self, name: &str) -> Result<Chan, StoreError> {
-        if let Some(chan) = self.chans.get(name) {
-            return Ok(chan.clone());
+        if let Some(cached) = self.chans.get(name) {
+            return Ok(cached.chan.clone());
         }
         let chan: Chan = get_json(self.tx, Table::Chans, name.as_bytes())?.unwrap_or_default();
-        self.chans.insert(name.to_owned(), chan.clone());
+        let cached = CachedChan {
+            chan: chan.clone(),
+            changed: false,
+        };
+        self.chans.insert(name.to_owned(), cached);
         Ok(chan)
     }
 
     /// Replaces a channel's metadata.
     pub fn put_chan(&mut self, name: &str, chan: Chan) {
-        self.chans.insert(name.to_owned(), chan);
+        let cached = CachedChan {
+            chan,
+            changed: true,
+        };
+        self.chans.insert(name.to_owned(), cached);
     }
 
     /// Changes a channel's metadata in place.
@@ -113,7 +131,11 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             let CachedState {
                 stored_index,
                 current,
+                changed,
             } = cached;
+            if !changed {
+                continue;
+            }
             let Some(mut state) = current else {
                 self.tx.delete(Table::States, id.into_bytes());
                 for (table, key) in stored_index {
@@ -139,7 +161,10 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             }
             put_json(self.tx, Table::States, id.into_bytes(), &state)?;
         }
-        for (name, chan) in std::mem::take(&mut self.chans) {
+        for (name, CachedChan { chan, changed }) in std::mem::take(&mut self.chans) {
+            if !changed {
+                continue;
+            }
             if chan.is_vacant() {
                 self.tx.delete(Table::Chans, name.into_bytes());
             } else {
