@@ -34,7 +34,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
 use tokio::sync::watch;
@@ -128,6 +128,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
         _stop: Arc::new(stop),
     };
     routes()
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             forward::middleware,
@@ -141,57 +142,58 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
         .with_state(state)
 }
 
-/// The route table (also checked against openapi.yaml by the tests).
-fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/state/:id",
-            get(states::get_or_poll)
-                .put(states::put)
-                .delete(states::delete),
-        )
-        .route(
-            "/state/:id/lease",
-            post(states::extend_lease).delete(states::release_lease),
-        )
-        .route("/state/:id/retry", post(states::retry))
-        .route("/states", get(states::list))
-        .route("/chan/:name", put(chans::make).get(chans::info))
-        .route("/chan/:name/send", post(chans::send))
-        .route("/chan/:name/recv", post(chans::recv))
-        .route("/chan/:name/close", post(chans::close))
-        .route("/chans", get(chans::list))
-        .route("/cluster", get(cluster::info))
-        .route("/cluster/learners", post(cluster::add_learner))
-        .route("/cluster/membership", post(cluster::change_membership))
-        .route("/healthz", get(cluster::healthz))
-        .route("/readyz", get(cluster::readyz))
-        .route("/metrics", get(metrics::render))
+/// One route: method, axum path, handler.
+type Route = (&'static str, &'static str, MethodRouter<AppState>);
+
+/// Every client route. The router is built from this table and the openapi test
+/// checks the same table, so the two cannot drift apart.
+fn table() -> Vec<Route> {
+    vec![
+        ("get", "/state/:id", get(states::get_or_poll)),
+        ("put", "/state/:id", put(states::put)),
+        ("delete", "/state/:id", delete(states::delete)),
+        ("post", "/state/:id/lease", post(states::extend_lease)),
+        ("delete", "/state/:id/lease", delete(states::release_lease)),
+        ("post", "/state/:id/retry", post(states::retry)),
+        ("get", "/states", get(states::list)),
+        ("put", "/chan/:name", put(chans::make)),
+        ("get", "/chan/:name", get(chans::info)),
+        ("post", "/chan/:name/send", post(chans::send)),
+        ("post", "/chan/:name/recv", post(chans::recv)),
+        ("post", "/chan/:name/close", post(chans::close)),
+        ("get", "/chans", get(chans::list)),
+        ("get", "/cluster", get(cluster::info)),
+        ("post", "/cluster/learners", post(cluster::add_learner)),
+        (
+            "post",
+            "/cluster/membership",
+            post(cluster::change_membership),
+        ),
+        ("get", "/healthz", get(cluster::healthz)),
+        ("get", "/readyz", get(cluster::readyz)),
+        ("get", "/metrics", get(metrics::render)),
+    ]
 }
 
-/// Every `(method, path)` the router serves, in openapi.yaml's path syntax.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/state/{id}"),
-    ("put", "/state/{id}"),
-    ("delete", "/state/{id}"),
-    ("get", "/state/poll"),
-    ("post", "/state/{id}/lease"),
-    ("delete", "/state/{id}/lease"),
-    ("post", "/state/{id}/retry"),
-    ("get", "/states"),
-    ("put", "/chan/{name}"),
-    ("get", "/chan/{name}"),
-    ("post", "/chan/{name}/send"),
-    ("post", "/chan/{name}/recv"),
-    ("post", "/chan/{name}/close"),
-    ("get", "/chans"),
-    ("get", "/cluster"),
-    ("post", "/cluster/learners"),
-    ("post", "/cluster/membership"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-];
+fn routes() -> Router<AppState> {
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
+}
+
+/// Every `(method, path)` the router serves, in openapi.yaml's syntax
+/// (`/state/{id}`). `GET /state/poll` is served by the `GET /state/{id}` handler and
+/// listed on its own.
+pub fn served_routes() -> Vec<(String, String)> {
+    let mut routes: Vec<(String, String)> = table()
+        .into_iter()
+        .map(|(method, path, _)| (method.to_owned(), metrics::template(path)))
+        .collect();
+    routes.push(("get".into(), "/state/poll".into()));
+    routes
+}
 
 /// Paths open without a token: probes and scraping.
 fn is_operational(path: &str) -> bool {
@@ -231,6 +233,14 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not served on {}", req.method(), req.uri().path()),
+    )
 }
 
 async fn not_found(req: Request) -> ApiError {
