@@ -26,6 +26,9 @@ use crate::engine::store::{Scan, Store, StoreError, Table, WriteSet};
 /// sled's main data file inside the database directory.
 const SLED_DATA_FILE: &str = "db";
 
+/// A staged write: key and new value (`None` deletes).
+type StagedWrite = (Vec<u8>, Option<Vec<u8>>);
+
 /// A sled database holding the state machine tables (and, in other trees, the Raft log).
 #[derive(Clone)]
 pub struct SledStore {
@@ -72,7 +75,7 @@ impl SledStore {
 
     /// Commits staged writes to every touched tree in one atomic transaction.
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        let touched: Vec<(sled::Tree, Vec<(Vec<u8>, Option<Vec<u8>>)>)> = writes
+        let touched: Vec<(sled::Tree, Vec<StagedWrite>)> = writes
             .into_iter()
             .enumerate()
             .filter(|(_, w)| !w.is_empty())
