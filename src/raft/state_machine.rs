@@ -233,6 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| snapshot_write_err(&e))??;
         self.progress.send_replace(read_progress(&self.store)?);
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
 
