@@ -110,7 +110,10 @@ impl StateMachine {
     fn remove_received(&self) -> Result<(), StorageError> {
         for entry in std::fs::read_dir(&self.dir).map_err(|e| snapshot_read_err(&e))? {
             let path = entry.map_err(|e| snapshot_read_err(&e))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.starts_with(RECEIVED) {
                 std::fs::remove_file(&path).map_err(|e| snapshot_write_err(&e))?;
             }
