@@ -96,10 +96,13 @@ async fn ping_pong_for_twenty_rounds_resumed_only_by_callbacks() {
     c.shutdown().await;
 }
 
-/// What the flaky receiver saw: per state, the attempts and idempotency keys.
+/// One callback call: attempt, lease token, whether the signature was right.
+type Call = (u64, String, bool);
+
+/// What the flaky receiver saw: per state, its calls.
 #[derive(Clone, Default)]
 struct Seen {
-    calls: Arc<Mutex<HashMap<String, Vec<(u64, String, bool)>>>>,
+    calls: Arc<Mutex<HashMap<String, Vec<Call>>>>,
     failing: Arc<Mutex<bool>>,
 }
 
