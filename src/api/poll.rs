@@ -8,7 +8,9 @@
 //! it answers `[]`.
 //!
 //! The poller takes its place in the queue *before* its first look, so a state that
-//! turns pending between the look and the sleep still wakes it.
+//! turns pending between the look and the sleep still wakes it. A poller also answers
+//! `[]` early when this node stops leading (or shuts down): the client polls again and
+//! reaches the new leader, rather than sleeping on a node that can no longer lease.
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -58,6 +60,7 @@ pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
     let deadline = Instant::now() + Duration::from_secs(wait);
     let _gauge = state.metrics.long_poller();
     let mut ticket = state.hub.poller(&q.prefix);
+    let mut leading = state.node.leadership();
     loop {
         let op = Op::LeasePending {
             prefix: q.prefix.clone(),
@@ -77,7 +80,11 @@ pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
             return Ok(Json(views).into_response());
         }
         ticket.rearm();
-        if timeout_at(deadline, ticket.woken()).await.is_err() {
+        let woken = tokio::select! {
+            woken = timeout_at(deadline, ticket.woken()) => woken.is_ok(),
+            _ = leading.wait_for(|leader| !leader) => false,
+        };
+        if !woken {
             return Ok(Json(Vec::<Value>::new()).into_response());
         }
     }
