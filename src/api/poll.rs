@@ -15,13 +15,13 @@
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
 use tokio::time::{timeout_at, Duration, Instant};
 use uuid::Uuid;
 
 use super::error::ApiResult;
 use super::states::{default_lease_ms, lease_ms, unexpected};
 use super::{wait_secs, AppState};
+use crate::engine::types::StateView;
 use crate::engine::{Op, Response as Reply};
 
 /// Longest `wait` of a long-poll, in seconds.
@@ -73,10 +73,7 @@ pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
         };
         if !leased.is_empty() {
             ticket.delivered(leased.iter().map(|s| s.id.as_str()));
-            let views: Vec<Value> = leased
-                .iter()
-                .map(|s| serde_json::to_value(s.view(true)).unwrap_or(Value::Null))
-                .collect();
+            let views: Vec<StateView> = leased.iter().map(|s| s.view(true)).collect();
             return Ok(Json(views).into_response());
         }
         ticket.rearm();
@@ -85,7 +82,7 @@ pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
             _ = leading.wait_for(|leader| !leader) => false,
         };
         if !woken {
-            return Ok(Json(Vec::<Value>::new()).into_response());
+            return Ok(Json(Vec::<StateView>::new()).into_response());
         }
     }
 }
