@@ -8,18 +8,20 @@
 //! it answers `[]`.
 //!
 //! The poller takes its place in the queue *before* its first look, so a state that
-//! turns pending between the look and the sleep still wakes it.
+//! turns pending between the look and the sleep still wakes it. A poller also answers
+//! `[]` early when this node stops leading (or shuts down): the client polls again and
+//! reaches the new leader, rather than sleeping on a node that can no longer lease.
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
 use tokio::time::{timeout_at, Duration, Instant};
 use uuid::Uuid;
 
 use super::error::ApiResult;
 use super::states::{default_lease_ms, lease_ms, unexpected};
 use super::{wait_secs, AppState};
+use crate::engine::types::StateView;
 use crate::engine::{Op, Response as Reply};
 
 /// Longest `wait` of a long-poll, in seconds.
@@ -58,6 +60,7 @@ pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
     let deadline = Instant::now() + Duration::from_secs(wait);
     let _gauge = state.metrics.long_poller();
     let mut ticket = state.hub.poller(&q.prefix);
+    let mut leading = state.node.leadership();
     loop {
         let op = Op::LeasePending {
             prefix: q.prefix.clone(),
@@ -70,15 +73,16 @@ pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
         };
         if !leased.is_empty() {
             ticket.delivered(leased.iter().map(|s| s.id.as_str()));
-            let views: Vec<Value> = leased
-                .iter()
-                .map(|s| serde_json::to_value(s.view(true)).unwrap_or(Value::Null))
-                .collect();
+            let views: Vec<StateView> = leased.iter().map(|s| s.view(true)).collect();
             return Ok(Json(views).into_response());
         }
         ticket.rearm();
-        if timeout_at(deadline, ticket.woken()).await.is_err() {
-            return Ok(Json(Vec::<Value>::new()).into_response());
+        let woken = tokio::select! {
+            woken = timeout_at(deadline, ticket.woken()) => woken.is_ok(),
+            _ = leading.wait_for(|leader| !leader) => false,
+        };
+        if !woken {
+            return Ok(Json(Vec::<StateView>::new()).into_response());
         }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
 use super::{poll, AppState};
-use crate::engine::types::{State as StateRecord, Status};
+use crate::engine::types::{State as StateRecord, StateView, Status};
 use crate::engine::wire::{parse_token, StateBody};
 use crate::engine::{Op, Response as Reply, Store, Table};
 
@@ -55,8 +55,8 @@ pub fn load(state: &AppState, id: &str) -> ApiResult<Option<StateRecord>> {
     }
 }
 
-fn view(s: &StateRecord) -> Value {
-    serde_json::to_value(s.view(true)).unwrap_or(Value::Null)
+fn view(s: &StateRecord) -> StateView {
+    s.view(true)
 }
 
 fn state_reply(reply: Reply, status: StatusCode) -> ApiResult<Response> {
@@ -269,10 +269,10 @@ pub async fn list(
             continue;
         }
         if states.len() == limit {
-            next = states.last().map(|v: &Value| v["id"].clone());
+            next = states.last().map(|v: &StateView| v.id.clone());
             break;
         }
-        states.push(serde_json::to_value(s.view(q.full)).unwrap_or(Value::Null));
+        states.push(s.view(q.full));
     }
     Ok(JsonOut(json!({"states": states, "next": next})))
 }

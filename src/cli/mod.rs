@@ -14,7 +14,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::api::ApiConfig;
 use crate::node::{Node, NodeConfig, NodeId};
+
+pub mod api_args;
+pub mod client;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -35,6 +39,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a three-node cluster on 127.0.0.1:7001–7003 in this process.
     Dev(DevArgs),
+    /// Create, read, update, delete and list states.
+    State(client::StateArgs),
+    /// Lease pending states (long-poll).
+    Poll(client::PollArgs),
+    /// Make, send on, receive from, close and inspect channels.
+    Chan(client::ChanArgs),
+    /// Show the cluster.
+    Cluster(client::ClusterArgs),
 }
 
 /// `slct serve`.
@@ -55,6 +67,8 @@ pub struct ServeArgs {
     pub peers: Option<BTreeMap<NodeId, String>>,
     #[command(flatten)]
     pub tuning: Tuning,
+    #[command(flatten)]
+    pub api: api_args::ApiArgs,
 }
 
 /// `slct dev`.
@@ -65,6 +79,8 @@ pub struct DevArgs {
     pub data: PathBuf,
     #[command(flatten)]
     pub tuning: Tuning,
+    #[command(flatten)]
+    pub api: api_args::ApiArgs,
 }
 
 /// Flags shared by `serve` and `dev`.
@@ -94,9 +110,13 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 snapshot_threshold: args.tuning.snapshot_threshold,
                 group_commit: !args.tuning.no_group_commit,
             };
-            run_nodes(vec![config]).await
+            run_nodes(vec![config], args.api.config()).await
         }
-        Command::Dev(args) => run_nodes(dev_configs(&args)).await,
+        Command::Dev(args) => run_nodes(dev_configs(&args), args.api.config()).await,
+        Command::State(args) => client::state(args).await,
+        Command::Poll(args) => client::poll(args).await,
+        Command::Chan(args) => client::chan(args).await,
+        Command::Cluster(args) => client::cluster(args).await,
     }
 }
 
@@ -120,7 +140,7 @@ fn dev_configs(args: &DevArgs) -> Vec<NodeConfig> {
 }
 
 /// Binds, starts and serves every node until Ctrl-C or SIGTERM, then stops them all.
-async fn run_nodes(configs: Vec<NodeConfig>) -> Result<(), String> {
+async fn run_nodes(configs: Vec<NodeConfig>, api: ApiConfig) -> Result<(), String> {
     let mut listeners = Vec::new();
     for config in &configs {
         let listener = TcpListener::bind(config.listen)
@@ -149,6 +169,7 @@ async fn run_nodes(configs: Vec<NodeConfig>) -> Result<(), String> {
         let signal = wait_for(stopped.clone());
         servers.push(tokio::spawn(crate::server::serve(
             node.clone(),
+            api.clone(),
             listener,
             signal,
         )));
