@@ -50,6 +50,7 @@ impl Nodes {
             let node = Node::start(config).await.expect("start node");
             tokio::spawn(slct::server::serve(
                 node.clone(),
+                slct::api::ApiConfig::default(),
                 listener,
                 std::future::pending(),
             ));
