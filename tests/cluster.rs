@@ -54,10 +54,19 @@ async fn killing_the_leader_loses_nothing_acknowledged() {
         .expect("detached send");
     assert_eq!(parked.status(), 202, "the send is parked");
 
+    let before = cluster.await_state(old, "waiter").await["created_at"]
+        .as_u64()
+        .expect("created_at");
+
     cluster.kill(old);
     let new = cluster.leader().await;
     assert_ne!(new, old);
     let via = cluster.other_than(new);
+    cluster.create("after-failover", json!(null)).await;
+    let after = cluster.await_state(via, "after-failover").await["created_at"]
+        .as_u64()
+        .expect("created_at");
+    assert!(after >= before, "log time went back: {after} < {before}");
     for i in 0..10 {
         let url = cluster.url(via, &format!("/state/acked-{i}"));
         let response = cluster.http.get(url).send().await.expect("GET state");

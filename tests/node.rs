@@ -215,3 +215,28 @@ async fn a_node_without_peers_is_a_cluster_of_one() {
         Err(NodeError::NotLeader(_) | NodeError::NoLeader | NodeError::ShuttingDown)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_routes_refuse_a_wrong_cluster_secret() {
+    let cluster = Nodes::start(3).await;
+    cluster.leader().await;
+    let addr = cluster.nodes[0].config().listen;
+    let http = reqwest::Client::new();
+    for secret in [None, Some("wrong")] {
+        let mut request = http.get(format!("http://{addr}/raft/status"));
+        if let Some(secret) = secret {
+            request = request.header("Slct-Cluster-Secret", secret);
+        }
+        let response = request.send().await.expect("GET /raft/status");
+        assert_eq!(response.status(), 401, "secret {secret:?}");
+    }
+    let response = http
+        .get(format!("http://{addr}/raft/status"))
+        .header("Slct-Cluster-Secret", "s3cret")
+        .send()
+        .await
+        .expect("GET /raft/status");
+    assert_eq!(response.status(), 200);
+    let status: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(status["initialized"], true);
+}
