@@ -149,7 +149,7 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
     cluster.leader().await;
     let mut acked = Vec::new();
     let mut next = 0;
-    for round in 0..4u64 {
+    for round in 0..6u64 {
         let victim = if round % 2 == 0 {
             cluster.leader().await
         } else {
@@ -207,4 +207,26 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
     )
     .await;
     assert!(applied > 0);
+    let mut listings = Vec::new();
+    for id in cluster.running() {
+        let url = cluster.url(id, "/states?limit=1000&stale=true");
+        let listing: Value = cluster
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("GET /states")
+            .json()
+            .await
+            .expect("JSON");
+        let ids: Vec<Value> = listing["states"]
+            .as_array()
+            .expect("states")
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect();
+        listings.push(ids);
+    }
+    assert!(listings[0].len() >= acked.len());
+    assert!(listings.windows(2).all(|w| w[0] == w[1]), "replicas differ");
 }
