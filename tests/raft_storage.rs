@@ -72,3 +72,33 @@ async fn an_interrupted_install_is_finished_on_restart() {
     assert!(store.get(Table::States, b"kept").expect("get").is_some());
     assert!(!snapshots.join("installing").exists());
 }
+
+/// A restart whose tables lost commits that a (synced) snapshot already holds reloads the
+/// snapshot: the log behind it may be gone.
+#[tokio::test]
+async fn tables_behind_the_snapshot_are_reloaded_on_restart() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let snapshots = dir.path().join("snapshots");
+    let store = SledStore::open(&dir.path().join("sled")).expect("open sled");
+    let (effects, _) = broadcast::channel(16);
+    let mut sm = StateMachine::open(store.clone(), &snapshots, effects.clone()).expect("open");
+    let log_id = LogId::new(CommittedLeaderId::new(1, 1), 3);
+    let blank = Entry::<TypeConfig> {
+        log_id,
+        payload: EntryPayload::Blank,
+    };
+    sm.apply([blank]).await.expect("apply");
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    drop(sm);
+    store.clear().expect("lose the tables");
+
+    let mut sm = StateMachine::open(store, &snapshots, effects).expect("reopen");
+    assert_eq!(sm.applied_state().await.expect("applied").0, Some(log_id));
+}

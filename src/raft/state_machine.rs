@@ -22,7 +22,9 @@
 //! Building streams every table to a file under `snapshots/` (see [`snapshot`]) and
 //! renames it to `current.snap`. Installing copies the received file there first, then
 //! clears and reloads the tables; an `installing` marker written before the clear makes a
-//! restart after a crash halfway finish the install from that file.
+//! restart after a crash halfway finish the install from that file. A restart also
+//! reloads `current.snap` when it is ahead of the tables (their unflushed tail was lost
+//! while the synced snapshot survived), since the log behind it may be purged.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,7 +86,7 @@ impl StateMachine {
                 std::fs::remove_file(&path).map_err(|e| snapshot_write_err(&e))?;
             }
         }
-        if dir.join(INSTALLING).exists() {
+        if dir.join(INSTALLING).exists() || snapshot_is_newer(&store, dir)? {
             reload(&store, dir)?;
         }
         let progress = watch::Sender::new(read_progress(&store)?);
@@ -336,8 +338,25 @@ fn reload(store: &SledStore, dir: &Path) -> Result<(), StorageError> {
     store
         .flush_durable()
         .map_err(|e| StorageIOError::write_state_machine(&e))?;
-    std::fs::remove_file(dir.join(INSTALLING)).map_err(|e| snapshot_write_err(&e))?;
+    match std::fs::remove_file(dir.join(INSTALLING)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(snapshot_write_err(&e)),
+        _ => {}
+    }
     sync_dir(dir).map_err(|e| snapshot_write_err(&e))
+}
+
+/// Whether `current.snap` holds more than the tables: the tables lost their latest
+/// commits in a crash (they are not flushed on commit) while the snapshot, which is
+/// synced, survived — and the log behind it may be purged, so it must be reloaded.
+fn snapshot_is_newer(store: &SledStore, dir: &Path) -> Result<bool, StorageError> {
+    let file = match std::fs::File::open(dir.join(CURRENT)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(snapshot_read_err(&e)),
+    };
+    let meta = snapshot::read_meta(&file).map_err(|e| snapshot_read_err(&e))?;
+    let applied: Option<LogId<u64>> = get_meta(store, KEY_APPLIED)?;
+    Ok(meta.last_log_id > applied)
 }
 
 fn read_progress(store: &SledStore) -> Result<Progress, StorageError> {
