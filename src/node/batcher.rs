@@ -11,6 +11,13 @@
 //! replies are awaited in spawned tasks), so the `now` stamps are non-decreasing in log
 //! order as well — though the engine never lets log time go back regardless.
 //!
+//! # What a failed write means
+//! openraft 0.9 answers a proposal with "forward to leader" only when this node was not
+//! the leader, or when the entry was truncated as conflicting with a new leader's log —
+//! so it was never committed, and [`NodeError::NotLeader`] is safe to retry on the
+//! leader. An entry that a new leader commits is still answered here once this node
+//! applies it. Only [`NodeError::ShuttingDown`] after proposing leaves the outcome open.
+//!
 //! With group commit off, every op is its own entry and entries are not limited in
 //! flight: the baseline that shows what batching buys.
 //!

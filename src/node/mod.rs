@@ -278,7 +278,9 @@ impl Node {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
         let applied = metrics.last_applied.map(|id| id.index);
-        metrics.current_leader.is_some() && applied >= self.inner.log.committed_index()
+        metrics.running_state.is_ok()
+            && metrics.current_leader.is_some()
+            && applied >= self.inner.log.committed_index()
     }
 
     /// `POST /cluster/learners`.
@@ -371,7 +373,8 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
     Ok(Arc::new(valid))
 }
 
-/// Keeps the leadership watch in step with Raft's metrics.
+/// Keeps the leadership watch in step with Raft's metrics, and says loudly when Raft
+/// stopped on a fatal (storage) error.
 async fn follow_leadership(
     raft: Raft,
     leadership: watch::Sender<bool>,
@@ -379,8 +382,18 @@ async fn follow_leadership(
 ) {
     let mut metrics = raft.metrics();
     loop {
-        let leader = metrics.borrow_and_update().state == ServerState::Leader;
+        let (leader, stopped) = {
+            let m = metrics.borrow_and_update();
+            (
+                m.state == ServerState::Leader,
+                m.running_state.clone().err(),
+            )
+        };
         leadership.send_if_modified(|was| std::mem::replace(was, leader) != leader);
+        if let Some(e) = stopped {
+            tracing::error!("raft stopped: {e}; this node serves no writes until restarted");
+            break;
+        }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { break },
             _ = shutdown.changed() => break,

@@ -45,6 +45,8 @@ const KEY_APPLIED: &[u8] = b"raft/applied";
 const KEY_MEMBERSHIP: &[u8] = b"raft/membership";
 /// The snapshot openraft serves and that a restart reinstalls after a crash mid-install.
 const CURRENT: &str = "current.snap";
+/// Prefix of the files that snapshots from the leader are streamed into.
+const RECEIVED: &str = "recv";
 /// Present while an install is clearing and reloading the tables.
 const INSTALLING: &str = "installing";
 
@@ -102,6 +104,21 @@ impl StateMachine {
 
     fn applied(&self) -> Result<Option<LogId<u64>>, StorageError> {
         get_meta(&self.store, KEY_APPLIED)
+    }
+
+    /// Deletes the files that received snapshots were streamed into.
+    fn remove_received(&self) -> Result<(), StorageError> {
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| snapshot_read_err(&e))? {
+            let path = entry.map_err(|e| snapshot_read_err(&e))?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with(RECEIVED) {
+                std::fs::remove_file(&path).map_err(|e| snapshot_write_err(&e))?;
+            }
+        }
+        Ok(())
     }
 
     fn tmp_path(&self, what: &str) -> PathBuf {
@@ -183,11 +200,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        // openraft receives one snapshot at a time: a new one supersedes any unfinished.
+        self.remove_received()?;
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(self.tmp_path("recv"))
+            .open(self.tmp_path(RECEIVED))
             .await
             .map_err(|e| snapshot_write_err(&e))?;
         Ok(Box::new(file))
@@ -213,6 +232,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| snapshot_write_err(&e))?;
         copy.sync_all().await.map_err(|e| snapshot_write_err(&e))?;
         drop(copy);
+        self.remove_received()?;
         let (dir, expected) = (self.dir.clone(), meta.clone());
         tokio::task::spawn_blocking(move || {
             let found = snapshot::read_meta(&std::fs::File::open(&tmp)?)?;
@@ -233,6 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| snapshot_write_err(&e))??;
         self.progress.send_replace(read_progress(&self.store)?);
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
 
