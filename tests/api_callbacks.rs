@@ -251,8 +251,10 @@ async fn callback_delivery_continues_after_a_leader_change() {
     c.stop_node(old).await;
     *seen.failing.lock().unwrap() = false;
     let survivor = (old + 1) % 3;
+    // If the old leader stopped with an attempt in flight, that attempt's lease (at
+    // least 30 s) must lapse before the new leader delivers again.
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "a new leader to finish the delivery",
         || async {
             let r = c
