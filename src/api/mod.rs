@@ -31,7 +31,7 @@ pub mod states;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -131,6 +131,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
     };
     routes()
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             forward::middleware,
