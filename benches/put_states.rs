@@ -1,6 +1,7 @@
 //! State-create throughput and latency against a running cluster (not a timed test).
 //!
-//! Start a cluster first (`slct dev`, optionally with `--no-group-commit`), then:
+//! `benches/cluster.sh` runs it against fresh clusters with and without group commit.
+//! By hand: start a cluster (`slct dev`, optionally with `--no-group-commit`), then
 //! `cargo bench --bench put_states -- [SECONDS] [CLIENTS...]` (default `5 1 64`), with
 //! `SLCT_SERVER` (default `http://127.0.0.1:7001`) naming any node. Requests go to the
 //! leader, so the figures are the Raft path, not forwarding. Each client creates fresh

@@ -54,10 +54,19 @@ async fn killing_the_leader_loses_nothing_acknowledged() {
         .expect("detached send");
     assert_eq!(parked.status(), 202, "the send is parked");
 
+    let before = cluster.await_state(old, "waiter").await["created_at"]
+        .as_u64()
+        .expect("created_at");
+
     cluster.kill(old);
     let new = cluster.leader().await;
     assert_ne!(new, old);
     let via = cluster.other_than(new);
+    cluster.create("after-failover", json!(null)).await;
+    let after = cluster.await_state(via, "after-failover").await["created_at"]
+        .as_u64()
+        .expect("created_at");
+    assert!(after >= before, "log time went back: {after} < {before}");
     for i in 0..10 {
         let url = cluster.url(via, &format!("/state/acked-{i}"));
         let response = cluster.http.get(url).send().await.expect("GET state");
@@ -140,7 +149,7 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
     cluster.leader().await;
     let mut acked = Vec::new();
     let mut next = 0;
-    for round in 0..4u64 {
+    for round in 0..6u64 {
         let victim = if round % 2 == 0 {
             cluster.leader().await
         } else {
@@ -198,4 +207,26 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
     )
     .await;
     assert!(applied > 0);
+    let mut listings = Vec::new();
+    for id in cluster.running() {
+        let url = cluster.url(id, "/states?limit=1000&stale=true");
+        let listing: Value = cluster
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("GET /states")
+            .json()
+            .await
+            .expect("JSON");
+        let ids: Vec<Value> = listing["states"]
+            .as_array()
+            .expect("states")
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect();
+        listings.push(ids);
+    }
+    assert!(listings[0].len() >= acked.len());
+    assert!(listings.windows(2).all(|w| w[0] == w[1]), "replicas differ");
 }

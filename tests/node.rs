@@ -21,10 +21,12 @@ struct Nodes {
 }
 
 impl Nodes {
-    async fn start(n: u64) -> Nodes {
+    /// Starts nodes `1..=n` as one cluster, plus `joining` more that list every node as
+    /// a peer but are not members yet (so they wait to be added).
+    async fn start_with(n: u64, joining: u64) -> Nodes {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut listeners = BTreeMap::new();
-        for id in 1..=n {
+        for id in 1..=n + joining {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             listeners.insert(id, listener);
         }
@@ -34,15 +36,18 @@ impl Nodes {
             .collect();
         let mut nodes = Vec::new();
         for (id, listener) in listeners {
+            let mut members = peers.clone();
+            if id <= n {
+                members.retain(|member, _| *member <= n);
+            }
+            if n + joining == 1 {
+                members.clear();
+            }
             let config = NodeConfig {
                 id,
                 listen: listener.local_addr().expect("address"),
                 data_dir: dir.path().join(id.to_string()),
-                peers: if n == 1 {
-                    BTreeMap::new()
-                } else {
-                    peers.clone()
-                },
+                peers: members,
                 cluster_secret: Some("s3cret".to_owned()),
                 snapshot_threshold: 1000,
                 group_commit: true,
@@ -57,6 +62,10 @@ impl Nodes {
             nodes.push(node);
         }
         Nodes { _dir: dir, nodes }
+    }
+
+    async fn start(n: u64) -> Nodes {
+        Nodes::start_with(n, 0).await
     }
 
     async fn leader(&self) -> Node {
@@ -214,4 +223,59 @@ async fn a_node_without_peers_is_a_cluster_of_one() {
         node.write(create("late", vec![])).await,
         Err(NodeError::NotLeader(_) | NodeError::NoLeader | NodeError::ShuttingDown)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_routes_refuse_a_wrong_cluster_secret() {
+    let cluster = Nodes::start(3).await;
+    cluster.leader().await;
+    let addr = cluster.nodes[0].config().listen;
+    let http = reqwest::Client::new();
+    for secret in [None, Some("wrong")] {
+        let mut request = http.get(format!("http://{addr}/raft/status"));
+        if let Some(secret) = secret {
+            request = request.header("Slct-Cluster-Secret", secret);
+        }
+        let response = request.send().await.expect("GET /raft/status");
+        assert_eq!(response.status(), 401, "secret {secret:?}");
+    }
+    let response = http
+        .get(format!("http://{addr}/raft/status"))
+        .header("Slct-Cluster-Secret", "s3cret")
+        .send()
+        .await
+        .expect("GET /raft/status");
+    assert_eq!(response.status(), 200);
+    let status: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(status["initialized"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_joins_as_learner_then_voter() {
+    let cluster = Nodes::start_with(3, 1).await;
+    let leader = cluster.leader().await;
+    leader.write(create("before", vec![])).await.expect("write");
+    let newcomer = cluster.nodes[3].clone();
+    assert_eq!(newcomer.cluster_info().leader, None, "it waits to be added");
+
+    let addr = newcomer.config().listen.to_string();
+    leader.add_learner(4, addr).await.expect("add learner");
+    assert_eq!(leader.cluster_info().learners.len(), 1);
+    leader
+        .change_membership(vec![1, 2, 3, 4])
+        .await
+        .expect("promote");
+    let info = leader.cluster_info();
+    assert_eq!(info.members.len(), 4);
+    assert!(info.learners.is_empty());
+
+    leader.write(create("after", vec![])).await.expect("write");
+    for id in ["before", "after"] {
+        eventually(
+            "the new voter has every state",
+            Duration::from_secs(10),
+            || async { local_state(&newcomer, id) },
+        )
+        .await;
+    }
 }

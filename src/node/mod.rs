@@ -390,9 +390,13 @@ async fn follow_leadership(
             )
         };
         leadership.send_if_modified(|was| std::mem::replace(was, leader) != leader);
-        if let Some(e) = stopped {
-            tracing::error!("raft stopped: {e}; this node serves no writes until restarted");
-            break;
+        match stopped {
+            None => {}
+            Some(openraft::error::Fatal::Stopped) => break,
+            Some(e) => {
+                tracing::error!("raft stopped: {e}; this node serves no writes until restarted");
+                break;
+            }
         }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { break },
