@@ -355,3 +355,54 @@ async fn token_auth_cluster_routes_and_metrics() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_and_no_quorum() {
+    let c = Cluster::start().await;
+    let same = c
+        .call(
+            c.follower(),
+            Method::POST,
+            "/cluster/membership",
+            Some(json!({"members": [1, 2, 3]})),
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::OK, "{:?}", same.body);
+    assert_eq!(same.body["members"].as_object().unwrap().len(), 3);
+
+    let leader = c.leader();
+    let survivor = (leader + 1) % 3;
+    c.stop_node(leader).await;
+    c.stop_node((leader + 2) % 3).await;
+    let put = c
+        .call(survivor, Method::PUT, "/state/q", Some(json!({})))
+        .await;
+    assert_eq!(
+        put.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        put.body
+    );
+    assert!(
+        ["no_leader", "leader_unreachable"].contains(&put.code()),
+        "{:?}",
+        put.body
+    );
+    assert_eq!(put.headers["retry-after"], "1");
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "readyz to say 503",
+        || async {
+            let r = c.call(survivor, Method::GET, "/readyz", None).await;
+            r.status == StatusCode::SERVICE_UNAVAILABLE && r.code() == "not_ready"
+        },
+    )
+    .await;
+    let health = c.call(survivor, Method::GET, "/healthz", None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let stale = c
+        .call(survivor, Method::GET, "/states?stale=true", None)
+        .await;
+    assert_eq!(stale.status, StatusCode::OK, "stale reads need no leader");
+    c.stop_node(survivor).await;
+}

@@ -114,7 +114,9 @@ async fn flaky(State(seen): State<Seen>, headers: HeaderMap, body: String) -> (A
     let h = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
     let id = h("slct-state-id");
     let attempt: u64 = h("slct-attempt").parse().unwrap();
-    let signed = h("slct-signature") == signature(SECRET, body.as_bytes());
+    let signed = headers
+        .get("slct-signature")
+        .is_some_and(|v| v.as_bytes() == signature(SECRET, body.as_bytes()).as_bytes());
     let state: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(state["lease"]["token"].as_str().unwrap(), h("slct-lease"));
     assert_eq!(h("idempotency-key"), format!("{id}:{}", state["version"]));
@@ -222,4 +224,58 @@ async fn callbacks_retry_give_up_rearm_and_defer() {
         (Some("done"), Some("by hand"))
     );
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_delivery_continues_after_a_leader_change() {
+    let c = Cluster::start().await;
+    let seen = Seen::default();
+    *seen.failing.lock().unwrap() = true;
+    let url = receiver(
+        Router::new()
+            .route("/cb", post(flaky))
+            .with_state(seen.clone()),
+    )
+    .await;
+    let start_now = json!({"data": 0, "callback": {"url": format!("{url}/cb")},
+        "selects": [{"id": "g", "cases": [{"op": "default"}]}]});
+    let old = c.leader();
+    let r = c
+        .call(old, Method::PUT, "/state/broken", Some(start_now))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    eventually(Duration::from_secs(10), "two failed attempts", || async {
+        seen.calls.lock().unwrap().get("broken").map_or(0, Vec::len) >= 2
+    })
+    .await;
+    c.stop_node(old).await;
+    *seen.failing.lock().unwrap() = false;
+    let survivor = (old + 1) % 3;
+    // If the old leader stopped with an attempt in flight, that attempt's lease (at
+    // least 30 s) must lapse before the new leader delivers again.
+    eventually(
+        Duration::from_secs(60),
+        "a new leader to finish the delivery",
+        || async {
+            let r = c
+                .http
+                .get(format!("{}/state/broken", c.urls[survivor]))
+                .send()
+                .await;
+            match r {
+                Ok(r) => common::answer(r).await.body["status"] == "done",
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    let calls = seen.calls.lock().unwrap()["broken"].clone();
+    let attempts: Vec<u64> = calls.iter().map(|c| c.0).collect();
+    assert!(
+        attempts.windows(2).all(|w| w[1] == w[0] + 1),
+        "{attempts:?}"
+    );
+    assert!(c.nodes[survivor]
+        .leader()
+        .is_some_and(|(id, _)| id != old as u64 + 1));
 }

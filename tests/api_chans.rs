@@ -123,7 +123,9 @@ async fn make_info_close_and_list() {
         .await;
     assert_eq!(drained.body, json!({"data": null, "ok": false}));
 
-    c.call(f, Method::PUT, "/chan/zz", Some(json!({}))).await;
+    let bare = c.raw(f, Method::PUT, "/chan/zz", Vec::new()).await;
+    assert_eq!(bare.status, StatusCode::CREATED, "no body: unbuffered");
+    assert_eq!(bare.body["capacity"], 0);
     let page = c.call(f, Method::GET, "/chans?limit=1", None).await;
     assert_eq!(page.body["chans"][0]["name"], "payments/order-42");
     let next = page.body["next"].as_str().unwrap().to_owned();

@@ -383,3 +383,61 @@ async fn the_seed_readme_example_is_accepted() {
     );
     c.shutdown().await;
 }
+
+/// Long-polls on node `i` in the background.
+fn spawn_poll(c: &Cluster, i: usize, query: &str) -> tokio::task::JoinHandle<common::Answer> {
+    let (http, url) = (c.http.clone(), format!("{}/state/poll?{query}", c.urls[i]));
+    tokio::spawn(async move { common::answer(http.get(url).send().await.unwrap()).await })
+}
+
+async fn pollers_waiting(c: &Cluster, n: usize) {
+    let series = format!("slct_long_polls_waiting {n}");
+    eventually(Duration::from_secs(10), &series, || async {
+        let m = c
+            .http
+            .get(format!("{}/metrics", c.urls[c.leader()]))
+            .send()
+            .await
+            .unwrap();
+        m.text().await.unwrap().contains(&series)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_pollers_are_served_in_arrival_order() {
+    let c = Cluster::start().await;
+    for id in ["f1", "f2"] {
+        c.call(
+            0,
+            Method::PUT,
+            &format!("/state/{id}"),
+            Some(waiting_on(id)),
+        )
+        .await;
+    }
+    let first = spawn_poll(&c, c.follower(), "prefix=f&wait=20");
+    pollers_waiting(&c, 1).await;
+    let second = spawn_poll(&c, c.leader(), "prefix=f&wait=20");
+    pollers_waiting(&c, 2).await;
+    c.call(0, Method::POST, "/chan/f2/send", Some(json!(2)))
+        .await;
+    let got = first.await.unwrap();
+    assert_eq!(
+        got.body[0]["id"], "f2",
+        "the longest-waiting poller goes first"
+    );
+    pollers_waiting(&c, 1).await;
+    c.call(0, Method::POST, "/chan/f1/send", Some(json!(1)))
+        .await;
+    let got = second.await.unwrap();
+    assert_eq!(got.body[0]["id"], "f1");
+    let timed_out = c
+        .call(1, Method::GET, "/state/poll?prefix=f&wait=1", None)
+        .await;
+    assert_eq!(
+        (timed_out.status, timed_out.body.clone()),
+        (StatusCode::OK, json!([]))
+    );
+    c.shutdown().await;
+}

@@ -16,13 +16,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Json, Path, Query};
+use super::extract::{parse, Json, Path, Query};
 use super::hub::OpWaiter;
 use super::states::{page_limit, read_barrier, start_key, unexpected, ReadQuery};
 use super::{now_ms, wait_secs, AppState};
@@ -38,8 +39,8 @@ pub const DEFAULT_RECV_WAIT_SECS: u64 = 30;
 /// handler withdraws it itself.
 const GRACE: Duration = Duration::from_secs(2);
 
-/// Body of `PUT /chan/{name}`.
-#[derive(Debug, Deserialize)]
+/// Body of `PUT /chan/{name}` (may be empty: unbuffered).
+#[derive(Debug, Default, Deserialize)]
 pub struct MakeBody {
     /// Buffer capacity (0: unbuffered).
     #[serde(default)]
@@ -50,9 +51,14 @@ pub struct MakeBody {
 pub async fn make(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Json(body): Json<MakeBody>,
+    body: Bytes,
 ) -> ApiResult<Response> {
     validate::name("channel name", &name)?;
+    let body: MakeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        MakeBody::default()
+    } else {
+        parse(&body)?
+    };
     let capacity = validate::capacity(body.capacity)?;
     match state.write(Op::MakeChan { name, capacity }).await? {
         Reply::Chan { chan, created } => {

@@ -8,6 +8,9 @@
 //! leader's status, headers and body are relayed unchanged. Long-polls and blocking
 //! channel operations are forwarded too; the client's timeout covers the longest wait.
 //!
+//! This layer also reads every body, up to `--max-body` (413 beyond), for all routes
+//! that are not answered locally; axum's own default body limit is off.
+//!
 //! A forwarded request carries `Slct-Forwarded`; a node never forwards such a request
 //! again (two nodes each believing the other leads would otherwise bounce it between
 //! them) but answers 503 `not_leader` with `Retry-After`.

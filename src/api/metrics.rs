@@ -87,8 +87,7 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every series registered.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("slct");
-        let m = Metrics {
+        let mut m = Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             raft_term: Gauge::default(),
@@ -100,9 +99,9 @@ impl Metrics {
             long_pollers: Gauge::default(),
             long_pollers_waiting: Gauge::default(),
             callback_attempts: Family::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("slct"),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -154,7 +153,7 @@ impl Metrics {
             "Callback attempts by outcome (applied, deferred, failed, gave_up)",
             m.callback_attempts.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     /// Counts a long-poll in progress until the guard is dropped.

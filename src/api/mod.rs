@@ -10,7 +10,8 @@
 //! - [`metrics`]: Prometheus text at `/metrics`.
 //!
 //! # Request path
-//! Every request passes, outermost first: metrics (route, status, latency) → bearer
+//! Every request passes, outermost first: a panic guard (a bug answers 503, never 500)
+//! → metrics (route, status, latency) → bearer
 //! auth (`--token`, client routes only) → forwarding (a follower sends the request to
 //! the leader, unless it is answerable locally) → the handler. Handlers run on the
 //! leader, write through [`Node::write`] and read from the local store after
@@ -30,7 +31,7 @@ pub mod states;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +39,7 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
 use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::callbacks::{self, CallbackConfig};
 use crate::engine::{Op, Response as Reply};
@@ -129,6 +131,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
     };
     routes()
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             forward::middleware,
@@ -138,6 +141,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
             state.clone(),
             metrics::middleware,
         ))
+        .layer(CatchPanicLayer::custom(panicked))
         .fallback(not_found)
         .with_state(state)
 }
@@ -233,6 +237,13 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+/// A handler that panicked (a bug) answers 503 in the error shape rather than 500 or a
+/// dropped connection; the node carries on.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::unavailable("internal", "the request failed on a bug; it was logged").into_response()
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {

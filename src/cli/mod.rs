@@ -67,6 +67,7 @@ pub struct ServeArgs {
     pub peers: Option<BTreeMap<NodeId, String>>,
     #[command(flatten)]
     pub tuning: Tuning,
+    /// API and callback flags.
     #[command(flatten)]
     pub api: api_args::ApiArgs,
 }
@@ -79,6 +80,7 @@ pub struct DevArgs {
     pub data: PathBuf,
     #[command(flatten)]
     pub tuning: Tuning,
+    /// API and callback flags.
     #[command(flatten)]
     pub api: api_args::ApiArgs,
 }

@@ -22,7 +22,7 @@ pub struct Cluster {
     pub urls: Vec<String>,
     /// HTTP client.
     pub http: reqwest::Client,
-    stop: watch::Sender<bool>,
+    stops: Vec<watch::Sender<bool>>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -78,12 +78,13 @@ impl Cluster {
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        let (stop, stopped) = watch::channel(false);
+        let mut stops = Vec::new();
         for (node, listener) in nodes.iter().zip(listeners) {
             let app = node
                 .raft_router()
                 .merge(slct::api::router_with(node.clone(), api.clone()));
-            let mut stopped = stopped.clone();
+            let (stop, mut stopped) = watch::channel(false);
+            stops.push(stop);
             tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -99,7 +100,7 @@ impl Cluster {
                 .build()
                 .unwrap(),
             nodes,
-            stop,
+            stops,
             _dirs: dirs,
         };
         eventually(Duration::from_secs(20), "a leader known to all", || async {
@@ -146,11 +147,16 @@ impl Cluster {
         answer(req.send().await.expect("the node answers")).await
     }
 
+    /// Stops node `i`: its server, then Raft.
+    pub async fn stop_node(&self, i: usize) {
+        self.stops[i].send_replace(true);
+        self.nodes[i].shutdown().await;
+    }
+
     /// Stops serving and stops the nodes.
     pub async fn shutdown(self) {
-        self.stop.send_replace(true);
-        for node in &self.nodes {
-            node.shutdown().await;
+        for i in 0..self.nodes.len() {
+            self.stop_node(i).await;
         }
     }
 }
