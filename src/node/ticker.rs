@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::batcher::{wall_clock, Proposal};
 use super::propose;
+use crate::engine::types::Millis;
 use crate::engine::Op;
 use crate::raft::state_machine::Progress;
 
@@ -26,21 +27,34 @@ pub async fn run(
     mut leadership: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The deadline the last successful tick was for: a tick applies everything due, so
+    // meeting the same deadline again means something due was left behind, and ticking
+    // again would only flood the log. It is reported once and waited out instead.
+    let mut ticked: Option<Millis> = None;
+    let mut reported: Option<Millis> = None;
     loop {
         let leader = *leadership.borrow_and_update();
         let deadline = progress.borrow_and_update().next_deadline;
-        let wait = match deadline {
+        let mut wait = match deadline {
             Some(at) if leader => Some(at.saturating_sub(wall_clock())),
             _ => None,
         };
-        if wait == Some(0) {
-            if propose(&proposals, Op::Tick).await.is_err() {
-                tokio::select! {
+        if wait == Some(0) && deadline != ticked {
+            match propose(&proposals, Op::Tick).await {
+                Ok(_) => ticked = deadline,
+                Err(_) => tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
                     _ = shutdown.changed() => return,
-                }
+                },
             }
             continue;
+        }
+        if wait == Some(0) {
+            tracing::warn!(
+                ?deadline,
+                "a tick left this deadline due; not ticking for it again"
+            );
+            wait = None;
         }
         let sleep = async {
             match wait {
