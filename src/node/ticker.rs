@@ -50,10 +50,13 @@ pub async fn run(
             continue;
         }
         if wait == Some(0) {
-            tracing::warn!(
-                ?deadline,
-                "a tick left this deadline due; not ticking for it again"
-            );
+            if reported != deadline {
+                tracing::warn!(
+                    ?deadline,
+                    "a tick left this deadline due; not ticking for it"
+                );
+                reported = deadline;
+            }
             wait = None;
         }
         let sleep = async {
