@@ -7,6 +7,21 @@
 //! [`Node::store`] after [`Node::linearizable_read`] (or without, for `?stale=true`);
 //! every node hears the [`Effects`] of each command it applies through
 //! [`Node::subscribe`].
+//!
+//! # Tasks
+//! - `batcher`: group commit and leader time — every write passes through it.
+//! - `ticker`: on the leader, a `tick` when the next timer, lease or parked-operation
+//!   deadline passes.
+//! - `bootstrap`: forms the cluster on first start (smallest id, once all peers are
+//!   fresh), or leaves a node with data to rejoin.
+//! - leadership: keeps [`Node::leadership`] in step with Raft.
+//!
+//! All of them stop on one shutdown signal ([`Node::shutdown`]).
+//!
+//! # On disk
+//! `data_dir/sled` holds one sled database: the Raft log, vote and committed index
+//! ([`crate::raft::log_store`]) and the state machine tables. `data_dir/snapshots`
+//! holds the current snapshot file ([`crate::raft::state_machine`]).
 
 mod batcher;
 mod bootstrap;
@@ -51,7 +66,7 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// Address this node's HTTP server listens on (API and `/raft/*`).
     pub listen: SocketAddr,
-    /// Data directory (one sled database).
+    /// Data directory: the sled database in `sled/`, snapshots in `snapshots/`.
     pub data_dir: PathBuf,
     /// Every member, this node included: id → `host:port`. Empty: a single-node cluster.
     pub peers: BTreeMap<NodeId, String>,
