@@ -26,9 +26,6 @@ use crate::engine::store::{Scan, Store, StoreError, Table, WriteSet};
 /// sled's main data file inside the database directory.
 const SLED_DATA_FILE: &str = "db";
 
-/// A staged write: key and new value (`None` deletes).
-type StagedWrite = (Vec<u8>, Option<Vec<u8>>);
-
 /// A sled database holding the state machine tables (and, in other trees, the Raft log).
 #[derive(Clone)]
 pub struct SledStore {
@@ -75,18 +72,17 @@ impl SledStore {
 
     /// Commits staged writes to every touched tree in one atomic transaction.
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        let touched: Vec<(sled::Tree, Vec<StagedWrite>)> = writes
+        let (trees, staged): (Vec<sled::Tree>, Vec<_>) = writes
             .into_iter()
             .enumerate()
             .filter(|(_, w)| !w.is_empty())
-            .map(|(i, w)| (self.trees[i].clone(), w.into_iter().collect()))
-            .collect();
-        if touched.is_empty() {
+            .map(|(i, w)| (self.trees[i].clone(), w))
+            .unzip();
+        if trees.is_empty() {
             return Ok(());
         }
-        let trees: Vec<sled::Tree> = touched.iter().map(|(t, _)| t.clone()).collect();
         let result: Result<(), TransactionError<()>> = trees.as_slice().transaction(|views| {
-            for (view, (_, writes)) in views.iter().zip(&touched) {
+            for (view, writes) in views.iter().zip(&staged) {
                 for (key, value) in writes {
                     match value {
                         Some(v) => view.insert(key.as_slice(), v.as_slice())?,
