@@ -1,12 +1,12 @@
 //! Three real `slct serve` processes on loopback: replication, leader failure with
 //! `kill -9`, catching up from the log and by snapshot, and a kill loop under writes.
 
-mod support;
+mod cluster_harness;
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, Cluster};
+use cluster_harness::{eventually, Cluster};
 
 #[tokio::test]
 async fn a_write_through_a_follower_is_read_back_from_every_node() {

@@ -1,7 +1,7 @@
 //! In-process nodes on real loopback sockets: the `Node` seam the API codes against —
 //! leader-only writes, group commit, leader ticks, effects on every replica, bootstrap.
 
-mod support;
+mod cluster_harness;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use serde_json::json;
 use slct::engine::types::{Case, Select, State};
 use slct::engine::{Op, Response, Store, Table};
 use slct::node::{Node, NodeConfig, NodeError};
-use support::eventually;
+use cluster_harness::eventually;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 

@@ -1,0 +1,134 @@
+//! Engine benchmark on sled: how fast blocked selects register and rendezvous complete,
+//! and how much memory a million waiting selects need.
+//!
+//! `cargo bench --bench engine [-- SELECTS PAIRS BATCH]` (defaults 1000000 100000 1000).
+//! Commands are applied in batches, as the Raft state machine applies log entries, each
+//! batch committed in one sled transaction. Reports the apply rate, per-batch latency
+//! percentiles and the process's peak resident memory (VmHWM).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use slct::engine::types::{Case, Select};
+use slct::engine::{self, Command, Op, Tx};
+use slct::store::SledStore;
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let selects = args.first().copied().unwrap_or(1_000_000);
+    let pairs = args.get(1).copied().unwrap_or(100_000);
+    let batch = args.get(2).copied().unwrap_or(1_000) as usize;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path()).expect("open sled");
+    let mut now = 1_700_000_000_000u64;
+
+    let blocked = (0..selects).map(|i| Op::CreateState {
+        id: format!("waiting-{i:08}"),
+        data: json!({"order": i}),
+        selects: vec![Select::new(
+            "g",
+            vec![
+                Case::Recv {
+                    chan: format!("payment-{i}"),
+                },
+                Case::Timer {
+                    at: 0,
+                    after_ms: Some(86_400_000),
+                },
+            ],
+        )],
+        callback: None,
+    });
+    run("blocked selects", &store, &mut now, blocked, batch);
+    println!(
+        "  peak RSS after {selects} blocked selects: {} MiB",
+        peak_rss_mib()
+    );
+
+    let rendezvous = (0..pairs).flat_map(|i| {
+        let chan = format!("rv-{i}");
+        let one = |id: String, case: Case| Op::CreateState {
+            id,
+            data: json!(null),
+            selects: vec![Select::new("g", vec![case])],
+            callback: None,
+        };
+        [
+            one(format!("rx-{i:08}"), Case::Recv { chan: chan.clone() }),
+            one(
+                format!("tx-{i:08}"),
+                Case::Send {
+                    chan,
+                    data: json!(i),
+                },
+            ),
+        ]
+    });
+    let elapsed = run(
+        "rendezvous states (2 per pair)",
+        &store,
+        &mut now,
+        rendezvous,
+        batch,
+    );
+    println!(
+        "  {:.0} rendezvous pairs/s",
+        pairs as f64 / elapsed.as_secs_f64()
+    );
+    println!("  peak RSS at the end: {} MiB", peak_rss_mib());
+}
+
+/// Applies `ops` in batches; prints rate and batch latency percentiles.
+fn run(
+    name: &str,
+    store: &SledStore,
+    now: &mut u64,
+    ops: impl Iterator<Item = Op>,
+    batch: usize,
+) -> Duration {
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    let mut count = 0u64;
+    let mut ops = ops.peekable();
+    while ops.peek().is_some() {
+        let t = Instant::now();
+        let mut tx = Tx::new(store);
+        for op in ops.by_ref().take(batch) {
+            *now += 1;
+            let cmd = Command {
+                now: *now,
+                seed: count,
+                op,
+            };
+            let applied = engine::apply(&mut tx, &cmd).expect("apply");
+            assert!(applied.reply.is_ok(), "{:?}", applied.reply);
+            count += 1;
+        }
+        store.commit(tx.into_writes()).expect("commit");
+        latencies.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    println!(
+        "{name}: {count} commands in {:.1} s = {:.0} commands/s; batch of {batch}: p50 {:?} p99 {:?} max {:?}",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().unwrap()
+    );
+    elapsed
+}
+
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
