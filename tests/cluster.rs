@@ -5,8 +5,8 @@ mod cluster_harness;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use cluster_harness::{eventually, Cluster};
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn a_write_through_a_follower_is_read_back_from_every_node() {
@@ -229,4 +229,54 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
     }
     assert!(listings[0].len() >= acked.len());
     assert!(listings.windows(2).all(|w| w[0] == w[1]), "replicas differ");
+}
+
+#[tokio::test]
+async fn a_paused_leader_is_replaced_and_rejoins_as_follower() {
+    let cluster = Cluster::start(3, &[]);
+    let old = cluster.leader().await;
+    cluster.create("before-pause", json!(1)).await;
+
+    cluster.signal(old, "STOP");
+    let others: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != old)
+        .collect();
+    let new = eventually(
+        "the others elect a new leader",
+        Duration::from_secs(20),
+        || {
+            let (cluster, others) = (&cluster, &others);
+            async move {
+                let mut leaders = Vec::new();
+                for id in others {
+                    leaders.push(cluster.cluster_info(*id).await?["leader"].as_u64()?);
+                }
+                (leaders[0] != old && leaders.iter().all(|l| *l == leaders[0]))
+                    .then_some(leaders[0])
+            }
+        },
+    )
+    .await;
+    let body = json!({ "data": 2 });
+    assert_eq!(
+        cluster.put_state(new, "during-pause", &body).await,
+        Some(201)
+    );
+
+    cluster.signal(old, "CONT");
+    for id in ["before-pause", "during-pause"] {
+        cluster.await_state(old, id).await;
+    }
+    let info = eventually(
+        "the old leader follows",
+        Duration::from_secs(10),
+        || async {
+            let info = cluster.cluster_info(old).await?;
+            (info["state"] == "Follower").then_some(info)
+        },
+    )
+    .await;
+    assert_eq!(info["leader"], json!(new));
 }

@@ -6,11 +6,11 @@ mod cluster_harness;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cluster_harness::eventually;
 use serde_json::json;
 use slct::engine::types::{Case, Select, State};
 use slct::engine::{Op, Response, Store, Table};
 use slct::node::{Node, NodeConfig, NodeError};
-use cluster_harness::eventually;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 

@@ -127,6 +127,17 @@ impl Cluster {
         child.wait().expect("reap");
     }
 
+    /// Sends `signal` (such as `STOP` or `CONT`) to node `id`'s process.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let child = self.nodes[&id].child.as_ref().expect("node is running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} node {id}");
+    }
+
     /// Ids of the running nodes.
     pub fn running(&self) -> Vec<u64> {
         self.nodes
@@ -230,6 +241,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for proc in self.nodes.values_mut() {
             if let Some(mut child) = proc.child.take() {
+                // A stopped process dies of SIGKILL too; no need to continue it first.
                 let _ = child.kill();
                 let _ = child.wait();
             }
