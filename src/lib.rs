@@ -4,8 +4,19 @@
 //! - [`engine`]: the CSP state machine — channels, selects, states, leases and log
 //!   time — as a pure, deterministic module over ordered key-value tables.
 //! - [`store`]: those tables in sled, committed atomically with the applied index.
+//! - [`raft`]: replication with openraft — log store, state machine, snapshots, and the
+//!   `/raft/*` network client and server.
 //! - [`node`]: a running replica — the seam between Raft and the HTTP API.
+//! - [`api`]: the HTTP API of DESIGN §3 (routes, extractors, errors, forwarding).
+//! - [`callbacks`]: resuming pending states by POSTing them to their callback URLs.
+//! - [`server`]: one node's HTTP server (API and Raft routes on one port).
+//! - [`cli`]: the `slct` command line.
 
+pub mod api;
+pub mod callbacks;
+pub mod cli;
 pub mod engine;
 pub mod node;
+pub mod raft;
+pub mod server;
 pub mod store;

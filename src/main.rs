@@ -1,1 +1,21 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match slct::cli::run(slct::cli::Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slct: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Channels over HTTP (DESIGN §3.3): make, inspect, close, list, and send and receive
+//! with the three ways of waiting.
+//!
+//! A blocking send or receive (`?wait=N`, N > 0) is parked in the channel's queue as
+//! an HTTP waiter with a fresh v4 id and a deadline N seconds ahead in log time. The
+//! handler registers for the id's outcome with the [`super::hub`] *before* proposing,
+//! so the outcome cannot slip by. The engine itself withdraws the operation at its
+//! deadline (408). If the outcome does not arrive a little after that, the handler
+//! proposes [`Op::Withdraw`]: success means the operation was still parked (408); "not
+//! parked" means it completed meanwhile, and its outcome is awaited a moment longer.
+//!
+//! Receiving from an HTTP caller is at-most-once: a caller that disconnects after the
+//! match loses the value (DESIGN §3.3).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json as JsonOut;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::{Duration, Instant};
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{parse, Json, Path, Query};
+use super::hub::OpWaiter;
+use super::states::{page_limit, read_barrier, start_key, unexpected, ReadQuery};
+use super::{now_ms, wait_secs, AppState};
+use crate::engine::types::ChanView;
+use crate::engine::{validate, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
+use crate::engine::{SendMode, Store, Table};
+
+/// Longest `wait` of a channel operation, in seconds.
+pub const MAX_WAIT_SECS: u64 = 300;
+/// `wait` of a receive that gives none (a send without `wait` is detached instead).
+pub const DEFAULT_RECV_WAIT_SECS: u64 = 30;
+/// How long past its deadline a parked operation's outcome is awaited before the
+/// handler withdraws it itself.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Body of `PUT /chan/{name}` (may be empty: unbuffered).
+#[derive(Debug, Default, Deserialize)]
+pub struct MakeBody {
+    /// Buffer capacity (0: unbuffered).
+    #[serde(default)]
+    pub capacity: i64,
+}
+
+/// `PUT /chan/{name}` → 201 created, 200 exists alike, 409 `exists` otherwise.
+pub async fn make(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    validate::name("channel name", &name)?;
+    let body: MakeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        MakeBody::default()
+    } else {
+        parse(&body)?
+    };
+    let capacity = validate::capacity(body.capacity)?;
+    match state.write(Op::MakeChan { name, capacity }).await? {
+        Reply::Chan { chan, created } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, JsonOut(chan)).into_response())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `GET /chan/{name}` → the channel's counts; 404 if it holds nothing.
+pub async fn info(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> ApiResult<JsonOut<ChanView>> {
+    validate::name("channel name", &name)?;
+    read_barrier(&state, q.stale).await?;
+    crate::engine::chan_view(state.node.store(), &name)?
+        .map(JsonOut)
+        .ok_or_else(|| ApiError::not_found(format!("no channel {name:?}")))
+}
+
+/// `POST /chan/{name}/close` → 200; 409 `closed` if already closed.
+pub async fn close(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<JsonOut<Value>> {
+    state.write(Op::CloseChan { name }).await?;
+    Ok(JsonOut(json!({"closed": true})))
+}
+
+/// `?wait=` of send and receive.
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    /// Seconds to block (0: do not block).
+    pub wait: Option<u64>,
+}
+
+/// `POST /chan/{name}/send?wait=` with the value as the body.
+pub async fn send(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<WaitQuery>,
+    Json(data): Json<Value>,
+) -> ApiResult<Response> {
+    validate::name("channel name", &name)?;
+    let wait = q
+        .wait
+        .map(|w| wait_secs(Some(w), 0, MAX_WAIT_SECS))
+        .transpose()?;
+    let mode = match wait {
+        None => SendMode::Detached,
+        Some(0) => SendMode::Try,
+        Some(w) => return blocking(&state, name, Some(data), w).await,
+    };
+    match state
+        .write(Op::Send {
+            chan: name,
+            data,
+            mode,
+        })
+        .await?
+    {
+        Reply::Sent => Ok(sent(StatusCode::OK)),
+        Reply::Parked => Ok(sent(StatusCode::ACCEPTED)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn sent(status: StatusCode) -> Response {
+    let body = if status == StatusCode::OK {
+        json!({"status": "sent"})
+    } else {
+        json!({"status": "parked"})
+    };
+    (status, JsonOut(body)).into_response()
+}
+
+/// `POST /chan/{name}/recv?wait=` → 200 `{"data", "ok"}`.
+pub async fn recv(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Response> {
+    validate::name("channel name", &name)?;
+    let wait = wait_secs(q.wait, DEFAULT_RECV_WAIT_SECS, MAX_WAIT_SECS)?;
+    if wait > 0 {
+        return blocking(&state, name, None, wait).await;
+    }
+    let op = Op::Recv {
+        chan: name,
+        mode: RecvMode::Try,
+    };
+    match state.write(op).await? {
+        Reply::Received { data, ok } => Ok(received(data, ok)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn received(data: Value, ok: bool) -> Response {
+    JsonOut(json!({"data": data, "ok": ok})).into_response()
+}
+
+/// A send (`data` is `Some`) or receive parked for up to `wait` seconds.
+async fn blocking(
+    state: &AppState,
+    chan: String,
+    data: Option<Value>,
+    wait: u64,
+) -> ApiResult<Response> {
+    let parked = ParkedOp {
+        id: Uuid::new_v4(),
+        deadline: now_ms() + wait * 1000,
+    };
+    let mut waiter = state.hub.op(parked.id);
+    let id = parked.id;
+    let op = match data {
+        Some(data) => Op::Send {
+            chan,
+            data,
+            mode: SendMode::Park(parked),
+        },
+        None => Op::Recv {
+            chan,
+            mode: RecvMode::Park(parked),
+        },
+    };
+    match state.write(op).await? {
+        Reply::Sent => return Ok(sent(StatusCode::OK)),
+        Reply::Received { data, ok } => return Ok(received(data, ok)),
+        Reply::Parked => {}
+        other => return Err(unexpected(&other)),
+    }
+    let deadline = Instant::now() + Duration::from_secs(wait) + GRACE;
+    let outcome = match waiter.wait_until(deadline).await {
+        Some(outcome) => outcome,
+        None => withdraw(state, id, &mut waiter).await?,
+    };
+    outcome_response(outcome)
+}
+
+/// Withdraws a parked operation whose outcome did not come in time.
+async fn withdraw(state: &AppState, id: Uuid, waiter: &mut OpWaiter) -> ApiResult<OpOutcome> {
+    match state.write(Op::Withdraw { id }).await {
+        Ok(_) => Ok(OpOutcome::Expired),
+        Err(e) if e.code == "not_found" => waiter
+            .wait_until(Instant::now() + GRACE)
+            .await
+            .ok_or_else(|| {
+                ApiError::unavailable(
+                    "outcome_unknown",
+                    "the operation completed but its outcome was not seen by this node",
+                )
+            }),
+        Err(e) => Err(e),
+    }
+}
+
+fn outcome_response(outcome: OpOutcome) -> ApiResult<Response> {
+    match outcome {
+        OpOutcome::Sent => Ok(sent(StatusCode::OK)),
+        OpOutcome::Received { data, ok } => Ok(received(data, ok)),
+        OpOutcome::Closed => Err(Error::Closed("the channel".into()).into()),
+        OpOutcome::Expired => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "no partner came within the wait; the operation was withdrawn",
+        )),
+    }
+}
+
+/// Query of `GET /chans`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Only names starting with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+    /// Cursor: the `next` of the previous page.
+    pub after: Option<String>,
+    /// Answer from the local replica.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// `GET /chans` → `{"chans": [...], "next": cursor|null}`.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<JsonOut<Value>> {
+    let limit = page_limit(q.limit)?;
+    read_barrier(&state, q.stale).await?;
+    let store = state.node.store();
+    let mut chans = Vec::new();
+    let mut next = None;
+    for entry in store.scan_from(Table::Chans, &start_key(&q.prefix, q.after.as_deref())) {
+        let (key, _) = entry?;
+        if !key.starts_with(q.prefix.as_bytes()) {
+            break;
+        }
+        if chans.len() == limit {
+            next = chans.last().map(|c: &ChanView| c.name.clone());
+            break;
+        }
+        let name = String::from_utf8_lossy(&key).into_owned();
+        chans.extend(crate::engine::chan_view(store, &name)?);
+    }
+    Ok(JsonOut(json!({"chans": chans, "next": next})))
+}

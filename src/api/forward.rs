@@ -1,0 +1,136 @@
+//! A follower forwards writes and linearizable reads to the leader, so clients never
+//! need to find it (DESIGN §3).
+//!
+//! Answered locally: `/healthz`, `/readyz`, `/metrics`, `GET /cluster` and reads with
+//! `?stale=true`. Everything else goes to the leader when this node knows it is not
+//! the leader, or — with the body it buffered — when the handler found out half-way
+//! (the write was refused before it reached the log, so replaying it is safe). The
+//! leader's status, headers and body are relayed unchanged. Long-polls and blocking
+//! channel operations are forwarded too; the client's timeout covers the longest wait.
+//!
+//! This layer also reads every body, up to `--max-body` (413 beyond), for all routes
+//! that are not answered locally; axum's own default body limit is off.
+//!
+//! A forwarded request carries `Slct-Forwarded`; a node never forwards such a request
+//! again (two nodes each believing the other leads would otherwise bounce it between
+//! them) but answers 503 `not_leader` with `Retry-After`.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::error::{ApiError, NotLeader};
+use super::extract::too_large;
+use super::AppState;
+
+/// Set on a request one node forwards to another.
+pub const FORWARDED: &str = "slct-forwarded";
+
+/// Hop-by-hop headers, which describe one connection and are not relayed.
+const HOP_BY_HOP: [HeaderName; 5] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+    header::HOST,
+    header::UPGRADE,
+];
+
+/// Whether this node may answer the request from its own replica.
+pub fn is_local(method: &Method, path: &str, query: Option<&str>) -> bool {
+    let stale = query.is_some_and(|q| q.split('&').any(|kv| kv == "stale=true"));
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || (method == Method::GET && (path == "/cluster" || stale))
+}
+
+/// The forwarding layer (see the module docs).
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if is_local(req.method(), req.uri().path(), req.uri().query()) {
+        return next.run(req).await;
+    }
+    let forwarded = req.headers().contains_key(FORWARDED);
+    let (parts, body) = req.into_parts();
+    let max = state.config.max_body;
+    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
+        return too_large(max).into_response();
+    };
+    if !state.node.is_leader() && !forwarded {
+        return match state.node.leader() {
+            Some((_, addr)) => relay(&state, &addr, &parts, bytes).await,
+            None => ApiError::from(crate::node::NodeError::NoLeader).into_response(),
+        };
+    }
+    let local = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
+    let response = next.run(local).await;
+    match response.extensions().get::<NotLeader>() {
+        Some(NotLeader(_, addr)) if !forwarded => relay(&state, addr, &parts, bytes).await,
+        _ => response,
+    }
+}
+
+/// Sends the request to `addr` and relays its answer.
+async fn relay(
+    state: &AppState,
+    addr: &str,
+    parts: &axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let url = format!("http://{addr}{path}");
+    let mut headers = strip_hop_by_hop(&parts.headers);
+    headers.insert(FORWARDED, header::HeaderValue::from_static("1"));
+    let sent = state
+        .client
+        .request(parts.method.clone(), url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(e) => return leader_unreachable(addr, &e).into_response(),
+    };
+    let status = answer.status();
+    let headers = strip_hop_by_hop(answer.headers());
+    match answer.bytes().await {
+        Ok(body) => (status, headers, body).into_response(),
+        Err(e) => leader_unreachable(addr, &e).into_response(),
+    }
+}
+
+fn leader_unreachable(addr: &str, e: &reqwest::Error) -> ApiError {
+    ApiError::unavailable(
+        "leader_unreachable",
+        format!("the leader at {addr} could not be reached: {e}"),
+    )
+}
+
+fn strip_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
+    let mut out = headers.clone();
+    for h in &HOP_BY_HOP {
+        out.remove(h);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_routes() {
+        assert!(is_local(&Method::GET, "/healthz", None));
+        assert!(is_local(&Method::GET, "/cluster", None));
+        assert!(is_local(&Method::GET, "/state/x", Some("stale=true")));
+        assert!(!is_local(&Method::GET, "/state/x", None));
+        assert!(!is_local(&Method::GET, "/state/x", Some("stale=false")));
+        assert!(!is_local(&Method::POST, "/cluster/learners", None));
+        assert!(!is_local(&Method::PUT, "/state/x", Some("stale=true")));
+    }
+}

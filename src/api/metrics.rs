@@ -1,0 +1,283 @@
+//! `GET /metrics`: Prometheus text (OpenMetrics) with the series of DESIGN §3.5.
+//!
+//! Built on `prometheus-client`, the Prometheus project's own Rust client: typed label
+//! sets, no global registry (each router has its own, so in-process test clusters do
+//! not mix their numbers), and an encoder for the text format.
+//!
+//! Request counts and latencies are recorded by [`middleware`] under the *route
+//! template* (`/state/{id}`), never the raw path, so label cardinality stays bounded.
+//! Raft figures and table sizes are read at scrape time. Caveat: table sizes come from
+//! sled's `len`, which walks the tree, so a scrape costs time proportional to the
+//! number of pending, leased and waiting entries (not to the number of states).
+
+use std::sync::atomic::AtomicI64;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::engine::Table;
+
+/// Labels of a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of a latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+}
+
+/// A one-label set (`status`, `queue`, `outcome`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind.
+    pub kind: String,
+}
+
+type Latency = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// The registry and every series.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Latency,
+    raft_term: Gauge,
+    raft_leader: Gauge,
+    raft_last_applied: Gauge,
+    raft_is_leader: Gauge,
+    states: Family<KindLabel, Gauge>,
+    waiters: Family<KindLabel, Gauge>,
+    long_pollers: Gauge<i64, AtomicI64>,
+    long_pollers_waiting: Gauge,
+    callback_attempts: Family<KindLabel, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every series registered.
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            raft_term: Gauge::default(),
+            raft_leader: Gauge::default(),
+            raft_last_applied: Gauge::default(),
+            raft_is_leader: Gauge::default(),
+            states: Family::default(),
+            waiters: Family::default(),
+            long_pollers: Gauge::default(),
+            long_pollers_waiting: Gauge::default(),
+            callback_attempts: Family::default(),
+            registry: Registry::with_prefix("slct"),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            m.latency.clone(),
+        );
+        r.register("raft_term", "Current Raft term", m.raft_term.clone());
+        r.register(
+            "raft_leader",
+            "Id of the known leader (0: none)",
+            m.raft_leader.clone(),
+        );
+        r.register(
+            "raft_last_applied",
+            "Last applied log index",
+            m.raft_last_applied.clone(),
+        );
+        r.register(
+            "raft_is_leader",
+            "1 if this node is the leader",
+            m.raft_is_leader.clone(),
+        );
+        r.register(
+            "states",
+            "States by status (pending, leased) and in all (all)",
+            m.states.clone(),
+        );
+        r.register(
+            "queued",
+            "Waiters in channel queues (senders: blocked and parked sends; receivers), and armed timers (timers)",
+            m.waiters.clone(),
+        );
+        r.register(
+            "long_polls",
+            "Long-poll requests in progress",
+            m.long_pollers.clone(),
+        );
+        r.register(
+            "long_polls_waiting",
+            "Long-polls asleep in the pollers' queue",
+            m.long_pollers_waiting.clone(),
+        );
+        r.register(
+            "callback_attempts",
+            "Callback attempts by outcome (applied, deferred, failed, gave_up)",
+            m.callback_attempts.clone(),
+        );
+        m
+    }
+
+    /// Counts a long-poll in progress until the guard is dropped.
+    pub fn long_poller(&self) -> GaugeGuard {
+        self.long_pollers.inc();
+        GaugeGuard(self.long_pollers.clone())
+    }
+
+    /// Counts one callback attempt's outcome.
+    pub fn callback(&self, outcome: &str) {
+        self.callback_attempts
+            .get_or_create(&KindLabel {
+                kind: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    fn set(family: &Family<KindLabel, Gauge>, kind: &str, value: usize) {
+        family
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
+    /// Reads the scrape-time figures from the node.
+    fn refresh(&self, state: &AppState) {
+        let info = state.node.cluster_info();
+        let gauge = |v: Option<u64>| i64::try_from(v.unwrap_or(0)).unwrap_or(i64::MAX);
+        self.raft_term.set(gauge(Some(info.term)));
+        self.raft_leader.set(gauge(info.leader));
+        self.raft_last_applied.set(gauge(info.last_applied));
+        self.raft_is_leader
+            .set(i64::from(info.leader == Some(info.id)));
+        let store = state.node.store();
+        let len = |t: Table| store.tree(t).len();
+        Self::set(
+            &self.states,
+            "pending",
+            len(Table::PendingPoll) + len(Table::PendingCallback),
+        );
+        Self::set(&self.states, "leased", len(Table::Leases));
+        Self::set(&self.states, "all", len(Table::States));
+        Self::set(&self.waiters, "senders", len(Table::Senders));
+        Self::set(&self.waiters, "receivers", len(Table::Receivers));
+        Self::set(&self.waiters, "timers", len(Table::Timers));
+        self.long_pollers_waiting
+            .set(i64::try_from(state.hub.pollers_waiting()).unwrap_or(i64::MAX));
+    }
+}
+
+/// Decrements a gauge when dropped.
+pub struct GaugeGuard(Gauge<i64, AtomicI64>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// An axum route (`/state/:id`) in openapi.yaml's syntax (`/state/{id}`).
+pub fn template(route: &str) -> String {
+    route
+        .split('/')
+        .map(|s| match s.strip_prefix(':') {
+            Some(name) => format!("{{{name}}}"),
+            None => s.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Records every request's route, status and latency.
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| template(p.as_str()));
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let labels = RouteLabels {
+        method: method.clone(),
+        route: route.clone(),
+    };
+    state
+        .metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// `GET /metrics`.
+pub async fn render(State(state): State<AppState>) -> Response {
+    state.metrics.refresh(&state);
+    let mut text = String::new();
+    if encode(&mut text, &state.metrics.registry).is_err() {
+        return ApiError::unavailable("metrics", "could not encode metrics").into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates() {
+        assert_eq!(template("/state/:id/lease"), "/state/{id}/lease");
+        assert_eq!(template("/states"), "/states");
+    }
+}

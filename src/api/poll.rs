@@ -1,0 +1,88 @@
+//! `GET /state/poll`: the long-poll of DESIGN §3.2.
+//!
+//! A poll leases up to `limit` pending states without a callback whose id starts with
+//! `prefix` (one Raft command, [`Op::LeasePending`], with fresh v4 tokens chosen here)
+//! and returns them oldest-pending first. With none available it joins the pollers'
+//! queue in [`super::hub`] and sleeps until a matching state turns pending — the hub
+//! wakes it straight from the apply path — then tries again, until `wait` runs out and
+//! it answers `[]`.
+//!
+//! The poller takes its place in the queue *before* its first look, so a state that
+//! turns pending between the look and the sleep still wakes it. A poller also answers
+//! `[]` early when this node stops leading (or shuts down): the client polls again and
+//! reaches the new leader, rather than sleeping on a node that can no longer lease.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use tokio::time::{timeout_at, Duration, Instant};
+use uuid::Uuid;
+
+use super::error::ApiResult;
+use super::states::{default_lease_ms, lease_ms, unexpected};
+use super::{wait_secs, AppState};
+use crate::engine::types::StateView;
+use crate::engine::{Op, Response as Reply};
+
+/// Longest `wait` of a long-poll, in seconds.
+pub const MAX_WAIT_SECS: u64 = 300;
+/// Default `wait`.
+pub const DEFAULT_WAIT_SECS: u64 = 30;
+/// Most states one poll may lease.
+pub const MAX_LIMIT: usize = 100;
+
+/// Query of `GET /state/poll`.
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    /// Only states whose id starts with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Seconds to wait for a state (0 to 300, default 30).
+    pub wait: Option<u64>,
+    /// Most states to lease (1 to 100, default 1).
+    pub limit: Option<usize>,
+    /// Lease duration in ms (default 30000).
+    pub lease_ms: Option<u64>,
+}
+
+/// Handles a poll (routed through `GET /state/{id}` with id `poll`).
+pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
+    let wait = wait_secs(q.wait, DEFAULT_WAIT_SECS, MAX_WAIT_SECS)?;
+    let limit = match q.limit.unwrap_or(1) {
+        l @ 1..=MAX_LIMIT => l,
+        _ => {
+            return Err(super::error::ApiError::invalid(format!(
+                "limit must be 1 to {MAX_LIMIT}"
+            )))
+        }
+    };
+    let lease_ms = lease_ms(q.lease_ms.unwrap_or_else(default_lease_ms), "lease_ms")?;
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let _gauge = state.metrics.long_poller();
+    let mut ticket = state.hub.poller(&q.prefix);
+    let mut leading = state.node.leadership();
+    loop {
+        let op = Op::LeasePending {
+            prefix: q.prefix.clone(),
+            tokens: (0..limit).map(|_| Uuid::new_v4()).collect(),
+            lease_ms,
+        };
+        let leased = match state.write(op).await? {
+            Reply::States(states) => states,
+            other => return Err(unexpected(&other)),
+        };
+        if !leased.is_empty() {
+            ticket.delivered(leased.iter().map(|s| s.id.as_str()));
+            let views: Vec<StateView> = leased.iter().map(|s| s.view(true)).collect();
+            return Ok(Json(views).into_response());
+        }
+        ticket.rearm();
+        let woken = tokio::select! {
+            woken = timeout_at(deadline, ticket.woken()) => woken.is_ok(),
+            _ = leading.wait_for(|leader| !leader) => false,
+        };
+        if !woken {
+            return Ok(Json(Vec::<StateView>::new()).into_response());
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! States (DESIGN §3.1) and their leases (§3.2): create, read, update under a lease,
+//! delete, list; extend and give back a lease; re-arm a failed state.
+//!
+//! `PUT` decides between create and update by the lease: with a token (body
+//! `lease.token` or header `Slct-Lease`) it is an update, without one a create, which
+//! the engine refuses with 409 `exists` if the state is there. Reads are linearizable
+//! (a read index round on the leader) unless `?stale=true`, and then come straight
+//! from the local sled replica.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json as JsonOut;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Json, Path, Query};
+use super::{poll, AppState};
+use crate::engine::types::{State as StateRecord, StateView, Status};
+use crate::engine::wire::{parse_token, StateBody};
+use crate::engine::{Op, Response as Reply, Store, Table};
+
+/// Header carrying a lease token, as an alternative to `lease.token` in the body.
+pub const LEASE_HEADER: &str = "slct-lease";
+/// Longest lease a client may ask for: one day.
+pub const MAX_LEASE_MS: u64 = 86_400_000;
+/// Most states in one page of `GET /states`.
+pub const MAX_PAGE: usize = 1000;
+
+/// `?stale=true` on reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadQuery {
+    /// Answer from the local replica without a round to the leader.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// Waits for a linearizable read unless the caller accepts a stale one.
+pub async fn read_barrier(state: &AppState, stale: bool) -> ApiResult<()> {
+    if !stale {
+        state.node.linearizable_read().await?;
+    }
+    Ok(())
+}
+
+/// Reads one state from the local replica.
+pub fn load(state: &AppState, id: &str) -> ApiResult<Option<StateRecord>> {
+    match state.node.store().get(Table::States, id.as_bytes())? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ApiError::unavailable("storage", format!("corrupt state: {e}"))),
+    }
+}
+
+fn view(s: &StateRecord) -> StateView {
+    s.view(true)
+}
+
+fn state_reply(reply: Reply, status: StatusCode) -> ApiResult<Response> {
+    match reply {
+        Reply::State(s) => Ok((status, JsonOut(view(&s))).into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// An engine reply of the wrong kind: a bug, reported as a transient failure.
+pub fn unexpected(reply: &Reply) -> ApiError {
+    tracing::error!(?reply, "unexpected engine reply");
+    ApiError::unavailable("internal", "unexpected reply from the state machine")
+}
+
+/// Parses a query string into `T`; 400 `invalid` if it does not fit.
+fn query<T: DeserializeOwned>(uri: &Uri) -> ApiResult<T> {
+    axum::extract::Query::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))
+}
+
+/// `GET /state/{id}`; `GET /state/poll` is the long-poll.
+pub async fn get_or_poll(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    if id == "poll" {
+        return poll::poll(&state, query(&uri)?).await;
+    }
+    let query: ReadQuery = query(&uri)?;
+    read_barrier(&state, query.stale).await?;
+    match load(&state, &id)? {
+        Some(s) => Ok(JsonOut(view(&s)).into_response()),
+        None => Err(ApiError::not_found(format!("no state {id:?}"))),
+    }
+}
+
+/// `PUT /state/{id}`: create (201) or update under a lease (200).
+pub async fn put(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<StateBody>,
+) -> ApiResult<Response> {
+    let header_token = headers
+        .get(LEASE_HEADER)
+        .map(|v| v.to_str().map_err(|_| ApiError::invalid("bad Slct-Lease")))
+        .transpose()?
+        .map(parse_token)
+        .transpose()?;
+    let token = body.token()?.or(header_token);
+    let selects = body.selects()?;
+    let callback = body.callback()?;
+    let data = body.data;
+    match token {
+        Some(token) => {
+            let op = Op::UpdateState {
+                id,
+                token,
+                data,
+                selects,
+                callback,
+            };
+            state_reply(state.write(op).await?, StatusCode::OK)
+        }
+        None => {
+            let op = Op::CreateState {
+                id,
+                data,
+                selects,
+                callback,
+            };
+            state_reply(state.write(op).await?, StatusCode::CREATED)
+        }
+    }
+}
+
+/// `DELETE /state/{id}` → 204.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.write(Op::DeleteState { id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /state/{id}/lease`.
+#[derive(Debug, Deserialize)]
+pub struct ExtendBody {
+    /// The current lease token.
+    pub token: String,
+    /// New expiry is now plus this (default 30 s).
+    #[serde(default = "default_lease_ms")]
+    pub extend_ms: u64,
+}
+
+/// 30 s, the default lease of polls and heartbeats.
+pub fn default_lease_ms() -> u64 {
+    30_000
+}
+
+/// A lease duration given by a client: 1 ms to a day.
+pub fn lease_ms(ms: u64, what: &str) -> ApiResult<u64> {
+    if ms == 0 || ms > MAX_LEASE_MS {
+        return Err(ApiError::invalid(format!(
+            "{what} must be 1 to {MAX_LEASE_MS}"
+        )));
+    }
+    Ok(ms)
+}
+
+/// `POST /state/{id}/lease`: heartbeat → 200 `{"token", "expires_at"}`.
+pub async fn extend_lease(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<ExtendBody>,
+) -> ApiResult<Response> {
+    let op = Op::ExtendLease {
+        id,
+        token: parse_token(&body.token)?,
+        extend_ms: lease_ms(body.extend_ms, "extend_ms")?,
+    };
+    match state.write(op).await? {
+        Reply::Lease(l) => {
+            Ok(JsonOut(json!({"token": l.token, "expires_at": l.expires_at})).into_response())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `?token=` of `DELETE /state/{id}/lease`.
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    /// The current lease token.
+    pub token: Option<String>,
+}
+
+/// `DELETE /state/{id}/lease?token=`: give the state back → 204.
+pub async fn release_lease(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<StatusCode> {
+    let token = q
+        .token
+        .ok_or_else(|| ApiError::invalid("token is required"))?;
+    let token = parse_token(&token)?;
+    state.write(Op::ReleaseLease { id, token }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /state/{id}/retry`: re-arm a failed state → 200 with the state.
+pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    state_reply(state.write(Op::RetryFailed { id }).await?, StatusCode::OK)
+}
+
+/// Query of `GET /states`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Only ids starting with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Only states with this status.
+    pub status: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+    /// Cursor: the `next` of the previous page (ids after this one).
+    pub after: Option<String>,
+    /// Include `data`.
+    #[serde(default)]
+    pub full: bool,
+    /// Answer from the local replica.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// A page size: 1 to [`MAX_PAGE`].
+pub fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit.unwrap_or(100) {
+        l @ 1..=MAX_PAGE => Ok(l),
+        _ => Err(ApiError::invalid(format!("limit must be 1 to {MAX_PAGE}"))),
+    }
+}
+
+/// `GET /states` → `{"states": [...], "next": cursor|null}`.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<JsonOut<Value>> {
+    let limit = page_limit(q.limit)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| Status::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}"))))
+        .transpose()?;
+    read_barrier(&state, q.stale).await?;
+    let from = start_key(&q.prefix, q.after.as_deref());
+    let mut states = Vec::new();
+    let mut next = None;
+    for entry in state.node.store().scan_from(Table::States, &from) {
+        let (key, bytes) = entry?;
+        if !key.starts_with(q.prefix.as_bytes()) {
+            break;
+        }
+        let s: StateRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::unavailable("storage", format!("corrupt state: {e}")))?;
+        if status.is_some_and(|st| st != s.status()) {
+            continue;
+        }
+        if states.len() == limit {
+            next = states.last().map(|v: &StateView| v.id.clone());
+            break;
+        }
+        states.push(s.view(q.full));
+    }
+    Ok(JsonOut(json!({"states": states, "next": next})))
+}
+
+/// Where a listing starts: the prefix, or just after the cursor if that is later.
+pub fn start_key(prefix: &str, after: Option<&str>) -> Vec<u8> {
+    match after {
+        Some(after) if after.as_bytes() >= prefix.as_bytes() => {
+            let mut key = after.as_bytes().to_vec();
+            key.push(0);
+            key
+        }
+        _ => prefix.as_bytes().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_starts_after_the_cursor() {
+        assert_eq!(start_key("a", None), b"a");
+        assert_eq!(start_key("a", Some("ab")), b"ab\0");
+        assert_eq!(start_key("b", Some("a")), b"b");
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(page_limit(None), Ok(100));
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(1001)).is_err());
+        assert!(lease_ms(0, "x").is_err());
+        assert_eq!(lease_ms(5, "x"), Ok(5));
+    }
+}

@@ -1,0 +1,264 @@
+//! The `slct` command line (DESIGN §5): `serve` runs one node, `dev` a three-node
+//! cluster in one process; client commands talk to a running node over HTTP.
+//!
+//! Every flag has an `SLCT_*` environment variable, so a container needs no arguments.
+//! Shutdown is one signal: Ctrl-C or SIGTERM stops accepting requests, gives in-flight
+//! ones [`GRACE`] to finish, then stops Raft and flushes the store.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::ApiConfig;
+use crate::node::{Node, NodeConfig, NodeId};
+
+pub mod api_args;
+pub mod client;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Go's channels and `select` as a durable, replicated HTTP service.
+#[derive(Debug, Parser)]
+#[command(name = "slct", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node of a cluster.
+    Serve(ServeArgs),
+    /// Run a three-node cluster on 127.0.0.1:7001–7003 in this process.
+    Dev(DevArgs),
+    /// Create, read, update, delete and list states.
+    State(client::StateArgs),
+    /// Lease pending states (long-poll).
+    Poll(client::PollArgs),
+    /// Make, send on, receive from, close and inspect channels.
+    Chan(client::ChanArgs),
+    /// Show the cluster.
+    Cluster(client::ClusterArgs),
+}
+
+/// `slct serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This node's Raft id.
+    #[arg(long, env = "SLCT_ID", default_value_t = 1)]
+    pub id: NodeId,
+    /// Address to serve the API and Raft on.
+    #[arg(long, env = "SLCT_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+    /// Data directory.
+    #[arg(long, env = "SLCT_DATA", default_value = "./slct-data")]
+    pub data: PathBuf,
+    /// Every member as `id=host:port`, comma-separated, this node included. Without it,
+    /// a single-node cluster.
+    #[arg(long, env = "SLCT_PEERS", value_parser = parse_peers)]
+    pub peers: Option<BTreeMap<NodeId, String>>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+    /// API and callback flags.
+    #[command(flatten)]
+    pub api: api_args::ApiArgs,
+}
+
+/// `slct dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory holding the three nodes' data directories `1`, `2` and `3`.
+    #[arg(long, env = "SLCT_DATA", default_value = "./slct-data")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub tuning: Tuning,
+    /// API and callback flags.
+    #[command(flatten)]
+    pub api: api_args::ApiArgs,
+}
+
+/// Flags shared by `serve` and `dev`.
+#[derive(Clone, Debug, Args)]
+pub struct Tuning {
+    /// Shared secret required on `/raft/*` (header `Slct-Cluster-Secret`).
+    #[arg(long, env = "SLCT_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
+    /// Log entries since the last snapshot that trigger a new one.
+    #[arg(long, env = "SLCT_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
+    pub snapshot_threshold: u64,
+    /// One log entry per write instead of packing concurrent writes (for measuring).
+    #[arg(long, env = "SLCT_NO_GROUP_COMMIT")]
+    pub no_group_commit: bool,
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = NodeConfig {
+                id: args.id,
+                listen: args.listen,
+                data_dir: args.data,
+                peers: args.peers.unwrap_or_default(),
+                cluster_secret: args.tuning.cluster_secret.clone(),
+                snapshot_threshold: args.tuning.snapshot_threshold,
+                group_commit: !args.tuning.no_group_commit,
+            };
+            run_nodes(vec![config], args.api.config()).await
+        }
+        Command::Dev(args) => run_nodes(dev_configs(&args), args.api.config()).await,
+        Command::State(args) => client::state(args).await,
+        Command::Poll(args) => client::poll(args).await,
+        Command::Chan(args) => client::chan(args).await,
+        Command::Cluster(args) => client::cluster(args).await,
+    }
+}
+
+/// The three nodes of `slct dev`.
+fn dev_configs(args: &DevArgs) -> Vec<NodeConfig> {
+    let peers: BTreeMap<NodeId, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", 7000 + id)))
+        .collect();
+    peers
+        .iter()
+        .map(|(&id, addr)| NodeConfig {
+            id,
+            listen: addr.parse().expect("a literal socket address"),
+            data_dir: args.data.join(id.to_string()),
+            peers: peers.clone(),
+            cluster_secret: args.tuning.cluster_secret.clone(),
+            snapshot_threshold: args.tuning.snapshot_threshold,
+            group_commit: !args.tuning.no_group_commit,
+        })
+        .collect()
+}
+
+/// Binds, starts and serves every node until Ctrl-C or SIGTERM, then stops them all.
+async fn run_nodes(configs: Vec<NodeConfig>, api: ApiConfig) -> Result<(), String> {
+    let mut listeners = Vec::new();
+    for config in &configs {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("listen on {}: {e}", config.listen))?;
+        listeners.push(listener);
+    }
+    let mut nodes = Vec::new();
+    for config in configs {
+        let data = config.data_dir.display().to_string();
+        let node = Node::start(config)
+            .await
+            .map_err(|e| format!("start node with data in {data}: {e}"))?;
+        nodes.push(node);
+    }
+    let (stop, stopped) = watch::channel(false);
+    let mut servers = Vec::new();
+    for (node, listener) in nodes.iter().zip(listeners) {
+        let config = node.config();
+        eprintln!(
+            "slct: node {} listening on http://{} (data in {})",
+            config.id,
+            config.listen,
+            config.data_dir.display()
+        );
+        let signal = wait_for(stopped.clone());
+        servers.push(tokio::spawn(crate::server::serve(
+            node.clone(),
+            api.clone(),
+            listener,
+            signal,
+        )));
+    }
+    shutdown_signal().await;
+    eprintln!("slct: shutting down");
+    stop.send_replace(true);
+    let drained = tokio::time::timeout(GRACE, futures::future::join_all(servers)).await;
+    if drained.is_err() {
+        eprintln!("slct: requests still running after {GRACE:?}; stopping anyway");
+    }
+    for node in &nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Completes once `stop` turns true.
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("slct: cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                eprintln!("slct: cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not id=host:port"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} is not a node id"))?;
+        if peers.insert(id, addr.trim().to_owned()).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        let peers = parse_peers("1=127.0.0.1:7001, 2=h:7002").unwrap();
+        assert_eq!(peers[&1], "127.0.0.1:7001");
+        assert_eq!(peers[&2], "h:7002");
+        assert!(parse_peers("1=a,1=b").is_err());
+        assert!(parse_peers("x=a").is_err());
+        assert!(parse_peers("1").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,218 @@
+//! Group commit: concurrent writes packed into one log entry.
+//!
+//! Every [`Node::write`](super::Node::write) sends its op here. The batcher takes the
+//! first op that arrives, waits for a free in-flight slot, then takes every other op
+//! already queued (up to [`MAX_BATCH`]), stamps each with leader time and a seed, and
+//! proposes them as ONE entry. While an entry is committing, new writes queue up and go
+//! together in the next one, so a thousand concurrent writers pay for a handful of log
+//! flushes instead of a thousand. Each caller gets its own slot of the entry's replies.
+//!
+//! Proposals leave the batcher in order (`client_write_ff` is awaited here; only the
+//! replies are awaited in spawned tasks), so the `now` stamps are non-decreasing in log
+//! order as well — though the engine never lets log time go back regardless.
+//!
+//! # What a failed write means
+//! openraft 0.9 answers a proposal with "forward to leader" only when this node was not
+//! the leader, or when the entry was truncated as conflicting with a new leader's log —
+//! so it was never committed, and [`NodeError::NotLeader`] is safe to retry on the
+//! leader. An entry that a new leader commits is still answered here once this node
+//! applies it. Only [`NodeError::ShuttingDown`] after proposing leaves the outcome open.
+//!
+//! With group commit off, every op is its own entry and entries are not limited in
+//! flight: the baseline that shows what batching buys.
+//!
+//! # Leader time (DESIGN §2)
+//! `now` is the maximum of this node's wall clock, the last `now` it proposed and the
+//! applied log clock, so log time never goes back, not even when a leader whose clock
+//! is behind takes over.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use super::{not_leader, NodeError};
+use crate::engine::types::Millis;
+use crate::engine::{Applied, Command, Op};
+use crate::raft::state_machine::Progress;
+use crate::raft::Raft;
+
+/// Most ops in one entry.
+pub const MAX_BATCH: usize = 256;
+/// Entries proposed and not yet answered, with group commit on. One more than one lets
+/// the next entry's leader flush overlap the previous entry's replication.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// A write waiting for its entry.
+pub struct Proposal {
+    /// What to apply.
+    pub op: Op,
+    /// Where the applied result goes.
+    pub reply: oneshot::Sender<Result<Applied, NodeError>>,
+}
+
+/// The batcher task: runs until `proposals` closes or `shutdown` fires.
+pub async fn run(
+    raft: Raft,
+    mut proposals: mpsc::Receiver<Proposal>,
+    progress: watch::Receiver<Progress>,
+    group_commit: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let in_flight = group_commit.then(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
+    let mut clock = LeaderClock::default();
+    loop {
+        let first = tokio::select! {
+            first = proposals.recv() => match first {
+                Some(first) => first,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let permit = match &in_flight {
+            Some(slots) => match slots.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let mut batch = vec![first];
+        while group_commit && batch.len() < MAX_BATCH {
+            match proposals.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let now = clock.now(progress.borrow().clock);
+        let (commands, replies): (Vec<Command>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| {
+                let seed = rand::random();
+                (
+                    Command {
+                        now,
+                        seed,
+                        op: p.op,
+                    },
+                    p.reply,
+                )
+            })
+            .unzip();
+        match raft.client_write_ff(commands).await {
+            Ok(applied) => {
+                tokio::spawn(async move {
+                    let result = match applied.await {
+                        Ok(Ok(response)) => Ok(response.data),
+                        Ok(Err(e)) => Err(write_error(e)),
+                        Err(_) => Err(NodeError::ShuttingDown),
+                    };
+                    answer(replies, result);
+                    drop(permit);
+                });
+            }
+            Err(fatal) => answer(replies, Err(fatal_error(fatal))),
+        }
+    }
+}
+
+/// Sends each caller its reply, or all of them the error.
+fn answer(
+    replies: Vec<oneshot::Sender<Result<Applied, NodeError>>>,
+    result: Result<Vec<Applied>, NodeError>,
+) {
+    match result {
+        Ok(applied) if applied.len() == replies.len() => {
+            for (reply, applied) in replies.into_iter().zip(applied) {
+                // A caller that went away does not need its answer.
+                let _ = reply.send(Ok(applied));
+            }
+        }
+        Ok(applied) => {
+            let e = NodeError::Fatal(format!(
+                "batch of {} applied as {} replies",
+                replies.len(),
+                applied.len()
+            ));
+            answer(replies, Err(e));
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// A failed proposal as the node's error.
+pub fn write_error(e: ClientWriteError<u64, openraft::BasicNode>) -> NodeError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => not_leader(f.leader_id, f.leader_node),
+        ClientWriteError::ChangeMembershipError(e) => NodeError::Fatal(e.to_string()),
+    }
+}
+
+/// openraft stopped: shutting down, or a fatal storage error.
+pub fn fatal_error(e: openraft::error::Fatal<u64>) -> NodeError {
+    match e {
+        openraft::error::Fatal::Stopped => NodeError::ShuttingDown,
+        other => NodeError::Fatal(other.to_string()),
+    }
+}
+
+/// A [`RaftError`] of a client write as the node's error.
+pub fn raft_write_error(
+    e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>,
+) -> NodeError {
+    match e {
+        RaftError::APIError(e) => write_error(e),
+        RaftError::Fatal(e) => fatal_error(e),
+    }
+}
+
+/// The proposer's side of log time.
+#[derive(Default)]
+struct LeaderClock {
+    last: Millis,
+}
+
+impl LeaderClock {
+    /// max(wall clock, last proposed, applied log clock); remembered as the last proposed.
+    fn now(&mut self, log_clock: Millis) -> Millis {
+        self.last = wall_clock().max(self.last).max(log_clock);
+        self.last
+    }
+}
+
+/// This machine's clock in Unix ms.
+pub fn wall_clock() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_clock_never_goes_back() {
+        let mut clock = LeaderClock::default();
+        let first = clock.now(0);
+        assert!(first >= wall_clock() - 1000);
+        let ahead = first + 60_000;
+        assert_eq!(
+            clock.now(ahead),
+            ahead,
+            "a log clock ahead of the wall wins"
+        );
+        assert_eq!(clock.now(0), ahead, "and is never undone");
+    }
+
+    #[test]
+    fn a_short_batch_fails_every_caller() {
+        let (tx, mut rx) = oneshot::channel();
+        answer(vec![tx], Ok(vec![]));
+        assert!(matches!(rx.try_recv(), Ok(Err(NodeError::Fatal(_)))));
+    }
+}

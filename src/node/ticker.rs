@@ -1,0 +1,75 @@
+//! The leader's ticker: a `tick` command when the earliest deadline passes.
+//!
+//! Timers, parked HTTP operations and leases fall due in log time, which only moves when
+//! a command is applied. So the leader watches the next deadline (published by the state
+//! machine after every apply), sleeps until its wall clock reaches it — waking early if
+//! an apply brings a nearer deadline or leadership changes — and then proposes
+//! [`Op::Tick`]. When nothing is due it proposes nothing (DESIGN §2 Time). Followers
+//! only wait for leadership.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::batcher::{wall_clock, Proposal};
+use super::propose;
+use crate::engine::types::Millis;
+use crate::engine::Op;
+use crate::raft::state_machine::Progress;
+
+/// Pause after a failed tick before trying again (leadership may be moving).
+const RETRY: Duration = Duration::from_millis(50);
+
+/// The ticker task: runs until `shutdown` fires.
+pub async fn run(
+    proposals: mpsc::Sender<Proposal>,
+    mut progress: watch::Receiver<Progress>,
+    mut leadership: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // The deadline the last successful tick was for: a tick applies everything due, so
+    // meeting the same deadline again means something due was left behind, and ticking
+    // again would only flood the log. It is reported once and waited out instead.
+    let mut ticked: Option<Millis> = None;
+    let mut reported: Option<Millis> = None;
+    loop {
+        let leader = *leadership.borrow_and_update();
+        let deadline = progress.borrow_and_update().next_deadline;
+        let mut wait = match deadline {
+            Some(at) if leader => Some(at.saturating_sub(wall_clock())),
+            _ => None,
+        };
+        if wait == Some(0) && deadline != ticked {
+            match propose(&proposals, Op::Tick).await {
+                Ok(_) => ticked = deadline,
+                Err(_) => tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = shutdown.changed() => return,
+                },
+            }
+            continue;
+        }
+        if wait == Some(0) {
+            if reported != deadline {
+                tracing::warn!(
+                    ?deadline,
+                    "a tick left this deadline due; not ticking for it"
+                );
+                reported = deadline;
+            }
+            wait = None;
+        }
+        let sleep = async {
+            match wait {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            changed = progress.changed() => if changed.is_err() { return },
+            changed = leadership.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Replication: the engine's commands in an openraft 0.9 log, on sled, over HTTP.
+//!
+//! # How a write travels
+//! A client's [`Op`](crate::engine::Op) reaches [`Node::write`](crate::node::Node::write)
+//! on the leader. The node stamps it with leader time and a seed, packs it with the other
+//! writes waiting at that moment into one [`Batch`] (group commit), and proposes the batch
+//! as one log entry. openraft appends the entry to the [`log_store`] (answered only after
+//! `fdatasync`), replicates it through [`network`] to the followers' [`server`] routes,
+//! and once a majority has it, every replica's [`state_machine`] applies it: each command
+//! of the batch through [`engine::apply`](crate::engine::apply) into one overlay, committed
+//! in one sled transaction together with the applied index. The leader answers each
+//! caller from its slot of the batch's [`Replies`].
+//!
+//! # Why a batch per entry
+//! openraft 0.9 flushes the log once per append and waits for each flush in turn, so one
+//! request per entry would cap throughput at one `fdatasync` per write. A batch lets any
+//! number of concurrent writers share one flush and one replication round; applying the
+//! batch in order keeps every command's effect exactly as if it had its own entry.
+//!
+//! # Layout
+//! - [`log_store`]: entries, vote, committed index and purge point in sled trees.
+//! - [`state_machine`]: applying batches, building and installing snapshots.
+//! - [`snapshot`]: the snapshot file format, streamed to and from the sled trees.
+//! - [`network`]: the reqwest client for `/raft/*`.
+//! - [`server`]: the axum handlers for `/raft/*`.
+
+// openraft's traits return its `StorageError` (over 200 bytes); helpers return it too.
+#![allow(clippy::result_large_err)]
+
+pub mod log_store;
+pub mod network;
+pub mod server;
+pub mod snapshot;
+pub mod state_machine;
+
+use crate::engine::{Applied, Command};
+
+/// One log entry's worth of commands, applied in order (group commit).
+pub type Batch = Vec<Command>;
+
+/// What applying a [`Batch`] yields: one [`Applied`] per command, in batch order.
+pub type Replies = Vec<Applied>;
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of slct.
+    pub TypeConfig:
+        D = Batch,
+        R = Replies,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+);
+
+/// A Raft instance of slct.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// openraft's storage error with slct's node id.
+pub type StorageError = openraft::StorageError<u64>;
+
+/// Header carrying the cluster secret on `/raft/*` requests.
+pub const SECRET_HEADER: &str = "Slct-Cluster-Secret";

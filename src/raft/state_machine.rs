@@ -1,0 +1,409 @@
+//! The replicated state machine: committed batches through the engine into sled.
+//!
+//! # Applying
+//! openraft hands over committed entries a run at a time. Every command of every entry in
+//! the run goes through [`engine::apply`] into one [`Tx`] overlay; the last applied log
+//! id and the last membership go into [`Table::Meta`] of the same overlay, and
+//! [`SledStore::commit`] writes it all in one sled transaction. So `kill -9` at any
+//! instant leaves a replica at an entry boundary, never between a command's writes and
+//! the applied index that says it happened (DESIGN §4). The commit is not flushed: the
+//! log is, and a crash only makes the replica apply the lost tail again.
+//!
+//! A storage failure while applying is returned to openraft, which stops the node: a
+//! replica that cannot write its state must stop rather than diverge.
+//!
+//! After the commit, the effects of each command (those that are not empty) go out on
+//! the node's broadcast channel in apply order, and [`Progress`] — the log clock and the
+//! next deadline, which the leader's ticker waits for — is published.
+//!
+//! # Snapshots
+//! sled has no point-in-time view, so a snapshot is built while applying waits: the
+//! builder holds the read side of a lock whose write side `apply` and `install` take.
+//! Building streams every table to a file under `snapshots/` (see [`snapshot`]) and
+//! renames it to `current.snap`. Installing copies the received file there first, then
+//! clears and reloads the tables; an `installing` marker written before the clear makes a
+//! restart after a crash halfway finish the install from that file. A restart also
+//! reloads `current.snap` when it is ahead of the tables (their unflushed tail was lost
+//! while the synced snapshot survived), since the log behind it may be purged.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageIOError, StoredMembership,
+};
+use tokio::sync::{broadcast, watch, RwLock};
+
+use super::snapshot::{self, Meta};
+use super::{Replies, StorageError, TypeConfig};
+use crate::engine::types::Millis;
+use crate::engine::{self, Effects, Store, Table, Tx};
+use crate::store::SledStore;
+
+/// [`Table::Meta`] key of the last applied log id.
+const KEY_APPLIED: &[u8] = b"raft/applied";
+/// [`Table::Meta`] key of the last applied membership.
+const KEY_MEMBERSHIP: &[u8] = b"raft/membership";
+/// The snapshot openraft serves and that a restart reinstalls after a crash mid-install.
+const CURRENT: &str = "current.snap";
+/// Prefix of the files that snapshots from the leader are streamed into.
+const RECEIVED: &str = "recv";
+/// Present while an install is clearing and reloading the tables.
+const INSTALLING: &str = "installing";
+
+/// Where the replica's log time and next deadline stand after the latest apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The log clock (latest applied command time).
+    pub clock: Millis,
+    /// The earliest timer, parked operation or lease deadline still to come.
+    pub next_deadline: Option<Millis>,
+}
+
+/// The state machine of one node.
+pub struct StateMachine {
+    store: SledStore,
+    dir: PathBuf,
+    /// Write side taken by apply and install; read side held while building a snapshot.
+    lock: Arc<RwLock<()>>,
+    effects: broadcast::Sender<Arc<Effects>>,
+    progress: watch::Sender<Progress>,
+}
+
+impl StateMachine {
+    /// Opens the state machine on `store` with snapshots under `dir`, finishing an
+    /// install that a crash interrupted.
+    pub fn open(
+        store: SledStore,
+        dir: &Path,
+        effects: broadcast::Sender<Arc<Effects>>,
+    ) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| snapshot_write_err(&e))?;
+        for entry in std::fs::read_dir(dir).map_err(|e| snapshot_read_err(&e))? {
+            let path = entry.map_err(|e| snapshot_read_err(&e))?.path();
+            if path.extension().is_some_and(|ext| ext == "tmp") {
+                std::fs::remove_file(&path).map_err(|e| snapshot_write_err(&e))?;
+            }
+        }
+        if dir.join(INSTALLING).exists() || snapshot_is_newer(&store, dir)? {
+            reload(&store, dir)?;
+        }
+        let progress = watch::Sender::new(read_progress(&store)?);
+        Ok(StateMachine {
+            store,
+            dir: dir.to_owned(),
+            lock: Arc::new(RwLock::new(())),
+            effects,
+            progress,
+        })
+    }
+
+    /// Follows the log clock and the next deadline.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    fn applied(&self) -> Result<Option<LogId<u64>>, StorageError> {
+        get_meta(&self.store, KEY_APPLIED)
+    }
+
+    /// Deletes the files that received snapshots were streamed into.
+    fn remove_received(&self) -> Result<(), StorageError> {
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| snapshot_read_err(&e))? {
+            let path = entry.map_err(|e| snapshot_read_err(&e))?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with(RECEIVED) {
+                std::fs::remove_file(&path).map_err(|e| snapshot_write_err(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn tmp_path(&self, what: &str) -> PathBuf {
+        self.dir
+            .join(format!("{what}-{}.tmp", uuid::Uuid::new_v4().simple()))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<
+        (
+            Option<LogId<u64>>,
+            StoredMembership<u64, openraft::BasicNode>,
+        ),
+        StorageError,
+    > {
+        let membership = get_meta(&self.store, KEY_MEMBERSHIP)?.unwrap_or_default();
+        Ok((self.applied()?, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Replies>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let _apply = self.lock.write().await;
+        let mut tx = Tx::new(&self.store);
+        let mut replies = Vec::new();
+        let mut effects = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            let log_id = entry.log_id;
+            last = Some(log_id);
+            let mut batch_replies = Vec::new();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(batch) => {
+                    for command in &batch {
+                        let applied = engine::apply(&mut tx, command)
+                            .map_err(|e| StorageIOError::apply(log_id, &e))?;
+                        if !applied.effects.is_empty() {
+                            effects.push(Arc::new(applied.effects.clone()));
+                        }
+                        batch_replies.push(applied);
+                    }
+                }
+                EntryPayload::Membership(membership) => {
+                    let stored = StoredMembership::new(Some(log_id), membership);
+                    put_meta(&mut tx, KEY_MEMBERSHIP, &stored)?;
+                }
+            }
+            replies.push(batch_replies);
+        }
+        if let Some(log_id) = last {
+            put_meta(&mut tx, KEY_APPLIED, &log_id)?;
+        }
+        self.store
+            .commit(tx.into_writes())
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        for effect in effects {
+            // Nobody listening is fine: effects are notifications, not state.
+            let _ = self.effects.send(effect);
+        }
+        self.progress.send_replace(read_progress(&self.store)?);
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+            dir: self.dir.clone(),
+            lock: self.lock.clone(),
+            tmp: self.tmp_path("build"),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        // openraft receives one snapshot at a time: a new one supersedes any unfinished.
+        self.remove_received()?;
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(self.tmp_path(RECEIVED))
+            .await
+            .map_err(|e| snapshot_write_err(&e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        mut received: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        use tokio::io::AsyncSeekExt;
+        let _install = self.lock.write().await;
+        let tmp = self.tmp_path("install");
+        let mut copy = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| snapshot_write_err(&e))?;
+        received
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| snapshot_read_err(&e))?;
+        tokio::io::copy(&mut received, &mut copy)
+            .await
+            .map_err(|e| snapshot_write_err(&e))?;
+        copy.sync_all().await.map_err(|e| snapshot_write_err(&e))?;
+        drop(copy);
+        self.remove_received()?;
+        let (dir, expected) = (self.dir.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || {
+            let found = snapshot::read_meta(&std::fs::File::open(&tmp)?)?;
+            if found.last_log_id != expected.last_log_id {
+                return Err(std::io::Error::other(
+                    "snapshot file does not match its meta",
+                ));
+            }
+            std::fs::rename(&tmp, dir.join(CURRENT))?;
+            std::fs::File::create(dir.join(INSTALLING))?.sync_all()?;
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(|e| snapshot_write_err(&e))?
+        .map_err(|e| snapshot_write_err(&e))?;
+        let (store, dir) = (self.store.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || reload(&store, &dir))
+            .await
+            .map_err(|e| snapshot_write_err(&e))??;
+        self.progress.send_replace(read_progress(&self.store)?);
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let path = self.dir.join(CURRENT);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(snapshot_read_err(&e)),
+        };
+        let meta = snapshot::read_meta(&file).map_err(|e| snapshot_read_err(&e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+}
+
+/// Builds a snapshot of the state machine as it stands when the build gets the lock.
+pub struct SnapshotBuilder {
+    store: SledStore,
+    dir: PathBuf,
+    lock: Arc<RwLock<()>>,
+    tmp: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let still = self.lock.clone().read_owned().await;
+        let (store, dir, tmp) = (self.store.clone(), self.dir.clone(), self.tmp.clone());
+        let (meta, file) = tokio::task::spawn_blocking(move || {
+            let _still = still;
+            let meta = current_meta(&store)?;
+            build(&store, &meta, &tmp, &dir)
+                .map(|file| (meta, file))
+                .map_err(|e| snapshot_write_err(&e))
+        })
+        .await
+        .map_err(|e| snapshot_write_err(&e))??;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        })
+    }
+}
+
+/// The metadata of a snapshot of the store as it is.
+fn current_meta(store: &SledStore) -> Result<Meta, StorageError> {
+    let last_log_id: Option<LogId<u64>> = get_meta(store, KEY_APPLIED)?;
+    let snapshot_id = match last_log_id {
+        Some(id) => format!(
+            "{}-{}-{}",
+            id.leader_id.term,
+            id.index,
+            uuid::Uuid::new_v4()
+        ),
+        None => format!("empty-{}", uuid::Uuid::new_v4()),
+    };
+    Ok(SnapshotMeta {
+        last_log_id,
+        last_membership: get_meta(store, KEY_MEMBERSHIP)?.unwrap_or_default(),
+        snapshot_id,
+    })
+}
+
+/// Writes the snapshot to `tmp`, makes it the current one, and returns it opened for
+/// reading (the handle stays valid if a newer snapshot replaces the file).
+fn build(store: &SledStore, meta: &Meta, tmp: &Path, dir: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::create(tmp)?;
+    snapshot::write(store, meta, &file)?;
+    let reader = std::fs::File::open(tmp)?;
+    std::fs::rename(tmp, dir.join(CURRENT))?;
+    sync_dir(dir)?;
+    Ok(reader)
+}
+
+/// Loads `current.snap` into the tables, makes it durable, and drops the install marker.
+fn reload(store: &SledStore, dir: &Path) -> Result<(), StorageError> {
+    snapshot::load(store, &dir.join(CURRENT)).map_err(|e| snapshot_read_err(&e))?;
+    store
+        .flush_durable()
+        .map_err(|e| StorageIOError::write_state_machine(&e))?;
+    match std::fs::remove_file(dir.join(INSTALLING)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(snapshot_write_err(&e)),
+        _ => {}
+    }
+    sync_dir(dir).map_err(|e| snapshot_write_err(&e))
+}
+
+/// Whether `current.snap` holds more than the tables: the tables lost their latest
+/// commits in a crash (they are not flushed on commit) while the snapshot, which is
+/// synced, survived — and the log behind it may be purged, so it must be reloaded.
+fn snapshot_is_newer(store: &SledStore, dir: &Path) -> Result<bool, StorageError> {
+    let file = match std::fs::File::open(dir.join(CURRENT)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(snapshot_read_err(&e)),
+    };
+    let meta = snapshot::read_meta(&file).map_err(|e| snapshot_read_err(&e))?;
+    let applied: Option<LogId<u64>> = get_meta(store, KEY_APPLIED)?;
+    Ok(meta.last_log_id > applied)
+}
+
+fn read_progress(store: &SledStore) -> Result<Progress, StorageError> {
+    let tx = Tx::new(store);
+    let read = |e: engine::StoreError| StorageError::from(StorageIOError::read_state_machine(&e));
+    Ok(Progress {
+        clock: engine::clock(&tx).map_err(read)?,
+        next_deadline: engine::next_deadline(&tx).map_err(read)?,
+    })
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(
+    store: &SledStore,
+    key: &[u8],
+) -> Result<Option<T>, StorageError> {
+    let read = |e: &dyn std::fmt::Display| {
+        StorageError::from(StorageIOError::read_state_machine(
+            openraft::AnyError::error(e),
+        ))
+    };
+    match store.get(Table::Meta, key).map_err(|e| read(&e))? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| read(&e)),
+        None => Ok(None),
+    }
+}
+
+fn put_meta<S: Store + ?Sized>(
+    tx: &mut Tx<'_, S>,
+    key: &[u8],
+    value: &impl serde::Serialize,
+) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write_state_machine(&e))?;
+    tx.put(Table::Meta, key.to_vec(), bytes);
+    Ok(())
+}
+
+/// Makes renames and creations in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn snapshot_read_err(e: &(impl std::error::Error + 'static)) -> StorageError {
+    StorageIOError::read_snapshot(None, e).into()
+}
+
+fn snapshot_write_err(e: &(impl std::error::Error + 'static)) -> StorageError {
+    StorageIOError::write_snapshot(None, e).into()
+}

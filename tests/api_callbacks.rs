@@ -1,0 +1,281 @@
+//! Callbacks on a real three-node cluster: two processes playing ping-pong resumed only
+//! by callbacks, retries with backoff, giving up and re-arming, deferred updates, and
+//! signed bodies. The callback receiver is a small axum server in the test.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode as AxStatus};
+use axum::routing::post;
+use axum::{Json, Router};
+use common::{eventually, Cluster};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use slct::api::ApiConfig;
+use slct::callbacks::{signature, CallbackConfig};
+
+/// Serves `app` on 127.0.0.1:0 and returns its base URL.
+async fn receiver(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Values exchanged before the game ends: 20 rounds, one value each way per round.
+const LAST: u64 = 40;
+
+/// One player: after a receive of `n`, send `n + 1` on its out channel (or stop at
+/// [`LAST`]); after a send, receive on its in channel.
+async fn play(Json(state): Json<Value>) -> Json<Value> {
+    let me = state["id"].as_str().unwrap();
+    let (inbox, outbox) = if me == "ping" { ("a", "b") } else { ("b", "a") };
+    let mut data = state["data"].clone();
+    let result = state["results"].as_array().unwrap().last().unwrap().clone();
+    let next = match result["op"].as_str().unwrap() {
+        "recv" => {
+            let n = result["data"].as_u64().unwrap();
+            data["log"].as_array_mut().unwrap().push(json!(n));
+            if n >= LAST {
+                json!([])
+            } else {
+                data["sent"] = json!(n + 1);
+                json!([{"id": "s", "cases": [{"op": "send", "chan": outbox, "data": n + 1}]}])
+            }
+        }
+        _ if data["sent"].as_u64() >= Some(LAST) => json!([]),
+        _ => json!([{"id": "r", "cases": [{"op": "recv", "chan": inbox}]}]),
+    };
+    Json(json!({"data": data, "selects": next, "callback": state["callback"]}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_pong_for_twenty_rounds_resumed_only_by_callbacks() {
+    let c = Cluster::start().await;
+    let url = receiver(Router::new().route("/play", post(play))).await;
+    let callback = json!({"url": format!("{url}/play"), "timeout_ms": 5000});
+    let pong = json!({"data": {"log": []}, "callback": callback,
+        "selects": [{"id": "r", "cases": [{"op": "recv", "chan": "b"}]}]});
+    let ping = json!({"data": {"log": [], "sent": 1}, "callback": callback,
+        "selects": [{"id": "s", "cases": [{"op": "send", "chan": "b", "data": 1}]}]});
+    let started = Instant::now();
+    assert_eq!(
+        c.call(1, Method::PUT, "/state/pong", Some(pong))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        c.call(2, Method::PUT, "/state/ping", Some(ping))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    eventually(Duration::from_secs(60), "both players done", || async {
+        let a = c.call(0, Method::GET, "/state/ping", None).await;
+        let b = c.call(0, Method::GET, "/state/pong", None).await;
+        a.body["status"] == "done" && b.body["status"] == "done"
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let ping = c.call(0, Method::GET, "/state/ping", None).await.body;
+    let pong = c.call(0, Method::GET, "/state/pong", None).await.body;
+    let evens: Vec<u64> = (1..=LAST / 2).map(|i| 2 * i).collect();
+    let odds: Vec<u64> = (0..LAST / 2).map(|i| 2 * i + 1).collect();
+    assert_eq!(ping["data"]["log"], json!(evens));
+    assert_eq!(pong["data"]["log"], json!(odds));
+    println!(
+        "ping-pong: {} rounds in {elapsed:?} = {:.1} rounds/s",
+        LAST / 2,
+        (LAST / 2) as f64 / elapsed.as_secs_f64()
+    );
+    c.shutdown().await;
+}
+
+/// One callback call: attempt, lease token, whether the signature was right.
+type Call = (u64, String, bool);
+
+/// What the flaky receiver saw: per state, its calls.
+#[derive(Clone, Default)]
+struct Seen {
+    calls: Arc<Mutex<HashMap<String, Vec<Call>>>>,
+    failing: Arc<Mutex<bool>>,
+}
+
+const SECRET: &str = "s3cret";
+
+/// Fails the first two attempts of `flaky`, always fails `broken` while `failing`,
+/// defers `later`; everything else is finished.
+async fn flaky(State(seen): State<Seen>, headers: HeaderMap, body: String) -> (AxStatus, String) {
+    let h = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let id = h("slct-state-id");
+    let attempt: u64 = h("slct-attempt").parse().unwrap();
+    let signed = headers
+        .get("slct-signature")
+        .is_some_and(|v| v.as_bytes() == signature(SECRET, body.as_bytes()).as_bytes());
+    let state: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["lease"]["token"].as_str().unwrap(), h("slct-lease"));
+    assert_eq!(h("idempotency-key"), format!("{id}:{}", state["version"]));
+    seen.calls
+        .lock()
+        .unwrap()
+        .entry(id.clone())
+        .or_default()
+        .push((attempt, h("slct-lease"), signed));
+    let done = json!({"data": "finished", "selects": []}).to_string();
+    match id.as_str() {
+        "flaky" if attempt < 3 => (AxStatus::INTERNAL_SERVER_ERROR, String::new()),
+        "broken" if *seen.failing.lock().unwrap() => (AxStatus::BAD_GATEWAY, String::new()),
+        "later" => (AxStatus::ACCEPTED, String::new()),
+        _ => (AxStatus::OK, done),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_retry_give_up_rearm_and_defer() {
+    let api = ApiConfig {
+        callbacks: CallbackConfig {
+            secret: Some(SECRET.into()),
+            max_attempts: 3,
+            ..CallbackConfig::default()
+        },
+        ..ApiConfig::default()
+    };
+    let c = Cluster::start_with(api).await;
+    let seen = Seen::default();
+    *seen.failing.lock().unwrap() = true;
+    let url = receiver(
+        Router::new()
+            .route("/cb", post(flaky))
+            .with_state(seen.clone()),
+    )
+    .await;
+    let start_now = json!({"data": 0, "callback": {"url": format!("{url}/cb")},
+        "selects": [{"id": "g", "cases": [{"op": "default"}]}]});
+    for id in ["flaky", "broken", "later"] {
+        let r = c
+            .call(
+                c.follower(),
+                Method::PUT,
+                &format!("/state/{id}"),
+                Some(start_now.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+
+    eventually(
+        Duration::from_secs(20),
+        "flaky done on the third attempt",
+        || async { c.call(0, Method::GET, "/state/flaky", None).await.body["status"] == "done" },
+    )
+    .await;
+    let calls = seen.calls.lock().unwrap().clone();
+    let attempts: Vec<u64> = calls["flaky"].iter().map(|c| c.0).collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    assert!(calls["flaky"].iter().all(|c| c.2), "every body is signed");
+    let tokens: std::collections::HashSet<_> = calls["flaky"].iter().map(|c| &c.1).collect();
+    assert_eq!(tokens.len(), 3, "each attempt has its own lease");
+
+    eventually(Duration::from_secs(20), "broken to fail", || async {
+        c.call(0, Method::GET, "/state/broken", None).await.body["status"] == "failed"
+    })
+    .await;
+    let broken = c.call(0, Method::GET, "/state/broken", None).await.body;
+    assert_eq!(broken["attempts"], 3);
+    assert!(broken["last_error"].as_str().unwrap().contains("502"));
+    let failed = c.call(1, Method::GET, "/states?status=failed", None).await;
+    assert_eq!(failed.body["states"][0]["id"], "broken");
+    *seen.failing.lock().unwrap() = false;
+    let rearmed = c
+        .call(c.follower(), Method::POST, "/state/broken/retry", None)
+        .await;
+    assert_eq!(rearmed.status, StatusCode::OK, "{:?}", rearmed.body);
+    eventually(
+        Duration::from_secs(20),
+        "broken done after retry",
+        || async { c.call(0, Method::GET, "/state/broken", None).await.body["status"] == "done" },
+    )
+    .await;
+
+    eventually(Duration::from_secs(10), "later to be called", || async {
+        seen.calls.lock().unwrap().contains_key("later")
+    })
+    .await;
+    let later = c.call(0, Method::GET, "/state/later", None).await.body;
+    assert_eq!(later["status"], "leased", "a deferred state stays leased");
+    let token = seen.calls.lock().unwrap()["later"][0].1.clone();
+    let put = c
+        .http
+        .put(format!("{}/state/later", c.urls[c.follower()]))
+        .header("Slct-Lease", token)
+        .json(&json!({"data": "by hand", "selects": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let later = c.call(0, Method::GET, "/state/later", None).await.body;
+    assert_eq!(
+        (later["status"].as_str(), later["data"].as_str()),
+        (Some("done"), Some("by hand"))
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_delivery_continues_after_a_leader_change() {
+    let c = Cluster::start().await;
+    let seen = Seen::default();
+    *seen.failing.lock().unwrap() = true;
+    let url = receiver(
+        Router::new()
+            .route("/cb", post(flaky))
+            .with_state(seen.clone()),
+    )
+    .await;
+    let start_now = json!({"data": 0, "callback": {"url": format!("{url}/cb")},
+        "selects": [{"id": "g", "cases": [{"op": "default"}]}]});
+    let old = c.leader();
+    let r = c
+        .call(old, Method::PUT, "/state/broken", Some(start_now))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    eventually(Duration::from_secs(10), "two failed attempts", || async {
+        seen.calls.lock().unwrap().get("broken").map_or(0, Vec::len) >= 2
+    })
+    .await;
+    c.stop_node(old).await;
+    *seen.failing.lock().unwrap() = false;
+    let survivor = (old + 1) % 3;
+    // If the old leader stopped with an attempt in flight, that attempt's lease (at
+    // least 30 s) must lapse before the new leader delivers again.
+    eventually(
+        Duration::from_secs(60),
+        "a new leader to finish the delivery",
+        || async {
+            let r = c
+                .http
+                .get(format!("{}/state/broken", c.urls[survivor]))
+                .send()
+                .await;
+            match r {
+                Ok(r) => common::answer(r).await.body["status"] == "done",
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    let calls = seen.calls.lock().unwrap()["broken"].clone();
+    let attempts: Vec<u64> = calls.iter().map(|c| c.0).collect();
+    assert!(
+        attempts.windows(2).all(|w| w[1] == w[0] + 1),
+        "{attempts:?}"
+    );
+    assert!(c.nodes[survivor]
+        .leader()
+        .is_some_and(|(id, _)| id != old as u64 + 1));
+}

@@ -1,0 +1,282 @@
+//! Three real `slct serve` processes on loopback: replication, leader failure with
+//! `kill -9`, catching up from the log and by snapshot, and a kill loop under writes.
+
+mod cluster_harness;
+
+use std::time::Duration;
+
+use cluster_harness::{eventually, Cluster};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn a_write_through_a_follower_is_read_back_from_every_node() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(leader);
+
+    let body = json!({ "data": { "step": 1 } });
+    assert_eq!(cluster.put_state(follower, "hello", &body).await, Some(201));
+
+    for id in cluster.running() {
+        let state = cluster.await_state(id, "hello").await;
+        assert_eq!(state["data"], json!({ "step": 1 }), "node {id}");
+    }
+    let info = cluster.cluster_info(follower).await.expect("GET /cluster");
+    assert_eq!(info["members"].as_object().map(|m| m.len()), Some(3));
+    assert_eq!(info["leader"], json!(leader));
+    for id in cluster.running() {
+        eventually("/readyz", Duration::from_secs(10), || async {
+            let response = cluster.http.get(cluster.url(id, "/readyz")).send().await;
+            (response.ok()?.status() == 200).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn killing_the_leader_loses_nothing_acknowledged() {
+    let mut cluster = Cluster::start(3, &[]);
+    let old = cluster.leader().await;
+    for i in 0..10 {
+        cluster.create(&format!("acked-{i}"), json!(i)).await;
+    }
+    let waiter = json!({
+        "data": "waiting",
+        "selects": [{ "id": "g1", "cases": [{ "op": "recv", "chan": "jobs" }] }],
+    });
+    assert_eq!(cluster.put_state(old, "waiter", &waiter).await, Some(201));
+    let parked = cluster
+        .http
+        .post(cluster.url(old, "/chan/mailbox/send"))
+        .json(&json!("parked value"))
+        .send()
+        .await
+        .expect("detached send");
+    assert_eq!(parked.status(), 202, "the send is parked");
+
+    let before = cluster.await_state(old, "waiter").await["created_at"]
+        .as_u64()
+        .expect("created_at");
+
+    cluster.kill(old);
+    let new = cluster.leader().await;
+    assert_ne!(new, old);
+    let via = cluster.other_than(new);
+    cluster.create("after-failover", json!(null)).await;
+    let after = cluster.await_state(via, "after-failover").await["created_at"]
+        .as_u64()
+        .expect("created_at");
+    assert!(after >= before, "log time went back: {after} < {before}");
+    for i in 0..10 {
+        let url = cluster.url(via, &format!("/state/acked-{i}"));
+        let response = cluster.http.get(url).send().await.expect("GET state");
+        assert_eq!(response.status(), 200, "acked-{i} survives");
+    }
+
+    let sent = cluster
+        .http
+        .post(cluster.url(via, "/chan/jobs/send?wait=0"))
+        .json(&json!("job 1"))
+        .send()
+        .await
+        .expect("send to the blocked select");
+    assert_eq!(
+        sent.status(),
+        200,
+        "the blocked select takes the value at once"
+    );
+    let received = cluster
+        .http
+        .post(cluster.url(via, "/chan/mailbox/recv?wait=5"))
+        .send()
+        .await
+        .expect("receive the parked send");
+    assert_eq!(received.status(), 200);
+    let received: Value = received.json().await.expect("JSON");
+    assert_eq!(received["data"], json!("parked value"));
+
+    cluster.spawn(old);
+    let waiter = eventually(
+        "the restarted node catches up",
+        Duration::from_secs(30),
+        || {
+            let cluster = &cluster;
+            async move {
+                let state = cluster.stale_state(old, "waiter").await?;
+                (state["results"].as_array()?.len() == 1).then_some(state)
+            }
+        },
+    )
+    .await;
+    assert_eq!(waiter["results"][0]["data"], json!("job 1"));
+    for i in 0..10 {
+        cluster.await_state(old, &format!("acked-{i}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3, &["--snapshot-threshold", "10"]);
+    let leader = cluster.leader().await;
+    let down = cluster.other_than(leader);
+    cluster.kill(down);
+
+    for i in 0..60 {
+        cluster.create(&format!("s{i}"), json!(i)).await;
+    }
+    let leader_dir = cluster.nodes[&leader].data.clone();
+    eventually("the leader has a snapshot", Duration::from_secs(20), || {
+        let exists = leader_dir.join("snapshots/current.snap").exists();
+        async move { exists.then_some(()) }
+    })
+    .await;
+
+    cluster.spawn(down);
+    for i in 0..60 {
+        let state = cluster.await_state(down, &format!("s{i}")).await;
+        assert_eq!(state["data"], json!(i));
+    }
+    assert!(
+        cluster.log(down).contains("installed snapshot"),
+        "the node caught up by installing a snapshot:\n{}",
+        cluster.log(down)
+    );
+}
+
+#[tokio::test]
+async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
+    let mut cluster = Cluster::start(3, &["--snapshot-threshold", "50"]);
+    cluster.leader().await;
+    let mut acked = Vec::new();
+    let mut next = 0;
+    for round in 0..6u64 {
+        let victim = if round % 2 == 0 {
+            cluster.leader().await
+        } else {
+            cluster.other_than(cluster.leader().await)
+        };
+        // Writes in flight while the node dies: fire a burst, kill, then collect.
+        let burst: Vec<_> = (0..20)
+            .map(|_| {
+                next += 1;
+                let id = format!("k{next}");
+                let via = cluster.running()[next % 3];
+                let request = cluster
+                    .http
+                    .put(cluster.url(via, &format!("/state/{id}")))
+                    .json(&json!({ "data": next }))
+                    .send();
+                (id, request)
+            })
+            .collect();
+        let (ids, requests): (Vec<_>, Vec<_>) = burst.into_iter().unzip();
+        let pending = tokio::spawn(futures::future::join_all(requests));
+        tokio::time::sleep(Duration::from_millis(20 * round)).await;
+        cluster.kill(victim);
+        let responses = pending.await.expect("burst");
+        for (id, response) in ids.into_iter().zip(responses) {
+            if response.is_ok_and(|r| r.status() == 201) {
+                acked.push(id);
+            }
+        }
+        cluster
+            .create(&format!("after-{round}"), json!(round))
+            .await;
+        acked.push(format!("after-{round}"));
+        cluster.spawn(victim);
+    }
+    assert!(acked.len() >= 4);
+    for id in cluster.running() {
+        for state in &acked {
+            cluster.await_state(id, state).await;
+        }
+    }
+    let applied = eventually(
+        "every node applies the same log",
+        Duration::from_secs(30),
+        || {
+            let cluster = &cluster;
+            async move {
+                let mut seen = Vec::new();
+                for id in cluster.running() {
+                    seen.push(cluster.cluster_info(id).await?["last_applied"].as_u64()?);
+                }
+                seen.windows(2).all(|w| w[0] == w[1]).then_some(seen[0])
+            }
+        },
+    )
+    .await;
+    assert!(applied > 0);
+    let mut listings = Vec::new();
+    for id in cluster.running() {
+        let url = cluster.url(id, "/states?limit=1000&stale=true");
+        let listing: Value = cluster
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("GET /states")
+            .json()
+            .await
+            .expect("JSON");
+        let ids: Vec<Value> = listing["states"]
+            .as_array()
+            .expect("states")
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect();
+        listings.push(ids);
+    }
+    assert!(listings[0].len() >= acked.len());
+    assert!(listings.windows(2).all(|w| w[0] == w[1]), "replicas differ");
+}
+
+#[tokio::test]
+async fn a_paused_leader_is_replaced_and_rejoins_as_follower() {
+    let cluster = Cluster::start(3, &[]);
+    let old = cluster.leader().await;
+    cluster.create("before-pause", json!(1)).await;
+
+    cluster.signal(old, "STOP");
+    let others: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != old)
+        .collect();
+    let new = eventually(
+        "the others elect a new leader",
+        Duration::from_secs(20),
+        || {
+            let (cluster, others) = (&cluster, &others);
+            async move {
+                let mut leaders = Vec::new();
+                for id in others {
+                    leaders.push(cluster.cluster_info(*id).await?["leader"].as_u64()?);
+                }
+                (leaders[0] != old && leaders.iter().all(|l| *l == leaders[0]))
+                    .then_some(leaders[0])
+            }
+        },
+    )
+    .await;
+    let body = json!({ "data": 2 });
+    assert_eq!(
+        cluster.put_state(new, "during-pause", &body).await,
+        Some(201)
+    );
+
+    cluster.signal(old, "CONT");
+    for id in ["before-pause", "during-pause"] {
+        cluster.await_state(old, id).await;
+    }
+    let info = eventually(
+        "the old leader follows",
+        Duration::from_secs(10),
+        || async {
+            let info = cluster.cluster_info(old).await?;
+            (info["state"] == "Follower").then_some(info)
+        },
+    )
+    .await;
+    assert_eq!(info["leader"], json!(new));
+}

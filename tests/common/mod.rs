@@ -1,0 +1,196 @@
+//! A real three-node cluster on 127.0.0.1 ephemeral ports, in this process, spoken to
+//! over HTTP; and helpers to await conditions with deadlines.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use slct::api::ApiConfig;
+use slct::node::{Node, NodeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A running cluster.
+pub struct Cluster {
+    /// The nodes, index 0 is node id 1.
+    pub nodes: Vec<Node>,
+    /// `http://127.0.0.1:port` of each node.
+    pub urls: Vec<String>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    stops: Vec<watch::Sender<bool>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// One answer: status and JSON body (null if empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    /// Status.
+    pub status: StatusCode,
+    /// Body.
+    pub body: Value,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// The error code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Cluster {
+    /// Three nodes with default API settings.
+    pub async fn start() -> Cluster {
+        Self::start_with(ApiConfig::default()).await
+    }
+
+    /// Three nodes, each serving the API with `api`; returns once a leader is known
+    /// to all.
+    pub async fn start_with(api: ApiConfig) -> Cluster {
+        let mut listeners = Vec::new();
+        let mut peers = BTreeMap::new();
+        for id in 1..=3u64 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            peers.insert(id, listener.local_addr().unwrap().to_string());
+            listeners.push(listener);
+        }
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let configs = peers
+            .iter()
+            .zip(&dirs)
+            .map(|((&id, addr), dir)| NodeConfig {
+                id,
+                listen: addr.parse().unwrap(),
+                data_dir: dir.path().to_path_buf(),
+                peers: peers.clone(),
+                cluster_secret: None,
+                snapshot_threshold: 10_000,
+                group_commit: true,
+            });
+        let nodes: Vec<Node> = futures::future::join_all(configs.map(Node::start))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let mut stops = Vec::new();
+        for (node, listener) in nodes.iter().zip(listeners) {
+            let app = node
+                .raft_router()
+                .merge(slct::api::router_with(node.clone(), api.clone()));
+            let (stop, mut stopped) = watch::channel(false);
+            stops.push(stop);
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            });
+        }
+        let cluster = Cluster {
+            urls: peers.values().map(|a| format!("http://{a}")).collect(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            nodes,
+            stops,
+            _dirs: dirs,
+        };
+        eventually(Duration::from_secs(20), "a leader known to all", || async {
+            cluster
+                .nodes
+                .iter()
+                .all(|n| n.leader().is_some() && n.is_ready())
+        })
+        .await;
+        cluster
+    }
+
+    /// Index of the leader.
+    pub fn leader(&self) -> usize {
+        self.nodes
+            .iter()
+            .position(Node::is_leader)
+            .expect("a leader")
+    }
+
+    /// Index of a follower.
+    pub fn follower(&self) -> usize {
+        (self.leader() + 1) % self.nodes.len()
+    }
+
+    /// A request to node `i`.
+    pub async fn call(&self, i: usize, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.urls[i], path));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        answer(req.send().await.expect("the node answers")).await
+    }
+
+    /// A request to node `i` with a raw body.
+    pub async fn raw(&self, i: usize, method: Method, path: &str, body: Vec<u8>) -> Answer {
+        let req = self
+            .http
+            .request(method, format!("{}{}", self.urls[i], path))
+            .header("content-type", "application/json")
+            .body(body);
+        answer(req.send().await.expect("the node answers")).await
+    }
+
+    /// Stops node `i`: its server, then Raft.
+    pub async fn stop_node(&self, i: usize) {
+        self.stops[i].send_replace(true);
+        self.nodes[i].shutdown().await;
+    }
+
+    /// Stops serving and stops the nodes.
+    pub async fn shutdown(self) {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i).await;
+        }
+    }
+}
+
+/// Reads an answer.
+pub async fn answer(r: reqwest::Response) -> Answer {
+    let status = r.status();
+    let headers = r.headers().clone();
+    let bytes = r.bytes().await.unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+/// Polls `cond` until it holds, failing after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

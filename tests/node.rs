@@ -1,0 +1,281 @@
+//! In-process nodes on real loopback sockets: the `Node` seam the API codes against —
+//! leader-only writes, group commit, leader ticks, effects on every replica, bootstrap.
+
+mod cluster_harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cluster_harness::eventually;
+use serde_json::json;
+use slct::engine::types::{Case, Select, State};
+use slct::engine::{Op, Response, Store, Table};
+use slct::node::{Node, NodeConfig, NodeError};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+/// Nodes started in this process, each served on its own socket.
+struct Nodes {
+    _dir: TempDir,
+    nodes: Vec<Node>,
+}
+
+impl Nodes {
+    /// Starts nodes `1..=n` as one cluster, plus `joining` more that list every node as
+    /// a peer but are not members yet (so they wait to be added).
+    async fn start_with(n: u64, joining: u64) -> Nodes {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut listeners = BTreeMap::new();
+        for id in 1..=n + joining {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            listeners.insert(id, listener);
+        }
+        let peers: BTreeMap<u64, String> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().expect("address").to_string()))
+            .collect();
+        let mut nodes = Vec::new();
+        for (id, listener) in listeners {
+            let mut members = peers.clone();
+            if id <= n {
+                members.retain(|member, _| *member <= n);
+            }
+            if n + joining == 1 {
+                members.clear();
+            }
+            let config = NodeConfig {
+                id,
+                listen: listener.local_addr().expect("address"),
+                data_dir: dir.path().join(id.to_string()),
+                peers: members,
+                cluster_secret: Some("s3cret".to_owned()),
+                snapshot_threshold: 1000,
+                group_commit: true,
+            };
+            let node = Node::start(config).await.expect("start node");
+            tokio::spawn(slct::server::serve(
+                node.clone(),
+                slct::api::ApiConfig::default(),
+                listener,
+                std::future::pending(),
+            ));
+            nodes.push(node);
+        }
+        Nodes { _dir: dir, nodes }
+    }
+
+    async fn start(n: u64) -> Nodes {
+        Nodes::start_with(n, 0).await
+    }
+
+    async fn leader(&self) -> Node {
+        eventually("a leader", Duration::from_secs(20), || async {
+            self.nodes.iter().find(|n| n.is_leader()).cloned()
+        })
+        .await
+    }
+
+    fn follower(&self) -> Node {
+        self.nodes
+            .iter()
+            .find(|n| !n.is_leader())
+            .cloned()
+            .expect("a follower")
+    }
+}
+
+fn create(id: &str, selects: Vec<Select>) -> Op {
+    Op::CreateState {
+        id: id.to_owned(),
+        data: json!({ "id": id }),
+        selects,
+        callback: None,
+    }
+}
+
+fn local_state(node: &Node, id: &str) -> Option<State> {
+    let bytes = node.store().get(Table::States, id.as_bytes()).ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_refuse_writes_and_name_the_leader() {
+    let cluster = Nodes::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower();
+    eventually(
+        "the follower knows the leader",
+        Duration::from_secs(10),
+        || async { follower.leader() },
+    )
+    .await;
+
+    let refused = follower.write(create("x", vec![])).await;
+    let expected = (leader.config().id, leader.config().listen.to_string());
+    assert!(
+        matches!(&refused, Err(NodeError::NotLeader(Some(l))) if *l == expected),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        follower.linearizable_read().await,
+        Err(NodeError::NotLeader(Some(_)))
+    ));
+    leader
+        .linearizable_read()
+        .await
+        .expect("read index on the leader");
+
+    let applied = leader.write(create("x", vec![])).await.expect("write");
+    assert!(matches!(applied.reply, Ok(Response::State(_))));
+    for node in &cluster.nodes {
+        eventually("replicated", Duration::from_secs(10), || async {
+            local_state(node, "x")
+        })
+        .await;
+    }
+    let info = follower.cluster_info();
+    assert_eq!(info.members.len(), 3);
+    assert_eq!(info.leader, Some(leader.config().id));
+    assert_eq!(info.state, "Follower");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries() {
+    let cluster = Nodes::start(3).await;
+    let leader = cluster.leader().await;
+    let before = leader.cluster_info().last_log_index.unwrap_or(0);
+    let writes: Vec<_> = (0..200)
+        .map(|i| {
+            let leader = leader.clone();
+            tokio::spawn(async move { leader.write(create(&format!("c{i}"), vec![])).await })
+        })
+        .collect();
+    for write in writes {
+        let applied = write.await.expect("task").expect("write");
+        assert!(matches!(applied.reply, Ok(Response::State(_))));
+    }
+    let entries = leader.cluster_info().last_log_index.unwrap_or(0) - before;
+    assert!(entries < 100, "200 writes took {entries} entries");
+    for i in 0..200 {
+        assert!(local_state(&leader, &format!("c{i}")).is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_ticks_when_a_timer_is_due_and_every_replica_hears_it() {
+    let cluster = Nodes::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower();
+    let mut effects = follower.subscribe();
+
+    let timer = Select {
+        id: "sleep".to_owned(),
+        cases: vec![Case::Timer {
+            at: 0,
+            after_ms: Some(300),
+        }],
+        queued: vec![],
+    };
+    let created = leader
+        .write(create("sleeper", vec![timer]))
+        .await
+        .expect("write");
+    let Ok(Response::State(state)) = created.reply else {
+        panic!("{:?}", created.reply)
+    };
+    assert!(state.results.is_empty(), "the timer is not due yet");
+    let registered = state.updated_at;
+
+    for node in &cluster.nodes {
+        let fired = eventually("the timer fires", Duration::from_secs(10), || async {
+            local_state(node, "sleeper").filter(|s| !s.results.is_empty())
+        })
+        .await;
+        assert!(
+            fired.results[0].at >= registered + 300,
+            "not before its deadline"
+        );
+    }
+    let heard = eventually(
+        "the follower hears the state turn pending",
+        Duration::from_secs(5),
+        || {
+            let got = effects.try_recv().ok();
+            async move { got.filter(|e| e.pending.iter().any(|p| p.id == "sleeper")) }
+        },
+    )
+    .await;
+    assert!(!heard.pending.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_peers_is_a_cluster_of_one() {
+    let single = Nodes::start(1).await;
+    let node = single.leader().await;
+    let applied = node.write(create("solo", vec![])).await.expect("write");
+    assert!(applied.reply.is_ok());
+    eventually("ready", Duration::from_secs(5), || async {
+        node.is_ready().then_some(())
+    })
+    .await;
+    node.shutdown().await;
+    assert!(matches!(
+        node.write(create("late", vec![])).await,
+        Err(NodeError::NotLeader(_) | NodeError::NoLeader | NodeError::ShuttingDown)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_routes_refuse_a_wrong_cluster_secret() {
+    let cluster = Nodes::start(3).await;
+    cluster.leader().await;
+    let addr = cluster.nodes[0].config().listen;
+    let http = reqwest::Client::new();
+    for secret in [None, Some("wrong")] {
+        let mut request = http.get(format!("http://{addr}/raft/status"));
+        if let Some(secret) = secret {
+            request = request.header("Slct-Cluster-Secret", secret);
+        }
+        let response = request.send().await.expect("GET /raft/status");
+        assert_eq!(response.status(), 401, "secret {secret:?}");
+    }
+    let response = http
+        .get(format!("http://{addr}/raft/status"))
+        .header("Slct-Cluster-Secret", "s3cret")
+        .send()
+        .await
+        .expect("GET /raft/status");
+    assert_eq!(response.status(), 200);
+    let status: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(status["initialized"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_joins_as_learner_then_voter() {
+    let cluster = Nodes::start_with(3, 1).await;
+    let leader = cluster.leader().await;
+    leader.write(create("before", vec![])).await.expect("write");
+    let newcomer = cluster.nodes[3].clone();
+    assert_eq!(newcomer.cluster_info().leader, None, "it waits to be added");
+
+    let addr = newcomer.config().listen.to_string();
+    leader.add_learner(4, addr).await.expect("add learner");
+    assert_eq!(leader.cluster_info().learners.len(), 1);
+    leader
+        .change_membership(vec![1, 2, 3, 4])
+        .await
+        .expect("promote");
+    let info = leader.cluster_info();
+    assert_eq!(info.members.len(), 4);
+    assert!(info.learners.is_empty());
+
+    leader.write(create("after", vec![])).await.expect("write");
+    for id in ["before", "after"] {
+        eventually(
+            "the new voter has every state",
+            Duration::from_secs(10),
+            || async { local_state(&newcomer, id) },
+        )
+        .await;
+    }
+}
