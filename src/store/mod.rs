@@ -1,7 +1,7 @@
 //! The state machine's tables in sled: one tree per [`Table`], committed atomically.
 //!
 //! # Atomicity
-//! A command (or a batch of them) is applied into a [`Tx`] overlay and committed here in
+//! A command (or a batch of them) is applied into a [`Tx`](crate::engine::Tx) overlay and committed here in
 //! one sled transaction across every touched tree, together with whatever the Raft layer
 //! adds to the [`Table::Meta`] tree (the applied index). sled transactions are atomic:
 //! after `kill -9` at any instant a restarted node sees either all of a batch or none.
