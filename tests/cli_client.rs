@@ -10,12 +10,18 @@ use serde_json::Value;
 /// Runs `slct <args>` against `server`.
 async fn slct(server: &str, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_slct"));
-    cmd.args(args).env("SLCT_SERVER", server).env_remove("SLCT_TOKEN");
+    cmd.args(args)
+        .env("SLCT_SERVER", server)
+        .env_remove("SLCT_TOKEN");
     cmd.output().await.expect("slct runs")
 }
 
 fn json(out: &Output) -> Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
@@ -36,7 +42,20 @@ async fn every_client_command_works() {
     assert_eq!(sent["status"], "sent");
     let polled = json(&slct(s, &["poll", "--prefix", "job", "--wait", "5"]).await);
     let token = polled[0]["lease"]["token"].as_str().unwrap().to_owned();
-    let done = json(&slct(s, &["state", "put", "job 1", r#"{"selects": []}"#, "--lease", &token]).await);
+    let done = json(
+        &slct(
+            s,
+            &[
+                "state",
+                "put",
+                "job 1",
+                r#"{"selects": []}"#,
+                "--lease",
+                &token,
+            ],
+        )
+        .await,
+    );
     assert_eq!(done["status"], "done");
     let got = json(&slct(s, &["state", "get", "job 1"]).await);
     assert_eq!(got["id"], "job 1");
