@@ -2,7 +2,7 @@
 //! has a callback and POSTs it to the callback's URL.
 //!
 //! # Life of a delivery
-//! 1. A state with a callback turns pending (its id arrives in [`Effects::pending`]
+//! 1. A state with a callback turns pending (its id arrives in [`crate::engine::Effects::pending`]
 //!    with `callback: true`), or this node has just become leader and finds it in the
 //!    `PendingCallback` index.
 //! 2. The dispatcher proposes [`Op::LeaseForCallback`] with a fresh token and a lease a
@@ -37,7 +37,7 @@ use uuid::Uuid;
 use crate::api::metrics::Metrics;
 use crate::engine::types::State;
 use crate::engine::wire::StateBody;
-use crate::engine::{keys, Effects, Error, Op, Response, Store, Table};
+use crate::engine::{keys, Error, Op, Response, Store, Table};
 use crate::node::Node;
 
 /// Default `--callback-max-attempts`.
@@ -52,6 +52,8 @@ pub const BACKOFF_MAX_MS: u64 = 60_000;
 const MIN_LEASE_MS: u64 = 30_000;
 /// Lease beyond the callback's timeout, for the answer to be applied.
 const LEASE_MARGIN_MS: u64 = 5_000;
+/// Ids read from the `PendingCallback` index at a time.
+const SCAN_PAGE: usize = 256;
 
 /// How callbacks are delivered.
 #[derive(Clone, Debug)]
@@ -103,6 +105,23 @@ struct Dispatcher {
     in_flight: Mutex<HashMap<String, bool>>,
 }
 
+impl Dispatcher {
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// If an attempt for `id` is in flight, asks it to look again when it ends.
+    fn ask_again(&self, id: &str) -> bool {
+        match self.lock_in_flight().get_mut(id) {
+            Some(again) => {
+                *again = true;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Starts the dispatcher: it works while this node leads, until `stop` changes.
 pub fn spawn(node: Node, config: CallbackConfig, metrics: Arc<Metrics>, stop: watch::Receiver<()>) {
     let d = Arc::new(Dispatcher {
@@ -131,54 +150,67 @@ async fn run(d: Arc<Dispatcher>, mut stop: watch::Receiver<()>) {
 /// While leader: everything already pending, then every state that turns pending.
 async fn lead(d: &Arc<Dispatcher>) {
     let mut effects = d.node.subscribe();
-    scan(d);
+    scan(d).await;
     loop {
         match effects.recv().await {
-            Ok(e) => on_effects(d, &e),
-            Err(broadcast::error::RecvError::Lagged(_)) => scan(d),
+            Ok(e) => {
+                for p in e.pending.iter().filter(|p| p.callback) {
+                    dispatch(d, &p.id).await;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => scan(d).await,
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
 
-fn on_effects(d: &Arc<Dispatcher>, effects: &Effects) {
-    for p in effects.pending.iter().filter(|p| p.callback) {
-        dispatch(d, &p.id);
-    }
-}
-
-/// Dispatches every state in the `PendingCallback` index.
-fn scan(d: &Arc<Dispatcher>) {
-    let ids: Vec<String> = d
-        .node
-        .store()
-        .scan_from(Table::PendingCallback, &[])
-        .filter_map(Result::ok)
-        .map(|(key, _)| keys::parse_at_state(&key).1)
-        .collect();
-    for id in ids {
-        dispatch(d, &id);
-    }
-}
-
-/// Starts an attempt for `id`, or asks the one in flight to look again when it ends.
-fn dispatch(d: &Arc<Dispatcher>, id: &str) {
-    {
-        let mut in_flight = d.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(again) = in_flight.get_mut(id) {
-            *again = true;
-            return;
-        }
-        in_flight.insert(id.to_owned(), false);
-    }
-    let (d, id) = (d.clone(), id.to_owned());
-    tokio::spawn(async move {
-        let Ok(_permit) = d.permits.clone().acquire_owned().await else {
+/// Dispatches every state in the `PendingCallback` index, a page at a time (the
+/// index may be large; only a page of ids is in memory).
+async fn scan(d: &Arc<Dispatcher>) {
+    let mut from = Vec::new();
+    loop {
+        let page: Vec<Vec<u8>> = d
+            .node
+            .store()
+            .scan_from(Table::PendingCallback, &from)
+            .filter_map(Result::ok)
+            .map(|(key, _)| key)
+            .filter(|key| *key != from)
+            .take(SCAN_PAGE)
+            .collect();
+        let Some(last) = page.last().cloned() else {
             return;
         };
+        for key in page {
+            dispatch(d, &keys::parse_at_state(&key).1).await;
+        }
+        from = last;
+    }
+}
+
+/// Starts an attempt for `id` once a permit is free, or asks the attempt in flight
+/// to look again when it ends. Waiting for a permit holds up the caller (the effects
+/// loop): effects then queue up, and if they overflow, the next scan of the index
+/// picks up whatever was missed. So memory stays bounded however many are due.
+async fn dispatch(d: &Arc<Dispatcher>, id: &str) {
+    if d.ask_again(id) {
+        return;
+    }
+    let Ok(permit) = d.permits.clone().acquire_owned().await else {
+        return;
+    };
+    // Registered only now that nothing is awaited before the spawn: a dispatch dropped
+    // while it waits for a permit (leadership lost) leaves nothing behind.
+    if d.ask_again(id) {
+        return;
+    }
+    d.lock_in_flight().insert(id.to_owned(), false);
+    let (d, id) = (d.clone(), id.to_owned());
+    tokio::spawn(async move {
+        let _permit = permit;
         loop {
             attempt(&d, &id).await;
-            let mut in_flight = d.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut in_flight = d.lock_in_flight();
             match in_flight.get_mut(&id) {
                 Some(again) if *again => *again = false,
                 _ => {

@@ -406,3 +406,65 @@ async fn membership_and_no_quorum() {
     assert_eq!(stale.status, StatusCode::OK, "stale reads need no leader");
     c.stop_node(survivor).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_every_route_is_never_a_5xx() {
+    let c = Cluster::start().await;
+    let bodies: [&[u8]; 6] = [
+        b"",
+        b"null",
+        b"\xff\xfe\x00garbage",
+        b"{\"selects\": {\"id\": 1}}",
+        b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]",
+        b"{\"token\": 12, \"capacity\": 1.5, \"members\": \"x\", \"id\": -1}",
+    ];
+    // `wait=0` keeps receives and polls from blocking for their default 30 s.
+    let queries = [
+        "?wait=0",
+        "?wait=abc",
+        "?limit=-5&after=%FF&wait=0",
+        "?stale=true&full=yes&wait=0",
+        "?token=&prefix=%00&wait=0",
+    ];
+    for (method, path) in slct::api::served_routes() {
+        if path == "/cluster/learners" {
+            continue; // a valid-looking learner would make the leader dial it
+        }
+        let path = path.replace("{id}", "g%20x").replace("{name}", "c%2Fh");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        for body in bodies {
+            for query in queries {
+                for node in [c.leader(), c.follower()] {
+                    let r = c
+                        .raw(
+                            node,
+                            method.clone(),
+                            &format!("{path}{query}"),
+                            body.to_vec(),
+                        )
+                        .await;
+                    let s = r.status.as_u16();
+                    assert!(
+                        s < 500 || s == 503,
+                        "{method} {path}{query} -> {s}: {:?}",
+                        r.body
+                    );
+                    if s >= 400 {
+                        assert!(
+                            r.body["error"]["code"].is_string(),
+                            "{method} {path}{query}: {:?}",
+                            r.body
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for node in 0..3 {
+        assert_eq!(
+            c.call(node, Method::GET, "/readyz", None).await.status,
+            StatusCode::OK
+        );
+    }
+    c.shutdown().await;
+}

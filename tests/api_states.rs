@@ -441,3 +441,36 @@ async fn waiting_pollers_are_served_in_arrival_order() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pollers_never_share_a_state() {
+    let c = Cluster::start().await;
+    let pollers: Vec<_> = (0..8)
+        .map(|i| spawn_poll(&c, i % 3, "prefix=cc&wait=4"))
+        .collect();
+    pollers_waiting(&c, 8).await;
+    for i in 0..5 {
+        c.call(
+            i % 3,
+            Method::PUT,
+            &format!("/state/cc{i}"),
+            Some(json!({"selects": [{"id": "g", "cases": [{"op": "default"}]}]})),
+        )
+        .await;
+    }
+    let mut delivered = Vec::new();
+    for p in pollers {
+        let answer = p.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        for s in answer.body.as_array().unwrap() {
+            delivered.push(s["id"].as_str().unwrap().to_owned());
+        }
+    }
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        ["cc0", "cc1", "cc2", "cc3", "cc4"],
+        "each state exactly once"
+    );
+    c.shutdown().await;
+}
