@@ -1,7 +1,8 @@
 //! Engine benchmark on sled: how fast blocked selects register and rendezvous complete,
 //! and how much memory a million waiting selects need.
 //!
-//! `cargo bench --bench engine [-- SELECTS PAIRS BATCH]` (defaults 1000000 100000 1000).
+//! `cargo bench --bench engine [-- SELECTS PAIRS BATCH CACHE_MIB]` (defaults 1000000
+//! 100000 1000 256).
 //! Commands are applied in batches, as the Raft state machine applies log entries, each
 //! batch committed in one sled transaction. Reports the apply rate, per-batch latency
 //! percentiles and the process's peak resident memory (VmHWM).
@@ -21,8 +22,10 @@ fn main() {
     let selects = args.first().copied().unwrap_or(1_000_000);
     let pairs = args.get(1).copied().unwrap_or(100_000);
     let batch = args.get(2).copied().unwrap_or(1_000) as usize;
+    let cache_mib = args.get(3).copied().unwrap_or(256);
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SledStore::open(dir.path()).expect("open sled");
+    let store = SledStore::open_with_cache(dir.path(), cache_mib << 20).expect("open sled");
+    println!("sled page cache: {cache_mib} MiB");
     let mut now = 1_700_000_000_000u64;
 
     let blocked = (0..selects).map(|i| Op::CreateState {
@@ -43,9 +46,11 @@ fn main() {
         callback: None,
     });
     run("blocked selects", &store, &mut now, blocked, batch);
+    store.flush_durable().expect("flush");
     println!(
-        "  peak RSS after {selects} blocked selects: {} MiB",
-        peak_rss_mib()
+        "  peak RSS after {selects} blocked selects: {} MiB; data on disk: {} MiB",
+        peak_rss_mib(),
+        disk_mib(dir.path())
     );
 
     let rendezvous = (0..pairs).flat_map(|i| {
@@ -122,6 +127,16 @@ fn run(
         latencies.last().unwrap()
     );
     elapsed
+}
+
+fn disk_mib(dir: &std::path::Path) -> u64 {
+    let files = std::fs::read_dir(dir).expect("read data dir");
+    let bytes: u64 = files
+        .filter_map(|f| f.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    bytes >> 20
 }
 
 fn peak_rss_mib() -> u64 {

@@ -23,6 +23,9 @@ use sled::Transactional;
 
 use crate::engine::store::{Scan, Store, StoreError, Table, WriteSet};
 
+/// sled's page cache: what a node keeps of the state machine in memory.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+
 /// sled's main data file inside the database directory.
 const SLED_DATA_FILE: &str = "db";
 
@@ -35,11 +38,17 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database in `dir`; sled keeps at most about
+    /// `cache_bytes` of pages in memory, whatever the size of the data.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 << 20)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(sled_err)?;
         Self::with_db(db, dir)
