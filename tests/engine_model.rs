@@ -686,7 +686,32 @@ fn entries(world: &World, table: Table, chan: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The running totals kept for metrics equal a full count of the tables.
+fn counts_match_the_tables(world: &World) -> Result<(), String> {
+    let mut tally = slct::engine::Counts::default();
+    for entry in world.store.scan_from(Table::States, &[]) {
+        let state: State = serde_json::from_slice(&entry.unwrap().1).unwrap();
+        use slct::engine::types::Status::*;
+        *match state.status() {
+            Waiting => &mut tally.waiting,
+            Pending => &mut tally.pending,
+            Leased => &mut tally.leased,
+            Done => &mut tally.done,
+            Failed => &mut tally.failed,
+        } += 1;
+    }
+    tally.senders = world.store.len(Table::Senders) as u64;
+    tally.receivers = world.store.len(Table::Receivers) as u64;
+    tally.timers = world.store.len(Table::Timers) as u64;
+    let kept = slct::engine::counts(&world.store).unwrap();
+    if kept != tally {
+        return Err(format!("counters {kept:?} != tables {tally:?}"));
+    }
+    Ok(())
+}
+
 fn invariants(run: &Run) -> Result<(), String> {
+    counts_match_the_tables(&run.world)?;
     for name in CHANS {
         let mut selects_in_queues = BTreeSet::new();
         let (mut senders, mut receivers) = (0, 0);

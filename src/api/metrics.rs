@@ -27,7 +27,6 @@ use prometheus_client::registry::Registry;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::engine::Table;
 
 /// Labels of a request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,7 +129,7 @@ impl Metrics {
         );
         r.register(
             "states",
-            "States by status (pending, leased) and in all (all)",
+            "States by status (waiting, pending, leased, done, failed) and in all (all)",
             m.states.clone(),
         );
         r.register(
@@ -171,7 +170,7 @@ impl Metrics {
             .inc();
     }
 
-    fn set(family: &Family<KindLabel, Gauge>, kind: &str, value: usize) {
+    fn set(family: &Family<KindLabel, Gauge>, kind: &str, value: u64) {
         family
             .get_or_create(&KindLabel { kind: kind.into() })
             .set(i64::try_from(value).unwrap_or(i64::MAX));
@@ -186,18 +185,21 @@ impl Metrics {
         self.raft_last_applied.set(gauge(info.last_applied));
         self.raft_is_leader
             .set(i64::from(info.leader == Some(info.id)));
-        let store = state.node.store();
-        let len = |t: Table| store.tree(t).len();
-        Self::set(
-            &self.states,
-            "pending",
-            len(Table::PendingPoll) + len(Table::PendingCallback),
-        );
-        Self::set(&self.states, "leased", len(Table::Leases));
-        Self::set(&self.states, "all", len(Table::States));
-        Self::set(&self.waiters, "senders", len(Table::Senders));
-        Self::set(&self.waiters, "receivers", len(Table::Receivers));
-        Self::set(&self.waiters, "timers", len(Table::Timers));
+        // Running totals the state machine keeps: constant time however many states.
+        match crate::engine::counts(state.node.store()) {
+            Ok(c) => {
+                Self::set(&self.states, "waiting", c.waiting);
+                Self::set(&self.states, "pending", c.pending);
+                Self::set(&self.states, "leased", c.leased);
+                Self::set(&self.states, "done", c.done);
+                Self::set(&self.states, "failed", c.failed);
+                Self::set(&self.states, "all", c.states());
+                Self::set(&self.waiters, "senders", c.senders);
+                Self::set(&self.waiters, "receivers", c.receivers);
+                Self::set(&self.waiters, "timers", c.timers);
+            }
+            Err(e) => tracing::warn!("metrics: cannot read the state counts: {e}"),
+        }
         self.long_pollers_waiting
             .set(i64::try_from(state.hub.pollers_waiting()).unwrap_or(i64::MAX));
     }

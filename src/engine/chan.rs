@@ -10,6 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::command::OpOutcome;
+use super::counts::Counter;
 use super::ctx::{decode, get_json, put_json, Ctx};
 use super::keys;
 use super::store::{Store, StoreError, Table};
@@ -138,7 +139,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         } else {
             c.receivers += 1;
         }
-        self.put_chan(name, c);
+        self.put_chan(name, c)?;
         put_json(self.tx, queue_table(sender), keys::queue(name, pos), waiter)?;
         Ok(pos)
     }
@@ -168,7 +169,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             return Ok(false);
         }
         c.closed = true;
-        self.put_chan(name, c);
+        self.put_chan(name, c)?;
         // Completing one waiter withdraws its select's other entries, possibly in this
         // same queue: count anew each time.
         while self.chan(name)?.receivers > 0 {
@@ -229,7 +230,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         let pos = c.next_pos;
         c.next_pos += 1;
         c.len += 1;
-        self.put_chan(name, c);
+        self.put_chan(name, c)?;
         put_json(self.tx, Table::Buffers, keys::queue(name, pos), &data)
     }
 
@@ -274,6 +275,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         put_json(self.tx, Table::Ops, op.as_bytes().to_vec(), &record)?;
         let timer = keys::timer(deadline, &keys::Due::Op(op));
         self.tx.put(Table::Timers, timer, Vec::new());
+        self.count(Counter::Timers, 1);
         Ok(())
     }
 
@@ -294,6 +296,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             self.tx.delete(Table::Ops, op.as_bytes().to_vec());
             let timer = keys::timer(record.deadline, &keys::Due::Op(op));
             self.tx.delete(Table::Timers, timer);
+            self.count(Counter::Timers, -1);
         }
         self.effects.ops.push((op, outcome));
         Ok(())

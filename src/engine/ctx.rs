@@ -13,20 +13,23 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::command::{Effects, TurnedPending};
+use super::counts::{self, Counter};
 use super::keys;
 use super::rng::Rng;
 use super::store::{Store, StoreError, Table, Tx};
-use super::types::{Case, Chan, Millis, State};
+use super::types::{Case, Chan, Millis, State, Status};
 
 /// A state as loaded, with the index keys it had in the store.
 struct CachedState {
     stored_index: BTreeSet<(Table, Vec<u8>)>,
+    stored_status: Option<Status>,
     current: Option<State>,
     changed: bool,
 }
 
-/// A channel as loaded; written back only if changed.
+/// A channel as loaded and as changed; written back only if changed.
 struct CachedChan {
+    stored: Chan,
     chan: Chan,
     changed: bool,
 }
@@ -43,6 +46,7 @@ pub(crate) struct Ctx<'a, 's, S: Store + ?Sized> {
     pub effects: Effects,
     states: BTreeMap<String, CachedState>,
     chans: BTreeMap<String, CachedChan>,
+    counts: BTreeMap<Counter, i64>,
 }
 
 impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
@@ -54,6 +58,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             effects: Effects::default(),
             states: BTreeMap::new(),
             chans: BTreeMap::new(),
+            counts: BTreeMap::new(),
         }
     }
 
@@ -64,6 +69,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             let stored_index = stored.as_ref().map(index_keys).unwrap_or_default();
             let cached = CachedState {
                 stored_index,
+                stored_status: stored.as_ref().map(State::status),
                 current: stored,
                 changed: false,
             };
@@ -100,6 +106,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
         }
         let chan: Chan = get_json(self.tx, Table::Chans, name.as_bytes())?.unwrap_or_default();
         let cached = CachedChan {
+            stored: chan.clone(),
             chan: chan.clone(),
             changed: false,
         };
@@ -108,20 +115,25 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
     }
 
     /// Replaces a channel's metadata.
-    pub fn put_chan(&mut self, name: &str, chan: Chan) {
-        let cached = CachedChan {
-            chan,
-            changed: true,
-        };
-        self.chans.insert(name.to_owned(), cached);
+    pub fn put_chan(&mut self, name: &str, chan: Chan) -> Result<(), StoreError> {
+        self.chan(name)?;
+        if let Some(cached) = self.chans.get_mut(name) {
+            cached.chan = chan;
+            cached.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Counts a change of a running total (see [`counts`]).
+    pub fn count(&mut self, counter: Counter, delta: i64) {
+        *self.counts.entry(counter).or_default() += delta;
     }
 
     /// Changes a channel's metadata in place.
     pub fn update_chan(&mut self, name: &str, f: impl FnOnce(&mut Chan)) -> Result<(), StoreError> {
         let mut chan = self.chan(name)?;
         f(&mut chan);
-        self.put_chan(name, chan);
-        Ok(())
+        self.put_chan(name, chan)
     }
 
     /// Writes every cached change into the transaction, updates the derived indexes,
@@ -130,13 +142,22 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
         for (id, cached) in std::mem::take(&mut self.states) {
             let CachedState {
                 stored_index,
+                stored_status,
                 current,
                 changed,
             } = cached;
             if !changed {
                 continue;
             }
+            if let Some(status) = stored_status {
+                self.count(Counter::States(status), -1);
+            }
+            let timers = |index: &BTreeSet<(Table, Vec<u8>)>| {
+                index.iter().filter(|(t, _)| *t == Table::Timers).count() as i64
+            };
+            let stored_timers = timers(&stored_index);
             let Some(mut state) = current else {
+                self.count(Counter::Timers, -stored_timers);
                 self.tx.delete(Table::States, id.into_bytes());
                 for (table, key) in stored_index {
                     self.tx.delete(table, key);
@@ -147,6 +168,8 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
                 state.pending_since = Some(self.now);
             }
             let index = index_keys(&state);
+            self.count(Counter::States(state.status()), 1);
+            self.count(Counter::Timers, timers(&index) - stored_timers);
             for (table, key) in stored_index.difference(&index) {
                 self.tx.delete(*table, key.clone());
             }
@@ -161,15 +184,31 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             }
             put_json(self.tx, Table::States, id.into_bytes(), &state)?;
         }
-        for (name, CachedChan { chan, changed }) in std::mem::take(&mut self.chans) {
+        for (name, cached) in std::mem::take(&mut self.chans) {
+            let CachedChan {
+                stored,
+                chan,
+                changed,
+            } = cached;
             if !changed {
                 continue;
             }
+            self.count(
+                Counter::Senders,
+                chan.senders as i64 - stored.senders as i64,
+            );
+            self.count(
+                Counter::Receivers,
+                chan.receivers as i64 - stored.receivers as i64,
+            );
             if chan.is_vacant() {
                 self.tx.delete(Table::Chans, name.into_bytes());
             } else {
                 put_json(self.tx, Table::Chans, name.into_bytes(), &chan)?;
             }
+        }
+        for (counter, delta) in std::mem::take(&mut self.counts) {
+            counts::add(self.tx, counter, delta)?;
         }
         Ok(())
     }

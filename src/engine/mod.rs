@@ -24,12 +24,14 @@
 //! # Layout
 //! - [`types`], [`command`], [`error`]: the data and the contract with Raft and the API.
 //! - [`wire`], [`validate`]: what clients send, checked.
-//! - [`store`], [`keys`]: tables, the write overlay, key encodings.
+//! - [`store`], [`keys`]: tables, the write overlay, key encodings; [`counts`]: running
+//!   totals for metrics.
 //! - `ctx`: per-command caches and derived-index maintenance; `chan`, `select`, `states`,
 //!   `time`: the operations.
 
 pub mod chan;
 pub mod command;
+pub mod counts;
 mod ctx;
 pub mod error;
 pub mod keys;
@@ -45,6 +47,7 @@ pub mod wire;
 pub use command::{
     Applied, Command, Effects, Op, OpOutcome, ParkedOp, RecvMode, Response, SendMode, TurnedPending,
 };
+pub use counts::{counts, Counts};
 pub use error::Error;
 pub use store::{MemStore, Store, StoreError, Table, Tx};
 pub use time::{clock, next_deadline};
@@ -139,7 +142,7 @@ fn make_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, capacity: 
     }
     chan.explicit = true;
     let view = chan::view(name, &chan);
-    ctx.put_chan(name, chan);
+    ctx.put_chan(name, chan)?;
     Ok(Ok(Response::Chan {
         chan: view,
         created,

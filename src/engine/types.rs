@@ -156,7 +156,7 @@ pub struct Lease {
 }
 
 /// The derived status of a state (DESIGN §1); never written by clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Selects blocked, no results.
