@@ -96,8 +96,9 @@ async fn ping_pong_for_twenty_rounds_resumed_only_by_callbacks() {
     c.shutdown().await;
 }
 
-/// One callback call: attempt, lease token, whether the signature was right.
-type Call = (u64, String, bool);
+/// One callback call: attempt, lease token, whether the signature was right, the
+/// lease's expiry.
+type Call = (u64, String, bool, u64);
 
 /// What the flaky receiver saw: per state, its calls.
 #[derive(Clone, Default)]
@@ -124,7 +125,8 @@ async fn flaky(State(seen): State<Seen>, headers: HeaderMap, body: String) -> (A
     let calls = {
         let mut seen = seen.calls.lock().unwrap();
         let calls = seen.entry(id.clone()).or_default();
-        calls.push((attempt, h("slct-lease"), signed));
+        let expires_at = state["lease"]["expires_at"].as_u64().unwrap();
+        calls.push((attempt, h("slct-lease"), signed, expires_at));
         calls.len()
     };
     if id == "stuck" && calls == 3 {
@@ -159,15 +161,19 @@ async fn callbacks_retry_give_up_rearm_and_defer() {
             .with_state(seen.clone()),
     )
     .await;
-    let start_now = json!({"data": 0, "callback": {"url": format!("{url}/cb")},
-        "selects": [{"id": "g", "cases": [{"op": "default"}]}]});
-    for id in ["flaky", "broken", "later"] {
+    let start_now = |timeout_ms: u64| {
+        json!({"data": 0,
+            "callback": {"url": format!("{url}/cb"), "timeout_ms": timeout_ms},
+            "selects": [{"id": "g", "cases": [{"op": "default"}]}]})
+    };
+    // `later` has a short timeout: its attempt's lease lapses long before its PUT.
+    for (id, timeout_ms) in [("flaky", 10_000), ("broken", 10_000), ("later", 200)] {
         let r = c
             .call(
                 c.follower(),
                 Method::PUT,
                 &format!("/state/{id}"),
-                Some(start_now.clone()),
+                Some(start_now(timeout_ms)),
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED);
@@ -211,9 +217,19 @@ async fn callbacks_retry_give_up_rearm_and_defer() {
         seen.calls.lock().unwrap().contains_key("later")
     })
     .await;
+    let (_, token, _, attempt_expiry) = seen.calls.lock().unwrap()["later"][0].clone();
+    // The 202 extends the attempt's lease (200 ms + margin) to `--callback-defer-ms`:
+    // the state is still leased, under the same token, once the attempt's lease is past.
+    eventually(
+        Duration::from_secs(10),
+        "the attempt's lease to pass",
+        || async { slct::api::now_ms() > attempt_expiry + 200 },
+    )
+    .await;
     let later = c.call(0, Method::GET, "/state/later", None).await.body;
     assert_eq!(later["status"], "leased", "a deferred state stays leased");
-    let token = seen.calls.lock().unwrap()["later"][0].1.clone();
+    assert_eq!(later["lease"]["token"], token.as_str());
+    assert!(later["lease"]["expires_at"].as_u64().unwrap() > attempt_expiry + 20_000);
     let put = c
         .http
         .put(format!("{}/state/later", c.urls[c.follower()]))
@@ -259,10 +275,10 @@ async fn callback_delivery_continues_after_a_leader_change() {
     let stopped = Instant::now();
     c.stop_node(old).await;
     let survivor = (old + 1) % 3;
-    // The attempt in flight holds its lease until it lapses; then the new leader
-    // delivers again.
+    // The attempt in flight holds its lease (its 1 s timeout + 2 s) until it lapses;
+    // then the new leader delivers again, within seconds.
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(15),
         "a new leader to deliver again",
         || async { calls() >= 4 },
     )
