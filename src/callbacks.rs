@@ -5,16 +5,28 @@
 //! 1. A state with a callback turns pending (its id arrives in [`crate::engine::Effects::pending`]
 //!    with `callback: true`), or this node has just become leader and finds it in the
 //!    `PendingCallback` index.
-//! 2. The dispatcher proposes [`Op::LeaseForCallback`] with a fresh token and a lease a
-//!    little longer than the callback's timeout. The engine answers with the leased
-//!    state, or with nothing if someone else got there first.
+//! 2. The dispatcher proposes [`Op::LeaseForCallback`] with a fresh token and a lease
+//!    for the attempt only: the callback's timeout plus `LEASE_MARGIN_MS` (2 s) to act
+//!    on the answer. The engine answers with the leased state, or with nothing if
+//!    someone else got there first.
 //! 3. It POSTs the full state (lease included) with `Slct-State-Id`, `Slct-Lease`,
 //!    `Slct-Attempt`, `Idempotency-Key: {id}:{version}` and, with a secret,
 //!    `Slct-Signature: sha256=<hex HMAC-SHA256 of the body>`.
 //! 4. A 2xx with a JSON body is applied as the update under that lease; 202, 204 or
-//!    an empty 2xx mean the receiver will PUT the update itself. Anything else — a
-//!    status, a refused connection, a timeout, a body that is not a valid update — is
-//!    [`Op::CallbackFailed`] with an exponential, jittered backoff.
+//!    an empty 2xx mean the receiver will PUT the update itself, so the lease is
+//!    extended ([`Op::ExtendLease`], same token) to `--callback-defer-ms` from then.
+//!    Anything else — a status, a refused connection, a timeout, a body that is not a
+//!    valid update — is [`Op::CallbackFailed`] with an exponential, jittered backoff.
+//!
+//! # Why the lease is short, and extended on deferral
+//! If the leader dies with an attempt in flight, nobody records its outcome: the new
+//! leader can deliver again only when that attempt's lease lapses. So the lease covers
+//! the attempt and no more, and failover redelivers within about the callback's
+//! timeout. Only a receiver that defers needs longer (it PUTs later, within the lease),
+//! and it gets that time once it has said so. The extension can find the lease gone:
+//! the receiver's own PUT came first (it ends the lease), or the answer came so late
+//! that the lease had lapsed and the state is redelivered as usual. Either way that
+//! is logged and nothing else is done.
 //!
 //! # Why retries survive a change of leader
 //! A failed attempt keeps the dispatcher's lease until the retry time; the lease's
@@ -48,10 +60,11 @@ pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const BACKOFF_BASE_MS: u64 = 200;
 /// Longest retry delay.
 pub const BACKOFF_MAX_MS: u64 = 60_000;
-/// Shortest lease taken for a callback.
-const MIN_LEASE_MS: u64 = 30_000;
-/// Lease beyond the callback's timeout, for the answer to be applied.
-const LEASE_MARGIN_MS: u64 = 5_000;
+/// Default `--callback-defer-ms`.
+pub const DEFAULT_DEFER_MS: u64 = 30_000;
+/// Lease beyond the callback's timeout, for the answer to be applied (or the lease
+/// extended).
+const LEASE_MARGIN_MS: u64 = 2_000;
 /// Ids read from the `PendingCallback` index at a time.
 const SCAN_PAGE: usize = 256;
 
@@ -64,6 +77,9 @@ pub struct CallbackConfig {
     pub max_attempts: u32,
     /// Attempts in flight at once.
     pub concurrency: usize,
+    /// `--callback-defer-ms`: after a 202 or 204, the receiver has this long to PUT
+    /// the update with the attempt's lease.
+    pub defer_ms: u64,
 }
 
 impl Default for CallbackConfig {
@@ -72,6 +88,7 @@ impl Default for CallbackConfig {
             secret: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             concurrency: DEFAULT_CONCURRENCY,
+            defer_ms: DEFAULT_DEFER_MS,
         }
     }
 }
@@ -228,11 +245,10 @@ async fn attempt(d: &Dispatcher, id: &str) {
         return;
     };
     let token = Uuid::new_v4();
-    let lease_ms = (timeout_ms + LEASE_MARGIN_MS).max(MIN_LEASE_MS);
     let op = Op::LeaseForCallback {
         id: id.to_owned(),
         token,
-        lease_ms,
+        lease_ms: timeout_ms.saturating_add(LEASE_MARGIN_MS),
     };
     let state = match d.node.write(op).await.map(|a| a.reply) {
         Ok(Ok(Response::CallbackLease(Some(state)))) => state,
@@ -240,7 +256,7 @@ async fn attempt(d: &Dispatcher, id: &str) {
         Err(e) => return tracing::debug!(id, error = %e, "callback lease not taken"),
     };
     let error = match post(d, &state, token).await {
-        Ok(None) => return d.metrics.callback("deferred"),
+        Ok(None) => return defer(d, id, token).await,
         Ok(Some(update)) => match apply_update(d, id, token, update).await {
             Ok(()) => return d.metrics.callback("applied"),
             Err(e) => e,
@@ -309,6 +325,25 @@ async fn apply_update(
     match d.node.write(op).await {
         Ok(applied) => applied.reply.map(|_| ()).map_err(invalid),
         Err(e) => Err(format!("the update could not be applied: {e}")),
+    }
+}
+
+/// The receiver will PUT the update itself: give it `defer_ms` from now.
+async fn defer(d: &Dispatcher, id: &str, token: Uuid) {
+    d.metrics.callback("deferred");
+    let op = Op::ExtendLease {
+        id: id.to_owned(),
+        token,
+        extend_ms: d.config.defer_ms,
+    };
+    match d.node.write(op).await.map(|a| a.reply) {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::info!(
+            id,
+            error = %e,
+            "deferred callback: lease not extended (updated already, or lapsed)"
+        ),
+        Err(e) => tracing::info!(id, error = %e, "deferred callback: lease not extended"),
     }
 }
 

@@ -2,8 +2,11 @@
 
 use clap::Args;
 
+use crate::api::states::MAX_LEASE_MS;
 use crate::api::{ApiConfig, DEFAULT_MAX_BODY};
-use crate::callbacks::{CallbackConfig, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS};
+use crate::callbacks::{
+    CallbackConfig, DEFAULT_CONCURRENCY, DEFAULT_DEFER_MS, DEFAULT_MAX_ATTEMPTS,
+};
 
 /// API flags.
 #[derive(Clone, Debug, Args)]
@@ -24,6 +27,11 @@ pub struct ApiArgs {
     /// Callback attempts in flight at once.
     #[arg(long, env = "SLCT_CALLBACK_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub callback_concurrency: usize,
+    /// After a callback answers 202 or 204, milliseconds the receiver has to PUT the
+    /// update with its lease.
+    #[arg(long, env = "SLCT_CALLBACK_DEFER_MS", default_value_t = DEFAULT_DEFER_MS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_MS))]
+    pub callback_defer_ms: u64,
 }
 
 impl ApiArgs {
@@ -36,6 +44,7 @@ impl ApiArgs {
                 secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 max_attempts: self.callback_max_attempts,
                 concurrency: self.callback_concurrency,
+                defer_ms: self.callback_defer_ms,
             },
             ..ApiConfig::default()
         }
