@@ -11,9 +11,10 @@
 //! the snapshot file per request, so the file is never held whole in memory. A chunk
 //! travels as a raw `application/octet-stream` body, with the rest of the request (vote,
 //! snapshot meta, offset, done) as JSON in the `Slct-Snapshot` header
-//! ([`encode_snapshot_chunk`], [`decode_snapshot_chunk`]): as JSON, the chunk's bytes
-//! would be an array of numbers, about 3.6 times their size to send and slow to parse.
-//! The header stays small: the meta holds the membership, a few addresses.
+//! ([`encode_snapshot_chunk`], [`decode_snapshot_chunk`]). Binary because as JSON the
+//! chunk's bytes would be an array of numbers: more than three times their size to send
+//! (and to parse, within openraft's per-chunk timeout). The header stays small: the meta
+//! holds the membership, a few addresses.
 
 use std::time::Duration;
 

@@ -4,10 +4,10 @@
 //! gave, serialized as is, for [`super::network`] to decode. Votes and appends arrive as
 //! JSON; a snapshot chunk arrives as its raw bytes with the rest of the request in the
 //! `Slct-Snapshot` header (see [`super::network`] for why), and a request without a
-//! readable header gets 400. `/raft/status` tells a
-//! starting peer whether this node already belongs to a cluster (for bootstrap). With a
-//! cluster secret configured, a request without the matching `Slct-Cluster-Secret`
-//! header gets 401 before it reaches Raft.
+//! readable header gets 400. `/raft/status` tells a starting peer whether this node
+//! already belongs to a cluster (for bootstrap). With a cluster secret configured, a
+//! request without the matching `Slct-Cluster-Secret` header gets 401 before it reaches
+//! Raft.
 //!
 //! The routes carry their own body limit, larger than the client API's: an append may
 //! carry many batched commands and a snapshot request one chunk of the snapshot file.
