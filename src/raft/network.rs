@@ -1,14 +1,20 @@
-//! The Raft network client: openraft's RPCs as JSON POSTs to a peer's `/raft/*` routes.
+//! The Raft network client: openraft's RPCs as POSTs to a peer's `/raft/*` routes.
 //!
-//! Each RPC is one request with openraft's own request type as the body; the peer answers
-//! with the `Result` its Raft returned, serialized as is (see [`super::server`]). A peer
-//! that cannot be connected to is reported as [`Unreachable`], which makes openraft back
-//! off instead of retrying in a tight loop while a node is down; any other transport
-//! failure is a [`NetworkError`], retried on the next heartbeat. A peer's error result
-//! (say, a higher vote) comes back as a [`RemoteError`].
+//! Votes and appends are one JSON request each, openraft's own request type as the body;
+//! the peer answers with the `Result` its Raft returned, serialized as is (see
+//! [`super::server`]). A peer that cannot be connected to is reported as [`Unreachable`],
+//! which makes openraft back off instead of retrying in a tight loop while a node is
+//! down; any other transport failure is a [`NetworkError`], retried on the next
+//! heartbeat. A peer's error result (say, a higher vote) comes back as a [`RemoteError`].
 //!
 //! Snapshots use openraft's chunked transport: `install_snapshot` carries one chunk of
-//! the snapshot file per request, so the file is never held whole in memory.
+//! the snapshot file per request, so the file is never held whole in memory. A chunk
+//! travels as a raw `application/octet-stream` body, with the rest of the request (vote,
+//! snapshot meta, offset, done) as JSON in the `Slct-Snapshot` header
+//! ([`encode_snapshot_chunk`], [`decode_snapshot_chunk`]). Binary because as JSON the
+//! chunk's bytes would be an array of numbers: more than three times their size to send
+//! (and to parse, within openraft's per-chunk timeout). The header stays small: the meta
+//! holds the membership, a few addresses.
 
 use std::time::Duration;
 
@@ -20,11 +26,16 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, Vote};
+use reqwest::header::{HeaderValue, InvalidHeaderValue, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::snapshot::Meta;
 use super::{TypeConfig, SECRET_HEADER};
+
+/// Header carrying a snapshot chunk's request, but for its bytes, on `/raft/snapshot`.
+pub const SNAPSHOT_HEADER: &str = "Slct-Snapshot";
 
 /// How long to back off from an unreachable peer before trying again.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
@@ -69,27 +80,22 @@ type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
 
 impl PeerClient {
-    async fn post<Req, Resp, E>(
-        &self,
-        route: &str,
-        request: &Req,
-        option: &RPCOption,
-    ) -> RpcResult<Resp, E>
+    /// A POST to the peer's `/raft/{route}` with the cluster secret and `option`'s deadline.
+    fn request(&self, route: &str, option: &RPCOption) -> reqwest::RequestBuilder {
+        let url = format!("http://{}/raft/{route}", self.node.addr);
+        let http = self.network.http.post(url).timeout(option.hard_ttl());
+        match &self.network.secret {
+            Some(secret) => http.header(SECRET_HEADER, secret),
+            None => http,
+        }
+    }
+
+    /// Sends `http` and decodes the `Result` the peer's Raft returned.
+    async fn send<Resp, E>(&self, http: reqwest::RequestBuilder) -> RpcResult<Resp, E>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{route}", self.node.addr);
-        let mut http = self
-            .network
-            .http
-            .post(url)
-            .timeout(option.hard_ttl())
-            .json(request);
-        if let Some(secret) = &self.network.secret {
-            http = http.header(SECRET_HEADER, secret);
-        }
         let response = http.send().await.map_err(|e| {
             if e.is_connect() {
                 RPCError::Unreachable(Unreachable::new(&e))
@@ -120,7 +126,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>> {
-        self.post("append", &rpc, &option).await
+        self.send(self.request("append", &option).json(&rpc)).await
     }
 
     async fn install_snapshot(
@@ -128,7 +134,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        self.post("snapshot", &rpc, &option).await
+        let (header, data) =
+            encode_snapshot_chunk(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let http = self
+            .request("snapshot", &option)
+            .header(SNAPSHOT_HEADER, header)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(data);
+        self.send(http).await
     }
 
     async fn vote(
@@ -136,10 +149,119 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>> {
-        self.post("vote", &rpc, &option).await
+        self.send(self.request("vote", &option).json(&rpc)).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}
+
+/// A snapshot chunk's request without its bytes: the `Slct-Snapshot` header.
+#[derive(Serialize, Deserialize)]
+struct ChunkHeader {
+    vote: Vote<u64>,
+    meta: Meta,
+    offset: u64,
+    done: bool,
+}
+
+/// Why a snapshot chunk's header could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkHeaderError {
+    /// The request has no `Slct-Snapshot` header.
+    #[error("missing {SNAPSHOT_HEADER} header")]
+    Missing,
+    /// The header is not the JSON of a chunk's request.
+    #[error("{SNAPSHOT_HEADER} header: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The JSON holds a byte not allowed in a header value.
+    #[error("{SNAPSHOT_HEADER} header: {0}")]
+    Value(#[from] InvalidHeaderValue),
+}
+
+/// Splits `rpc` into its `Slct-Snapshot` header and its chunk's bytes, the request body.
+pub fn encode_snapshot_chunk(
+    rpc: InstallSnapshotRequest<TypeConfig>,
+) -> Result<(HeaderValue, Vec<u8>), ChunkHeaderError> {
+    let header = ChunkHeader {
+        vote: rpc.vote,
+        meta: rpc.meta,
+        offset: rpc.offset,
+        done: rpc.done,
+    };
+    let header = HeaderValue::from_bytes(&serde_json::to_vec(&header)?)?;
+    Ok((header, rpc.data))
+}
+
+/// Joins a `Slct-Snapshot` header and a request body back into openraft's request.
+pub fn decode_snapshot_chunk(
+    header: Option<&HeaderValue>,
+    data: Vec<u8>,
+) -> Result<InstallSnapshotRequest<TypeConfig>, ChunkHeaderError> {
+    let header = header.ok_or(ChunkHeaderError::Missing)?;
+    let ChunkHeader {
+        vote,
+        meta,
+        offset,
+        done,
+    } = serde_json::from_slice(header.as_bytes())?;
+    Ok(InstallSnapshotRequest {
+        vote,
+        meta,
+        offset,
+        data,
+        done,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+
+    use super::*;
+
+    fn request(data: Vec<u8>) -> InstallSnapshotRequest<TypeConfig> {
+        let log_id = LogId::new(CommittedLeaderId::new(3, 1), 40_000);
+        let nodes: BTreeMap<u64, BasicNode> = (1..=3)
+            .map(|id| (id, BasicNode::new(format!("10.0.0.{id}:7000"))))
+            .collect();
+        let members = BTreeSet::from([1, 2, 3]);
+        let membership = Membership::new(vec![members], nodes);
+        InstallSnapshotRequest {
+            vote: Vote::new_committed(3, 1),
+            meta: Meta {
+                last_log_id: Some(log_id),
+                last_membership: StoredMembership::new(Some(log_id), membership),
+                snapshot_id: "3-1-40000-7".to_owned(),
+            },
+            offset: 5 << 20,
+            data,
+            done: true,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_chunk_travels_as_its_raw_bytes_and_comes_back_whole() {
+        let mut data: Vec<u8> = (0..=255u8).collect();
+        data.extend((0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+        let sent = request(data.clone());
+
+        let (header, body) = encode_snapshot_chunk(sent.clone()).expect("encode");
+        assert_eq!(body, data, "the body is the chunk's bytes, not JSON");
+        assert!(header.len() < 1024, "small header: {} bytes", header.len());
+
+        let received = decode_snapshot_chunk(Some(&header), body).expect("decode");
+        assert_eq!(received, sent);
+    }
+
+    #[test]
+    fn a_chunk_without_its_header_is_refused() {
+        let missing = decode_snapshot_chunk(None, vec![1, 2, 3]);
+        assert!(matches!(missing, Err(ChunkHeaderError::Missing)));
+        let garbled = decode_snapshot_chunk(Some(&HeaderValue::from_static("{")), vec![]);
+        assert!(matches!(garbled, Err(ChunkHeaderError::Json(_))));
     }
 }

@@ -1,23 +1,28 @@
 //! The Raft network server: the `/raft/*` routes on the node's own HTTP port.
 //!
 //! Each handler hands the peer's request to the local Raft and returns the `Result` it
-//! gave, serialized as is, for [`super::network`] to decode. `/raft/status` tells a
-//! starting peer whether this node already belongs to a cluster (for bootstrap). With a
-//! cluster secret configured, a request without the matching `Slct-Cluster-Secret`
-//! header gets 401 before it reaches Raft.
+//! gave, serialized as is, for [`super::network`] to decode. Votes and appends arrive as
+//! JSON; a snapshot chunk arrives as its raw bytes with the rest of the request in the
+//! `Slct-Snapshot` header (see [`super::network`] for why), and a request without a
+//! readable header gets 400. `/raft/status` tells a starting peer whether this node
+//! already belongs to a cluster (for bootstrap). With a cluster secret configured, a
+//! request without the matching `Slct-Cluster-Secret` header gets 401 before it reaches
+//! Raft.
 //!
 //! The routes carry their own body limit, larger than the client API's: an append may
 //! carry many batched commands and a snapshot request one chunk of the snapshot file.
 
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use serde::{Deserialize, Serialize};
 
+use super::network::{decode_snapshot_chunk, SNAPSHOT_HEADER};
 use super::{Raft, TypeConfig, SECRET_HEADER};
 
 /// Largest `/raft/*` request body.
@@ -70,11 +75,11 @@ async fn append(
     Json(state.raft.append_entries(rpc).await).into_response()
 }
 
-async fn snapshot(
-    State(state): State<RaftState>,
-    Json(rpc): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Response {
-    Json(state.raft.install_snapshot(rpc).await).into_response()
+async fn snapshot(State(state): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
+    match decode_snapshot_chunk(headers.get(SNAPSHOT_HEADER), body.into()) {
+        Ok(rpc) => Json(state.raft.install_snapshot(rpc).await).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
 }
 
 async fn status(State(state): State<RaftState>) -> Response {
