@@ -51,11 +51,15 @@ use batcher::{fatal_error, raft_write_error, Proposal};
 const PROPOSAL_QUEUE: usize = 4096;
 /// Effects a slow subscriber may fall behind by before it misses some (`Lagged`).
 const EFFECTS_CAPACITY: usize = 4096;
-/// Largest snapshot chunk per `/raft/snapshot` request. Each chunk must arrive within
-/// openraft's `install_snapshot_timeout` (200 ms) or the whole snapshot starts over, so
-/// chunks stay small enough for a slower link (1 MiB: about 85 ms at 100 Mbit/s); on
+/// Largest snapshot chunk per `/raft/snapshot` request: small enough to cross a slow
+/// link well within [`SNAPSHOT_RPC_TIMEOUT_MS`] (1 MiB: about 85 ms at 100 Mbit/s); on
 /// loopback, 4 MiB chunks caught a follower up no faster (`benches/snapshot_catchup.sh`).
 const SNAPSHOT_CHUNK: u64 = 1 << 20;
+/// How long one `/raft/snapshot` request may take. A timeout makes the whole snapshot
+/// start over, and the reply to the last chunk waits until the follower has cleared and
+/// reloaded its tables — seconds to a minute for millions of states — so openraft's
+/// 200 ms default would keep a far-behind follower from ever catching up.
+const SNAPSHOT_RPC_TIMEOUT_MS: u64 = 120_000;
 /// Most entries per append request.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
@@ -382,6 +386,7 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
         snapshot_policy: SnapshotPolicy::LogsSinceLast(threshold),
         max_in_snapshot_log_to_keep: threshold,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK,
+        install_snapshot_timeout: SNAPSHOT_RPC_TIMEOUT_MS,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
