@@ -156,12 +156,11 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             Ok(state) => state,
             Err(e) => return Ok(Err(e)),
         };
-        let lease = state
-            .lease
-            .as_mut()
-            .expect("leased_state returns a leased state");
+        let Some(mut lease) = state.lease.take() else {
+            return Ok(Err(Error::LeaseLost));
+        };
         lease.expires_at = self.now.saturating_add(extend_ms);
-        let lease = lease.clone();
+        state.lease = Some(lease.clone());
         self.put_state(state)?;
         Ok(Ok(Response::Lease(lease)))
     }
