@@ -22,6 +22,32 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     }
 }
 
+/// A state machine on a fresh sled store, and what a test needs to reopen it.
+struct Fresh {
+    _dir: TempDir,
+    snapshots: std::path::PathBuf,
+    store: SledStore,
+    effects: broadcast::Sender<std::sync::Arc<slct::engine::Effects>>,
+    sm: StateMachine,
+}
+
+impl Fresh {
+    fn open() -> Fresh {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let snapshots = dir.path().join("snapshots");
+        let store = SledStore::open(&dir.path().join("sled")).expect("open sled");
+        let (effects, _) = broadcast::channel(16);
+        let sm = StateMachine::open(store.clone(), &snapshots, effects.clone()).expect("open");
+        Fresh {
+            _dir: dir,
+            snapshots,
+            store,
+            effects,
+            sm,
+        }
+    }
+}
+
 #[test]
 fn sled_stores_pass_openraft_suite() {
     Suite::test_all(SledBuilder).expect("storage suite");
@@ -35,11 +61,13 @@ async fn an_interrupted_install_is_finished_on_restart() {
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
     use slct::engine::{Command, Op, Store, Table};
 
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let snapshots = dir.path().join("snapshots");
-    let store = SledStore::open(&dir.path().join("sled")).expect("open sled");
-    let (effects, _) = broadcast::channel(16);
-    let mut sm = StateMachine::open(store.clone(), &snapshots, effects.clone()).expect("open");
+    let Fresh {
+        _dir,
+        snapshots,
+        store,
+        effects,
+        mut sm,
+    } = Fresh::open();
     let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
     let create = Command {
         now: 1_000,
@@ -80,11 +108,13 @@ async fn tables_behind_the_snapshot_are_reloaded_on_restart() {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let snapshots = dir.path().join("snapshots");
-    let store = SledStore::open(&dir.path().join("sled")).expect("open sled");
-    let (effects, _) = broadcast::channel(16);
-    let mut sm = StateMachine::open(store.clone(), &snapshots, effects.clone()).expect("open");
+    let Fresh {
+        _dir,
+        snapshots,
+        store,
+        effects,
+        mut sm,
+    } = Fresh::open();
     let log_id = LogId::new(CommittedLeaderId::new(1, 1), 3);
     let blank = Entry::<TypeConfig> {
         log_id,
