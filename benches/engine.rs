@@ -5,13 +5,15 @@
 //! 100000 1000 256).
 //! Commands are applied in batches, as the Raft state machine applies log entries, each
 //! batch committed in one sled transaction. Reports the apply rate, per-batch latency
-//! percentiles and the process's peak resident memory (VmHWM).
+//! percentiles, the writes a command stages (keys and bytes, and the share of each
+//! state's history; `SLCT_BENCH_HISTORY=0` turns history off) and the process's peak
+//! resident memory (VmHWM).
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use slct::engine::types::{Case, Select};
-use slct::engine::{self, Command, Op, Tx};
+use slct::engine::{self, Command, Op, Table, Tx};
 use slct::store::SledStore;
 
 fn main() {
@@ -30,7 +32,7 @@ fn main() {
 
     let blocked = (0..selects).map(|i| Op::CreateState {
         id: format!("waiting-{i:08}"),
-        data: json!({"order": i}),
+        data: json!({"order": i}).into(),
         selects: vec![Select::new(
             "g",
             vec![
@@ -44,6 +46,7 @@ fn main() {
             ],
         )],
         callback: None,
+        priority: 0,
     });
     run("blocked selects", &store, &mut now, blocked, batch);
     store.flush_durable().expect("flush");
@@ -57,9 +60,10 @@ fn main() {
         let chan = format!("rv-{i}");
         let one = |id: String, case: Case| Op::CreateState {
             id,
-            data: json!(null),
+            data: json!(null).into(),
             selects: vec![Select::new("g", vec![case])],
             callback: None,
+            priority: 0,
         };
         [
             one(format!("rx-{i:08}"), Case::Recv { chan: chan.clone() }),
@@ -67,7 +71,7 @@ fn main() {
                 format!("tx-{i:08}"),
                 Case::Send {
                     chan,
-                    data: json!(i),
+                    data: json!(i).into(),
                 },
             ),
         ]
@@ -97,6 +101,7 @@ fn run(
     let start = Instant::now();
     let mut latencies = Vec::new();
     let mut count = 0u64;
+    let (mut keys, mut bytes, mut history_keys, mut history_bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut ops = ops.peekable();
     while ops.peek().is_some() {
         let t = Instant::now();
@@ -106,13 +111,27 @@ fn run(
             let cmd = Command {
                 now: *now,
                 seed: count,
+                history_limit: history_limit(),
                 op,
             };
-            let applied = engine::apply(&mut tx, &cmd).expect("apply");
+            let applied = engine::apply(&mut tx, &cmd, 0).expect("apply");
             assert!(applied.reply.is_ok(), "{:?}", applied.reply);
             count += 1;
         }
-        store.commit(tx.into_writes()).expect("commit");
+        let writes = tx.into_writes();
+        for (table, staged) in Table::ALL.iter().zip(&writes) {
+            let size: u64 = staged
+                .iter()
+                .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
+                .sum();
+            keys += staged.len() as u64;
+            bytes += size;
+            if *table == Table::History {
+                history_keys += staged.len() as u64;
+                history_bytes += size;
+            }
+        }
+        store.commit(writes).expect("commit");
         latencies.push(t.elapsed());
     }
     let elapsed = start.elapsed();
@@ -125,6 +144,14 @@ fn run(
         pct(0.5),
         pct(0.99),
         latencies.last().unwrap()
+    );
+    let per = |n: u64| n as f64 / count as f64;
+    println!(
+        "  staged per command: {:.1} keys, {:.0} bytes; of which history {:.1} keys, {:.0} bytes",
+        per(keys),
+        per(bytes),
+        per(history_keys),
+        per(history_bytes)
     );
     elapsed
 }
@@ -146,4 +173,12 @@ fn peak_rss_mib() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb / 1024)
+}
+
+/// Events kept per state: `SLCT_BENCH_HISTORY` (default 100, the node's default).
+fn history_limit() -> u32 {
+    std::env::var("SLCT_BENCH_HISTORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
 }

@@ -6,7 +6,7 @@ completes, and the answer is the next step.
     ship  -> send the order on the `shipping` channel (buffered), then done
 
 The callback receiver is a tiny HTTP server in this script. It checks the
-`Slct-Signature` header when SLCT_CALLBACK_SECRET is set (start the cluster with the
+`Slct-Timestamp` and `Slct-Signature` headers when SLCT_CALLBACK_SECRET is set (start the cluster with the
 same `--callback-secret`). A warehouse loop receives from `shipping` over plain HTTP.
 
 Run a cluster (`slct dev`), then: python3 examples/order_callbacks.py
@@ -69,15 +69,23 @@ def next_step(state):
     return {"data": data, "selects": selects, "callback": state["callback"]}
 
 
+def signed(headers, body):
+    """Slct-Signature is the HMAC of "<Slct-Timestamp>.<body>"; refuse old timestamps
+    too, so that a captured request cannot be replayed later."""
+    stamp = headers.get("slct-timestamp", "")
+    if not stamp.isdigit() or abs(time.time() * 1000 - int(stamp)) > 5 * 60 * 1000:
+        return False
+    mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest("sha256=" + mac.hexdigest(), headers.get("slct-signature", ""))
+
+
 class Callback(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["content-length"]))
-        if SECRET:
-            want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(want, self.headers.get("slct-signature", "")):
-                self.send_response(401)
-                self.end_headers()
-                return
+        if SECRET and not signed(self.headers, body):
+            self.send_response(401)
+            self.end_headers()
+            return
         answer = json.dumps(next_step(json.loads(body))).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")

@@ -1,22 +1,35 @@
-//! Resuming states by callback (DESIGN §3.4): the leader leases each pending state that
-//! has a callback and POSTs it to the callback's URL.
+//! Resuming states by callback (DESIGN §3.4): the leader POSTs each state that the
+//! engine leased to the callback dispatcher to the callback's URL.
 //!
 //! # Life of a delivery
-//! 1. A state with a callback turns pending (its id arrives in [`crate::engine::Effects::pending`]
-//!    with `callback: true`), or this node has just become leader and finds it in the
-//!    `PendingCallback` index.
-//! 2. The dispatcher proposes [`Op::LeaseForCallback`] with a fresh token and a lease
-//!    for the attempt only: the callback's timeout plus `LEASE_MARGIN_MS` (2 s) to act
-//!    on the answer. The engine answers with the leased state, or with nothing if
-//!    someone else got there first.
+//! 1. A state with a callback turns deliverable. The same command leases it to the
+//!    dispatcher, for the attempt only: the callback's timeout plus
+//!    [`CALLBACK_LEASE_MARGIN_MS`](crate::engine::CALLBACK_LEASE_MARGIN_MS) (2 s) to act on the answer (see the engine's `ctx`);
+//!    its id arrives in [`crate::engine::Effects::pending`] with `callback: true`.
+//! 2. The dispatcher reads the leased state from this node's replica; nothing more is
+//!    proposed before the POST, so a resume costs two commits: the one that made the
+//!    state deliverable and the update the callback answers.
 //! 3. It POSTs the full state (lease included) with `Slct-State-Id`, `Slct-Lease`,
 //!    `Slct-Attempt`, `Idempotency-Key: {id}:{version}` and, with a secret,
-//!    `Slct-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+//!    `Slct-Timestamp: <unix ms>` and `Slct-Signature: sha256=<hex HMAC-SHA256 of
+//!    "<timestamp>.<body>">` (see [`signature`]).
 //! 4. A 2xx with a JSON body is applied as the update under that lease; 202, 204 or
 //!    an empty 2xx mean the receiver will PUT the update itself, so the lease is
 //!    extended ([`Op::ExtendLease`], same token) to `--callback-defer-ms` from then.
-//!    Anything else — a status, a refused connection, a timeout, a body that is not a
-//!    valid update — is [`Op::CallbackFailed`] with an exponential, jittered backoff.
+//!    Anything else — a status, a redirect, a refused connection, a timeout, an answer
+//!    larger than `--max-body`, a body that is not a valid update, a target that
+//!    `--callback-allow` no longer permits — is [`Op::CallbackFailed`] with an
+//!    exponential, jittered backoff.
+//!
+//! # What a callback target can and cannot make the leader do
+//! The URL comes from whoever may PUT a state, so the leader treats the target as
+//! untrusted: redirects are never followed (a 3xx is a failed attempt, so the lease and
+//! signature go only to the URL the state names), the answer is read only up to
+//! `--max-body` bytes (the same limit as a PUT; the rest is never buffered), and
+//! `last_error` says only "no valid HTTP answer" for every transport failure — it does
+//! not tell a refused connection from a timeout or a non-HTTP service, so it cannot be
+//! used to map which ports of the leader's network are open. `--callback-allow`
+//! ([`allow`]) restricts targets to listed hosts and networks.
 //!
 //! # Why the lease is short, and extended on deferral
 //! If the leader dies with an attempt in flight, nobody records its outcome: the new
@@ -30,8 +43,10 @@
 //!
 //! # Why retries survive a change of leader
 //! A failed attempt keeps the dispatcher's lease until the retry time; the lease's
-//! expiry (applied by whoever leads then) makes the state pending again, which is step
-//! 1 once more. Nothing about a retry lives only in this process.
+//! expiry (applied by whoever leads then) makes the state deliverable again, which is
+//! step 1 once more, with a new token. Nothing about a retry lives only in this process:
+//! a leased state whose POST never happened (this node lost leadership, or fell behind
+//! the effects broadcast) is delivered when its lease lapses.
 //!
 //! Attempts run on their own tasks, at most `concurrency` at once, each bounded by
 //! the callback's `timeout_ms`; the apply path only ever sends to a broadcast channel.
@@ -40,16 +55,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use allow::CallbackAllow;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 use tokio::sync::{broadcast, watch, Semaphore};
 use uuid::Uuid;
 
+pub mod allow;
+
 use crate::api::metrics::Metrics;
 use crate::engine::types::State;
 use crate::engine::wire::StateBody;
-use crate::engine::{keys, Error, Op, Response, Store, Table};
+use crate::engine::{Error, Op};
 use crate::node::Node;
 
 /// Default `--callback-max-attempts`.
@@ -62,17 +80,14 @@ pub const BACKOFF_BASE_MS: u64 = 200;
 pub const BACKOFF_MAX_MS: u64 = 60_000;
 /// Default `--callback-defer-ms`.
 pub const DEFAULT_DEFER_MS: u64 = 30_000;
-/// Lease beyond the callback's timeout, for the answer to be applied (or the lease
-/// extended).
-const LEASE_MARGIN_MS: u64 = 2_000;
-/// Ids read from the `PendingCallback` index at a time.
-const SCAN_PAGE: usize = 256;
 
 /// How callbacks are delivered.
 #[derive(Clone, Debug)]
 pub struct CallbackConfig {
     /// `--callback-secret`: sign bodies with HMAC-SHA256.
     pub secret: Option<String>,
+    /// `--callback-allow`: the hosts and networks callbacks may target (empty: any).
+    pub allow: CallbackAllow,
     /// `--callback-max-attempts`: after this many failures the state is `failed`.
     pub max_attempts: u32,
     /// Attempts in flight at once.
@@ -86,6 +101,7 @@ impl Default for CallbackConfig {
     fn default() -> Self {
         CallbackConfig {
             secret: None,
+            allow: CallbackAllow::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             concurrency: DEFAULT_CONCURRENCY,
             defer_ms: DEFAULT_DEFER_MS,
@@ -103,18 +119,39 @@ pub fn backoff_ms(attempts: u32, rng: &mut impl Rng) -> u64 {
     base / 2 + rng.gen_range(0..=base / 2)
 }
 
-/// `sha256=<hex HMAC-SHA256 of body>`, the `Slct-Signature` header.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+/// The `Slct-Signature` header for a body sent at `timestamp` (Unix ms, the
+/// `Slct-Timestamp` header): `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
+///
+/// Covering the timestamp lets a receiver reject replays: it recomputes the HMAC over
+/// the two headers' values and the raw body, compares in constant time, and refuses a
+/// timestamp older than it is willing to accept (say five minutes).
+pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut signed = Vec::with_capacity(body.len() + 21);
+    signed.extend_from_slice(timestamp.to_string().as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(body);
+    format!("sha256={}", hmac_sha256_hex(secret, &signed))
+}
+
+/// Hex HMAC-SHA256 of `message` under `secret`.
+pub fn hmac_sha256_hex(secret: &str, message: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
 }
+
+/// `last_error` for every transport failure: deliberately one sentence, so that a
+/// client who may set callback URLs learns nothing about the leader's network from it.
+pub const NO_VALID_ANSWER: &str =
+    "no valid HTTP answer (connection failed, timed out, or not HTTP)";
 
 /// The dispatcher's shared parts.
 struct Dispatcher {
     node: Node,
     config: CallbackConfig,
+    /// Largest answer read, in bytes (`--max-body`).
+    max_answer: usize,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
@@ -140,13 +177,25 @@ impl Dispatcher {
 }
 
 /// Starts the dispatcher: it works while this node leads, until `stop` changes.
-pub fn spawn(node: Node, config: CallbackConfig, metrics: Arc<Metrics>, stop: watch::Receiver<()>) {
+/// Answers longer than `max_answer` bytes are failed attempts.
+pub fn spawn(
+    node: Node,
+    config: CallbackConfig,
+    max_answer: usize,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<()>,
+) {
+    let client = crate::http_client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
     let d = Arc::new(Dispatcher {
         permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
-        client: reqwest::Client::new(),
+        client,
         in_flight: Mutex::default(),
         node,
         config,
+        max_answer,
         metrics,
     });
     tokio::spawn(run(d, stop));
@@ -164,10 +213,11 @@ async fn run(d: Arc<Dispatcher>, mut stop: watch::Receiver<()>) {
     }
 }
 
-/// While leader: everything already pending, then every state that turns pending.
+/// While leader: every state leased to the dispatcher. What it misses (effects applied
+/// before it led, or lost when it lagged) is leased again, and delivered, when the
+/// lease lapses.
 async fn lead(d: &Arc<Dispatcher>) {
     let mut effects = d.node.subscribe();
-    scan(d).await;
     loop {
         match effects.recv().await {
             Ok(e) => {
@@ -175,40 +225,21 @@ async fn lead(d: &Arc<Dispatcher>) {
                     dispatch(d, &p.id).await;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => scan(d).await,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "callback dispatch fell behind; leases will lapse and retry"
+                );
+            }
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
 
-/// Dispatches every state in the `PendingCallback` index, a page at a time (the
-/// index may be large; only a page of ids is in memory).
-async fn scan(d: &Arc<Dispatcher>) {
-    let mut from = Vec::new();
-    loop {
-        let page: Vec<Vec<u8>> = d
-            .node
-            .store()
-            .scan_from(Table::PendingCallback, &from)
-            .filter_map(Result::ok)
-            .map(|(key, _)| key)
-            .filter(|key| *key != from)
-            .take(SCAN_PAGE)
-            .collect();
-        let Some(last) = page.last().cloned() else {
-            return;
-        };
-        for key in page {
-            dispatch(d, &keys::parse_at_state(&key).1).await;
-        }
-        from = last;
-    }
-}
-
 /// Starts an attempt for `id` once a permit is free, or asks the attempt in flight
 /// to look again when it ends. Waiting for a permit holds up the caller (the effects
-/// loop): effects then queue up, and if they overflow, the next scan of the index
-/// picks up whatever was missed. So memory stays bounded however many are due.
+/// loop): effects then queue up, and if they overflow, what was missed is delivered
+/// when its lease lapses. So memory stays bounded however many are due.
 async fn dispatch(d: &Arc<Dispatcher>, id: &str) {
     if d.ask_again(id) {
         return;
@@ -225,8 +256,9 @@ async fn dispatch(d: &Arc<Dispatcher>, id: &str) {
     let (d, id) = (d.clone(), id.to_owned());
     tokio::spawn(async move {
         let _permit = permit;
+        let mut last = None;
         loop {
-            attempt(&d, &id).await;
+            last = attempt(&d, &id, last).await.or(last);
             let mut in_flight = d.lock_in_flight();
             match in_flight.get_mut(&id) {
                 Some(again) if *again => *again = false,
@@ -239,38 +271,31 @@ async fn dispatch(d: &Arc<Dispatcher>, id: &str) {
     });
 }
 
-/// One delivery attempt.
-async fn attempt(d: &Dispatcher, id: &str) {
-    let Some(timeout_ms) = callback_timeout(d, id) else {
-        return;
-    };
-    let token = Uuid::new_v4();
-    let op = Op::LeaseForCallback {
-        id: id.to_owned(),
-        token,
-        lease_ms: timeout_ms.saturating_add(LEASE_MARGIN_MS),
-    };
-    let state = match d.node.write(op).await.map(|a| a.reply) {
-        Ok(Ok(Response::CallbackLease(Some(state)))) => state,
-        Ok(_) => return,
-        Err(e) => return tracing::debug!(id, error = %e, "callback lease not taken"),
-    };
+/// One delivery attempt of the lease the state holds, unless it is the lease `last`
+/// attempted; returns the token attempted.
+async fn attempt(d: &Dispatcher, id: &str, last: Option<Uuid>) -> Option<Uuid> {
+    let state = crate::engine::load_state(d.node.store(), id).ok()??;
+    state.callback.as_ref()?;
+    let token = state.lease.as_ref()?.token;
+    if Some(token) == last {
+        return None;
+    }
     let error = match post(d, &state, token).await {
-        Ok(None) => return defer(d, id, token).await,
+        Ok(None) => {
+            defer(d, id, token).await;
+            return Some(token);
+        }
         Ok(Some(update)) => match apply_update(d, id, token, update).await {
-            Ok(()) => return d.metrics.callback("applied"),
+            Ok(()) => {
+                d.metrics.callback("applied");
+                return Some(token);
+            }
             Err(e) => e,
         },
         Err(e) => e,
     };
     fail(d, &state, token, error).await;
-}
-
-/// The callback's timeout, if the state (still) has a callback.
-fn callback_timeout(d: &Dispatcher, id: &str) -> Option<u64> {
-    let bytes = d.node.store().get(Table::States, id.as_bytes()).ok()??;
-    let state: State = serde_json::from_slice(&bytes).ok()?;
-    state.callback.map(|c| c.timeout_ms)
+    Some(token)
 }
 
 /// POSTs the state; `Ok(Some(body))` is an update to apply, `Ok(None)` a deferral.
@@ -279,6 +304,7 @@ async fn post(d: &Dispatcher, state: &State, token: Uuid) -> Result<Option<State
         .callback
         .as_ref()
         .ok_or("the state lost its callback")?;
+    d.config.allow.check(&callback.url)?;
     let body = serde_json::to_vec(&state.view(true)).map_err(|e| e.to_string())?;
     let mut request = d
         .client
@@ -290,14 +316,23 @@ async fn post(d: &Dispatcher, state: &State, token: Uuid) -> Result<Option<State
         .header("slct-attempt", (state.attempts + 1).to_string())
         .header("idempotency-key", format!("{}:{}", state.id, state.version));
     if let Some(secret) = &d.config.secret {
-        request = request.header("slct-signature", signature(secret, &body));
+        let timestamp = crate::api::now_ms();
+        request = request
+            .header("slct-timestamp", timestamp.to_string())
+            .header("slct-signature", signature(secret, timestamp, &body));
     }
-    let response = request.body(body).send().await.map_err(|e| e.to_string())?;
+    let mut response = request.body(body).send().await.map_err(transport)?;
     let status = response.status();
+    if status.is_redirection() {
+        let code = status.as_u16();
+        return Err(format!(
+            "callback answered HTTP {code} (redirects are not followed)"
+        ));
+    }
     if !status.is_success() {
         return Err(format!("callback answered HTTP {}", status.as_u16()));
     }
-    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    let bytes = read_limited(&mut response, d.max_answer).await?;
     if status.as_u16() == 202 || status.as_u16() == 204 || bytes.iter().all(u8::is_ascii_whitespace)
     {
         return Ok(None);
@@ -305,6 +340,30 @@ async fn post(d: &Dispatcher, state: &State, token: Uuid) -> Result<Option<State
     crate::api::extract::parse::<StateBody>(&bytes)
         .map(Some)
         .map_err(|e| format!("callback answered an invalid state: {}", e.message))
+}
+
+/// A failure to get an answer, as `last_error` (see [`NO_VALID_ANSWER`]); the detail
+/// goes to this node's log only.
+fn transport(e: reqwest::Error) -> String {
+    tracing::debug!(error = %e, "callback transport failure");
+    NO_VALID_ANSWER.to_owned()
+}
+
+/// Reads an answer's body, refusing one longer than `max` bytes: by its
+/// `Content-Length` before reading, else as soon as the chunks read pass `max`.
+async fn read_limited(response: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("callback answer larger than {max} bytes");
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if bytes.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// Applies the callback's answer as the update under its lease.
@@ -315,11 +374,19 @@ async fn apply_update(
     body: StateBody,
 ) -> Result<(), String> {
     let invalid = |e: Error| format!("callback answered an invalid update: {e}");
+    let callback = body.callback().map_err(invalid)?;
+    if let Some(Some(callback)) = &callback {
+        d.config
+            .allow
+            .check(&callback.url)
+            .map_err(|e| format!("callback answered an invalid update: {e}"))?;
+    }
     let op = Op::UpdateState {
         id: id.to_owned(),
         token,
         selects: body.selects().map_err(invalid)?,
-        callback: body.callback().map_err(invalid)?,
+        callback,
+        priority: body.priority().map_err(invalid)?,
         data: body.data,
     };
     match d.node.write(op).await {
@@ -387,12 +454,26 @@ mod tests {
     }
 
     #[test]
-    fn signature_is_hmac_sha256_hex() {
+    fn hmac_is_sha256_hex() {
         // RFC 4231, test case 2.
-        let sig = signature("Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hmac_sha256_hex("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn signature_covers_timestamp_and_body() {
+        let sig = signature("Jefe", 1764000000000, b"{}");
         assert_eq!(
             sig,
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            format!("sha256={}", hmac_sha256_hex("Jefe", b"1764000000000.{}"))
         );
+        assert_ne!(
+            sig,
+            signature("Jefe", 1764000000001, b"{}"),
+            "a replay later"
+        );
+        assert_ne!(sig, signature("Jefe", 1764000000000, b"[]"));
     }
 }

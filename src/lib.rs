@@ -11,11 +11,14 @@
 //! - [`callbacks`]: resuming pending states by POSTing them to their callback URLs.
 //! - [`server`]: one node's HTTP server (API and Raft routes on one port).
 //! - [`cli`]: the `slct` command line.
+//! - [`http_client`]: the HTTP clients slct sends requests with, resolving host names
+//!   without the C library (for the static binary in the image).
 
 pub mod api;
 pub mod callbacks;
 pub mod cli;
 pub mod engine;
+pub mod http_client;
 pub mod node;
 pub mod raft;
 pub mod server;

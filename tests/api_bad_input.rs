@@ -333,9 +333,16 @@ async fn token_auth_cluster_routes_and_metrics() {
     assert_eq!(cluster["members"].as_object().unwrap().len(), 3);
     assert_eq!(cluster["leader"], (c.leader() + 1) as u64);
 
+    let metrics = c.call(c.leader(), Method::GET, "/metrics", None).await;
+    assert_eq!(
+        metrics.status,
+        StatusCode::UNAUTHORIZED,
+        "metrics need the token"
+    );
     let metrics = c
         .http
         .get(format!("{}/metrics", c.urls[c.leader()]))
+        .bearer_auth("t0ken")
         .send()
         .await
         .unwrap();

@@ -116,9 +116,16 @@ async fn flaky(State(seen): State<Seen>, headers: HeaderMap, body: String) -> (A
     let h = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
     let id = h("slct-state-id");
     let attempt: u64 = h("slct-attempt").parse().unwrap();
+    // The receiver's check: HMAC over "<timestamp>.<body>", and a fresh timestamp.
     let signed = headers
-        .get("slct-signature")
-        .is_some_and(|v| v.as_bytes() == signature(SECRET, body.as_bytes()).as_bytes());
+        .get("slct-timestamp")
+        .and_then(|t| t.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|at| {
+            let fresh = at.abs_diff(slct::api::now_ms()) < 60_000;
+            let expected = signature(SECRET, at, body.as_bytes());
+            fresh
+                && headers.get("slct-signature").map(|v| v.as_bytes()) == Some(expected.as_bytes())
+        });
     let state: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(state["lease"]["token"].as_str().unwrap(), h("slct-lease"));
     assert_eq!(h("idempotency-key"), format!("{id}:{}", state["version"]));

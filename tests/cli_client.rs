@@ -61,6 +61,13 @@ async fn every_client_command_works() {
     assert_eq!(got["id"], "job 1");
     let list = json(&slct(s, &["state", "list", "--status", "done", "--full"]).await);
     assert_eq!(list["states"][0]["id"], "job 1");
+    let paused = json(&slct(s, &["state", "pause", "job 1"]).await);
+    assert_eq!(paused["paused"], true);
+    let resumed = json(&slct(s, &["state", "resume", "job 1"]).await);
+    assert_eq!(resumed["paused"], false);
+    let history = json(&slct(s, &["state", "history", "job 1", "--limit", "2"]).await);
+    assert_eq!(history["events"][0]["event"], "resumed");
+    assert_eq!(history["events"][1]["event"], "paused");
 
     json(&slct(s, &["chan", "send", "jobs/1", "7"]).await);
     let info = json(&slct(s, &["chan", "info", "jobs/1"]).await);

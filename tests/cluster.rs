@@ -141,6 +141,21 @@ async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
         "the node caught up by installing a snapshot:\n{}",
         cluster.log(down)
     );
+    let history = |on: u64| {
+        let url = cluster.url(on, "/state/s0/history?stale=true");
+        let http = cluster.http.clone();
+        async move {
+            let answer = http.get(url).send().await.ok()?;
+            answer.json::<serde_json::Value>().await.ok()
+        }
+    };
+    let installed = history(down).await.expect("history on the restarted node");
+    assert!(!installed["events"].as_array().unwrap().is_empty());
+    assert_eq!(
+        installed,
+        history(leader).await.unwrap(),
+        "history came with the snapshot"
+    );
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ fn case() -> impl Strategy<Value = Case> {
         }),
         (0..3usize, 0..1000u32).prop_map(|(c, v)| Case::Send {
             chan: CHANS[c].into(),
-            data: json!(v)
+            data: json!(v).into()
         }),
         (0..100u64).prop_map(|ms| Case::Timer {
             at: 0,
@@ -30,16 +30,18 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..6u8, prop::collection::vec(prop::collection::vec(case(), 1..4), 1..3)).prop_map(|(s, sels)| Op::CreateState {
             id: format!("s{s}"),
-            data: json!({"n": s}),
+            data: json!({"n": s}).into(),
             selects: sels.into_iter().enumerate().map(|(i, c)| Select::new(format!("g{i}"), c)).collect(),
             callback: None,
+            priority: 0,
         }),
-        2 => (0..3usize, 0..1000u32).prop_map(|(c, v)| Op::Send { chan: CHANS[c].into(), data: json!(v), mode: SendMode::Detached }),
+        2 => (0..3usize, 0..1000u32).prop_map(|(c, v)| Op::Send { chan: CHANS[c].into(), data: json!(v).into(), mode: SendMode::Detached }),
         2 => (0..3usize).prop_map(|c| Op::Recv { chan: CHANS[c].into(), mode: RecvMode::Try }),
         1 => (0..3usize).prop_map(|c| Op::CloseChan { name: CHANS[c].into() }),
         1 => (0..3usize, 0..3u64).prop_map(|(c, cap)| Op::MakeChan { name: CHANS[c].into(), capacity: cap }),
-        2 => (1..3usize, 1..200u64).prop_map(|(n, lease_ms)| Op::LeasePending {
-            prefix: String::new(),
+        2 => (0..3u8, 0..6u8, 1..3usize, 1..200u64).prop_map(|(p, min, n, lease_ms)| Op::LeasePending {
+            prefix: ["", "s", "s1"][p as usize % 3].into(),
+            min_priority: min % 3,
             tokens: (0..n).map(|i| Uuid::from_u128(i as u128 + 1)).collect(),
             lease_ms,
         }),
@@ -54,7 +56,12 @@ fn log() -> impl Strategy<Value = Vec<Command>> {
         ops.into_iter()
             .map(|(op, dt, seed)| {
                 now += dt;
-                Command { now, seed, op }
+                Command {
+                    now,
+                    seed,
+                    history_limit: 100,
+                    op,
+                }
             })
             .collect()
     })
@@ -76,7 +83,7 @@ proptest! {
         let mut replies_mem = Vec::new();
         for cmd in &log {
             let mut tx = Tx::new(&mem);
-            replies_mem.push(engine::apply(&mut tx, cmd).unwrap());
+            replies_mem.push(engine::apply(&mut tx, cmd, 0).unwrap());
             let writes = tx.into_writes();
             mem.commit(writes);
         }
@@ -86,7 +93,7 @@ proptest! {
         for chunk in log.chunks(batch) {
             let mut tx = Tx::new(&sled);
             for cmd in chunk {
-                replies_sled.push(engine::apply(&mut tx, cmd).unwrap());
+                replies_sled.push(engine::apply(&mut tx, cmd, 0).unwrap());
             }
             sled.commit(tx.into_writes()).unwrap();
         }

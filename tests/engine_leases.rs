@@ -89,9 +89,10 @@ fn a_result_that_arrives_during_the_lease_is_kept_and_the_state_is_pending_again
     let applied = w.apply(Op::UpdateState {
         id: "p".into(),
         token: p.lease.as_ref().unwrap().token,
-        data: json!({"step": 2}),
-        selects: written(&p),
+        data: Some(json!({"step": 2}).into()),
+        selects: Some(written(&p)),
         callback: None,
+        priority: None,
     });
     let Ok(Response::State(s)) = applied.reply else {
         panic!("{:?}", applied.reply)
@@ -113,9 +114,10 @@ fn an_unknown_or_expired_token_is_lease_lost_and_changes_nothing() {
     let unknown = w.err(Op::UpdateState {
         id: "p".into(),
         token: Uuid::new_v4(),
-        data: json!(null),
-        selects: written(&p),
+        data: None,
+        selects: Some(written(&p)),
         callback: None,
+        priority: None,
     });
     assert_eq!((unknown.code(), unknown.status()), ("lease_lost", 409));
     let before = w.state("p");
@@ -167,15 +169,21 @@ fn polls_filter_by_prefix_and_skip_states_with_callbacks() {
     w.create("job-1", vec![sel("g", vec![default()])]);
     w.ok(Op::CreateState {
         id: "order-2".into(),
-        data: json!(null),
+        data: json!(null).into(),
         selects: vec![sel("g", vec![default()])],
         callback: Some(slct::engine::types::Callback {
             url: "http://127.0.0.1:9/cb".into(),
             timeout_ms: 100,
         }),
+        priority: 0,
     });
+    assert_eq!(
+        slct::engine::poll::candidates(&w.store, "order-", 0, 5).unwrap(),
+        ["order-1"]
+    );
     let Response::States(got) = w.ok(Op::LeasePending {
         prefix: "order-".into(),
+        min_priority: 0,
         tokens: vec![Uuid::new_v4(); 5],
         lease_ms: 1_000,
     }) else {
@@ -183,7 +191,8 @@ fn polls_filter_by_prefix_and_skip_states_with_callbacks() {
     };
     assert_eq!(
         got.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-        ["order-1"]
+        ["order-1"],
+        "only the prefix's polled states; a state with a callback is never polled"
     );
 }
 
@@ -242,23 +251,25 @@ fn a_callback_is_retried_after_its_backoff_then_fails_and_can_be_rearmed() {
     };
     let created = w.apply(Op::CreateState {
         id: "p".into(),
-        data: json!(null),
+        data: json!(null).into(),
         selects: vec![sel("g", vec![default()])],
         callback: Some(callback),
+        priority: 0,
     });
     assert!(
         created.effects.pending[0].callback,
         "the dispatcher hears of it"
     );
+    let mut tokens = std::collections::BTreeSet::new();
     for attempt in 1..=3u32 {
-        let token = Uuid::new_v4();
-        let Response::CallbackLease(Some(s)) = w.ok(Op::LeaseForCallback {
-            id: "p".into(),
-            token,
-            lease_ms: 30_000,
-        }) else {
-            panic!("attempt {attempt} not due")
-        };
+        let s = w.state("p");
+        assert_eq!(
+            s.status(),
+            Status::Leased,
+            "leased to the dispatcher as it turned due"
+        );
+        let token = s.lease.as_ref().unwrap().token;
+        assert!(tokens.insert(token), "each attempt has a token of its own");
         assert_eq!(s.attempts, attempt - 1);
         w.ok(Op::CallbackFailed {
             id: "p".into(),
@@ -281,10 +292,15 @@ fn a_callback_is_retried_after_its_backoff_then_fails_and_can_be_rearmed() {
         (failed.status(), failed.last_error.as_deref()),
         (Status::Failed, Some("HTTP 500"))
     );
-    let Response::State(s) = w.ok(Op::RetryFailed { id: "p".into() }) else {
+    let rearmed = w.apply(Op::RetryFailed { id: "p".into() });
+    assert!(
+        rearmed.effects.pending[0].callback,
+        "delivered again at once"
+    );
+    let Ok(Response::State(s)) = rearmed.reply else {
         panic!()
     };
-    assert_eq!((s.status(), s.attempts), (Status::Pending, 0));
+    assert_eq!((s.status(), s.attempts), (Status::Leased, 0));
     assert_eq!(w.err(Op::RetryFailed { id: "p".into() }).code(), "conflict");
 }
 
@@ -294,9 +310,10 @@ fn creating_an_existing_state_is_refused() {
     w.create("p", vec![]);
     let err = w.err(Op::CreateState {
         id: "p".into(),
-        data: json!(null),
+        data: json!(null).into(),
         selects: vec![],
         callback: None,
+        priority: 0,
     });
     assert_eq!((err.code(), err.status()), ("exists", 409));
 }

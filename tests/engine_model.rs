@@ -6,20 +6,48 @@
 //! engine's choice was one of the ready cases (or `default` when none was), then follows
 //! it. Everything else — who is served, in which order, with which value — the model
 //! decides itself, and the two must agree.
+//!
+//! Beyond channels and selects the model knows process control (DESIGN §3.6): paused
+//! states keep completing selects but are never polled; polls hand out the highest
+//! priority first, then the oldest pending (an expired or released lease keeps the
+//! state's place), then by id; and every state keeps the last `history_limit` events,
+//! which the model predicts one by one (kind, log time, Raft index, and what each
+//! carries) and compares with the engine's history after every step. States with a
+//! callback are leased to the dispatcher in the command that makes them deliverable;
+//! their attempts may fail (with a retry after a backoff, or for good) and be re-armed.
+//! The lease tokens the engine draws for the dispatcher are read from the engine, like
+//! its choices among ready cases.
 
 mod support;
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use slct::engine::chan::Waiter;
-use slct::engine::types::{Case, Select, State};
+use slct::engine::history::{self, Event, What};
+use slct::engine::poll::candidates;
+use slct::engine::types::{Callback, Case, Select, State, Status};
+use slct::engine::{codec, Applied, Data, CALLBACK_LEASE_MARGIN_MS};
 use slct::engine::{keys, Error, Op, RecvMode, Response, SendMode, Store, Table};
 use support::world::*;
+use uuid::Uuid;
 
 const CHANS: [&str; 3] = ["a", "b", "c"];
 const STATES: [&str; 4] = ["s0", "s1", "s2", "s3"];
+/// Priorities states are created or updated with.
+const PRIORITIES: [u8; 3] = [0, 5, 9];
+/// `min_priority` of polls: mostly none, else on and just above each priority in use.
+const MIN_PRIORITIES: [u8; 6] = [0, 0, 0, 1, 5, 6];
+/// Events kept per state, chosen per run: none, few (truncation) or plenty.
+const HISTORY_LIMITS: [u32; 4] = [0, 1, 3, 100];
+/// How long one callback attempt may take; its lease lasts this plus the engine's margin.
+const CALLBACK_TIMEOUT_MS: u64 = 20;
+/// A jump of time that outlasts a callback lease.
+const LONG_PAUSE_MS: u64 = CALLBACK_TIMEOUT_MS + CALLBACK_LEASE_MARGIN_MS + 50;
+/// What the dispatcher reports of a failed attempt.
+const CALLBACK_ERROR: &str = "503 from the process";
 
 #[derive(Clone, Debug)]
 enum CaseSpec {
@@ -34,6 +62,8 @@ enum Step {
     Create {
         state: usize,
         selects: Vec<Vec<CaseSpec>>,
+        priority: u8,
+        callback: bool,
     },
     DetachedSend {
         chan: usize,
@@ -47,11 +77,51 @@ enum Step {
     Advance {
         ms: u64,
     },
+    /// Polls one state and updates it at once, maybe adding a select and changing its
+    /// priority.
     PollAndUpdate {
+        min_priority: u8,
         add: Option<Vec<CaseSpec>>,
+        priority: Option<u8>,
     },
+    /// Polls up to `limit` states (of one state's prefix, or all) and lets the leases run.
     PollAndAbandon {
+        prefix: Option<usize>,
+        min_priority: u8,
+        limit: usize,
         lease_ms: u64,
+    },
+    /// The holder of a lease (poller or callback) answers: it sends back the selects
+    /// it was given (some may have completed since) and maybe a new one.
+    Answer {
+        pick: usize,
+        add: Option<Vec<CaseSpec>>,
+        priority: Option<u8>,
+    },
+    /// Heartbeat.
+    Extend {
+        pick: usize,
+        ms: u64,
+    },
+    /// Gives the lease back.
+    Release {
+        pick: usize,
+    },
+    /// The dispatcher reports a failed attempt.
+    Fail {
+        pick: usize,
+        max_attempts: u32,
+        backoff_ms: u64,
+    },
+    /// Re-arms a failed state.
+    Retry {
+        pick: usize,
+    },
+    Pause {
+        state: usize,
+    },
+    Resume {
+        state: usize,
     },
     Delete {
         state: usize,
@@ -78,17 +148,47 @@ fn cases() -> impl Strategy<Value = Vec<CaseSpec>> {
     })
 }
 
+fn priority() -> impl Strategy<Value = u8> {
+    prop::sample::select(&PRIORITIES[..])
+}
+
+fn min_priority() -> impl Strategy<Value = u8> {
+    prop::sample::select(&MIN_PRIORITIES[..])
+}
+
+fn state() -> impl Strategy<Value = usize> {
+    0..STATES.len()
+}
+
+/// Whom an operation under a lease targets (see `Run::target`).
+fn pick() -> impl Strategy<Value = usize> {
+    0..3 * STATES.len()
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => (0..STATES.len(), prop::collection::vec(cases(), 1..=2))
-            .prop_map(|(state, selects)| Step::Create { state, selects }),
+        6 => (state(), prop::collection::vec(cases(), 1..=2), priority(), prop::bool::weighted(0.3))
+            .prop_map(|(state, selects, priority, callback)| Step::Create { state, selects, priority, callback }),
         2 => (0..CHANS.len()).prop_map(|chan| Step::DetachedSend { chan }),
         2 => (0..CHANS.len()).prop_map(|chan| Step::TryRecv { chan }),
         1 => (0..CHANS.len()).prop_map(|chan| Step::Close { chan }),
-        2 => (0u64..40).prop_map(|ms| Step::Advance { ms }),
-        3 => prop::option::of(cases()).prop_map(|add| Step::PollAndUpdate { add }),
-        1 => (1u64..60).prop_map(|lease_ms| Step::PollAndAbandon { lease_ms }),
-        1 => (0..STATES.len()).prop_map(|state| Step::Delete { state }),
+        2 => prop_oneof![9 => 0u64..40, 1 => Just(LONG_PAUSE_MS)].prop_map(|ms| Step::Advance { ms }),
+        3 => (min_priority(), prop::option::of(cases()), prop::option::weighted(0.3, priority()))
+            .prop_map(|(min_priority, add, priority)| Step::PollAndUpdate { min_priority, add, priority }),
+        2 => (prop::option::weighted(0.4, state()), min_priority(), 1usize..=3, prop_oneof![1u64..60, Just(1_000)])
+            .prop_map(|(prefix, min_priority, limit, lease_ms)| Step::PollAndAbandon {
+                prefix, min_priority, limit, lease_ms,
+            }),
+        2 => (pick(), prop::option::of(cases()), prop::option::weighted(0.3, priority()))
+            .prop_map(|(pick, add, priority)| Step::Answer { pick, add, priority }),
+        1 => (pick(), 1u64..60).prop_map(|(pick, ms)| Step::Extend { pick, ms }),
+        1 => pick().prop_map(|pick| Step::Release { pick }),
+        2 => (pick(), 1u32..=3, 1u64..60)
+            .prop_map(|(pick, max_attempts, backoff_ms)| Step::Fail { pick, max_attempts, backoff_ms }),
+        2 => pick().prop_map(|pick| Step::Retry { pick }),
+        2 => state().prop_map(|state| Step::Pause { state }),
+        2 => state().prop_map(|state| Step::Resume { state }),
+        1 => state().prop_map(|state| Step::Delete { state }),
     ]
 }
 
@@ -101,14 +201,14 @@ enum MWaiter {
         select: String,
         case: usize,
     },
-    Detached(Value),
+    Detached(Data),
 }
 
 #[derive(Clone, Debug, Default)]
 struct MChan {
     cap: u64,
     closed: bool,
-    buf: VecDeque<Value>,
+    buf: VecDeque<Data>,
     sendq: VecDeque<MWaiter>,
     recvq: VecDeque<MWaiter>,
 }
@@ -117,27 +217,310 @@ struct MChan {
 struct MResult {
     select: String,
     case: usize,
-    data: Value,
+    data: Data,
     ok: bool,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, PartialEq)]
+struct MLease {
+    token: Uuid,
+    expires_at: u64,
+    /// How many of the state's results it delivered (the update consumes them).
+    delivered: usize,
+    /// The selects blocked when it was taken: what the holder sends back.
+    seen: Vec<Select>,
+}
+
+#[derive(Clone, Debug)]
 struct MState {
     selects: Vec<Select>,
     results: Vec<MResult>,
-    lease: Option<(u64, usize)>,
+    lease: Option<MLease>,
+    /// The token of the last lease, live or not (to try stale tokens with).
+    last_token: Option<Uuid>,
+    paused: bool,
+    priority: u8,
+    /// Resumed by callbacks rather than polls.
+    callback: bool,
+    /// Failed callback attempts since the last update.
+    attempts: u32,
+    /// Attempts exhausted: delivered to no one until retried.
+    failed: bool,
+    /// Log time at which it last turned pending: its place among its priority.
+    pending_since: Option<u64>,
+    /// One more for every change: a select blocked or completed, a lease taken,
+    /// expired or released, an update, a pause or resume.
+    version: u64,
+    /// The last `history_limit` events, oldest first.
+    history: VecDeque<Event>,
+    next_event: u64,
+}
+
+impl MState {
+    fn new(priority: u8, callback: bool) -> MState {
+        MState {
+            selects: Vec::new(),
+            results: Vec::new(),
+            lease: None,
+            last_token: None,
+            paused: false,
+            priority,
+            callback,
+            attempts: 0,
+            failed: false,
+            pending_since: None,
+            version: 1,
+            history: VecDeque::new(),
+            next_event: 1,
+        }
+    }
+
+    fn status(&self) -> Status {
+        if self.failed {
+            Status::Failed
+        } else if self.lease.is_some() {
+            Status::Leased
+        } else if !self.results.is_empty() {
+            Status::Pending
+        } else if !self.selects.is_empty() {
+            Status::Waiting
+        } else {
+            Status::Done
+        }
+    }
+
+    /// Has results to hand over and nobody holds them.
+    fn pending(&self) -> bool {
+        !self.results.is_empty() && self.lease.is_none() && !self.failed
+    }
+
+    fn deliverable(&self) -> bool {
+        self.pending() && !self.paused
+    }
+
+    fn take_lease(&mut self, token: Uuid, expires_at: u64) {
+        self.lease = Some(MLease {
+            token,
+            expires_at,
+            delivered: self.results.len(),
+            seen: self.selects.clone(),
+        });
+        self.last_token = Some(token);
+        self.version += 1;
+    }
 }
 
 #[derive(Default)]
 struct Model {
     now: u64,
+    /// Raft index of the command being followed (stamped on events).
+    index: u64,
+    history_limit: u32,
     chans: BTreeMap<String, MChan>,
     states: BTreeMap<String, MState>,
+}
+
+/// The op name and channel a result or event names for a case.
+fn op_and_chan(case: &Case) -> (&'static str, Option<String>) {
+    match case {
+        Case::Recv { chan } => ("recv", Some(chan.clone())),
+        Case::Send { chan, .. } => ("send", Some(chan.clone())),
+        Case::Timer { .. } => ("timer", None),
+        Case::Default => ("default", None),
+    }
+}
+
+/// Bytes of a value's JSON text.
+fn json_size(data: &Data) -> usize {
+    serde_json::to_string(&data.to_value().unwrap())
+        .unwrap()
+        .len()
 }
 
 impl Model {
     fn chan(&mut self, name: &str) -> &mut MChan {
         self.chans.entry(name.to_owned()).or_default()
+    }
+
+    fn state(&mut self, id: &str) -> &mut MState {
+        self.states.get_mut(id).unwrap()
+    }
+
+    /// Records an event in `id`'s history, keeping the last `history_limit`.
+    fn note(&mut self, id: &str, what: What) {
+        if self.history_limit == 0 {
+            return;
+        }
+        let (at, index, limit) = (self.now, self.index, self.history_limit as usize);
+        let st = self.state(id);
+        let seq = st.next_event;
+        st.history.push_back(Event {
+            seq,
+            at,
+            index,
+            what,
+        });
+        st.next_event += 1;
+        while st.history.len() > limit {
+            st.history.pop_front();
+        }
+    }
+
+    /// At the end of a command: a pending state that had no place in the pending order
+    /// takes its place now (paused or not; resuming keeps it), and a deliverable state
+    /// with a callback is leased to the dispatcher, with the token `drawn` says the
+    /// engine drew.
+    fn settle(&mut self, drawn: impl Fn(&str) -> Option<Uuid>) {
+        let now = self.now;
+        let mut dispatched = Vec::new();
+        for (id, st) in &mut self.states {
+            if st.pending() && st.pending_since.is_none() {
+                st.pending_since = Some(now);
+            }
+            if st.callback && st.deliverable() {
+                let token = drawn(id).unwrap_or_default();
+                let expires_at = now + CALLBACK_TIMEOUT_MS + CALLBACK_LEASE_MARGIN_MS;
+                st.take_lease(token, expires_at);
+                dispatched.push((id.clone(), token, expires_at));
+            }
+        }
+        for (id, token, expires_at) in dispatched {
+            let to = "callback".to_owned();
+            self.note(
+                &id,
+                What::Leased {
+                    to,
+                    token,
+                    expires_at,
+                },
+            );
+        }
+    }
+
+    /// What a poll hands out, in order: deliverable states of `prefix` with at least
+    /// `min_priority`, highest priority first, then oldest pending, then by id.
+    fn poll_order(&self, prefix: &str, min_priority: u8) -> Vec<String> {
+        let mut due: Vec<(Reverse<u8>, u64, &String)> = self
+            .states
+            .iter()
+            .filter(|(id, s)| {
+                !s.callback
+                    && s.deliverable()
+                    && s.priority >= min_priority
+                    && id.starts_with(prefix)
+            })
+            .map(|(id, s)| (Reverse(s.priority), s.pending_since.expect("placed"), id))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, _, id)| id.clone()).collect()
+    }
+
+    fn lease(&mut self, id: &str, token: Uuid, lease_ms: u64) {
+        let expires_at = self.now + lease_ms;
+        self.state(id).take_lease(token, expires_at);
+        let to = "poller".to_owned();
+        self.note(
+            id,
+            What::Leased {
+                to,
+                token,
+                expires_at,
+            },
+        );
+    }
+
+    /// An update under the lease: the delivered results are consumed, the lease ends.
+    /// Returns the selects of `written` to register: those neither blocked nor
+    /// completed during the lease.
+    fn update(&mut self, id: &str, written: Vec<Select>, priority: Option<u8>) -> Vec<Select> {
+        let st = self.state(id);
+        let lease = st.lease.take().unwrap();
+        let known: BTreeSet<String> = st
+            .selects
+            .iter()
+            .map(|s| s.id.clone())
+            .chain(
+                st.results[lease.delivered..]
+                    .iter()
+                    .map(|r| r.select.clone()),
+            )
+            .collect();
+        st.results.drain(..lease.delivered);
+        if let Some(p) = priority {
+            st.priority = p;
+        }
+        st.pending_since = None;
+        st.attempts = 0;
+        st.version += 1;
+        let version = st.version;
+        self.note(id, What::Updated { version });
+        written
+            .into_iter()
+            .filter(|s| !known.contains(&s.id))
+            .collect()
+    }
+
+    /// A failed callback attempt: try again when the lease lapses after `backoff_ms`, or
+    /// give up after `max_attempts`.
+    fn callback_failed(&mut self, id: &str, max_attempts: u32, backoff_ms: u64) {
+        let now = self.now;
+        let st = self.state(id);
+        st.attempts += 1;
+        let attempt = st.attempts;
+        let gave_up = attempt >= max_attempts;
+        if gave_up {
+            st.failed = true;
+            st.lease = None;
+        } else {
+            st.lease.as_mut().unwrap().expires_at = now + backoff_ms;
+        }
+        st.version += 1;
+        let error = CALLBACK_ERROR.to_owned();
+        self.note(id, What::CallbackFailed { attempt, error });
+        if gave_up {
+            self.note(id, What::Failed);
+        }
+    }
+
+    /// Re-arms a failed state: `None` if there is no such state, `Some(false)` if it
+    /// had not failed.
+    fn retry(&mut self, id: &str) -> Option<bool> {
+        let st = self.states.get_mut(id)?;
+        if !st.failed {
+            return Some(false);
+        }
+        st.failed = false;
+        st.attempts = 0;
+        st.version += 1;
+        self.note(id, What::Retried);
+        Some(true)
+    }
+
+    fn extend(&mut self, id: &str, extend_ms: u64) {
+        let expires_at = self.now + extend_ms;
+        self.state(id).lease.as_mut().unwrap().expires_at = expires_at;
+        // The engine does not count an extension as a change of version.
+        self.note(id, What::LeaseExtended { expires_at });
+    }
+
+    fn release(&mut self, id: &str) {
+        let st = self.state(id);
+        st.lease = None;
+        st.version += 1;
+        self.note(id, What::LeaseReleased);
+    }
+
+    /// Pauses or resumes; false if there is no such state.
+    fn set_paused(&mut self, id: &str, paused: bool) -> bool {
+        let Some(st) = self.states.get_mut(id) else {
+            return false;
+        };
+        if st.paused != paused {
+            st.paused = paused;
+            st.version += 1;
+            self.note(id, if paused { What::Paused } else { What::Resumed });
+        }
+        true
     }
 
     fn ready(&mut self, case: &Case) -> bool {
@@ -163,6 +546,10 @@ impl Model {
         select: Select,
         chosen: Option<usize>,
     ) -> Result<(), String> {
+        let registered = What::SelectRegistered {
+            select: select.id.clone(),
+        };
+        self.note(state, registered);
         let ready: Vec<usize> = (0..select.cases.len())
             .filter(|&i| self.ready(&select.cases[i]))
             .collect();
@@ -197,40 +584,59 @@ impl Model {
                         _ => {}
                     }
                 }
-                self.states.get_mut(state).unwrap().selects.push(select);
+                let st = self.state(state);
+                st.selects.push(select);
+                st.version += 1;
                 return Ok(());
             }
         };
         let (data, ok) = match &select.cases[case] {
             Case::Recv { chan } => self.recv(chan),
-            Case::Send { chan, data } => (Value::Null, self.send(chan, data.clone())),
-            _ => (Value::Null, true),
+            Case::Send { chan, data } => (Data::null(), self.send(chan, data.clone())),
+            _ => (Data::null(), true),
         };
-        let result = MResult {
+        self.push_result(state, &select, case, data, ok);
+        Ok(())
+    }
+
+    /// Appends the result of `select` completing through `case`.
+    fn push_result(&mut self, state: &str, select: &Select, case: usize, data: Data, ok: bool) {
+        let (op, chan) = op_and_chan(&select.cases[case]);
+        let size = json_size(&data);
+        let st = self.state(state);
+        st.results.push(MResult {
             select: select.id.clone(),
             case,
             data,
             ok,
+        });
+        st.version += 1;
+        let completed = What::CaseCompleted {
+            select: select.id.clone(),
+            case,
+            op: op.into(),
+            chan,
+            size,
+            ok,
         };
-        self.states.get_mut(state).unwrap().results.push(result);
-        Ok(())
+        self.note(state, completed);
     }
 
-    fn recv(&mut self, chan: &str) -> (Value, bool) {
+    fn recv(&mut self, chan: &str) -> (Data, bool) {
         if let Some(v) = self.chan(chan).buf.pop_front() {
             if let Some(w) = self.chan(chan).sendq.pop_front() {
-                let sent = self.finish(w, Value::Null, true);
+                let sent = self.finish(w, Data::null(), true);
                 self.chan(chan).buf.push_back(sent);
             }
             return (v, true);
         }
         if let Some(w) = self.chan(chan).sendq.pop_front() {
-            return (self.finish(w, Value::Null, true), true);
+            return (self.finish(w, Data::null(), true), true);
         }
-        (Value::Null, false)
+        (Data::null(), false)
     }
 
-    fn send(&mut self, chan: &str, v: Value) -> bool {
+    fn send(&mut self, chan: &str, v: Data) -> bool {
         if self.chan(chan).closed {
             return false;
         }
@@ -244,7 +650,7 @@ impl Model {
     }
 
     /// Completes a waiter; returns what it was sending.
-    fn finish(&mut self, w: MWaiter, data: Value, ok: bool) -> Value {
+    fn finish(&mut self, w: MWaiter, data: Data, ok: bool) -> Data {
         let MWaiter::Select {
             state,
             select,
@@ -256,25 +662,25 @@ impl Model {
             };
             return v;
         };
-        let st = self.states.get_mut(&state).unwrap();
+        let st = self.state(&state);
         let i = st.selects.iter().position(|s| s.id == select).unwrap();
         let sel = st.selects.remove(i);
+        self.leave_queues(&state, &select);
+        let sent = match &sel.cases[case] {
+            Case::Send { data, .. } => data.clone(),
+            _ => Data::null(),
+        };
+        self.push_result(&state, &sel, case, data, ok);
+        sent
+    }
+
+    /// Takes a select out of every channel queue.
+    fn leave_queues(&mut self, state: &str, select: &str) {
         for c in self.chans.values_mut() {
-            let mine = |x: &MWaiter| matches!(x, MWaiter::Select { state: s, select: id, .. } if *s == state && *id == select);
+            let mine = |x: &MWaiter| matches!(x, MWaiter::Select { state: s, select: id, .. } if s == state && id == select);
             c.sendq.retain(|x| !mine(x));
             c.recvq.retain(|x| !mine(x));
         }
-        let sent = match &sel.cases[case] {
-            Case::Send { data, .. } => data.clone(),
-            _ => Value::Null,
-        };
-        self.states.get_mut(&state).unwrap().results.push(MResult {
-            select,
-            case,
-            data,
-            ok,
-        });
-        sent
     }
 
     fn close(&mut self, chan: &str) -> bool {
@@ -283,27 +689,37 @@ impl Model {
         }
         self.chan(chan).closed = true;
         while let Some(w) = self.chan(chan).recvq.pop_front() {
-            self.finish(w, Value::Null, false);
+            self.finish(w, Data::null(), false);
         }
         while let Some(w) = self.chan(chan).sendq.pop_front() {
-            self.finish(w, Value::Null, false);
+            self.finish(w, Data::null(), false);
         }
         true
     }
 
-    /// Fires due timers in (deadline, state, select) order and expires leases.
-    fn advance(&mut self) {
+    /// Fires due timers in (deadline, state, select) order, then expires leases. Among
+    /// timers of one select that share the earliest deadline the engine chooses
+    /// uniformly, as Go does; `pick(state, select, tied)` says which it chose.
+    fn advance(&mut self, pick: impl Fn(&str, &str, &[usize]) -> usize) {
         let mut due: Vec<(u64, String, String, usize)> = Vec::new();
         for (id, st) in &self.states {
             for s in &st.selects {
-                let timers = s.cases.iter().enumerate().filter_map(|(i, c)| match c {
-                    Case::Timer { at, .. } => Some((*at, i)),
-                    _ => None,
-                });
-                if let Some((at, i)) = timers.min() {
-                    if at <= self.now {
-                        due.push((at, id.clone(), s.id.clone(), i));
-                    }
+                let timers: Vec<(u64, usize)> = s
+                    .cases
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| match c {
+                        Case::Timer { at, .. } => Some((*at, i)),
+                        _ => None,
+                    })
+                    .collect();
+                let Some(at) = timers.iter().map(|t| t.0).min() else {
+                    continue;
+                };
+                if at <= self.now {
+                    let tied: Vec<usize> =
+                        timers.iter().filter(|t| t.0 == at).map(|t| t.1).collect();
+                    due.push((at, id.clone(), s.id.clone(), pick(id, &s.id, &tied)));
                 }
             }
         }
@@ -315,15 +731,22 @@ impl Model {
                     select,
                     case,
                 },
-                Value::Null,
+                Data::null(),
                 true,
             );
         }
         let now = self.now;
-        for st in self.states.values_mut() {
-            if st.lease.is_some_and(|(expires, _)| expires <= now) {
-                st.lease = None;
-            }
+        let expired: Vec<String> = self
+            .states
+            .iter()
+            .filter(|(_, st)| st.lease.as_ref().is_some_and(|l| l.expires_at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let st = self.state(&id);
+            st.lease = None;
+            st.version += 1;
+            self.note(&id, What::LeaseExpired);
         }
     }
 }
@@ -334,23 +757,44 @@ struct Run {
     world: World,
     model: Model,
     next_value: u64,
+    next_token: u128,
     received: BTreeSet<u64>,
 }
 
 impl Run {
-    fn new(caps: [u64; 3]) -> Run {
+    fn new(caps: [u64; 3], history_limit: u32) -> Run {
         let mut run = Run {
             world: World::new(),
             model: Model::default(),
             next_value: 0,
+            next_token: 0,
             received: BTreeSet::new(),
         };
+        run.world.history_limit = history_limit;
+        run.model.history_limit = history_limit;
         run.model.now = run.world.now;
         for (name, cap) in CHANS.iter().zip(caps) {
             run.world.make(name, cap);
             run.model.chan(name).cap = cap;
         }
         run
+    }
+
+    /// Ends a command in the model, with the dispatcher's tokens the engine drew.
+    fn settle(&mut self) {
+        let world = &self.world;
+        let drawn = |id: &str| {
+            let state = world.exists(id).then(|| world.state(id))?;
+            state.lease.map(|l| l.token)
+        };
+        self.model.settle(drawn);
+    }
+
+    /// Applies one command to the engine; the model follows it at the same index.
+    fn apply(&mut self, op: Op) -> Applied {
+        self.model.now = self.world.now;
+        self.model.index = self.world.index;
+        self.world.apply(op)
     }
 
     fn case(&mut self, spec: &CaseSpec) -> Case {
@@ -411,61 +855,39 @@ impl Run {
             .any(|c| *c == Case::Default || self.model.ready(c))
     }
 
+    /// Lets time pass to `now + ms` in both: the engine ticks, and the model fires the
+    /// same timers, following the engine's choice among tied ones.
+    fn pass(&mut self, ms: u64) -> Result<(), String> {
+        self.world.now += ms;
+        let reply = self.apply(Op::Tick).reply;
+        let world = &self.world;
+        self.model.advance(|state, select, tied| {
+            engine_timer_choice(world, state, select)
+                .filter(|case| tied.contains(case))
+                .unwrap_or(tied[0])
+        });
+        self.settle();
+        expect(reply, Response::Done)
+    }
+
     fn step(&mut self, step: &Step) -> Result<(), String> {
-        self.world.now += 1;
-        self.model.now = self.world.now;
-        self.model.advance();
+        self.pass(1)?;
+        self.follow(step)?;
+        self.settle();
+        Ok(())
+    }
+
+    fn follow(&mut self, step: &Step) -> Result<(), String> {
         match step {
-            Step::Create { state, selects } => {
-                let id = STATES[*state];
-                let selects = self.selects(selects, 0);
-                let exists = self.model.states.contains_key(id);
-                let applied = self.world.apply(Op::CreateState {
-                    id: id.into(),
-                    data: Value::Null,
-                    selects: selects.clone(),
-                    callback: None,
-                });
-                if exists {
-                    return expect_err(applied.reply, "exists");
-                }
-                applied.reply.map_err(|e| format!("create failed: {e:?}"))?;
-                self.model.states.insert(id.into(), MState::default());
-                let before = State {
-                    next_seq: 1,
-                    ..self.world.state(id)
-                };
-                self.register_all(id, &before, selects)
-            }
-            Step::DetachedSend { chan } => {
-                self.next_value += 1;
-                let v = json!(self.next_value);
-                let reply = self
-                    .world
-                    .apply(Op::Send {
-                        chan: CHANS[*chan].into(),
-                        data: v.clone(),
-                        mode: SendMode::Detached,
-                    })
-                    .reply;
-                let ready = self.model.ready(&send(CHANS[*chan], v.clone()));
-                if self.model.chan(CHANS[*chan]).closed {
-                    return expect_err(reply, "closed");
-                }
-                if ready {
-                    self.model.send(CHANS[*chan], v);
-                    expect(reply, Response::Sent)
-                } else {
-                    self.model
-                        .chan(CHANS[*chan])
-                        .sendq
-                        .push_back(MWaiter::Detached(v));
-                    expect(reply, Response::Parked)
-                }
-            }
+            Step::Create {
+                state,
+                selects,
+                priority,
+                callback,
+            } => self.create(STATES[*state], selects, *priority, *callback),
+            Step::DetachedSend { chan } => self.detached_send(CHANS[*chan]),
             Step::TryRecv { chan } => {
                 let reply = self
-                    .world
                     .apply(Op::Recv {
                         chan: CHANS[*chan].into(),
                         mode: RecvMode::Try,
@@ -481,37 +903,56 @@ impl Run {
                 expect(reply, Response::Received { data, ok })
             }
             Step::Close { chan } => {
-                let reply = self.world.close(CHANS[*chan]);
-                if self.model.close(CHANS[*chan]) {
+                let name = CHANS[*chan];
+                let reply = self.apply(Op::CloseChan { name: name.into() }).reply;
+                if self.model.close(name) {
                     expect(reply, Response::Done)
                 } else {
                     expect_err(reply, "closed")
                 }
             }
-            Step::Advance { ms } => {
-                self.world.now += ms;
-                self.model.now = self.world.now;
-                self.model.advance();
-                expect(self.world.apply(Op::Tick).reply, Response::Done)
+            Step::Advance { ms } => self.pass(*ms),
+            Step::PollAndUpdate {
+                min_priority,
+                add,
+                priority,
+            } => self.poll_and_update(*min_priority, add.as_deref(), *priority),
+            Step::PollAndAbandon {
+                prefix,
+                min_priority,
+                limit,
+                lease_ms,
+            } => {
+                let prefix = prefix.map_or("", |s| STATES[s]);
+                self.poll(prefix, *min_priority, *limit, *lease_ms)
+                    .map(drop)
             }
-            Step::PollAndUpdate { add } => self.poll_and_update(add.as_deref()),
-            Step::PollAndAbandon { lease_ms } => {
-                let got = self.world.poll(1, *lease_ms);
-                let expected = self.model_pending_oldest();
-                self.check_poll(&got, expected, *lease_ms)
+            Step::Answer {
+                pick,
+                add,
+                priority,
+            } => self.answer(self.target(*pick, leased), add.as_deref(), *priority),
+            Step::Extend { pick, ms } => self.extend(self.target(*pick, leased), *ms),
+            Step::Release { pick } => self.release(self.target(*pick, leased)),
+            Step::Fail {
+                pick,
+                max_attempts,
+                backoff_ms,
+            } => {
+                let id = self.target(*pick, leased);
+                self.callback_failed(id, *max_attempts, *backoff_ms)
             }
+            Step::Retry { pick } => self.retry(self.target(*pick, |s| s.failed)),
+            Step::Pause { state } => self.set_paused(STATES[*state], true),
+            Step::Resume { state } => self.set_paused(STATES[*state], false),
             Step::Delete { state } => {
                 let id = STATES[*state];
-                let reply = self.world.apply(Op::DeleteState { id: id.into() }).reply;
+                let reply = self.apply(Op::DeleteState { id: id.into() }).reply;
                 match self.model.states.remove(id) {
                     None => expect_err(reply, "not_found"),
                     Some(st) => {
                         for s in &st.selects {
-                            for c in self.model.chans.values_mut() {
-                                let mine = |x: &MWaiter| matches!(x, MWaiter::Select { state, select, .. } if state == id && *select == s.id);
-                                c.sendq.retain(|x| !mine(x));
-                                c.recvq.retain(|x| !mine(x));
-                            }
+                            self.model.leave_queues(id, &s.id);
                         }
                         expect(reply, Response::Done)
                     }
@@ -520,77 +961,317 @@ impl Run {
         }
     }
 
-    /// The model does not order pending states by time; any pending state may be leased,
-    /// and the invariants below check the engine's pick was pending.
-    fn model_pending_oldest(&self) -> Vec<String> {
+    fn create(
+        &mut self,
+        id: &str,
+        specs: &[Vec<CaseSpec>],
+        priority: u8,
+        callback: bool,
+    ) -> Result<(), String> {
+        let selects = self.selects(specs, 0);
+        let exists = self.model.states.contains_key(id);
+        let applied = self.apply(Op::CreateState {
+            id: id.into(),
+            data: Data::null(),
+            selects: selects.clone(),
+            callback: callback.then(|| Callback {
+                url: "http://process.test/resume".into(),
+                timeout_ms: CALLBACK_TIMEOUT_MS,
+            }),
+            priority,
+        });
+        if exists {
+            return expect_err(applied.reply, "exists");
+        }
+        applied.reply.map_err(|e| format!("create failed: {e:?}"))?;
         self.model
             .states
-            .iter()
-            .filter(|(_, s)| !s.results.is_empty() && s.lease.is_none())
-            .map(|(id, _)| id.clone())
-            .collect()
+            .insert(id.into(), MState::new(priority, callback));
+        self.model.note(id, What::Created);
+        let before = State {
+            next_seq: 1,
+            ..self.world.state(id)
+        };
+        self.register_all(id, &before, selects)
     }
 
-    fn check_poll(
+    fn detached_send(&mut self, chan: &str) -> Result<(), String> {
+        self.next_value += 1;
+        let v = Data::from(json!(self.next_value));
+        let reply = self
+            .apply(Op::Send {
+                chan: chan.into(),
+                data: v.clone(),
+                mode: SendMode::Detached,
+            })
+            .reply;
+        let ready = self.model.ready(&Case::Send {
+            chan: chan.into(),
+            data: v.clone(),
+        });
+        if self.model.chan(chan).closed {
+            return expect_err(reply, "closed");
+        }
+        if ready {
+            self.model.send(chan, v);
+            expect(reply, Response::Sent)
+        } else {
+            self.model.chan(chan).sendq.push_back(MWaiter::Detached(v));
+            expect(reply, Response::Parked)
+        }
+    }
+
+    /// A poll as the leader makes it: it reads the candidates from its store (they must
+    /// be the model's, in the model's order) and, if there are any, proposes a lease
+    /// command, which must lease those same states. Returns the leased states.
+    fn poll(
         &mut self,
-        got: &[State],
-        pending: Vec<String>,
+        prefix: &str,
+        min_priority: u8,
+        limit: usize,
         lease_ms: u64,
+    ) -> Result<Vec<State>, String> {
+        let mut want = self.model.poll_order(prefix, min_priority);
+        want.truncate(limit);
+        let ids = candidates(&self.world.store, prefix, min_priority, limit).unwrap();
+        if ids != want {
+            return Err(format!(
+                "poll({prefix:?}, min_priority {min_priority}, limit {limit}) chose {ids:?}, model {want:?}"
+            ));
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases: Vec<(String, Uuid)> = ids
+            .iter()
+            .map(|id| {
+                self.next_token += 1;
+                (id.clone(), Uuid::from_u128(self.next_token))
+            })
+            .collect();
+        let reply = self.apply(Op::LeasePending {
+            prefix: prefix.to_owned(),
+            min_priority,
+            tokens: leases.iter().map(|(_, token)| *token).collect(),
+            lease_ms,
+        });
+        let Ok(Response::States(got)) = reply.reply else {
+            return Err(format!("lease failed: {:?}", reply.reply));
+        };
+        let got_ids: Vec<&str> = got.iter().map(|s| s.id.as_str()).collect();
+        if got_ids != ids {
+            return Err(format!("leased {got_ids:?}, asked for {ids:?}"));
+        }
+        for (id, token) in leases {
+            self.model.lease(&id, token, lease_ms);
+        }
+        self.settle();
+        Ok(got)
+    }
+
+    fn poll_and_update(
+        &mut self,
+        min_priority: u8,
+        add: Option<&[CaseSpec]>,
+        priority: Option<u8>,
     ) -> Result<(), String> {
+        let got = self.poll("", min_priority, 1, 10_000)?;
         match got.first() {
-            None if pending.is_empty() => Ok(()),
-            None => Err(format!(
-                "poll returned nothing, model has pending {pending:?}"
-            )),
-            Some(s) if pending.contains(&s.id) => {
-                let st = self.model.states.get_mut(&s.id).unwrap();
-                st.lease = Some((self.model.now + lease_ms, st.results.len()));
+            Some(leased) => self.answer(&leased.id.clone(), add, priority),
+            None => Ok(()),
+        }
+    }
+
+    /// The holder of `id`'s lease updates it: it consumes the results it was given and
+    /// sends back the selects it saw blocked (some may have completed since), plus a
+    /// new one if `add`.
+    fn answer(
+        &mut self,
+        id: &str,
+        add: Option<&[CaseSpec]>,
+        priority: Option<u8>,
+    ) -> Result<(), String> {
+        let token = self.token(id);
+        let error = self.lease_error(id);
+        let (mut written, fresh_id) = match self.model.states.get(id) {
+            Some(st) if error.is_none() => {
+                let lease = st.lease.as_ref().unwrap();
+                let taken: BTreeSet<&str> = (lease.seen.iter().map(|s| s.id.as_str()))
+                    .chain(st.selects.iter().map(|s| s.id.as_str()))
+                    .chain(st.results.iter().map(|r| r.select.as_str()))
+                    .collect();
+                let fresh_id = (0..)
+                    .find(|i| !taken.contains(format!("g{i}").as_str()))
+                    .unwrap();
+                (lease.seen.clone(), fresh_id)
+            }
+            _ => (Vec::new(), 0),
+        };
+        written.extend(
+            add.map(|a| self.selects(&[a.to_vec()], fresh_id))
+                .unwrap_or_default(),
+        );
+        let before = self.model.states.get(id).map(|_| self.world.state(id));
+        let reply = self.apply(Op::UpdateState {
+            id: id.into(),
+            token,
+            data: Some(Data::null()),
+            selects: Some(written.clone()),
+            callback: None,
+            priority,
+        });
+        if let Some(code) = error {
+            return expect_err(reply.reply, code);
+        }
+        reply.reply.map_err(|e| format!("update failed: {e:?}"))?;
+        let st = &self.model.states[id];
+        let delivered = st.lease.as_ref().unwrap().delivered;
+        let values: Vec<Data> = (st.results[..delivered].iter())
+            .filter(|r| r.ok && matches!(r.data.to_value(), Ok(v) if v.is_u64()))
+            .map(|r| r.data.clone())
+            .collect();
+        for v in &values {
+            self.note_received(v)?;
+        }
+        let fresh = self.model.update(id, written, priority);
+        self.register_all(id, &before.unwrap(), fresh)
+    }
+
+    /// The state an operation targets: a third of the picks name any state (which may
+    /// not fit, or may not exist), the rest one that fits if any does.
+    fn target(&self, pick: usize, fits: fn(&MState) -> bool) -> &'static str {
+        let fit: Vec<&'static str> = STATES
+            .into_iter()
+            .filter(|id| self.model.states.get(*id).is_some_and(fits))
+            .collect();
+        if pick < STATES.len() || fit.is_empty() {
+            STATES[pick % STATES.len()]
+        } else {
+            fit[pick % fit.len()]
+        }
+    }
+
+    /// The state's live token, else its last one (stale), else one never issued.
+    fn token(&self, id: &str) -> Uuid {
+        let st = self.model.states.get(id);
+        let live = st.and_then(|s| s.lease.as_ref()).map(|l| l.token);
+        live.or(st.and_then(|s| s.last_token))
+            .unwrap_or(Uuid::nil())
+    }
+
+    fn callback_failed(
+        &mut self,
+        id: &str,
+        max_attempts: u32,
+        backoff_ms: u64,
+    ) -> Result<(), String> {
+        let token = self.token(id);
+        let reply = self
+            .apply(Op::CallbackFailed {
+                id: id.into(),
+                token,
+                error: CALLBACK_ERROR.into(),
+                max_attempts,
+                backoff_ms,
+            })
+            .reply;
+        if let Some(code) = self.lease_error(id) {
+            return expect_err(reply, code);
+        }
+        self.model.callback_failed(id, max_attempts, backoff_ms);
+        expect(reply, Response::Done)
+    }
+
+    fn retry(&mut self, id: &str) -> Result<(), String> {
+        let reply = self.apply(Op::RetryFailed { id: id.into() }).reply;
+        match self.model.retry(id) {
+            None => expect_err(reply, "not_found"),
+            Some(false) => expect_err(reply, "conflict"),
+            Some(true) => match reply {
+                Ok(Response::State(s)) if !s.failed => Ok(()),
+                other => Err(format!("retry: got {other:?}")),
+            },
+        }
+    }
+
+    /// Why an operation under `id`'s lease must fail, if it must.
+    fn lease_error(&self, id: &str) -> Option<&'static str> {
+        match self.model.states.get(id) {
+            None => Some("not_found"),
+            Some(st) if st.lease.is_none() => Some("lease_lost"),
+            Some(_) => None,
+        }
+    }
+
+    fn extend(&mut self, id: &str, extend_ms: u64) -> Result<(), String> {
+        let token = self.token(id);
+        let reply = self
+            .apply(Op::ExtendLease {
+                id: id.into(),
+                token,
+                extend_ms,
+            })
+            .reply;
+        if let Some(code) = self.lease_error(id) {
+            return expect_err(reply, code);
+        }
+        self.model.extend(id, extend_ms);
+        match reply {
+            Ok(Response::Lease(l))
+                if l.token == token && l.expires_at == self.model.now + extend_ms =>
+            {
                 Ok(())
             }
-            Some(s) => Err(format!(
-                "poll leased {} which the model does not hold pending",
-                s.id
-            )),
+            other => Err(format!("extend by {extend_ms}: got {other:?}")),
         }
     }
 
-    fn poll_and_update(&mut self, add: Option<&[CaseSpec]>) -> Result<(), String> {
-        let got = self.world.poll(1, 10_000);
-        let pending = self.model_pending_oldest();
-        self.check_poll(&got, pending, 10_000)?;
-        let Some(leased) = got.into_iter().next() else {
-            return Ok(());
+    fn release(&mut self, id: &str) -> Result<(), String> {
+        let token = self.token(id);
+        let reply = self
+            .apply(Op::ReleaseLease {
+                id: id.into(),
+                token,
+            })
+            .reply;
+        if let Some(code) = self.lease_error(id) {
+            return expect_err(reply, code);
+        }
+        self.model.release(id);
+        expect(reply, Response::Done)
+    }
+
+    fn set_paused(&mut self, id: &str, paused: bool) -> Result<(), String> {
+        let op = if paused {
+            Op::Pause { id: id.into() }
+        } else {
+            Op::Resume { id: id.into() }
         };
-        for r in &leased.results {
-            if r.op == "recv" && r.ok {
-                self.note_received(&r.data)?;
-            }
+        let reply = self.apply(op).reply;
+        if !self.model.set_paused(id, paused) {
+            return expect_err(reply, "not_found");
         }
-        let mut selects = written(&leased);
-        let used: BTreeSet<&str> = leased.selects.iter().map(|s| s.id.as_str()).collect();
-        let fresh_id = (0..)
-            .find(|i| !used.contains(format!("g{i}").as_str()))
-            .unwrap();
-        let fresh = add
-            .map(|a| self.selects(&[a.to_vec()], fresh_id))
-            .unwrap_or_default();
-        selects.extend(fresh.iter().cloned());
-        let before = self.world.state(&leased.id);
-        let reply = self.world.update(&leased, selects);
-        reply.map_err(|e| format!("update failed: {e:?}"))?;
-        let st = self.model.states.get_mut(&leased.id).unwrap();
-        let (_, delivered) = st.lease.take().unwrap();
-        st.results.drain(..delivered);
-        self.register_all(&leased.id.clone(), &before, fresh)
+        match reply {
+            Ok(Response::State(s)) if s.paused == paused => Ok(()),
+            other => Err(format!("paused {paused}: got {other:?}")),
+        }
     }
 
-    fn note_received(&mut self, data: &Value) -> Result<(), String> {
-        let v = data.as_u64().ok_or("received a value nobody sent")?;
+    fn note_received(&mut self, data: &Data) -> Result<(), String> {
+        let v = data
+            .to_value()
+            .ok()
+            .and_then(|v| v.as_u64())
+            .ok_or("received a value nobody sent")?;
         if !self.received.insert(v) {
             return Err(format!("value {v} received twice"));
         }
         Ok(())
     }
+}
+
+fn leased(state: &MState) -> bool {
+    state.lease.is_some()
 }
 
 fn resolve(select: &mut Select, now: u64) {
@@ -624,28 +1305,87 @@ fn expect_err(reply: Result<Response, Error>, code: &str) -> Result<(), String> 
 fn compare(run: &mut Run) -> Result<(), String> {
     for (id, m) in &run.model.states {
         let e = run.world.state(id);
-        let e_results: Vec<MResult> = e
-            .results
-            .iter()
-            .map(|r| MResult {
-                select: r.select.clone(),
-                case: r.case,
-                data: r.data.clone(),
-                ok: r.ok,
-            })
-            .collect();
-        if e_results != m.results {
-            return Err(format!(
-                "{id}: engine results {e_results:?} != model {:?}",
-                m.results
-            ));
+        compare_state(&run.world, id, &e, m)?;
+    }
+    for id in STATES {
+        if run.model.states.contains_key(id) {
+            continue;
         }
-        let e_sel: Vec<&str> = e.selects.iter().map(|s| s.id.as_str()).collect();
-        let m_sel: Vec<&str> = m.selects.iter().map(|s| s.id.as_str()).collect();
-        if e_sel != m_sel {
-            return Err(format!("{id}: engine blocked {e_sel:?} != model {m_sel:?}"));
+        if run.world.exists(id) {
+            return Err(format!("{id}: engine has it, model does not"));
+        }
+        if !history::read(&run.world.store, id, None, usize::MAX)
+            .unwrap()
+            .is_empty()
+        {
+            return Err(format!("{id}: deleted (or never created) but has history"));
         }
     }
+    let polled = candidates(&run.world.store, "", 0, STATES.len() + 1).unwrap();
+    let want = run.model.poll_order("", 0);
+    if polled != want {
+        return Err(format!("poll order {polled:?} != model {want:?}"));
+    }
+    compare_chans(run)?;
+    invariants(run)
+}
+
+fn compare_state(world: &World, id: &str, e: &State, m: &MState) -> Result<(), String> {
+    let e_results: Vec<MResult> = e
+        .results
+        .iter()
+        .map(|r| MResult {
+            select: r.select.clone(),
+            case: r.case,
+            data: r.data.clone(),
+            ok: r.ok,
+        })
+        .collect();
+    if e_results != m.results {
+        return Err(format!(
+            "{id}: engine results {e_results:?} != model {:?}",
+            m.results
+        ));
+    }
+    let e_sel: Vec<&str> = e.selects.iter().map(|s| s.id.as_str()).collect();
+    let m_sel: Vec<&str> = m.selects.iter().map(|s| s.id.as_str()).collect();
+    if e_sel != m_sel {
+        return Err(format!("{id}: engine blocked {e_sel:?} != model {m_sel:?}"));
+    }
+    let lease = e.lease.as_ref().map(|l| (l.token, l.expires_at));
+    let got = (e.status(), e.paused, e.priority, e.pending_since, lease);
+    let m_lease = m.lease.as_ref().map(|l| (l.token, l.expires_at));
+    let want = (m.status(), m.paused, m.priority, m.pending_since, m_lease);
+    if got != want {
+        return Err(format!(
+            "{id}: engine (status, paused, priority, pending_since, lease) {got:?} != model {want:?}"
+        ));
+    }
+    if (e.callback.is_some(), e.attempts) != (m.callback, m.attempts) {
+        return Err(format!(
+            "{id}: engine (callback, attempts) {:?} != model {:?}",
+            (e.callback.is_some(), e.attempts),
+            (m.callback, m.attempts)
+        ));
+    }
+    if e.version != m.version {
+        return Err(format!(
+            "{id}: engine version {} != model {}",
+            e.version, m.version
+        ));
+    }
+    let mut events = history::read(&world.store, id, None, usize::MAX).unwrap();
+    events.reverse();
+    if !events.iter().eq(m.history.iter()) {
+        return Err(format!(
+            "{id}: engine history (oldest first)\n{events:#?}\n!= model\n{:#?}",
+            m.history
+        ));
+    }
+    Ok(())
+}
+
+fn compare_chans(run: &mut Run) -> Result<(), String> {
     for name in CHANS {
         let m = run.model.chan(name).clone();
         let e = run.world.chan(name).unwrap();
@@ -661,9 +1401,9 @@ fn compare(run: &mut Run) -> Result<(), String> {
                 "chan {name}: engine (len, senders, receivers, closed) {got:?} != model {want:?}"
             ));
         }
-        let buffered: Vec<Value> = entries(&run.world, Table::Buffers, name)
+        let buffered: Vec<Data> = entries(&run.world, Table::Buffers, name)
             .into_iter()
-            .map(|v| serde_json::from_slice(&v).unwrap())
+            .map(|v| codec::decode(&v).unwrap())
             .collect();
         if !m.buf.iter().eq(buffered.iter()) {
             return Err(format!(
@@ -672,7 +1412,7 @@ fn compare(run: &mut Run) -> Result<(), String> {
             ));
         }
     }
-    invariants(run)
+    Ok(())
 }
 
 fn entries(world: &World, table: Table, chan: &str) -> Vec<Vec<u8>> {
@@ -686,11 +1426,24 @@ fn entries(world: &World, table: Table, chan: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The timer case through which the engine last completed `select` of `state`.
+fn engine_timer_choice(world: &World, state: &str, select: &str) -> Option<usize> {
+    if !world.exists(state) {
+        return None;
+    }
+    let results = world.state(state).results;
+    let fired = results
+        .iter()
+        .rev()
+        .find(|r| r.select == select && r.op == "timer");
+    fired.map(|r| r.case)
+}
+
 /// The running totals kept for metrics equal a full count of the tables.
 fn counts_match_the_tables(world: &World) -> Result<(), String> {
     let mut tally = slct::engine::Counts::default();
     for entry in world.store.scan_from(Table::States, &[]) {
-        let state: State = serde_json::from_slice(&entry.unwrap().1).unwrap();
+        let state: State = codec::decode(&entry.unwrap().1).unwrap();
         use slct::engine::types::Status::*;
         *match state.status() {
             Waiting => &mut tally.waiting,
@@ -721,9 +1474,7 @@ fn invariants(run: &Run) -> Result<(), String> {
         ] {
             for bytes in entries(&run.world, table, name) {
                 *count += 1;
-                if let Waiter::Select { state, select, .. } =
-                    serde_json::from_slice(&bytes).unwrap()
-                {
+                if let Waiter::Select { state, select, .. } = codec::decode(&bytes).unwrap() {
                     let blocked = run.world.exists(&state)
                         && run
                             .world
@@ -771,9 +1522,10 @@ proptest! {
     #[test]
     fn the_engine_agrees_with_the_reference_model(
         caps in [0u64..3, 0u64..3, 0u64..3],
-        steps in prop::collection::vec(step(), 1..50),
+        history_limit in prop::sample::select(&HISTORY_LIMITS[..]),
+        steps in prop::collection::vec(step(), 1..70),
     ) {
-        let mut run = Run::new(caps);
+        let mut run = Run::new(caps, history_limit);
         for (i, s) in steps.iter().enumerate() {
             let outcome = run.step(s).and_then(|_| compare(&mut run));
             prop_assert!(outcome.is_ok(), "step {i} {s:?}: {}", outcome.unwrap_err());
@@ -823,7 +1575,10 @@ fn values_are_received_at_most_once_and_exactly_once_when_sent() {
         let st = w.state(&id);
         if let Some(r) = st.results.first() {
             if state {
-                assert!(received.insert(r.data.as_u64().unwrap()), "received twice");
+                assert!(
+                    received.insert(r.data.to_value().unwrap().as_u64().unwrap()),
+                    "received twice"
+                );
             } else {
                 sent.insert(i);
             }

@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::json;
 use slct::engine::types::Status;
-use slct::engine::{Error, Op, Response};
+use slct::engine::{Data, Error, Op, Response};
 use support::world::*;
 
 // --- Rule 1: ready cases -----------------------------------------------------------
@@ -45,7 +45,7 @@ fn recv_from_a_closed_channel_is_ready_with_ok_false() {
     w.close("c").unwrap();
     let s = w.create("p", vec![sel("g", vec![recv("c")])]);
     let result = &s.results[0];
-    assert_eq!((result.ok, &result.data), (false, &json!(null)));
+    assert_eq!((result.ok, &result.data), (false, &Data::from(json!(null))));
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn a_receive_from_a_full_buffer_refills_it_from_the_first_blocked_sender() {
     assert_eq!(
         w.try_recv("c").unwrap(),
         Response::Received {
-            data: json!("first"),
+            data: json!("first").into(),
             ok: true
         }
     );
@@ -170,7 +170,7 @@ fn blocked_senders_are_served_first_in_first_out() {
         assert_eq!(
             w.try_recv("c").unwrap(),
             Response::Received {
-                data: json!(i),
+                data: json!(i).into(),
                 ok: true
             }
         );
@@ -238,7 +238,10 @@ fn a_blocked_select_waits_on_every_channel_and_leaves_them_all_when_one_complete
     assert_eq!(w.chan("c").unwrap().senders, 1);
     w.send("b", json!("hit"));
     let p = w.state("p");
-    assert_eq!((p.results[0].case, &p.results[0].data), (1, &json!("hit")));
+    assert_eq!(
+        (p.results[0].case, &p.results[0].data),
+        (1, &Data::from(json!("hit")))
+    );
     assert!(p.selects.is_empty());
     assert_eq!((w.chan("a"), w.chan("b"), w.chan("c")), (None, None, None));
     let fired = w.tick_to(T0 + 60_000);
@@ -272,7 +275,7 @@ fn close_completes_every_blocked_receiver_with_ok_false() {
     w.close("c").unwrap();
     for id in ["r1", "r2"] {
         let r = &w.state(id).results[0];
-        assert_eq!((r.ok, &r.data), (false, &json!(null)));
+        assert_eq!((r.ok, &r.data), (false, &Data::from(json!(null))));
     }
 }
 
@@ -310,15 +313,15 @@ fn receivers_drain_a_closed_channels_buffer_before_seeing_ok_false() {
         got,
         vec![
             Response::Received {
-                data: json!(1),
+                data: json!(1).into(),
                 ok: true
             },
             Response::Received {
-                data: json!(2),
+                data: json!(2).into(),
                 ok: true
             },
             Response::Received {
-                data: json!(null),
+                data: json!(null).into(),
                 ok: false
             },
         ]
@@ -400,7 +403,7 @@ fn completion_makes_a_state_pending_but_a_leased_state_stays_leased() {
     let effects = w
         .apply(Op::Send {
             chan: "b".into(),
-            data: json!(2),
+            data: json!(2).into(),
             mode: slct::engine::SendMode::Detached,
         })
         .effects;
@@ -454,7 +457,7 @@ fn try_operations_would_block_instead_of_parking() {
     assert_eq!(w.try_recv("c"), Err(Error::WouldBlock));
     let err = w.err(Op::Send {
         chan: "c".into(),
-        data: json!(1),
+        data: json!(1).into(),
         mode: slct::engine::SendMode::Try,
     });
     assert_eq!(err, Error::WouldBlock);
@@ -467,7 +470,7 @@ fn a_send_on_a_closed_channel_from_http_is_refused() {
     w.close("c").unwrap();
     let err = w.err(Op::Send {
         chan: "c".into(),
-        data: json!(1),
+        data: json!(1).into(),
         mode: slct::engine::SendMode::Detached,
     });
     assert_eq!((err.code(), err.status()), ("closed", 409));
@@ -486,7 +489,7 @@ fn a_parked_receive_completes_through_effects_or_expires_at_its_deadline() {
     assert_eq!(w.ok(park(b, T0 + 1_000)), Response::Parked);
     let sent = w.apply(Op::Send {
         chan: "c".into(),
-        data: json!("x"),
+        data: json!("x").into(),
         mode: slct::engine::SendMode::Try,
     });
     assert_eq!(
@@ -494,7 +497,7 @@ fn a_parked_receive_completes_through_effects_or_expires_at_its_deadline() {
         vec![(
             a,
             OpOutcome::Received {
-                data: json!("x"),
+                data: json!("x").into(),
                 ok: true
             }
         )]

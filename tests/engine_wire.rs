@@ -6,8 +6,13 @@ use slct::engine::types::{Callback, Case, Select};
 use slct::engine::wire::{parse_token, StateBody};
 use slct::engine::{validate, Error};
 
-fn selects(body: Value) -> Result<Vec<Select>, Error> {
-    serde_json::from_value::<StateBody>(body).unwrap().selects()
+/// Parses a body as the API does: from its text (values are kept as raw JSON text).
+fn body(json: Value) -> StateBody {
+    serde_json::from_str(&json.to_string()).unwrap()
+}
+
+fn selects(json: Value) -> Result<Vec<Select>, Error> {
+    body(json).selects().map(Option::unwrap_or_default)
 }
 
 fn invalid(body: Value) -> String {
@@ -35,7 +40,7 @@ fn the_lower_case_format_is_parsed() {
             },
             Case::Send {
                 chan: "out".into(),
-                data: Value::Null
+                data: Value::Null.into()
             },
             Case::Timer {
                 at: 5,
@@ -52,7 +57,7 @@ fn the_lower_case_format_is_parsed() {
 
 #[test]
 fn the_seed_format_is_accepted() {
-    let body: StateBody = serde_json::from_value(json!({
+    let body = body(json!({
         "Data": "... initial process state...",
         "Selects": [{"ID": "1", "Cases": [
             {"Op": 1, "Chan": "chan1 id"},
@@ -61,9 +66,8 @@ fn the_seed_format_is_accepted() {
         ]}],
         "Results": [],
         "Callback": {"Type": 1, "URI": "http://example.test/callback"}
-    }))
-    .unwrap();
-    let s = body.selects().unwrap();
+    }));
+    let s = body.selects().unwrap().unwrap();
     assert_eq!(s[0].id, "1");
     assert_eq!(
         s[0].cases[1],
@@ -76,10 +80,10 @@ fn the_seed_format_is_accepted() {
         s[0].cases[2],
         Case::Send {
             chan: "chan2 id".into(),
-            data: json!("hello world")
+            data: json!("hello world").into()
         }
     );
-    let callback = body.callback().unwrap().unwrap();
+    let callback = body.callback().unwrap().flatten().unwrap();
     assert_eq!(
         callback,
         Callback {
@@ -87,7 +91,30 @@ fn the_seed_format_is_accepted() {
             timeout_ms: 10_000
         }
     );
-    assert_eq!(body.data, json!("... initial process state..."));
+    assert_eq!(body.data.unwrap(), json!("... initial process state..."));
+}
+
+#[test]
+fn an_omitted_field_is_none_and_an_explicit_null_is_kept_apart() {
+    let omitted = body(json!({"lease": {"token": "x"}}));
+    assert!(omitted.data.is_none() && omitted.callback.is_none() && omitted.selects.is_none());
+    let nulls = body(json!({"data": null, "callback": null}));
+    assert!(nulls.data.as_ref().unwrap().is_null());
+    assert_eq!(
+        nulls.callback().unwrap(),
+        Some(None),
+        "null removes the callback"
+    );
+}
+
+#[test]
+fn values_keep_the_text_the_client_sent() {
+    let raw = r#"{"data": {"amount": 1e15, "id": 12345678901234567890123}}"#;
+    let body: StateBody = serde_json::from_str(raw).unwrap();
+    assert_eq!(
+        body.data.unwrap().as_str(),
+        r#"{"amount": 1e15, "id": 12345678901234567890123}"#
+    );
 }
 
 #[test]
@@ -135,9 +162,8 @@ fn capacities_are_not_negative() {
 fn tokens_must_be_uuids_and_callbacks_http_urls() {
     assert!(parse_token("not-a-uuid").is_err());
     assert!(parse_token(&uuid::Uuid::new_v4().to_string()).is_ok());
-    let bad: StateBody = serde_json::from_value(json!({"callback": {"url": "ftp://x"}})).unwrap();
+    let bad = body(json!({"callback": {"url": "ftp://x"}}));
     assert!(bad.callback().is_err());
-    let typed: StateBody =
-        serde_json::from_value(json!({"Callback": {"Type": 2, "URI": "http://x"}})).unwrap();
+    let typed: StateBody = body(json!({"Callback": {"Type": 2, "URI": "http://x"}}));
     assert!(typed.callback().is_err());
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use slct::engine::types::{Case, Select, State};
 use slct::engine::{Op, Response, Store, Table};
 use slct::node::{Node, NodeConfig, NodeError};
+use slct::raft::auth::{ClusterKey, AUTH_HEADER};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
@@ -51,6 +52,8 @@ impl Nodes {
                 cluster_secret: Some("s3cret".to_owned()),
                 snapshot_threshold: 1000,
                 group_commit: true,
+                history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
+                write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
             };
             let node = Node::start(config).await.expect("start node");
             tokio::spawn(slct::server::serve(
@@ -87,15 +90,16 @@ impl Nodes {
 fn create(id: &str, selects: Vec<Select>) -> Op {
     Op::CreateState {
         id: id.to_owned(),
-        data: json!({ "id": id }),
+        data: json!({ "id": id }).into(),
         selects,
         callback: None,
+        priority: 0,
     }
 }
 
 fn local_state(node: &Node, id: &str) -> Option<State> {
     let bytes = node.store().get(Table::States, id.as_bytes()).ok()??;
-    serde_json::from_slice(&bytes).ok()
+    slct::engine::codec::decode(&bytes).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +219,7 @@ async fn a_node_without_peers_is_a_cluster_of_one() {
     let applied = node.write(create("solo", vec![])).await.expect("write");
     assert!(applied.reply.is_ok());
     eventually("ready", Duration::from_secs(5), || async {
-        node.is_ready().then_some(())
+        node.is_ready().await.then_some(())
     })
     .await;
     node.shutdown().await;
@@ -229,25 +233,49 @@ async fn a_node_without_peers_is_a_cluster_of_one() {
 async fn raft_routes_refuse_a_wrong_cluster_secret() {
     let cluster = Nodes::start(3).await;
     cluster.leader().await;
-    let addr = cluster.nodes[0].config().listen;
+    let config = cluster.nodes[0].config();
+    let (addr, me) = (config.listen, config.id);
     let http = reqwest::Client::new();
-    for secret in [None, Some("wrong")] {
+    let key = ClusterKey::new(Some("s3cret"));
+    let tag = |secret: &str, node: u64| {
+        ClusterKey::new(Some(secret))
+            .sign(node, "status", &[b"", b""])
+            .unwrap()
+    };
+    let refused = [
+        None,
+        Some("s3cret".to_owned()),
+        Some(tag("wrong", me)),
+        Some(tag("s3cret", me + 1)),
+    ];
+    for auth in refused {
         let mut request = http.get(format!("http://{addr}/raft/status"));
-        if let Some(secret) = secret {
-            request = request.header("Slct-Cluster-Secret", secret);
+        if let Some(auth) = &auth {
+            request = request.header(AUTH_HEADER, auth);
         }
         let response = request.send().await.expect("GET /raft/status");
-        assert_eq!(response.status(), 401, "secret {secret:?}");
+        assert_eq!(response.status(), 401, "auth {auth:?}");
     }
+    let right = key.sign(me, "status", &[b"", b""]).unwrap();
     let response = http
         .get(format!("http://{addr}/raft/status"))
-        .header("Slct-Cluster-Secret", "s3cret")
+        .header(AUTH_HEADER, right)
         .send()
         .await
         .expect("GET /raft/status");
     assert_eq!(response.status(), 200);
     let status: serde_json::Value = response.json().await.expect("JSON");
     assert_eq!(status["initialized"], true);
+    for route in ["append", "vote", "snapshot"] {
+        let forged = http
+            .post(format!("http://{addr}/raft/{route}"))
+            .header(AUTH_HEADER, tag("s3cret", me + 1))
+            .body(vec![0u8; 64])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(forged.status(), 401, "/raft/{route} without a valid MAC");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,9 +288,13 @@ async fn a_new_node_joins_as_learner_then_voter() {
 
     let addr = newcomer.config().listen.to_string();
     leader.add_learner(4, addr).await.expect("add learner");
+    assert!(
+        leader.add_learner(4, "127.0.0.1:1".into()).await.is_err(),
+        "a learner cannot move to another address"
+    );
     assert_eq!(leader.cluster_info().learners.len(), 1);
     leader
-        .change_membership(vec![1, 2, 3, 4])
+        .change_membership(vec![1, 2, 3, 4], false)
         .await
         .expect("promote");
     let info = leader.cluster_info();
@@ -278,4 +310,76 @@ async fn a_new_node_joins_as_learner_then_voter() {
         )
         .await;
     }
+}
+
+/// A cluster member that answers `/raft/status` as a fresh node and everything else
+/// with 500 (a broken peer), counting the requests it gets.
+async fn broken_peer(hits: std::sync::Arc<std::sync::atomic::AtomicU64>) -> String {
+    use axum::routing::{any, get};
+    let app = axum::Router::new()
+        .route(
+            "/raft/status",
+            get(|| async { axum::Json(json!({"initialized": false})) }),
+        )
+        .fallback(any(move || {
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "broken") }
+        }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_errors_gets_backoff_not_a_flood() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let hits = std::sync::Arc::new(AtomicU64::new(0));
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let listeners = [
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    ];
+    let mut peers: BTreeMap<u64, String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
+        .collect();
+    peers.insert(3, broken_peer(hits.clone()).await);
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let config = NodeConfig {
+            id: i as u64 + 1,
+            listen: listener.local_addr().unwrap(),
+            data_dir: dir.path().join(i.to_string()),
+            peers: peers.clone(),
+            cluster_secret: Some("s3cret".to_owned()),
+            snapshot_threshold: 1000,
+            group_commit: true,
+            history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
+            write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
+        };
+        let node = Node::start(config).await.expect("start node");
+        tokio::spawn(slct::server::serve(
+            node.clone(),
+            slct::api::ApiConfig::default(),
+            listener,
+            std::future::pending(),
+        ));
+        nodes.push(node);
+    }
+    let leader = eventually("a leader of the two", Duration::from_secs(20), || async {
+        nodes.iter().find(|n| n.is_leader()).cloned()
+    })
+    .await;
+    leader
+        .write(create("w", vec![]))
+        .await
+        .expect("a quorum of two writes");
+    let before = hits.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rate = (hits.load(Ordering::SeqCst) - before) as f64 / started.elapsed().as_secs_f64();
+    println!("requests per second to a peer answering 500: {rate:.1}");
+    assert!(rate < 50.0, "{rate:.1} requests/s to a broken peer");
 }

@@ -72,11 +72,13 @@ async fn an_interrupted_install_is_finished_on_restart() {
     let create = Command {
         now: 1_000,
         seed: 7,
+        history_limit: 100,
         op: Op::CreateState {
             id: "kept".to_owned(),
-            data: serde_json::json!("data"),
+            data: serde_json::json!("data").into(),
             selects: vec![],
             callback: None,
+            priority: 0,
         },
     };
     let entry = Entry::<TypeConfig> {

@@ -9,15 +9,22 @@
 //! proposes [`Op::Withdraw`]: success means the operation was still parked (408); "not
 //! parked" means it completed meanwhile, and its outcome is awaited a moment longer.
 //!
-//! Receiving from an HTTP caller is at-most-once: a caller that disconnects after the
-//! match loses the value (DESIGN §3.3).
+//! A caller that goes away (its connection closes, so axum drops the handler) takes
+//! its operation with it: a guard proposes [`Op::Withdraw`] from its `Drop`, so the
+//! withdrawal enters the log right behind the parking, before any later partner.
+//! Receiving from an HTTP caller is still at-most-once: a caller that disconnects
+//! after the match (or before its withdrawal commits) loses the value (DESIGN §3.3).
+//!
+//! Parked operations are capped: [`validate::MAX_PARKED_PER_CHAN`] per channel (in the
+//! engine, so every replica agrees) and [`MAX_PARKED_PER_NODE`] per node (here); beyond
+//! either the caller gets 429 `too_many_waiters`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
@@ -28,7 +35,7 @@ use super::hub::OpWaiter;
 use super::states::{page_limit, read_barrier, start_key, unexpected, ReadQuery};
 use super::{now_ms, wait_secs, AppState};
 use crate::engine::types::ChanView;
-use crate::engine::{validate, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
+use crate::engine::{validate, Data, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
 use crate::engine::{SendMode, Store, Table};
 
 /// Longest `wait` of a channel operation, in seconds.
@@ -38,6 +45,8 @@ pub const DEFAULT_RECV_WAIT_SECS: u64 = 30;
 /// How long past its deadline a parked operation's outcome is awaited before the
 /// handler withdraws it itself.
 const GRACE: Duration = Duration::from_secs(2);
+/// Most HTTP sends and receives parked through one node at once.
+pub const MAX_PARKED_PER_NODE: usize = 10_000;
 
 /// Body of `PUT /chan/{name}` (may be empty: unbuffered).
 #[derive(Debug, Default, Deserialize)]
@@ -107,7 +116,7 @@ pub async fn send(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<WaitQuery>,
-    Json(data): Json<Value>,
+    Json(data): Json<Data>,
 ) -> ApiResult<Response> {
     validate::name("channel name", &name)?;
     let wait = q
@@ -163,23 +172,37 @@ pub async fn recv(
     }
 }
 
-fn received(data: Value, ok: bool) -> Response {
-    JsonOut(json!({"data": data, "ok": ok})).into_response()
+/// The body of a completed receive.
+#[derive(Serialize)]
+struct Received {
+    data: Data,
+    ok: bool,
+}
+
+fn received(data: Data, ok: bool) -> Response {
+    JsonOut(Received { data, ok }).into_response()
 }
 
 /// A send (`data` is `Some`) or receive parked for up to `wait` seconds.
 async fn blocking(
     state: &AppState,
     chan: String,
-    data: Option<Value>,
+    data: Option<Data>,
     wait: u64,
 ) -> ApiResult<Response> {
+    if state.hub.parked_ops() >= MAX_PARKED_PER_NODE {
+        return Err(Error::TooManyWaiters(chan).into());
+    }
     let parked = ParkedOp {
         id: Uuid::new_v4(),
         deadline: now_ms() + wait * 1000,
     };
     let mut waiter = state.hub.op(parked.id);
     let id = parked.id;
+    let mut guard = WithdrawOnDrop {
+        state: Some(state.clone()),
+        id,
+    };
     let op = match data {
         Some(data) => Op::Send {
             chan,
@@ -191,7 +214,11 @@ async fn blocking(
             mode: RecvMode::Park(parked),
         },
     };
-    match state.write(op).await? {
+    let reply = state.write(op).await;
+    if !matches!(reply, Ok(Reply::Parked)) {
+        guard.disarm();
+    }
+    match reply? {
         Reply::Sent => return Ok(sent(StatusCode::OK)),
         Reply::Received { data, ok } => return Ok(received(data, ok)),
         Reply::Parked => {}
@@ -202,23 +229,59 @@ async fn blocking(
         Some(outcome) => outcome,
         None => withdraw(state, id, &mut waiter).await?,
     };
+    guard.disarm();
     outcome_response(outcome)
 }
 
-/// Withdraws a parked operation whose outcome did not come in time.
+/// Withdraws a parked operation if the handler is dropped before it has an outcome:
+/// the caller hung up, and must not take or give a value it can no longer report.
+struct WithdrawOnDrop {
+    state: Option<AppState>,
+    id: Uuid,
+}
+
+impl WithdrawOnDrop {
+    /// The operation has its outcome (or was never parked): nothing to withdraw.
+    fn disarm(&mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        let id = self.id;
+        tracing::debug!(%id, "HTTP caller went away; withdrawing its parked operation");
+        tokio::spawn(async move {
+            // Not parked (any more) is fine: it completed or expired meanwhile.
+            let _ = state.write(Op::Withdraw { id }).await;
+        });
+    }
+}
+
+/// Withdraws a parked operation whose outcome did not come in time. The operation is
+/// in the log already, so a failure here must not be replayed on another leader (that
+/// would park the same value twice): it is 503 `outcome_unknown`, without the leader
+/// marker the forwarding layer replays on.
 async fn withdraw(state: &AppState, id: Uuid, waiter: &mut OpWaiter) -> ApiResult<OpOutcome> {
+    let unknown = |why: &str| {
+        ApiError::unavailable(
+            "outcome_unknown",
+            format!("the operation was parked, but {why}: it may still complete"),
+        )
+    };
     match state.write(Op::Withdraw { id }).await {
         Ok(_) => Ok(OpOutcome::Expired),
         Err(e) if e.code == "not_found" => waiter
             .wait_until(Instant::now() + GRACE)
             .await
-            .ok_or_else(|| {
-                ApiError::unavailable(
-                    "outcome_unknown",
-                    "the operation completed but its outcome was not seen by this node",
-                )
-            }),
-        Err(e) => Err(e),
+            .ok_or_else(|| unknown("its outcome was not seen by this node")),
+        Err(e) => Err(unknown(&format!(
+            "it could not be withdrawn ({})",
+            e.message
+        ))),
     }
 }
 

@@ -85,7 +85,21 @@ impl From<NodeError> for ApiError {
             NodeError::ShuttingDown => {
                 ApiError::unavailable("shutting_down", "the node is shutting down")
             }
+            NodeError::Timeout(after) => ApiError::unavailable(
+                "outcome_unknown",
+                format!(
+                    "the write was not confirmed within {after:?} (no quorum?): it may or may \
+                     not have been applied; read the state before retrying"
+                ),
+            ),
+            NodeError::NoQuorum => ApiError::unavailable(
+                "no_quorum",
+                "the leader could not confirm with a quorum that it still leads; retry shortly",
+            ),
             NodeError::Fatal(message) => ApiError::unavailable("unavailable", message),
+            e @ NodeError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
         }
     }
 }
@@ -148,6 +162,8 @@ mod tests {
             NodeError::NoLeader,
             NodeError::NotLeader(None),
             NodeError::ShuttingDown,
+            NodeError::Timeout(std::time::Duration::from_secs(10)),
+            NodeError::NoQuorum,
             NodeError::Fatal("disk".into()),
         ] {
             let (status, json, retry) = body(e.into()).await;

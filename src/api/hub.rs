@@ -108,6 +108,11 @@ impl Hub {
     pub fn pollers_waiting(&self) -> usize {
         self.lock().queue.len()
     }
+
+    /// Parked channel operations whose callers wait on this node now.
+    pub fn parked_ops(&self) -> usize {
+        self.lock().ops.len()
+    }
 }
 
 impl Waiters {

@@ -12,12 +12,30 @@
 //! # Request path
 //! Every request passes, outermost first: a panic guard (a bug answers 503, never 500)
 //! → metrics (route, status, latency) → bearer
-//! auth (`--token`, client routes only) → forwarding (a follower sends the request to
+//! auth ([`auth`]: `--token`, `--admin-token`) → forwarding (a follower sends the request to
 //! the leader, unless it is answerable locally) → the handler. Handlers run on the
 //! leader, write through [`Node::write`] and read from the local store after
 //! [`Node::linearizable_read`]; a handler that meets "not the leader" half-way marks its
 //! response and the forwarding layer replays the request on the new leader.
+//!
+//! # Who may call what
+//! | routes | no token set | `--token` | `--admin-token` |
+//! |---|---|---|---|
+//! | `/healthz`, `/readyz` | open | open | open |
+//! | `/metrics` | open | API token (unless `--metrics-public`) | accepted |
+//! | client API (states, channels, `GET /cluster`) | open | API token | accepted |
+//! | membership (`POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`) | open without `--token` | 403 without an admin token | admin token only |
+//!
+//! Membership is separate because it hands out the whole log: a learner at an address
+//! of the caller's choosing receives every state. The API token presented on a
+//! membership route is 403 `forbidden`, as is every request there when `--token` is set
+//! but no admin token is (a node that requires auth never leaves membership open).
+//! A missing or unknown token is 401 `unauthorized`. Tokens are compared in constant
+//! time. `/metrics` is guarded by default because its series reveal the workload
+//! (request rates by route, numbers of states by status); `--metrics-public` opens it
+//! for a scraper that cannot send a token.
 
+pub mod allow;
 pub mod chans;
 pub mod cluster;
 pub mod error;
@@ -38,6 +56,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
+use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -56,6 +75,10 @@ pub struct ApiConfig {
     pub max_body: usize,
     /// Bearer token required on client routes (`--token`), if any.
     pub token: Option<String>,
+    /// Bearer token required on membership routes (`--admin-token`), if any.
+    pub admin_token: Option<String>,
+    /// `--metrics-public`: `/metrics` needs no token even with `--token`.
+    pub metrics_public: bool,
     /// Longest time a forwarded request may take (covers the longest long-poll).
     pub forward_timeout: Duration,
     /// Callback delivery.
@@ -67,6 +90,8 @@ impl Default for ApiConfig {
         ApiConfig {
             max_body: DEFAULT_MAX_BODY,
             token: None,
+            admin_token: None,
+            metrics_public: false,
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
         }
@@ -108,7 +133,7 @@ pub fn router(node: Node) -> Router {
 /// dispatcher (which works while this node leads), both of which end when the router
 /// is dropped.
 pub fn router_with(node: Node, config: ApiConfig) -> Router {
-    let client = reqwest::Client::builder()
+    let client = crate::http_client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(config.forward_timeout)
         .build()
@@ -118,6 +143,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
     callbacks::spawn(
         node.clone(),
         config.callbacks.clone(),
+        config.max_body,
         metrics.clone(),
         stopped,
     );
@@ -159,6 +185,9 @@ fn table() -> Vec<Route> {
         ("post", "/state/:id/lease", post(states::extend_lease)),
         ("delete", "/state/:id/lease", delete(states::release_lease)),
         ("post", "/state/:id/retry", post(states::retry)),
+        ("post", "/state/:id/pause", post(states::pause)),
+        ("post", "/state/:id/resume", post(states::resume)),
+        ("get", "/state/:id/history", get(states::history)),
         ("get", "/states", get(states::list)),
         ("put", "/chan/:name", put(chans::make)),
         ("get", "/chan/:name", get(chans::info)),
@@ -168,6 +197,11 @@ fn table() -> Vec<Route> {
         ("get", "/chans", get(chans::list)),
         ("get", "/cluster", get(cluster::info)),
         ("post", "/cluster/learners", post(cluster::add_learner)),
+        (
+            "delete",
+            "/cluster/learners/:id",
+            delete(cluster::remove_learner),
+        ),
         (
             "post",
             "/cluster/membership",
@@ -199,44 +233,87 @@ pub fn served_routes() -> Vec<(String, String)> {
     routes
 }
 
-/// Paths open without a token: probes and scraping.
-fn is_operational(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+/// What a request needs, by path (see "Who may call what" above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guard {
+    /// Probes: always open.
+    Probe,
+    /// `/metrics`.
+    Metrics,
+    /// Membership changes.
+    Admin,
+    /// Everything else.
+    Client,
 }
 
-/// `--token`: `Authorization: Bearer <token>` on client routes.
+fn guard(path: &str) -> Guard {
+    match path {
+        "/healthz" | "/readyz" => Guard::Probe,
+        "/metrics" => Guard::Metrics,
+        "/cluster/learners" | "/cluster/membership" => Guard::Admin,
+        _ if path.starts_with("/cluster/learners/") => Guard::Admin,
+        _ => Guard::Client,
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// No token, or one this node does not know: 401.
+    Unauthenticated,
+    /// A valid token that does not open this route: 403.
+    Forbidden(&'static str),
+}
+
+/// Decides a request from the configured tokens and the bearer token `given`.
+fn authorize(config: &ApiConfig, guard: Guard, given: Option<&str>) -> Result<(), Refusal> {
+    let is = |token: &Option<String>| matches!((token, given), (Some(t), Some(g)) if bool::from(t.as_bytes().ct_eq(g.as_bytes())));
+    let (admin, client) = (is(&config.admin_token), is(&config.token));
+    match guard {
+        Guard::Probe => Ok(()),
+        Guard::Metrics if config.metrics_public || config.token.is_none() => Ok(()),
+        Guard::Client | Guard::Metrics if config.token.is_none() || client || admin => Ok(()),
+        Guard::Client | Guard::Metrics => Err(Refusal::Unauthenticated),
+        Guard::Admin => match (&config.admin_token, &config.token) {
+            (Some(_), _) if admin => Ok(()),
+            (Some(_), _) if client => Err(Refusal::Forbidden(
+                "membership changes need the admin token, not the API token",
+            )),
+            (Some(_), _) => Err(Refusal::Unauthenticated),
+            (None, Some(_)) => Err(Refusal::Forbidden(
+                "membership changes are disabled: this node has --token but no --admin-token",
+            )),
+            (None, None) => Ok(()),
+        },
+    }
+}
+
+/// `--token` and `--admin-token`: `Authorization: Bearer <token>`.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = state.config.token.as_deref() else {
-        return next.run(req).await;
-    };
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if is_operational(req.uri().path()) || given.is_some_and(|g| constant_time_eq(g, token)) {
-        return next.run(req).await;
+    match authorize(&state.config, guard(req.uri().path()), given) {
+        Ok(()) => next.run(req).await,
+        Err(Refusal::Forbidden(why)) => {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response()
+        }
+        Err(Refusal::Unauthenticated) => {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this route requires Authorization: Bearer <token>",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
     }
-    let mut response = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "this API requires Authorization: Bearer <token>",
-    )
-    .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    response
-}
-
-/// Compares without an early exit, so the time taken does not reveal a prefix.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// A handler that panicked (a bug) answers 503 in the error shape rather than 500 or a
@@ -279,11 +356,79 @@ pub fn wait_secs(wait: Option<u64>, default: u64, max: u64) -> ApiResult<u64> {
 mod tests {
     use super::*;
 
+    fn config(token: Option<&str>, admin: Option<&str>, metrics_public: bool) -> ApiConfig {
+        ApiConfig {
+            token: token.map(str::to_owned),
+            admin_token: admin.map(str::to_owned),
+            metrics_public,
+            ..ApiConfig::default()
+        }
+    }
+
     #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq("abc", "abc"));
-        assert!(!constant_time_eq("abc", "abd"));
-        assert!(!constant_time_eq("abc", "ab"));
+    fn routes_are_guarded_by_path() {
+        assert_eq!(guard("/readyz"), Guard::Probe);
+        assert_eq!(guard("/metrics"), Guard::Metrics);
+        assert_eq!(guard("/cluster/learners"), Guard::Admin);
+        assert_eq!(guard("/cluster/learners/4"), Guard::Admin);
+        assert_eq!(guard("/cluster/membership"), Guard::Admin);
+        assert_eq!(guard("/cluster"), Guard::Client);
+        assert_eq!(guard("/state/cluster/learners"), Guard::Client);
+    }
+
+    #[test]
+    fn without_tokens_everything_is_open() {
+        let open = config(None, None, false);
+        for g in [Guard::Probe, Guard::Metrics, Guard::Admin, Guard::Client] {
+            assert_eq!(authorize(&open, g, None), Ok(()));
+        }
+    }
+
+    #[test]
+    fn the_api_token_opens_the_client_api_and_not_membership() {
+        let api = config(Some("api"), None, false);
+        assert_eq!(authorize(&api, Guard::Client, Some("api")), Ok(()));
+        assert_eq!(authorize(&api, Guard::Metrics, Some("api")), Ok(()));
+        assert_eq!(authorize(&api, Guard::Probe, None), Ok(()));
+        assert_eq!(
+            authorize(&api, Guard::Client, Some("apx")),
+            Err(Refusal::Unauthenticated)
+        );
+        assert_eq!(
+            authorize(&api, Guard::Client, Some("ap")),
+            Err(Refusal::Unauthenticated)
+        );
+        assert_eq!(
+            authorize(&api, Guard::Metrics, None),
+            Err(Refusal::Unauthenticated)
+        );
+        assert!(matches!(
+            authorize(&api, Guard::Admin, Some("api")),
+            Err(Refusal::Forbidden(_))
+        ));
+        let public = config(Some("api"), None, true);
+        assert_eq!(authorize(&public, Guard::Metrics, None), Ok(()));
+    }
+
+    #[test]
+    fn the_admin_token_opens_membership_and_the_rest() {
+        let both = config(Some("api"), Some("root"), false);
+        assert_eq!(authorize(&both, Guard::Admin, Some("root")), Ok(()));
+        assert_eq!(authorize(&both, Guard::Client, Some("root")), Ok(()));
+        assert!(matches!(
+            authorize(&both, Guard::Admin, Some("api")),
+            Err(Refusal::Forbidden(_))
+        ));
+        assert_eq!(
+            authorize(&both, Guard::Admin, None),
+            Err(Refusal::Unauthenticated)
+        );
+        let admin_only = config(None, Some("root"), false);
+        assert_eq!(authorize(&admin_only, Guard::Client, None), Ok(()));
+        assert_eq!(
+            authorize(&admin_only, Guard::Admin, Some("guess")),
+            Err(Refusal::Unauthenticated)
+        );
     }
 
     #[test]

@@ -8,24 +8,25 @@
 //! from the local sled replica.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
 use super::{poll, AppState};
-use crate::engine::types::{State as StateRecord, StateView, Status};
+use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
-use crate::engine::{Op, Response as Reply, Store, Table};
+use crate::engine::{codec, keys, load_state, validate, Op, Response as Reply, Store, Table};
+use crate::store::SledStore;
 
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
 pub const LEASE_HEADER: &str = "slct-lease";
 /// Longest lease a client may ask for: one day.
-pub const MAX_LEASE_MS: u64 = 86_400_000;
+pub const MAX_LEASE_MS: u64 = validate::MAX_LEASE_MS;
 /// Most states in one page of `GET /states`.
 pub const MAX_PAGE: usize = 1000;
 
@@ -45,17 +46,7 @@ pub async fn read_barrier(state: &AppState, stale: bool) -> ApiResult<()> {
     Ok(())
 }
 
-/// Reads one state from the local replica.
-pub fn load(state: &AppState, id: &str) -> ApiResult<Option<StateRecord>> {
-    match state.node.store().get(Table::States, id.as_bytes())? {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ApiError::unavailable("storage", format!("corrupt state: {e}"))),
-    }
-}
-
-fn view(s: &StateRecord) -> StateView {
+fn view(s: &StateRecord) -> StateView<'_> {
     s.view(true)
 }
 
@@ -90,7 +81,7 @@ pub async fn get_or_poll(
     }
     let query: ReadQuery = query(&uri)?;
     read_barrier(&state, query.stale).await?;
-    match load(&state, &id)? {
+    match load_state(state.node.store(), &id)? {
         Some(s) => Ok(JsonOut(view(&s)).into_response()),
         None => Err(ApiError::not_found(format!("no state {id:?}"))),
     }
@@ -112,6 +103,10 @@ pub async fn put(
     let token = body.token()?.or(header_token);
     let selects = body.selects()?;
     let callback = body.callback()?;
+    if let Some(Some(callback)) = &callback {
+        super::allow::check_callback(&state.config.callbacks.allow, &callback.url)?;
+    }
+    let priority = body.priority()?;
     let data = body.data;
     match token {
         Some(token) => {
@@ -121,15 +116,17 @@ pub async fn put(
                 data,
                 selects,
                 callback,
+                priority,
             };
             state_reply(state.write(op).await?, StatusCode::OK)
         }
         None => {
             let op = Op::CreateState {
                 id,
-                data,
-                selects,
-                callback,
+                data: data.unwrap_or_default(),
+                selects: selects.unwrap_or_default(),
+                callback: callback.flatten(),
+                priority: priority.unwrap_or(0),
             };
             state_reply(state.write(op).await?, StatusCode::CREATED)
         }
@@ -210,6 +207,46 @@ pub async fn release_lease(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /state/{id}/pause` → 200 with the state (idempotent).
+pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    state_reply(state.write(Op::Pause { id }).await?, StatusCode::OK)
+}
+
+/// `POST /state/{id}/resume` → 200 with the state (idempotent).
+pub async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    state_reply(state.write(Op::Resume { id }).await?, StatusCode::OK)
+}
+
+/// Query of `GET /state/{id}/history`.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    /// Most events (1 to 1000, default 100).
+    pub limit: Option<usize>,
+    /// Only events numbered below this (the `next` of the previous page).
+    pub before: Option<u64>,
+    /// Answer from the local replica.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// `GET /state/{id}/history` → `{"events": [...], "next": number|null}`, newest first.
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<JsonOut<serde_json::Value>> {
+    let limit = page_limit(q.limit)?;
+    read_barrier(&state, q.stale).await?;
+    let store = state.node.store();
+    if load_state(store, &id)?.is_none() {
+        return Err(ApiError::not_found(format!("no state {id:?}")));
+    }
+    let events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
+    let next = (events.len() > limit).then(|| events[limit - 1].seq);
+    let events = &events[..events.len().min(limit)];
+    Ok(JsonOut(json!({"events": events, "next": next})))
+}
+
 /// `POST /state/{id}/retry`: re-arm a failed state → 200 with the state.
 pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     state_reply(state.write(Op::RetryFailed { id }).await?, StatusCode::OK)
@@ -221,8 +258,10 @@ pub struct ListQuery {
     /// Only ids starting with this.
     #[serde(default)]
     pub prefix: String,
-    /// Only states with this status.
+    /// Only states with this status, or `paused`.
     pub status: Option<String>,
+    /// Only states with at least this priority.
+    pub min_priority: Option<u8>,
     /// Page size, 1 to 1000 (default 100).
     pub limit: Option<usize>,
     /// Cursor: the `next` of the previous page (ids after this one).
@@ -247,34 +286,82 @@ pub fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<JsonOut<Value>> {
+) -> ApiResult<Response> {
     let limit = page_limit(q.limit)?;
     let status = q
         .status
         .as_deref()
-        .map(|s| Status::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}"))))
+        .map(|s| Listed::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}"))))
         .transpose()?;
     read_barrier(&state, q.stale).await?;
+    let store = state.node.store().clone();
+    let body = tokio::task::spawn_blocking(move || list_page(&store, &q, status, limit))
+        .await
+        .map_err(|e| ApiError::unavailable("internal", e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// One page of `GET /states`, encoded. With a status, the by-status index gives the
+/// ids, so only the states listed are decoded.
+fn list_page(
+    store: &SledStore,
+    q: &ListQuery,
+    status: Option<Listed>,
+    limit: usize,
+) -> ApiResult<Vec<u8>> {
+    let min_priority = q.min_priority.unwrap_or(0);
     let from = start_key(&q.prefix, q.after.as_deref());
-    let mut states = Vec::new();
+    let mut records = Vec::new();
     let mut next = None;
-    for entry in state.node.store().scan_from(Table::States, &from) {
-        let (key, bytes) = entry?;
-        if !key.starts_with(q.prefix.as_bytes()) {
-            break;
+    let mut take = |id: String, record: Option<StateRecord>| {
+        if records.len() == limit {
+            next = records.last().map(|r: &StateRecord| r.id.clone());
+            return false;
         }
-        let s: StateRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::unavailable("storage", format!("corrupt state: {e}")))?;
-        if status.is_some_and(|st| st != s.status()) {
-            continue;
+        records.extend(record.filter(|r| r.id == id && r.priority >= min_priority));
+        true
+    };
+    match status {
+        Some(status) => {
+            let prefix = keys::by_status(status.tag(), &q.prefix);
+            let from = keys::by_status(status.tag(), &String::from_utf8_lossy(&from));
+            for entry in store.scan_from(Table::ByStatus, &from) {
+                let (key, _) = entry?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                let id = String::from_utf8_lossy(&key[1..]).into_owned();
+                let record = load_state(store, &id)?;
+                if !take(id, record) {
+                    break;
+                }
+            }
         }
-        if states.len() == limit {
-            next = states.last().map(|v: &StateView| v.id.clone());
-            break;
+        None => {
+            for entry in store.scan_from(Table::States, &from) {
+                let (key, bytes) = entry?;
+                if !key.starts_with(q.prefix.as_bytes()) {
+                    break;
+                }
+                let record: StateRecord = codec::decode(&bytes)?;
+                if !take(record.id.clone(), Some(record)) {
+                    break;
+                }
+            }
         }
-        states.push(s.view(q.full));
     }
-    Ok(JsonOut(json!({"states": states, "next": next})))
+    let page = Page {
+        states: records.iter().map(|r| r.view(q.full)).collect(),
+        next,
+    };
+    serde_json::to_vec(&page).map_err(|e| ApiError::unavailable("internal", e.to_string()))
+}
+
+/// The body of `GET /states`.
+#[derive(Serialize)]
+struct Page<'a> {
+    states: Vec<StateView<'a>>,
+    next: Option<String>,
 }
 
 /// Where a listing starts: the prefix, or just after the cursor if that is later.

@@ -4,6 +4,7 @@ use clap::Args;
 
 use crate::api::states::MAX_LEASE_MS;
 use crate::api::{ApiConfig, DEFAULT_MAX_BODY};
+use crate::callbacks::allow::CallbackAllow;
 use crate::callbacks::{
     CallbackConfig, DEFAULT_CONCURRENCY, DEFAULT_DEFER_MS, DEFAULT_MAX_ATTEMPTS,
 };
@@ -11,15 +12,29 @@ use crate::callbacks::{
 /// API flags.
 #[derive(Clone, Debug, Args)]
 pub struct ApiArgs {
-    /// Require `Authorization: Bearer <token>` on the client API.
+    /// Require `Authorization: Bearer <token>` on the client API (and `/metrics`).
+    /// With it and no `--admin-token`, membership changes are refused (403).
     #[arg(long, env = "SLCT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Require `Authorization: Bearer <admin token>` on membership changes
+    /// (`/cluster/learners`, `/cluster/membership`); it opens the client API too.
+    #[arg(long, env = "SLCT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Serve `/metrics` without a token even when `--token` is set.
+    #[arg(long, env = "SLCT_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// Largest request body in bytes (larger: 413).
     #[arg(long, env = "SLCT_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
-    /// Sign callback bodies: `Slct-Signature: sha256=<hex HMAC-SHA256>`.
+    /// Sign callbacks: `Slct-Timestamp: <unix ms>` and
+    /// `Slct-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
     #[arg(long, env = "SLCT_CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
+    /// Hosts and networks callbacks may target, comma-separated: CIDRs (`10.0.0.0/8`),
+    /// IP addresses, host names (`hooks.example.com`) and `*.example.com`. Without it,
+    /// any http(s) URL; with it, a PUT naming another target is refused (422).
+    #[arg(long, env = "SLCT_CALLBACK_ALLOW", default_value = "")]
+    pub callback_allow: CallbackAllow,
     /// Failed callback attempts before a state turns `failed`.
     #[arg(long, env = "SLCT_CALLBACK_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -40,8 +55,11 @@ impl ApiArgs {
         ApiConfig {
             max_body: self.max_body,
             token: self.token.clone().filter(|t| !t.is_empty()),
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            metrics_public: self.metrics_public,
             callbacks: CallbackConfig {
                 secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
+                allow: self.callback_allow.clone(),
                 max_attempts: self.callback_max_attempts,
                 concurrency: self.callback_concurrency,
                 defer_ms: self.callback_defer_ms,

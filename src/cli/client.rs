@@ -87,12 +87,33 @@ pub enum StateCommand {
         /// State id.
         id: String,
     },
+    /// Pause a state: its selects still complete, but it is delivered to no one.
+    Pause {
+        /// State id.
+        id: String,
+    },
+    /// Resume a paused state.
+    Resume {
+        /// State id.
+        id: String,
+    },
+    /// Show a state's history, newest first.
+    History {
+        /// State id.
+        id: String,
+        /// Most events.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only events numbered below this (the `next` of a previous page).
+        #[arg(long)]
+        before: Option<u64>,
+    },
     /// List states.
     List {
         /// Only ids starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// Only this status (waiting, pending, leased, done, failed).
+        /// Only this status (waiting, pending, leased, done, failed), or paused.
         #[arg(long)]
         status: Option<String>,
         /// Page size.
@@ -233,6 +254,17 @@ pub async fn state(args: StateArgs) -> Result<(), String> {
             Call::new(Method::GET, format!("/state/{}?stale={stale}", seg(&id)))
         }
         StateCommand::Delete { id } => Call::new(Method::DELETE, format!("/state/{}", seg(&id))),
+        StateCommand::Pause { id } => Call::new(Method::POST, format!("/state/{}/pause", seg(&id))),
+        StateCommand::Resume { id } => {
+            Call::new(Method::POST, format!("/state/{}/resume", seg(&id)))
+        }
+        StateCommand::History { id, limit, before } => {
+            let mut path = format!("/state/{}/history?limit={limit}", seg(&id));
+            if let Some(before) = before {
+                path.push_str(&format!("&before={before}"));
+            }
+            Call::new(Method::GET, path)
+        }
         StateCommand::List {
             prefix,
             status,

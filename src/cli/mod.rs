@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::api::ApiConfig;
 use crate::node::{Node, NodeConfig, NodeId};
+use crate::raft::auth::{check_exposure, ClusterKey};
 
 pub mod api_args;
 pub mod client;
@@ -55,6 +56,10 @@ pub struct ServeArgs {
     /// This node's Raft id.
     #[arg(long, env = "SLCT_ID", default_value_t = 1)]
     pub id: NodeId,
+    /// Take the id from the host name instead: the number after its last `-`, plus one,
+    /// so that a Kubernetes StatefulSet's pod `slct-0` is node 1 (see deploy/k8s/).
+    #[arg(long, env = "SLCT_ID_FROM_HOSTNAME", conflicts_with = "id")]
+    pub id_from_hostname: bool,
     /// Address to serve the API and Raft on.
     #[arg(long, env = "SLCT_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
@@ -88,30 +93,58 @@ pub struct DevArgs {
 /// Flags shared by `serve` and `dev`.
 #[derive(Clone, Debug, Args)]
 pub struct Tuning {
-    /// Shared secret required on `/raft/*` (header `Slct-Cluster-Secret`).
-    #[arg(long, env = "SLCT_CLUSTER_SECRET")]
+    /// Shared secret that authenticates Raft traffic between nodes (`/raft/*`); the
+    /// same on every node. Required unless every address is loopback or `--insecure`.
+    #[arg(long, env = "SLCT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Allow non-loopback addresses without `--cluster-secret`: only where the network
+    /// between the nodes is isolated by other means.
+    #[arg(long, env = "SLCT_INSECURE")]
+    pub insecure: bool,
+    /// How long a write may wait to be committed before it answers 503
+    /// `outcome_unknown` (it may or may not have been applied), e.g. `10s`, `500ms`.
+    #[arg(long, env = "SLCT_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
     /// Log entries since the last snapshot that trigger a new one.
     #[arg(long, env = "SLCT_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
     pub snapshot_threshold: u64,
     /// One log entry per write instead of packing concurrent writes (for measuring).
     #[arg(long, env = "SLCT_NO_GROUP_COMMIT")]
     pub no_group_commit: bool,
+    /// Events kept in each state's history (`GET /state/{id}/history`); 0 keeps none.
+    #[arg(long, env = "SLCT_HISTORY_LIMIT", default_value_t = crate::node::DEFAULT_HISTORY_LIMIT)]
+    pub history_limit: u32,
 }
 
 /// Runs the command.
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(args) => {
+            let id = if args.id_from_hostname {
+                let name = std::fs::read_to_string(HOSTNAME_FILE)
+                    .map_err(|e| format!("--id-from-hostname: read {HOSTNAME_FILE}: {e}"))?;
+                id_from_hostname(name.trim())?
+            } else {
+                args.id
+            };
             let config = NodeConfig {
-                id: args.id,
+                id,
                 listen: args.listen,
                 data_dir: args.data,
                 peers: args.peers.unwrap_or_default(),
                 cluster_secret: args.tuning.cluster_secret.clone(),
                 snapshot_threshold: args.tuning.snapshot_threshold,
                 group_commit: !args.tuning.no_group_commit,
+                history_limit: args.tuning.history_limit,
+                write_timeout: args.tuning.write_timeout,
             };
+            let key = ClusterKey::new(config.cluster_secret.as_deref());
+            check_exposure(
+                &config.listen,
+                config.peers.values(),
+                &key,
+                args.tuning.insecure,
+            )?;
             run_nodes(vec![config], args.api.config()).await
         }
         Command::Dev(args) => run_nodes(dev_configs(&args), args.api.config()).await,
@@ -137,6 +170,8 @@ fn dev_configs(args: &DevArgs) -> Vec<NodeConfig> {
             cluster_secret: args.tuning.cluster_secret.clone(),
             snapshot_threshold: args.tuning.snapshot_threshold,
             group_commit: !args.tuning.no_group_commit,
+            history_limit: args.tuning.history_limit,
+            write_timeout: args.tuning.write_timeout,
         })
         .collect()
 }
@@ -224,6 +259,22 @@ async fn shutdown_signal() {
     }
 }
 
+/// Where Linux keeps the host name (a container's or pod's own).
+const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
+
+/// The id `--id-from-hostname` means for `hostname`: a StatefulSet names its pods
+/// `<name>-<ordinal>` from 0, and node ids start at 1, so `slct-0` is 1.
+pub fn id_from_hostname(hostname: &str) -> Result<NodeId, String> {
+    hostname
+        .rsplit_once('-')
+        .filter(|(_, ordinal)| ordinal.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|(_, ordinal)| ordinal.parse::<NodeId>().ok())
+        .and_then(|ordinal| ordinal.checked_add(1))
+        .ok_or_else(|| {
+            format!("--id-from-hostname: host name {hostname:?} does not end in -<number>")
+        })
+}
+
 /// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
 fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     let mut peers = BTreeMap::new();
@@ -242,6 +293,33 @@ fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     Ok(peers)
 }
 
+/// Parses a duration with its unit: `500ms`, `10s`, `2m`. A bare number is refused,
+/// so that nobody has to guess whether it means seconds or milliseconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s or m (e.g. 10s)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 10s"))?;
+    let duration = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s or m"
+            ))
+        }
+    };
+    if duration.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +332,32 @@ mod tests {
         assert!(parse_peers("1=a,1=b").is_err());
         assert!(parse_peers("x=a").is_err());
         assert!(parse_peers("1").is_err());
+    }
+
+    #[test]
+    fn a_pod_ordinal_is_an_id() {
+        assert_eq!(id_from_hostname("slct-0"), Ok(1));
+        assert_eq!(id_from_hostname("my-slct-12"), Ok(13));
+        for bad in ["slct", "slct-", "slct-x", "slct-+1", "slct-0.slct"] {
+            assert!(id_from_hostname(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn id_and_id_from_hostname_exclude_each_other() {
+        assert!(Cli::try_parse_from(["slct", "serve", "--id-from-hostname"]).is_ok());
+        let both = ["slct", "serve", "--id", "2", "--id-from-hostname"];
+        assert!(Cli::try_parse_from(both).is_err());
+    }
+
+    #[test]
+    fn durations_carry_their_unit() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["10", "s", "0s", "1h", "-1s", "1.5s", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! channel's metadata, so readiness is decided without touching the queues.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
+use super::codec::decode;
 use super::command::OpOutcome;
 use super::counts::Counter;
-use super::ctx::{decode, get_json, put_json, Ctx};
+use super::ctx::{get_record, put_record, Ctx};
+use super::data::Data;
 use super::keys;
 use super::store::{Store, StoreError, Table};
 use super::types::{Chan, ChanView, Millis};
@@ -31,14 +32,14 @@ pub enum Waiter {
     /// A detached send (`go func() { ch <- data }()`).
     Detached {
         /// The value.
-        data: Value,
+        data: Data,
     },
     /// An HTTP caller's parked send (`data`) or receive (`data` null).
     Http {
         /// Operation id.
         op: Uuid,
         /// The value of a send.
-        data: Value,
+        data: Data,
     },
 }
 
@@ -59,7 +60,7 @@ pub struct OpRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Completion {
     /// A receive got `data` (`ok` false: channel closed and drained).
-    Received { data: Value, ok: bool },
+    Received { data: Data, ok: bool },
     /// A send went through (`ok` false: the channel was closed).
     Sent { ok: bool },
 }
@@ -89,7 +90,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Completes a ready receive: the buffer's head (refilled from the first blocked
     /// sender), else the first blocked sender's value, else `ok: false` from a closed
     /// channel.
-    pub fn take_recv(&mut self, name: &str) -> Result<(Value, bool), StoreError> {
+    pub fn take_recv(&mut self, name: &str) -> Result<(Data, bool), StoreError> {
         let c = self.chan(name)?;
         if c.len > 0 {
             let value = self.pop_buffer(name)?;
@@ -105,12 +106,12 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             let sent = self.complete_waiter(sender, Completion::Sent { ok: true })?;
             return Ok((sent, true));
         }
-        Ok((Value::Null, false))
+        Ok((Data::null(), false))
     }
 
     /// Completes a ready send of `data`: to the first blocked receiver, else into the
     /// buffer. Returns false if the channel is closed (the send fails).
-    pub fn take_send(&mut self, name: &str, data: Value) -> Result<bool, StoreError> {
+    pub fn take_send(&mut self, name: &str, data: Data) -> Result<bool, StoreError> {
         let c = self.chan(name)?;
         if c.closed {
             return Ok(false);
@@ -140,7 +141,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             c.receivers += 1;
         }
         self.put_chan(name, c)?;
-        put_json(self.tx, queue_table(sender), keys::queue(name, pos), waiter)?;
+        put_record(self.tx, queue_table(sender), keys::queue(name, pos), waiter)?;
         Ok(pos)
     }
 
@@ -175,7 +176,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         while self.chan(name)?.receivers > 0 {
             let receiver = self.pop_waiter(name, false)?;
             let closed = Completion::Received {
-                data: Value::Null,
+                data: Data::null(),
                 ok: false,
             };
             self.complete_waiter(receiver, closed)?;
@@ -213,7 +214,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         decode(&bytes)
     }
 
-    fn pop_buffer(&mut self, name: &str) -> Result<Value, StoreError> {
+    fn pop_buffer(&mut self, name: &str) -> Result<Data, StoreError> {
         let prefix = keys::chan_prefix(name);
         let Some((key, bytes)) = self.tx.first_with_prefix(Table::Buffers, &prefix)? else {
             return Err(StoreError(format!(
@@ -225,18 +226,18 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         decode(&bytes)
     }
 
-    fn push_buffer(&mut self, name: &str, data: Value) -> Result<(), StoreError> {
+    fn push_buffer(&mut self, name: &str, data: Data) -> Result<(), StoreError> {
         let mut c = self.chan(name)?;
         let pos = c.next_pos;
         c.next_pos += 1;
         c.len += 1;
         self.put_chan(name, c)?;
-        put_json(self.tx, Table::Buffers, keys::queue(name, pos), &data)
+        put_record(self.tx, Table::Buffers, keys::queue(name, pos), &data)
     }
 
     /// Finishes a waiter taken from a queue; returns the value it was sending (null for
     /// receivers).
-    fn complete_waiter(&mut self, waiter: Waiter, how: Completion) -> Result<Value, StoreError> {
+    fn complete_waiter(&mut self, waiter: Waiter, how: Completion) -> Result<Data, StoreError> {
         match waiter {
             Waiter::Select {
                 state,
@@ -262,17 +263,18 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         name: &str,
         sender: bool,
         op: Uuid,
-        data: Value,
+        data: Data,
         deadline: Millis,
     ) -> Result<(), StoreError> {
         let pos = self.enqueue(name, sender, &Waiter::Http { op, data })?;
+        self.update_chan(name, |c| c.parked += 1)?;
         let record = OpRecord {
             chan: name.to_owned(),
             sender,
             pos,
             deadline,
         };
-        put_json(self.tx, Table::Ops, op.as_bytes().to_vec(), &record)?;
+        put_record(self.tx, Table::Ops, op.as_bytes().to_vec(), &record)?;
         let timer = keys::timer(deadline, &keys::Due::Op(op));
         self.tx.put(Table::Timers, timer, Vec::new());
         self.count(Counter::Timers, 1);
@@ -282,7 +284,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Withdraws a parked operation (deadline passed or caller gave up). Returns false if
     /// it is no longer parked.
     pub fn withdraw_op(&mut self, op: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = get_json::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())? else {
+        let Some(record) = get_record::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())? else {
             return Ok(false);
         };
         self.dequeue(&record.chan, record.sender, record.pos)?;
@@ -292,7 +294,8 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
 
     /// Forgets a parked operation and reports its outcome.
     fn finish_op(&mut self, op: Uuid, outcome: OpOutcome) -> Result<(), StoreError> {
-        if let Some(record) = get_json::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())? {
+        if let Some(record) = get_record::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())? {
+            self.update_chan(&record.chan, |c| c.parked = c.parked.saturating_sub(1))?;
             self.tx.delete(Table::Ops, op.as_bytes().to_vec());
             let timer = keys::timer(record.deadline, &keys::Due::Op(op));
             self.tx.delete(Table::Timers, timer);

@@ -11,9 +11,9 @@
 //! callbacks to dispatch, parked HTTP sends and receives to answer — so nobody scans.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
+use super::data::Data;
 use super::types::{Callback, ChanView, Lease, Millis, Select, State};
 use super::Error;
 
@@ -24,6 +24,8 @@ pub struct Command {
     pub now: Millis,
     /// Seeds the uniform choice among ready cases.
     pub seed: u64,
+    /// Events kept in each state's history (the proposer's `--history-limit`; 0: none).
+    pub history_limit: u32,
     /// What to do.
     pub op: Op,
 }
@@ -65,45 +67,58 @@ pub enum Op {
         /// State id.
         id: String,
         /// Opaque process data.
-        data: Value,
+        data: Data,
         /// Selects to register, in order.
         selects: Vec<Select>,
         /// Callback, if the state is resumed by callbacks.
         callback: Option<Callback>,
+        /// 0–9: polls hand out higher priorities first.
+        priority: u8,
     },
-    /// `PUT /state/{id}` under a lease (DESIGN §3.2).
+    /// `PUT /state/{id}` under a lease (DESIGN §3.2). A field that is `None` was
+    /// omitted by the client and keeps its value.
     UpdateState {
         /// State id.
         id: String,
         /// The lease token.
         token: Uuid,
-        /// New data.
-        data: Value,
-        /// Still-blocked selects (unchanged) and new ones.
-        selects: Vec<Select>,
-        /// New callback.
-        callback: Option<Callback>,
+        /// New data (`null` clears it).
+        data: Option<Data>,
+        /// Still-blocked selects (unchanged) and new ones; omitted: the blocked ones
+        /// stay and none is added.
+        selects: Option<Vec<Select>>,
+        /// New callback; `Some(None)` removes it.
+        callback: Option<Option<Callback>>,
+        /// New priority.
+        priority: Option<u8>,
+    },
+    /// `POST /state/{id}/pause`: keep its selects, deliver it to no one.
+    Pause {
+        /// State id.
+        id: String,
+    },
+    /// `POST /state/{id}/resume`: deliverable again.
+    Resume {
+        /// State id.
+        id: String,
     },
     /// `DELETE /state/{id}`.
     DeleteState {
         /// State id.
         id: String,
     },
-    /// A long-poll: lease up to `limit` pending states without callback, oldest first.
+    /// A long-poll: lease up to one state per token, the best deliverable polled
+    /// states whose id starts with `prefix` (highest priority, then oldest pending), as
+    /// [`poll::candidates`](super::poll::candidates) finds them at apply time — so polls
+    /// in one batch each get a different state. The leader proposes it only after
+    /// reading its replica found one.
     LeasePending {
         /// Only states whose id starts with this.
         prefix: String,
+        /// Only states with at least this priority.
+        min_priority: u8,
         /// One token per state to lease; their number is the limit.
         tokens: Vec<Uuid>,
-        /// Lease duration.
-        lease_ms: u64,
-    },
-    /// The callback dispatcher leases one pending state before POSTing it.
-    LeaseForCallback {
-        /// State id.
-        id: String,
-        /// New lease token.
-        token: Uuid,
         /// Lease duration.
         lease_ms: u64,
     },
@@ -159,7 +174,7 @@ pub enum Op {
         /// Channel name.
         chan: String,
         /// Value to send.
-        data: Value,
+        data: Data,
         /// How to wait.
         mode: SendMode,
     },
@@ -203,7 +218,7 @@ pub enum Response {
     /// The receive completed.
     Received {
         /// Value received (null if `ok` is false).
-        data: Value,
+        data: Data,
         /// False when the channel is closed and drained.
         ok: bool,
     },
@@ -221,7 +236,7 @@ pub enum OpOutcome {
     /// The parked receive got a value (or `ok: false` from a closed channel).
     Received {
         /// Value.
-        data: Value,
+        data: Data,
         /// False when closed.
         ok: bool,
     },
@@ -231,12 +246,13 @@ pub enum OpOutcome {
     Expired,
 }
 
-/// A state that turned pending: who should hear of it.
+/// A state that turned deliverable: who should hear of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TurnedPending {
     /// State id.
     pub id: String,
-    /// Resumed by callback (dispatcher) rather than by polling (long-pollers).
+    /// It has a callback and was leased to the callback dispatcher in this command
+    /// (else it waits for a long-poller).
     pub callback: bool,
 }
 

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ctx::{get_json, put_json};
+use super::ctx::{get_record, put_record};
 use super::store::{Store, StoreError, Table, Tx};
 use super::types::Status;
 
@@ -71,7 +71,7 @@ impl Counts {
 pub fn counts<S: Store + ?Sized>(store: &S) -> Result<Counts, StoreError> {
     let tx = Tx::new(store);
     let get = |c: Counter| -> Result<u64, StoreError> {
-        Ok(get_json(&tx, Table::Meta, c.key())?.unwrap_or(0))
+        Ok(get_record(&tx, Table::Meta, c.key())?.unwrap_or(0))
     };
     Ok(Counts {
         waiting: get(Counter::States(Status::Waiting))?,
@@ -94,11 +94,11 @@ pub fn add<S: Store + ?Sized>(
     if delta == 0 {
         return Ok(());
     }
-    let current: u64 = get_json(tx, Table::Meta, counter.key())?.unwrap_or(0);
+    let current: u64 = get_record(tx, Table::Meta, counter.key())?.unwrap_or(0);
     let updated = current.checked_add_signed(delta).ok_or_else(|| {
         StoreError(format!(
             "counter {counter:?} would go from {current} by {delta}"
         ))
     })?;
-    put_json(tx, Table::Meta, counter.key().to_vec(), &updated)
+    put_record(tx, Table::Meta, counter.key().to_vec(), &updated)
 }

@@ -6,18 +6,27 @@
 //! stale copy. [`Ctx::flush`] encodes what changed into the transaction and keeps the
 //! indexes derived from a state — its lease, its place in a pending queue, its selects'
 //! timers — in step by diffing the state's index keys before and after.
+//!
+//! Flushing also hands every deliverable state that has a callback to the callback
+//! dispatcher, in the same command that made it deliverable: it leases it (a token from
+//! the command's seeded generator, for the callback's timeout plus
+//! [`CALLBACK_LEASE_MARGIN_MS`]) and reports it in [`Effects::pending`]. The leader's
+//! dispatcher then POSTs it at once, so resuming by callback costs two commits: the
+//! one that completes a select, and the update the callback answers.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::codec;
 use super::command::{Effects, TurnedPending};
 use super::counts::{self, Counter};
+use super::history::{self, What};
 use super::keys;
 use super::rng::Rng;
 use super::store::{Store, StoreError, Table, Tx};
-use super::types::{Case, Chan, Millis, State, Status};
+use super::types::{Case, Chan, Lease, Millis, State, Status};
 
 /// A state as loaded, with the index keys it had in the store.
 struct CachedState {
@@ -44,9 +53,14 @@ pub(crate) struct Ctx<'a, 's, S: Store + ?Sized> {
     pub rng: Rng,
     /// What others must hear of.
     pub effects: Effects,
+    /// Raft index of the entry being applied (for history events).
+    index: u64,
+    /// Events kept per state (0: no history).
+    history_limit: u32,
     states: BTreeMap<String, CachedState>,
     chans: BTreeMap<String, CachedChan>,
     counts: BTreeMap<Counter, i64>,
+    events: BTreeMap<String, Vec<What>>,
 }
 
 impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
@@ -56,16 +70,33 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             now,
             rng: Rng::new(seed),
             effects: Effects::default(),
+            index: 0,
+            history_limit: 0,
             states: BTreeMap::new(),
             chans: BTreeMap::new(),
             counts: BTreeMap::new(),
+            events: BTreeMap::new(),
+        }
+    }
+
+    /// Records history for the command at Raft `index`, keeping `limit` events a state.
+    pub fn with_history(mut self, index: u64, limit: u32) -> Self {
+        self.index = index;
+        self.history_limit = limit;
+        self
+    }
+
+    /// Notes an event in state `id`'s history (written when the context flushes).
+    pub fn note(&mut self, id: &str, what: What) {
+        if self.history_limit > 0 {
+            self.events.entry(id.to_owned()).or_default().push(what);
         }
     }
 
     /// The state `id`, if it exists.
     pub fn state(&mut self, id: &str) -> Result<Option<State>, StoreError> {
         if !self.states.contains_key(id) {
-            let stored: Option<State> = get_json(self.tx, Table::States, id.as_bytes())?;
+            let stored: Option<State> = get_record(self.tx, Table::States, id.as_bytes())?;
             let stored_index = stored.as_ref().map(index_keys).unwrap_or_default();
             let cached = CachedState {
                 stored_index,
@@ -104,7 +135,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
         if let Some(cached) = self.chans.get(name) {
             return Ok(cached.chan.clone());
         }
-        let chan: Chan = get_json(self.tx, Table::Chans, name.as_bytes())?.unwrap_or_default();
+        let chan: Chan = get_record(self.tx, Table::Chans, name.as_bytes())?.unwrap_or_default();
         let cached = CachedChan {
             stored: chan.clone(),
             chan: chan.clone(),
@@ -146,6 +177,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
                 current,
                 changed,
             } = cached;
+            let mut events = self.events.remove(&id).unwrap_or_default();
             if !changed {
                 continue;
             }
@@ -158,6 +190,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             let stored_timers = timers(&stored_index);
             let Some(mut state) = current else {
                 self.count(Counter::Timers, -stored_timers);
+                history::delete_all(self.tx, &id)?;
                 self.tx.delete(Table::States, id.into_bytes());
                 for (table, key) in stored_index {
                     self.tx.delete(table, key);
@@ -167,6 +200,23 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             if is_pending(&state) && state.pending_since.is_none() {
                 state.pending_since = Some(self.now);
             }
+            if let Some(leased) = self.lease_to_dispatcher(&mut state) {
+                if self.history_limit > 0 {
+                    events.push(leased);
+                }
+                self.effects.pending.push(TurnedPending {
+                    id: id.clone(),
+                    callback: true,
+                });
+            }
+            if !events.is_empty() {
+                let stamped = events
+                    .into_iter()
+                    .map(|w| (self.now, self.index, w))
+                    .collect();
+                state.next_event =
+                    history::write(self.tx, &id, state.next_event, stamped, self.history_limit)?;
+            }
             let index = index_keys(&state);
             self.count(Counter::States(state.status()), 1);
             self.count(Counter::Timers, timers(&index) - stored_timers);
@@ -175,14 +225,14 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             }
             for (table, key) in index.difference(&stored_index) {
                 self.tx.put(*table, key.clone(), Vec::new());
-                if matches!(table, Table::PendingPoll | Table::PendingCallback) {
+                if *table == Table::PendingPoll {
                     self.effects.pending.push(TurnedPending {
                         id: id.clone(),
-                        callback: *table == Table::PendingCallback,
+                        callback: false,
                     });
                 }
             }
-            put_json(self.tx, Table::States, id.into_bytes(), &state)?;
+            put_record(self.tx, Table::States, id.into_bytes(), &state)?;
         }
         for (name, cached) in std::mem::take(&mut self.chans) {
             let CachedChan {
@@ -204,7 +254,7 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             if chan.is_vacant() {
                 self.tx.delete(Table::Chans, name.into_bytes());
             } else {
-                put_json(self.tx, Table::Chans, name.into_bytes(), &chan)?;
+                put_record(self.tx, Table::Chans, name.into_bytes(), &chan)?;
             }
         }
         for (counter, delta) in std::mem::take(&mut self.counts) {
@@ -214,25 +264,68 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
     }
 }
 
+impl<S: Store + ?Sized> Ctx<'_, '_, S> {
+    /// Leases a deliverable state with a callback to the dispatcher; the history event
+    /// if it did.
+    fn lease_to_dispatcher(&mut self, state: &mut State) -> Option<What> {
+        let timeout_ms = state.callback.as_ref()?.timeout_ms;
+        if !is_deliverable(state) {
+            return None;
+        }
+        let token = self.rng.uuid();
+        let expires_at = self
+            .now
+            .saturating_add(timeout_ms.saturating_add(CALLBACK_LEASE_MARGIN_MS));
+        state.lease = Some(Lease {
+            token,
+            expires_at,
+            granted_at: self.now,
+            through_seq: state.results.last().map_or(0, |r| r.seq),
+        });
+        state.version += 1;
+        let to = "callback".to_owned();
+        Some(What::Leased {
+            to,
+            token,
+            expires_at,
+        })
+    }
+}
+
+/// How long a callback attempt's lease outlasts the callback's timeout: time to apply
+/// the answer (or to extend the lease on a deferral).
+pub const CALLBACK_LEASE_MARGIN_MS: u64 = 2_000;
+
 /// Pending: has results, is not leased and has not failed.
 pub fn is_pending(state: &State) -> bool {
     !state.results.is_empty() && state.lease.is_none() && !state.failed
 }
 
-/// The index entries a state implies: its lease, its place in a pending queue, and one
-/// timer entry per blocked select (at the select's earliest timer).
+/// Pending and not paused: to be handed to a poller or the callback dispatcher.
+pub fn is_deliverable(state: &State) -> bool {
+    is_pending(state) && !state.paused
+}
+
+/// The index entries a state implies: its status (and whether it is paused), its lease,
+/// its place in a pending queue if it is deliverable (by priority and time, and for
+/// polled states by id too), and one timer entry per blocked select (at the select's
+/// earliest timer).
 fn index_keys(state: &State) -> BTreeSet<(Table, Vec<u8>)> {
     let mut keys = BTreeSet::new();
+    let status = state.status() as u8;
+    keys.insert((Table::ByStatus, keys::by_status(status, &state.id)));
+    if state.paused {
+        keys.insert((Table::ByStatus, keys::by_status(keys::PAUSED, &state.id)));
+    }
     if let Some(lease) = &state.lease {
         keys.insert((Table::Leases, keys::at_state(lease.expires_at, &state.id)));
     }
-    if let (true, Some(since)) = (is_pending(state), state.pending_since) {
-        let table = if state.callback.is_some() {
-            Table::PendingCallback
-        } else {
-            Table::PendingPoll
-        };
-        keys.insert((table, keys::at_state(since, &state.id)));
+    let polled = state.callback.is_none();
+    if let (true, true, Some(since)) = (polled, is_deliverable(state), state.pending_since) {
+        let (id, priority) = (&state.id, state.priority);
+        keys.insert((Table::PendingPoll, keys::pending(priority, since, id)));
+        let by_id = keys::pending_by_id(id, priority, since);
+        keys.insert((Table::PendingPollIds, by_id));
     }
     for select in &state.selects {
         let earliest = select
@@ -254,31 +347,25 @@ fn index_keys(state: &State) -> BTreeSet<(Table, Vec<u8>)> {
     keys
 }
 
-/// Reads and decodes a JSON value.
-pub fn get_json<S: Store + ?Sized, T: DeserializeOwned>(
+/// Reads and decodes a record.
+pub fn get_record<S: Store + ?Sized, T: DeserializeOwned>(
     tx: &Tx<'_, S>,
     table: Table,
     key: &[u8],
 ) -> Result<Option<T>, StoreError> {
     match tx.get(table, key)? {
         None => Ok(None),
-        Some(bytes) => decode(&bytes).map(Some),
+        Some(bytes) => codec::decode(&bytes).map(Some),
     }
 }
 
-/// Decodes a stored JSON value.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt record: {e}")))
-}
-
-/// Encodes and stages a JSON value.
-pub fn put_json<S: Store + ?Sized, T: Serialize>(
+/// Encodes and stages a record.
+pub fn put_record<S: Store + ?Sized, T: Serialize>(
     tx: &mut Tx<'_, S>,
     table: Table,
     key: Vec<u8>,
     value: &T,
 ) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StoreError(format!("encode: {e}")))?;
-    tx.put(table, key, bytes);
+    tx.put(table, key, codec::encode(value)?);
     Ok(())
 }

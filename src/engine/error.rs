@@ -35,6 +35,14 @@ pub enum Error {
     /// An update breaks the rules of DESIGN §3.2 (422 `invalid_update`).
     #[error("{0}")]
     InvalidUpdate(String),
+    /// The channel already has as many parked HTTP operations as it may (429
+    /// `too_many_waiters`).
+    #[error("channel {0:?} has too many parked HTTP operations; retry later")]
+    TooManyWaiters(String),
+    /// The command's time jumps too far ahead of log time: the proposing leader's clock
+    /// is wrong (503 `clock_jump`). Nothing was applied.
+    #[error("{0}")]
+    ClockJump(String),
 }
 
 impl Error {
@@ -49,6 +57,8 @@ impl Error {
             Error::WouldBlock => "would_block",
             Error::Conflict(_) => "conflict",
             Error::InvalidUpdate(_) => "invalid_update",
+            Error::TooManyWaiters(_) => "too_many_waiters",
+            Error::ClockJump(_) => "clock_jump",
         }
     }
 
@@ -63,6 +73,8 @@ impl Error {
             | Error::WouldBlock
             | Error::Conflict(_) => 409,
             Error::InvalidUpdate(_) => 422,
+            Error::TooManyWaiters(_) => 429,
+            Error::ClockJump(_) => 503,
         }
     }
 }

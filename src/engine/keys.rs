@@ -93,6 +93,79 @@ pub fn parse_at_state(key: &[u8]) -> (Millis, String) {
     )
 }
 
+/// A byte that sorts higher priorities first.
+fn rank(priority: u8) -> u8 {
+    u8::MAX - priority
+}
+
+/// (priority, pending since, state id) in the polled-pending table: highest priority
+/// first, oldest first within a priority.
+pub fn pending(priority: u8, since: Millis, state: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(state.len() + 9);
+    key.push(rank(priority));
+    key.extend_from_slice(&since.to_be_bytes());
+    key.extend_from_slice(state.as_bytes());
+    key
+}
+
+/// Decodes a polled-pending key: (priority, since, state id).
+pub fn parse_pending(key: &[u8]) -> (u8, Millis, String) {
+    (
+        u8::MAX - key[0],
+        u64_at(key, 1),
+        String::from_utf8_lossy(&key[9..]).into_owned(),
+    )
+}
+
+/// (state id, priority, since) in the pending-by-id table: a state's entries start with
+/// its id and a separator, so a prefix of ids is one contiguous range.
+pub fn pending_by_id(state: &str, priority: u8, since: Millis) -> Vec<u8> {
+    let mut key = state_prefix(state);
+    key.push(rank(priority));
+    key.extend_from_slice(&since.to_be_bytes());
+    key
+}
+
+/// Decodes a pending-by-id key: (state id, priority, since).
+pub fn parse_pending_by_id(key: &[u8]) -> (String, u8, Millis) {
+    let split = key.len().saturating_sub(10);
+    (
+        String::from_utf8_lossy(&key[..split]).into_owned(),
+        u8::MAX - key[split + 1],
+        u64_at(key, split + 2),
+    )
+}
+
+/// The by-status tag of paused states (statuses use their own number).
+pub const PAUSED: u8 = u8::MAX;
+
+/// (status tag, state id) in the by-status table: `Status as u8`, or [`PAUSED`].
+pub fn by_status(tag: u8, state: &str) -> Vec<u8> {
+    let mut key = vec![tag];
+    key.extend_from_slice(state.as_bytes());
+    key
+}
+
+/// All entries of one state in a per-state table start with this.
+pub fn state_prefix(state: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(state.len() + 9);
+    key.extend_from_slice(state.as_bytes());
+    key.push(SEP);
+    key
+}
+
+/// (state id, number) in the history table.
+pub fn state_seq(state: &str, seq: u64) -> Vec<u8> {
+    let mut key = state_prefix(state);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The number of a (state id, number) key.
+pub fn seq_of(key: &[u8]) -> u64 {
+    u64_at(key, key.len() - 8)
+}
+
 fn u64_at(key: &[u8], at: usize) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&key[at..at + 8]);

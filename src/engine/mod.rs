@@ -30,11 +30,15 @@
 //!   `time`: the operations.
 
 pub mod chan;
+pub mod codec;
 pub mod command;
 pub mod counts;
 mod ctx;
+pub mod data;
 pub mod error;
+pub mod history;
 pub mod keys;
+pub mod poll;
 mod rng;
 mod select;
 mod states;
@@ -48,21 +52,36 @@ pub use command::{
     Applied, Command, Effects, Op, OpOutcome, ParkedOp, RecvMode, Response, SendMode, TurnedPending,
 };
 pub use counts::{counts, Counts};
+pub use data::Data;
 pub use error::Error;
 pub use store::{MemStore, Store, StoreError, Table, Tx};
-pub use time::{clock, next_deadline};
+pub use time::{clock, next_deadline, MAX_CLOCK_JUMP_MS};
+
+pub use ctx::CALLBACK_LEASE_MARGIN_MS;
 
 use ctx::Ctx;
-use serde_json::Value;
 use states::OpResult;
 use types::Chan;
 
-/// Applies one command to the transaction: first the passing of time up to the
-/// command's `now`, then the operation. Errors are fatal storage failures only; what
-/// the client did wrong is in [`Applied::reply`].
-pub fn apply<S: Store + ?Sized>(tx: &mut Tx<'_, S>, cmd: &Command) -> Result<Applied, StoreError> {
-    let now = time::log_time(tx, cmd.now)?;
-    let mut ctx = Ctx::new(tx, now, cmd.seed);
+/// Applies one command, from the log entry at Raft `index`, to the transaction: first
+/// the passing of time up to the command's `now`, then the operation. Errors are fatal
+/// storage failures only; what the client did wrong is in [`Applied::reply`]. A command
+/// whose `now` jumps too far ahead of log time changes nothing (see [`time::log_time`]).
+pub fn apply<S: Store + ?Sized>(
+    tx: &mut Tx<'_, S>,
+    cmd: &Command,
+    index: u64,
+) -> Result<Applied, StoreError> {
+    let now = match time::log_time(tx, cmd.now)? {
+        Ok(now) => now,
+        Err(e) => {
+            return Ok(Applied {
+                reply: Err(e),
+                effects: Effects::default(),
+            })
+        }
+    };
+    let mut ctx = Ctx::new(tx, now, cmd.seed).with_history(index, cmd.history_limit);
     ctx.advance()?;
     let reply = run(&mut ctx, &cmd.op)?;
     ctx.flush()?;
@@ -79,25 +98,25 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             data,
             selects,
             callback,
-        } => ctx.create_state(&id, data, selects, callback),
+            priority,
+        } => ctx.create_state(&id, data, selects, callback, priority),
         Op::UpdateState {
             id,
             token,
             data,
             selects,
             callback,
-        } => ctx.update_state(&id, token, data, selects, callback),
+            priority,
+        } => ctx.update_state(&id, token, data, selects, callback, priority),
+        Op::Pause { id } => ctx.set_paused(&id, true),
+        Op::Resume { id } => ctx.set_paused(&id, false),
         Op::DeleteState { id } => ctx.delete_state(&id),
         Op::LeasePending {
             prefix,
+            min_priority,
             tokens,
             lease_ms,
-        } => ctx.lease_pending(&prefix, &tokens, lease_ms),
-        Op::LeaseForCallback {
-            id,
-            token,
-            lease_ms,
-        } => ctx.lease_for_callback(&id, token, lease_ms),
+        } => ctx.lease_pending(&prefix, min_priority, &tokens, lease_ms),
         Op::ExtendLease {
             id,
             token,
@@ -163,7 +182,7 @@ fn close_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str) -> OpResu
 fn send<S: Store + ?Sized>(
     ctx: &mut Ctx<'_, '_, S>,
     name: &str,
-    data: Value,
+    data: Data,
     mode: SendMode,
 ) -> OpResult {
     if let Err(e) = validate::name("channel name", name) {
@@ -181,7 +200,11 @@ fn send<S: Store + ?Sized>(
         SendMode::Detached => {
             ctx.enqueue(name, true, &chan::Waiter::Detached { data })?;
         }
-        SendMode::Park(op) => ctx.park_op(name, true, op.id, data, op.deadline)?,
+        SendMode::Park(op) => {
+            if let Err(e) = park(ctx, name, true, &op, data)? {
+                return Ok(Err(e));
+            }
+        }
     }
     Ok(Ok(Response::Parked))
 }
@@ -197,10 +220,38 @@ fn recv<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, mode: RecvMode)
     match mode {
         RecvMode::Try => Ok(Err(Error::WouldBlock)),
         RecvMode::Park(op) => {
-            ctx.park_op(name, false, op.id, Value::Null, op.deadline)?;
-            Ok(Ok(Response::Parked))
+            Ok(park(ctx, name, false, &op, Data::null())?.map(|()| Response::Parked))
         }
     }
+}
+
+/// Parks an HTTP caller's send or receive, unless the channel has all it may hold.
+fn park<S: Store + ?Sized>(
+    ctx: &mut Ctx<'_, '_, S>,
+    name: &str,
+    sender: bool,
+    op: &ParkedOp,
+    data: Data,
+) -> Result<Result<(), Error>, StoreError> {
+    if ctx.chan(name)?.parked >= validate::MAX_PARKED_PER_CHAN {
+        return Ok(Err(Error::TooManyWaiters(name.to_owned())));
+    }
+    if let Err(e) = time::check_deadline(ctx.now, op.deadline) {
+        return Ok(Err(e));
+    }
+    ctx.park_op(name, sender, op.id, data, op.deadline)?;
+    Ok(Ok(()))
+}
+
+/// One state as of the store (for reads outside apply).
+pub fn load_state<S: Store + ?Sized>(
+    store: &S,
+    id: &str,
+) -> Result<Option<types::State>, StoreError> {
+    store
+        .get(Table::States, id.as_bytes())?
+        .map(|bytes| codec::decode(&bytes))
+        .transpose()
 }
 
 /// A channel's view as of the store (for reads outside apply).

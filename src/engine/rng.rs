@@ -20,6 +20,14 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// A version-4-shaped UUID (a lease token the engine chooses itself).
+    pub fn uuid(&mut self) -> uuid::Uuid {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+
     /// A uniform index in `0..n` (`n > 0`), by rejection so that no index is favoured.
     pub fn below(&mut self, n: usize) -> usize {
         let n = n as u64;

@@ -7,10 +7,10 @@
 //! or its earliest timer fired — it leaves every other queue, and its result is
 //! appended to its state.
 
-use serde_json::Value;
-
 use super::chan::{Completion, Waiter};
 use super::ctx::Ctx;
+use super::data::Data;
+use super::history::What;
 use super::store::{Store, StoreError};
 use super::types::{Case, Select, SelectResult};
 
@@ -21,7 +21,13 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Registers `select` for state `state_id` (which must exist and not already hold a
     /// blocked select with this id): completes it now or blocks it.
     pub fn register(&mut self, state_id: &str, mut select: Select) -> Result<(), StoreError> {
+        // Queue positions are the engine's own: whatever a command carried is dropped.
+        select.queued.clear();
         self.resolve_timers(&mut select);
+        let registered = What::SelectRegistered {
+            select: select.id.clone(),
+        };
+        self.note(state_id, registered);
         let ready = self.ready_cases(&select)?;
         if !ready.is_empty() {
             let case = ready[self.rng.below(ready.len())];
@@ -51,7 +57,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         select_id: &str,
         case: usize,
         how: Completion,
-    ) -> Result<Value, StoreError> {
+    ) -> Result<Data, StoreError> {
         let Some(mut state) = self.state(state_id)? else {
             return Err(StoreError(format!(
                 "queued select of missing state {state_id:?}"
@@ -67,7 +73,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         self.leave_queues(&select, Some(case))?;
         let sent = match &select.cases[case] {
             Case::Send { data, .. } => data.clone(),
-            _ => Value::Null,
+            _ => Data::null(),
         };
         self.push_result(state_id, &select, case, how)?;
         Ok(sent)
@@ -155,9 +161,18 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         let chosen = &select.cases[case];
         let (data, ok) = match how {
             Completion::Received { data, ok } => (data, ok),
-            Completion::Sent { ok } => (Value::Null, ok),
+            Completion::Sent { ok } => (Data::null(), ok),
         };
         let error = (!ok && matches!(chosen, Case::Send { .. })).then(|| SEND_ON_CLOSED.to_owned());
+        let completed = What::CaseCompleted {
+            select: select.id.clone(),
+            case,
+            op: chosen.op_name().to_owned(),
+            chan: chosen.chan().map(str::to_owned),
+            size: data.len(),
+            ok,
+        };
+        self.note(state_id, completed);
         state.results.push(SelectResult {
             seq: state.next_seq,
             select: select.id.clone(),

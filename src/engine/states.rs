@@ -13,15 +13,15 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::command::Response;
 use super::ctx::Ctx;
+use super::data::Data;
 use super::error::Error;
-use super::keys;
-use super::store::{Store, StoreError, Table};
-use super::types::{Callback, Lease, Select, State, Status};
+use super::history::What;
+use super::store::{Store, StoreError};
+use super::types::{Callback, Lease, Select, State};
 use super::validate;
 
 /// What an operation returns: a deterministic reply, or a fatal storage failure.
@@ -32,11 +32,15 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     pub fn create_state(
         &mut self,
         id: &str,
-        data: Value,
+        data: Data,
         selects: Vec<Select>,
         callback: Option<Callback>,
+        priority: u8,
     ) -> OpResult {
-        if let Err(e) = validate::name("state id", id).and(validate::selects(&selects)) {
+        let valid = validate::name("state id", id)
+            .and(validate::selects(&selects))
+            .and(validate::priority(priority));
+        if let Err(e) = valid {
             return Ok(Err(e));
         }
         if self.state(id)?.is_some() {
@@ -57,45 +61,66 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             attempts: 0,
             last_error: None,
             failed: false,
+            paused: false,
+            priority,
+            next_event: 1,
         };
         self.put_state(state)?;
+        self.note(id, What::Created);
         for select in selects {
             self.register(id, select)?;
         }
         self.reply_state(id)
     }
 
-    /// `PUT /state/{id}` with a lease.
+    /// `PUT /state/{id}` with a lease. Omitted fields (`None`) keep their values.
     pub fn update_state(
         &mut self,
         id: &str,
         token: Uuid,
-        data: Value,
-        selects: Vec<Select>,
-        callback: Option<Callback>,
+        data: Option<Data>,
+        selects: Option<Vec<Select>>,
+        callback: Option<Option<Callback>>,
+        priority: Option<u8>,
     ) -> OpResult {
         let mut state = match self.leased_state(id, token)? {
             Ok(state) => state,
             Err(e) => return Ok(Err(e)),
         };
-        if let Err(e) = validate::selects(&selects) {
+        if let Err(e) = priority.map_or(Ok(()), validate::priority) {
             return Ok(Err(e));
         }
         let through = state.lease.as_ref().map_or(0, |l| l.through_seq);
-        let fresh = match new_selects(&state, through, selects) {
-            Ok(fresh) => fresh,
-            Err(e) => return Ok(Err(e)),
+        let fresh = match selects {
+            None => Vec::new(),
+            Some(selects) => {
+                let checked = validate::selects(&selects)
+                    .and_then(|()| new_selects(&state, through, selects));
+                match checked {
+                    Ok(fresh) => fresh,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
         };
         state.results.retain(|r| r.seq > through);
-        state.data = data;
-        state.callback = callback;
+        if let Some(data) = data {
+            state.data = data;
+        }
+        if let Some(callback) = callback {
+            state.callback = callback;
+        }
+        if let Some(priority) = priority {
+            state.priority = priority;
+        }
         state.lease = None;
         state.pending_since = None;
         state.attempts = 0;
         state.last_error = None;
         state.version += 1;
         state.updated_at = self.now;
+        let version = state.version;
         self.put_state(state)?;
+        self.note(id, What::Updated { version });
         for select in fresh {
             self.register(id, select)?;
         }
@@ -114,20 +139,22 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         Ok(Ok(Response::Done))
     }
 
-    /// A poll: lease the oldest pending states (without callback) whose id has `prefix`.
-    pub fn lease_pending(&mut self, prefix: &str, tokens: &[Uuid], lease_ms: u64) -> OpResult {
-        let mut ids = Vec::new();
-        for entry in self.tx.scan_from(Table::PendingPoll, &[]) {
-            if ids.len() == tokens.len() {
-                break;
-            }
-            let (_, id) = keys::parse_at_state(&entry?.0);
-            if id.starts_with(prefix) {
-                ids.push(id);
-            }
+    /// A poll: lease the best deliverable polled states with `prefix` (one per token).
+    pub fn lease_pending(
+        &mut self,
+        prefix: &str,
+        min_priority: u8,
+        tokens: &[Uuid],
+        lease_ms: u64,
+    ) -> OpResult {
+        let valid = validate::lease_ms(lease_ms).and(validate::priority(min_priority));
+        if let Err(e) = valid {
+            return Ok(Err(e));
         }
+        self.flush()?;
+        let ids = super::poll::candidates(&*self.tx, prefix, min_priority, tokens.len())?;
         for (id, token) in ids.iter().zip(tokens) {
-            self.take_lease(id, *token, lease_ms)?;
+            self.take_lease(id, *token, lease_ms, "poller")?;
         }
         self.flush()?;
         let mut leased = Vec::with_capacity(ids.len());
@@ -137,21 +164,11 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         Ok(Ok(Response::States(leased)))
     }
 
-    /// The dispatcher leases a pending state with a callback; `None` if it is not due.
-    pub fn lease_for_callback(&mut self, id: &str, token: Uuid, lease_ms: u64) -> OpResult {
-        let due = self
-            .state(id)?
-            .is_some_and(|s| s.callback.is_some() && s.status() == Status::Pending);
-        if !due {
-            return Ok(Ok(Response::CallbackLease(None)));
-        }
-        self.take_lease(id, token, lease_ms)?;
-        self.flush()?;
-        Ok(Ok(Response::CallbackLease(self.state(id)?.map(Box::new))))
-    }
-
     /// Heartbeat: the lease now ends `extend_ms` from now.
     pub fn extend_lease(&mut self, id: &str, token: Uuid, extend_ms: u64) -> OpResult {
+        if let Err(e) = validate::lease_ms(extend_ms) {
+            return Ok(Err(e));
+        }
         let mut state = match self.leased_state(id, token)? {
             Ok(state) => state,
             Err(e) => return Ok(Err(e)),
@@ -162,6 +179,8 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         lease.expires_at = self.now.saturating_add(extend_ms);
         state.lease = Some(lease.clone());
         self.put_state(state)?;
+        let expires_at = lease.expires_at;
+        self.note(id, What::LeaseExtended { expires_at });
         Ok(Ok(Response::Lease(lease)))
     }
 
@@ -174,7 +193,24 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         state.lease = None;
         state.version += 1;
         self.put_state(state)?;
+        self.note(id, What::LeaseReleased);
         Ok(Ok(Response::Done))
+    }
+
+    /// `POST /state/{id}/pause` and `/resume`: idempotent; a paused state keeps its
+    /// selects (they still complete) but is not handed to pollers or callbacks.
+    pub fn set_paused(&mut self, id: &str, paused: bool) -> OpResult {
+        let Some(mut state) = self.state(id)? else {
+            return Ok(Err(not_found(id)));
+        };
+        if state.paused != paused {
+            state.paused = paused;
+            state.version += 1;
+            state.updated_at = self.now;
+            self.put_state(state)?;
+            self.note(id, if paused { What::Paused } else { What::Resumed });
+        }
+        self.reply_state(id)
     }
 
     /// A callback attempt failed: retry after `backoff_ms` (the lease lapses then), or
@@ -187,13 +223,18 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         max_attempts: u32,
         backoff_ms: u64,
     ) -> OpResult {
+        if let Err(e) = validate::lease_ms(backoff_ms) {
+            return Ok(Err(e));
+        }
         let mut state = match self.leased_state(id, token)? {
             Ok(state) => state,
             Err(e) => return Ok(Err(e)),
         };
         state.attempts += 1;
-        state.last_error = Some(error);
-        if state.attempts >= max_attempts {
+        state.last_error = Some(error.clone());
+        let attempt = state.attempts;
+        let gave_up = attempt >= max_attempts;
+        if gave_up {
             state.failed = true;
             state.lease = None;
         } else if let Some(lease) = state.lease.as_mut() {
@@ -201,6 +242,10 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         }
         state.version += 1;
         self.put_state(state)?;
+        self.note(id, What::CallbackFailed { attempt, error });
+        if gave_up {
+            self.note(id, What::Failed);
+        }
         Ok(Ok(Response::Done))
     }
 
@@ -216,18 +261,37 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         state.attempts = 0;
         state.version += 1;
         self.put_state(state)?;
+        self.note(id, What::Retried);
         self.reply_state(id)
     }
 
-    fn take_lease(&mut self, id: &str, token: Uuid, lease_ms: u64) -> Result<(), StoreError> {
+    /// Leases the state `to` a poller or the callback dispatcher.
+    fn take_lease(
+        &mut self,
+        id: &str,
+        token: Uuid,
+        lease_ms: u64,
+        to: &str,
+    ) -> Result<(), StoreError> {
         if let Some(mut state) = self.state(id)? {
+            let expires_at = self.now.saturating_add(lease_ms);
             state.lease = Some(Lease {
                 token,
-                expires_at: self.now.saturating_add(lease_ms),
+                expires_at,
+                granted_at: self.now,
                 through_seq: state.results.last().map_or(0, |r| r.seq),
             });
             state.version += 1;
             self.put_state(state)?;
+            let to = to.to_owned();
+            self.note(
+                id,
+                What::Leased {
+                    to,
+                    token,
+                    expires_at,
+                },
+            );
         }
         Ok(())
     }

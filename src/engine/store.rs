@@ -29,19 +29,25 @@ pub enum Table {
     Timers,
     /// (expiry, state id) → (): leases, by expiry.
     Leases,
-    /// (pending since, state id) → (): pending states resumed by polling, oldest first.
+    /// (priority, pending since, state id) → (): deliverable states resumed by polling,
+    /// highest priority first, then oldest first.
     PendingPoll,
-    /// (pending since, state id) → (): pending states resumed by callback.
-    PendingCallback,
+    /// (state id, priority, pending since) → (): the same states by id, so a poll with
+    /// a prefix finds its own without walking the others.
+    PendingPollIds,
+    /// (status or paused, state id) → (): states by status, for filtered listings.
+    ByStatus,
     /// Operation id → parked HTTP send or receive.
     Ops,
+    /// (state id, number) → event: each state's recent history.
+    History,
     /// Engine bookkeeping (log clock) and, for the Raft layer, applied index and membership.
     Meta,
 }
 
 impl Table {
     /// Every table, in a fixed order (snapshots and sled trees follow it).
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 13] = [
         Table::States,
         Table::Chans,
         Table::Buffers,
@@ -50,8 +56,10 @@ impl Table {
         Table::Timers,
         Table::Leases,
         Table::PendingPoll,
-        Table::PendingCallback,
+        Table::PendingPollIds,
+        Table::ByStatus,
         Table::Ops,
+        Table::History,
         Table::Meta,
     ];
 
@@ -66,13 +74,15 @@ impl Table {
             Table::Timers => "sm_timers",
             Table::Leases => "sm_leases",
             Table::PendingPoll => "sm_pending_poll",
-            Table::PendingCallback => "sm_pending_callback",
+            Table::PendingPollIds => "sm_pending_poll_ids",
+            Table::ByStatus => "sm_by_status",
             Table::Ops => "sm_ops",
+            Table::History => "sm_history",
             Table::Meta => "sm_meta",
         }
     }
 
-    /// Position in [`Table::ALL`].
+    /// Position in [`Table::ALL`] (the variants are declared in that order).
     pub fn index(self) -> usize {
         self as usize
     }
@@ -166,6 +176,17 @@ impl<'s, S: Store + ?Sized> Tx<'s, S> {
     /// The staged writes, for the owner of the store to commit.
     pub fn into_writes(self) -> WriteSet {
         self.writes
+    }
+}
+
+/// A transaction reads like a store: its own writes, then the store's.
+impl<S: Store + ?Sized> Store for Tx<'_, S> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Tx::get(self, table, key)
+    }
+
+    fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
+        Tx::scan_from(self, table, from)
     }
 }
 

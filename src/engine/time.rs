@@ -6,14 +6,16 @@
 //! as if time had been continuous; a `tick` is a command that does only this.
 
 use super::chan::Completion;
-use super::ctx::{get_json, put_json, Ctx};
+use super::ctx::{get_record, put_record, Ctx};
+use super::error::Error;
+use super::history::What;
 use super::keys::{self, Due};
 use super::store::{Store, StoreError, Table, Tx};
 use super::types::{Case, Millis};
 
 /// The log clock: the latest time any applied command carried.
 pub fn clock<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Millis, StoreError> {
-    Ok(get_json(tx, Table::Meta, keys::META_CLOCK)?.unwrap_or(0))
+    Ok(get_record(tx, Table::Meta, keys::META_CLOCK)?.unwrap_or(0))
 }
 
 /// The earliest deadline (timer, parked operation or lease) still to come, so the leader
@@ -25,15 +27,50 @@ pub fn next_deadline<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Option<Millis>
     Ok([at(timer), at(lease)].into_iter().flatten().min())
 }
 
-/// The log time of a command carrying `proposed`: never earlier than the clock.
-pub fn log_time<S: Store + ?Sized>(tx: &Tx<'_, S>, proposed: Millis) -> Result<Millis, StoreError> {
-    Ok(proposed.max(clock(tx)?))
+/// How far one command may move log time ahead. A leader whose clock is further ahead
+/// (after a long outage) catches up in steps of this size (see the node's batcher and
+/// ticker); anything further is a buggy or hostile entry, refused by [`log_time`].
+pub const MAX_CLOCK_JUMP_MS: Millis = 3_600_000;
+
+/// The latest log time a command may carry: 2^53 - 1 ms (year 287,396), the largest
+/// integer every JSON client reads exactly.
+pub const MAX_LOG_TIME: Millis = (1 << 53) - 1;
+
+/// The log time of a command carrying `proposed`: never earlier than the clock; an
+/// error if `proposed` jumps more than [`MAX_CLOCK_JUMP_MS`] past a running clock (the
+/// first command of a fresh log sets it) or beyond [`MAX_LOG_TIME`].
+pub fn log_time<S: Store + ?Sized>(
+    tx: &Tx<'_, S>,
+    proposed: Millis,
+) -> Result<Result<Millis, Error>, StoreError> {
+    let clock = clock(tx)?;
+    let jump = clock > 0 && proposed > clock.saturating_add(MAX_CLOCK_JUMP_MS);
+    if jump || proposed > MAX_LOG_TIME {
+        return Ok(Err(Error::ClockJump(format!(
+            "the command's time {proposed} is too far ahead of log time {clock}"
+        ))));
+    }
+    Ok(Ok(proposed.max(clock)))
+}
+
+/// Longest a parked HTTP operation may wait, in log time: an hour (the API allows 300 s).
+pub const MAX_PARK_MS: Millis = 3_600_000;
+
+/// A parked operation's deadline must lie within [`MAX_PARK_MS`] of `now`, so no entry
+/// can park an operation forever.
+pub fn check_deadline(now: Millis, deadline: Millis) -> Result<(), Error> {
+    if deadline > now.saturating_add(MAX_PARK_MS) {
+        return Err(Error::Invalid(format!(
+            "a parked operation waits at most {MAX_PARK_MS} ms"
+        )));
+    }
+    Ok(())
 }
 
 impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Records the clock and does everything due up to `self.now`.
     pub fn advance(&mut self) -> Result<(), StoreError> {
-        put_json(self.tx, Table::Meta, keys::META_CLOCK.to_vec(), &self.now)?;
+        put_record(self.tx, Table::Meta, keys::META_CLOCK.to_vec(), &self.now)?;
         for due in self.due(Table::Timers)? {
             match keys::parse_timer(&due).1 {
                 Due::Select { state, select } => self.fire_timer(&state, &select)?,
@@ -53,6 +90,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                     state.lease = None;
                     state.version += 1;
                     self.put_state(state)?;
+                    self.note(&id, What::LeaseExpired);
                 }
             }
         }

@@ -1,14 +1,17 @@
 //! Domain types: states, selects, cases, results, leases and channels.
 //!
-//! These are the *validated* forms the engine works with. What clients send is parsed by
-//! [`super::wire`] (which also accepts the seed format of the original slct) and turned
-//! into these types by [`super::validate`]. The output form is lower-case JSON, produced
-//! by [`StateView`] so that bookkeeping the engine keeps for itself (queue positions,
-//! the lease's result watermark) never leaks to clients.
+//! These are the *validated* forms the engine works with and stores (in the binary
+//! [`super::codec`], so they carry no JSON-only serde attributes). What clients send is
+//! parsed by [`super::wire`] (which also accepts the seed format of the original slct)
+//! and turned into these types by [`super::validate`]. The output form is lower-case
+//! JSON, produced by the view types ([`StateView`] and the views it holds), which borrow
+//! from the stored forms: bookkeeping the engine keeps for itself (queue positions, the
+//! lease's result watermark) never leaks to clients, and nothing is copied to answer.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
+
+use super::data::Data;
 
 /// Milliseconds since the Unix epoch, in *log time* (the leader's clock as written into
 /// the Raft log; see DESIGN §2 Time).
@@ -16,7 +19,6 @@ pub type Millis = u64;
 
 /// One case of a select.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
 pub enum Case {
     /// `v, ok := <-chan`
     Recv {
@@ -28,7 +30,7 @@ pub enum Case {
         /// Channel name.
         chan: String,
         /// The value sent (any JSON, `null` included).
-        data: Value,
+        data: Data,
     },
     /// `<-time.After(...)`: ready once log time reaches `at`.
     Timer {
@@ -36,7 +38,6 @@ pub enum Case {
         at: Millis,
         /// The relative form the client gave, if any; kept so that a client may send
         /// the select back exactly as it first wrote it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         after_ms: Option<u64>,
     },
     /// `default:`: taken when no other case is ready at registration.
@@ -87,8 +88,8 @@ pub struct Select {
     /// The cases, in the order the client wrote them (results refer to this index).
     pub cases: Vec<Case>,
     /// Where a blocked select waits: (case index, position in that channel's queue).
-    /// Engine bookkeeping, empty in what clients send and see.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Engine bookkeeping: never shown, and never taken from a command (registering a
+    /// select starts it afresh).
     pub queued: Vec<(usize, u64)>,
 }
 
@@ -106,6 +107,66 @@ impl Select {
     pub fn as_written(&self) -> Select {
         Select::new(self.id.clone(), self.cases.clone())
     }
+
+    /// The client-facing form.
+    pub fn view(&self) -> SelectView<'_> {
+        SelectView {
+            id: &self.id,
+            cases: self.cases.iter().map(Case::view).collect(),
+        }
+    }
+}
+
+impl Case {
+    /// The client-facing form.
+    pub fn view(&self) -> CaseView<'_> {
+        match self {
+            Case::Recv { chan } => CaseView::Recv { chan },
+            Case::Send { chan, data } => CaseView::Send { chan, data },
+            Case::Timer { at, after_ms } => CaseView::Timer {
+                at: *at,
+                after_ms: *after_ms,
+            },
+            Case::Default => CaseView::Default,
+        }
+    }
+}
+
+/// A select as clients see it.
+#[derive(Debug, Serialize)]
+pub struct SelectView<'a> {
+    /// Select id.
+    pub id: &'a str,
+    /// Cases as written (timers with their absolute deadline).
+    pub cases: Vec<CaseView<'a>>,
+}
+
+/// A case as clients see it: `{"op": "recv", "chan": ...}` and so on.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum CaseView<'a> {
+    /// `{"op": "recv", "chan"}`
+    Recv {
+        /// Channel name.
+        chan: &'a str,
+    },
+    /// `{"op": "send", "chan", "data"}`
+    Send {
+        /// Channel name.
+        chan: &'a str,
+        /// The value sent.
+        data: &'a Data,
+    },
+    /// `{"op": "timer", "at"[, "after_ms"]}`
+    Timer {
+        /// Deadline (log time).
+        at: Millis,
+        /// The relative form the client gave.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after_ms: Option<u64>,
+    },
+    /// `{"op": "default"}`
+    Default,
 }
 
 /// What a completed select produced.
@@ -120,16 +181,56 @@ pub struct SelectResult {
     /// `recv`, `send`, `timer` or `default`.
     pub op: String,
     /// Channel of a `recv` or `send` case.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chan: Option<String>,
     /// Value received (null for sends, timers, default and receives from a closed channel).
-    pub data: Value,
+    pub data: Data,
     /// False for a receive from a closed channel and for a send on a closed channel.
     pub ok: bool,
     /// Set for a send on a closed channel: Go's panic, as a value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Log time at which the select completed.
+    pub at: Millis,
+}
+
+impl SelectResult {
+    /// The client-facing form.
+    pub fn view(&self) -> ResultView<'_> {
+        ResultView {
+            seq: self.seq,
+            select: &self.select,
+            case: self.case,
+            op: &self.op,
+            chan: self.chan.as_deref(),
+            data: &self.data,
+            ok: self.ok,
+            error: self.error.as_deref(),
+            at: self.at,
+        }
+    }
+}
+
+/// A result as clients see it.
+#[derive(Debug, Serialize)]
+pub struct ResultView<'a> {
+    /// Increases within a state.
+    pub seq: u64,
+    /// Id of the select that completed.
+    pub select: &'a str,
+    /// Index of the case taken.
+    pub case: usize,
+    /// `recv`, `send`, `timer` or `default`.
+    pub op: &'a str,
+    /// Channel of a `recv` or `send` case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chan: Option<&'a str>,
+    /// Value received.
+    pub data: &'a Data,
+    /// False for a receive from or send on a closed channel.
+    pub ok: bool,
+    /// Go's panic on a send to a closed channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    /// Log time of completion.
     pub at: Millis,
 }
 
@@ -149,9 +250,10 @@ pub struct Lease {
     pub token: Uuid,
     /// Log time after which the lease is void and the state pending again.
     pub expires_at: Millis,
+    /// Log time at which the lease was taken (extensions keep it).
+    pub granted_at: Millis,
     /// Results with `seq` up to this one were delivered under this lease and are
     /// consumed by the update; later ones arrived during the lease and are kept.
-    #[serde(default)]
     pub through_seq: u64,
 }
 
@@ -172,7 +274,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// Parses the lower-case name used in `?status=` filters.
+    /// Parses a status's lower-case name.
     pub fn parse(name: &str) -> Option<Status> {
         Some(match name {
             "waiting" => Status::Waiting,
@@ -185,20 +287,51 @@ impl Status {
     }
 }
 
+/// What `GET /states?status=` selects: a status, or the paused states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// States with this status.
+    Status(Status),
+    /// Paused states, whatever their status.
+    Paused,
+}
+
+impl Listed {
+    /// Parses the `?status=` value.
+    pub fn parse(name: &str) -> Option<Listed> {
+        match name {
+            "paused" => Some(Listed::Paused),
+            other => Status::parse(other).map(Listed::Status),
+        }
+    }
+
+    /// Its tag in the by-status table.
+    pub fn tag(self) -> u8 {
+        match self {
+            Listed::Status(status) => status as u8,
+            Listed::Paused => super::keys::PAUSED,
+        }
+    }
+}
+
+/// Highest priority.
+pub const MAX_PRIORITY: u8 = 9;
+
 /// One process, as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// State id (same rules as channel names).
     pub id: String,
     /// The process's own dump; opaque to slct.
-    pub data: Value,
+    pub data: Data,
     /// Selects still blocked.
     pub selects: Vec<Select>,
     /// Results not yet consumed, in `seq` order.
     pub results: Vec<SelectResult>,
     /// Where to POST the state when it turns pending; `None` for polled states.
     pub callback: Option<Callback>,
-    /// Increases with every change.
+    /// Increases with every change but a lease extension (a heartbeat keeps
+    /// `Idempotency-Key: {id}:{version}` of a callback delivery the same).
     pub version: u64,
     /// The current lease, if any (it may have expired in wall time but not yet in log time).
     pub lease: Option<Lease>,
@@ -216,6 +349,12 @@ pub struct State {
     pub last_error: Option<String>,
     /// Callback attempts exhausted.
     pub failed: bool,
+    /// Paused: its selects still complete, but it is delivered to no one (§3.6).
+    pub paused: bool,
+    /// 0–9; polls hand out higher priorities first.
+    pub priority: u8,
+    /// Number of the next event in its history.
+    pub next_event: u64,
 }
 
 impl State {
@@ -235,68 +374,77 @@ impl State {
     }
 
     /// The client-facing form (full, or a summary without `data`).
-    pub fn view(&self, full: bool) -> StateView {
+    pub fn view(&self, full: bool) -> StateView<'_> {
         StateView {
-            id: self.id.clone(),
+            id: &self.id,
             status: self.status(),
-            data: full.then(|| self.data.clone()),
-            selects: self.selects.iter().map(Select::as_written).collect(),
-            results: self.results.clone(),
-            callback: self.callback.clone(),
+            data: full.then_some(&self.data),
+            selects: self.selects.iter().map(Select::view).collect(),
+            results: self.results.iter().map(SelectResult::view).collect(),
+            callback: self.callback.as_ref(),
             version: self.version,
             lease: self.lease.as_ref().map(|l| LeaseView {
                 token: l.token,
                 expires_at: l.expires_at,
+                granted_at: l.granted_at,
             }),
             created_at: self.created_at,
             updated_at: self.updated_at,
             attempts: self.attempts,
-            last_error: self.last_error.clone(),
+            last_error: self.last_error.as_deref(),
+            paused: self.paused,
+            priority: self.priority,
         }
     }
 }
 
 /// A lease as clients see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LeaseView {
     /// The token to send back with the update.
     pub token: Uuid,
     /// Unix ms (log time) when the lease lapses.
     pub expires_at: Millis,
+    /// Unix ms (log time) when the lease was taken.
+    pub granted_at: Millis,
 }
 
 /// A state as clients see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StateView {
+#[derive(Debug, Serialize)]
+pub struct StateView<'a> {
     /// State id.
-    pub id: String,
+    pub id: &'a str,
     /// Derived status.
     pub status: Status,
     /// The process's data; absent in summaries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<&'a Data>,
     /// Blocked selects.
-    pub selects: Vec<Select>,
+    pub selects: Vec<SelectView<'a>>,
     /// Unconsumed results.
-    pub results: Vec<SelectResult>,
+    pub results: Vec<ResultView<'a>>,
     /// Callback, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub callback: Option<Callback>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<&'a Callback>,
     /// Version, increased by every change.
     pub version: u64,
     /// Current lease.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseView>,
     /// Creation time (Unix ms).
     pub created_at: Millis,
     /// Last change (Unix ms).
     pub updated_at: Millis,
     /// Callback attempts since the last successful update.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub attempts: u32,
     /// Last callback failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<&'a str>,
+    /// Paused: not delivered until resumed.
+    pub paused: bool,
+    /// 0–9, higher polled first.
+    pub priority: u8,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -318,6 +466,8 @@ pub struct Chan {
     pub senders: u64,
     /// Blocked receivers.
     pub receivers: u64,
+    /// Of the senders and receivers, those that are parked HTTP operations.
+    pub parked: u64,
     /// Next position in this channel's buffer and queues; keeps FIFO order.
     pub next_pos: u64,
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::error::Error;
-use super::types::{Case, Select};
+use super::types::{Case, Select, MAX_PRIORITY};
 
 /// Longest state id, channel name or select id, in bytes.
 pub const MAX_NAME: usize = 256;
@@ -14,6 +14,10 @@ pub const MAX_CASES: usize = 64;
 pub const MAX_SELECTS: usize = 256;
 /// Largest channel capacity.
 pub const MAX_CAPACITY: u64 = 1 << 32;
+/// Longest lease (or lease extension, or callback retry delay): one day.
+pub const MAX_LEASE_MS: u64 = 86_400_000;
+/// Most parked HTTP sends and receives on one channel.
+pub const MAX_PARKED_PER_CHAN: u64 = 1024;
 
 /// A state id, channel name or select id: 1–256 bytes of UTF-8 without control characters.
 pub fn name(what: &str, value: &str) -> Result<(), Error> {
@@ -66,6 +70,27 @@ fn cases(select: &str, cases: &[Case]) -> Result<(), Error> {
         if let Some(chan) = case.chan() {
             name("channel name", chan)?;
         }
+    }
+    Ok(())
+}
+
+/// A lease duration: 1 ms to [`MAX_LEASE_MS`]. Checked in the engine too, so that no
+/// entry can make a lease that never ends.
+pub fn lease_ms(ms: u64) -> Result<(), Error> {
+    if ms == 0 || ms > MAX_LEASE_MS {
+        return Err(Error::Invalid(format!(
+            "a lease lasts 1 to {MAX_LEASE_MS} ms"
+        )));
+    }
+    Ok(())
+}
+
+/// A priority: 0 to [`MAX_PRIORITY`].
+pub fn priority(priority: u8) -> Result<(), Error> {
+    if priority > MAX_PRIORITY {
+        return Err(Error::Invalid(format!(
+            "priority must be 0 to {MAX_PRIORITY}"
+        )));
     }
     Ok(())
 }

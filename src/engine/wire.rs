@@ -5,11 +5,15 @@
 //! `Op` 1 = recv, 2 = send, 3 = timer with `Chan` holding Unix seconds). Server-owned
 //! fields (`status`, `results`, `version`, ...) are ignored, so a client may send back
 //! the whole state it received. Every problem is an [`Error::Invalid`] naming the field.
+//!
+//! In an update, a field the body omits keeps its value and an explicit `null` clears
+//! it (DESIGN §3.2): so `data` and `callback` are `Option`s of what was written, with
+//! `null` kept apart from absence.
 
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
 use uuid::Uuid;
 
+use super::data::Data;
 use super::error::Error;
 use super::types::{Callback, Case, Select};
 use super::validate;
@@ -22,18 +26,21 @@ pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 300_000;
 /// The body of `PUT /state/{id}`.
 #[derive(Debug, Default, Deserialize)]
 pub struct StateBody {
-    /// Opaque process data (null if absent).
-    #[serde(default, alias = "Data")]
-    pub data: Value,
-    /// Selects (blocked ones unchanged, new ones to register).
+    /// Opaque process data; `None` if absent (an explicit `null` is `Some`).
+    #[serde(default, alias = "Data", deserialize_with = "present")]
+    pub data: Option<Data>,
+    /// Selects (blocked ones unchanged, new ones to register); `None` if absent.
     #[serde(default, alias = "Selects")]
     pub selects: Option<Vec<SelectBody>>,
-    /// Callback.
-    #[serde(default, alias = "Callback")]
-    pub callback: Option<CallbackBody>,
+    /// Callback: `None` if absent, `Some(None)` if `null`.
+    #[serde(default, alias = "Callback", deserialize_with = "present")]
+    pub callback: Option<Option<CallbackBody>>,
     /// The lease under which this is an update.
     #[serde(default)]
     pub lease: Option<LeaseBody>,
+    /// 0–9; `None` if absent.
+    #[serde(default)]
+    pub priority: Option<i64>,
 }
 
 /// `{"token": "<uuid>"}` in a state body.
@@ -66,7 +73,7 @@ pub struct CaseBody {
     pub chan: Option<String>,
     /// Value of a send; `null` is a value, absence is not.
     #[serde(default, alias = "Data", deserialize_with = "present")]
-    pub data: Option<Value>,
+    pub data: Option<Data>,
     /// Timer deadline (Unix ms).
     #[serde(default)]
     pub at: Option<u64>,
@@ -100,29 +107,39 @@ pub struct CallbackBody {
 }
 
 /// Deserializes a field that is present (even as `null`) into `Some`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 impl StateBody {
-    /// Validated selects.
-    pub fn selects(&self) -> Result<Vec<Select>, Error> {
-        let selects = self
-            .selects
+    /// Validated selects; `None` if the body has none.
+    pub fn selects(&self) -> Result<Option<Vec<Select>>, Error> {
+        let Some(written) = &self.selects else {
+            return Ok(None);
+        };
+        let selects = written
             .iter()
-            .flatten()
             .map(SelectBody::to_select)
             .collect::<Result<Vec<_>, _>>()?;
         validate::selects(&selects)?;
-        Ok(selects)
+        Ok(Some(selects))
     }
 
-    /// Validated callback.
-    pub fn callback(&self) -> Result<Option<Callback>, Error> {
+    /// Validated callback: `None` if absent, `Some(None)` if `null`.
+    pub fn callback(&self) -> Result<Option<Option<Callback>>, Error> {
         self.callback
             .as_ref()
-            .map(CallbackBody::to_callback)
+            .map(|c| c.as_ref().map(CallbackBody::to_callback).transpose())
             .transpose()
+    }
+
+    /// Validated priority; `None` if absent.
+    pub fn priority(&self) -> Result<Option<u8>, Error> {
+        let Some(p) = self.priority else {
+            return Ok(None);
+        };
+        let p = u8::try_from(p).map_err(|_| Error::Invalid("priority must be 0 to 9".into()))?;
+        validate::priority(p).map(|()| Some(p))
     }
 
     /// The lease token in the body, if any.

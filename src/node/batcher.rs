@@ -21,10 +21,16 @@
 //! With group commit off, every op is its own entry and entries are not limited in
 //! flight: the baseline that shows what batching buys.
 //!
+//! A batch also stops growing before its commands pass [`MAX_ENTRY_BYTES`], so no entry
+//! outgrows what a follower accepts; a caller that gave up before its op was proposed
+//! (a write timeout, a client gone) is dropped from the batch, so it never applies.
+//!
 //! # Leader time (DESIGN §2)
 //! `now` is the maximum of this node's wall clock, the last `now` it proposed and the
 //! applied log clock, so log time never goes back, not even when a leader whose clock
-//! is behind takes over.
+//! is behind takes over. It is at most [`MAX_CLOCK_JUMP_MS`] past the applied log clock
+//! (the engine refuses more): after a long outage log time catches up in such steps,
+//! which the ticker drives.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,9 +40,9 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::{not_leader, NodeError};
 use crate::engine::types::Millis;
-use crate::engine::{Applied, Command, Op};
+use crate::engine::{Applied, Command, Op, MAX_CLOCK_JUMP_MS};
 use crate::raft::state_machine::Progress;
-use crate::raft::Raft;
+use crate::raft::{Raft, MAX_ENTRY_BYTES};
 
 /// Most ops in one entry.
 pub const MAX_BATCH: usize = 256;
@@ -48,6 +54,8 @@ const MAX_IN_FLIGHT: usize = 2;
 pub struct Proposal {
     /// What to apply.
     pub op: Op,
+    /// Its encoded size, which bounds the batch.
+    pub size: usize,
     /// Where the applied result goes.
     pub reply: oneshot::Sender<Result<Applied, NodeError>>,
 }
@@ -58,17 +66,23 @@ pub async fn run(
     mut proposals: mpsc::Receiver<Proposal>,
     progress: watch::Receiver<Progress>,
     group_commit: bool,
+    history_limit: u32,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let in_flight = group_commit.then(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
     let mut clock = LeaderClock::default();
+    // An op that did not fit the last batch: it leads the next one.
+    let mut batch_overflow: Option<Proposal> = None;
     loop {
-        let first = tokio::select! {
-            first = proposals.recv() => match first {
-                Some(first) => first,
-                None => return,
+        let first = match batch_overflow.take() {
+            Some(first) => first,
+            None => tokio::select! {
+                first = proposals.recv() => match first {
+                    Some(first) => first,
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
             },
-            _ = shutdown.changed() => return,
         };
         let permit = match &in_flight {
             Some(slots) => match slots.clone().acquire_owned().await {
@@ -77,12 +91,24 @@ pub async fn run(
             },
             None => None,
         };
+        let mut bytes = first.size;
         let mut batch = vec![first];
         while group_commit && batch.len() < MAX_BATCH {
             match proposals.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) if bytes + next.size > MAX_ENTRY_BYTES => {
+                    batch_overflow = Some(next);
+                    break;
+                }
+                Ok(next) => {
+                    bytes += next.size;
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
+        }
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
         }
         let now = clock.now(progress.borrow().clock);
         let (commands, replies): (Vec<Command>, Vec<_>) = batch
@@ -93,6 +119,7 @@ pub async fn run(
                     Command {
                         now,
                         seed,
+                        history_limit,
                         op: p.op,
                     },
                     p.reply,
@@ -177,10 +204,15 @@ struct LeaderClock {
 }
 
 impl LeaderClock {
-    /// max(wall clock, last proposed, applied log clock); remembered as the last proposed.
+    /// max(wall clock, last proposed, applied log clock), but at most
+    /// [`MAX_CLOCK_JUMP_MS`] past a running log clock; remembered as the last proposed.
     fn now(&mut self, log_clock: Millis) -> Millis {
-        self.last = wall_clock().max(self.last).max(log_clock);
-        self.last
+        let mut now = wall_clock().max(self.last).max(log_clock);
+        if log_clock > 0 {
+            now = now.min(log_clock + MAX_CLOCK_JUMP_MS);
+        }
+        self.last = now;
+        now
     }
 }
 
@@ -207,6 +239,13 @@ mod tests {
             "a log clock ahead of the wall wins"
         );
         assert_eq!(clock.now(0), ahead, "and is never undone");
+    }
+
+    #[test]
+    fn leader_clock_catches_up_in_bounded_steps() {
+        let mut clock = LeaderClock::default();
+        let long_ago = wall_clock() - 10 * MAX_CLOCK_JUMP_MS;
+        assert_eq!(clock.now(long_ago), long_ago + MAX_CLOCK_JUMP_MS);
     }
 
     #[test]

@@ -15,8 +15,9 @@ use openraft::BasicNode;
 use tokio::sync::watch;
 
 use super::{NodeConfig, NodeError};
+use crate::raft::auth::{ClusterKey, AUTH_HEADER};
 use crate::raft::server::Status;
-use crate::raft::{Raft, SECRET_HEADER};
+use crate::raft::Raft;
 
 /// How often the smallest node asks its peers whether they are fresh.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
@@ -70,7 +71,7 @@ pub async fn run(
     let members = match plan {
         Plan::Alone(members) => members,
         Plan::Lead(members) => {
-            let http = reqwest::Client::new();
+            let http = crate::http_client::client();
             loop {
                 match peers_fresh(&http, &config).await {
                     Some(true) => break members,
@@ -101,8 +102,9 @@ async fn peers_fresh(http: &reqwest::Client, config: &NodeConfig) -> Option<bool
         let mut request = http
             .get(format!("http://{addr}/raft/status"))
             .timeout(PROBE_INTERVAL * 5);
-        if let Some(secret) = &config.cluster_secret {
-            request = request.header(SECRET_HEADER, secret);
+        let key = ClusterKey::new(config.cluster_secret.as_deref());
+        if let Some(tag) = key.sign(*id, "status", &[b"", b""]) {
+            request = request.header(AUTH_HEADER, tag);
         }
         let status: Status = request.send().await.ok()?.json().await.ok()?;
         if status.initialized {

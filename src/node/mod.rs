@@ -8,6 +8,16 @@
 //! every node hears the [`Effects`] of each command it applies through
 //! [`Node::subscribe`].
 //!
+//! # When the cluster has no quorum
+//! openraft keeps a leader that has lost its followers in office, and a proposal it
+//! cannot commit waits forever. So every write, linearizable read and membership change
+//! here is bounded by `--write-timeout` ([`NodeConfig::write_timeout`]): a write that
+//! was proposed but not confirmed in time fails with [`NodeError::Timeout`] — its
+//! outcome is unknown (it may still commit once a quorum is back) — and a read with
+//! [`NodeError::NoQuorum`]. [`Node::is_ready`] is false on a leader that has not heard
+//! from a quorum, and on a follower that has not heard from the leader, within the
+//! election timeout.
+//!
 //! # Tasks
 //! - `batcher`: group commit and leader time — every write passes through it.
 //! - `ticker`: on the leader, a `tick` when the next timer, lease or parked-operation
@@ -31,18 +41,21 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
-use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::engine::codec;
 use crate::engine::{Applied, Effects, Op};
+use crate::raft::auth::ClusterKey;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
-use crate::raft::Raft;
+use crate::raft::{Raft, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
 use crate::store::SledStore;
 
 use batcher::{fatal_error, raft_write_error, Proposal};
@@ -60,8 +73,20 @@ const SNAPSHOT_CHUNK: u64 = 1 << 20;
 /// reloaded its tables — seconds to a minute for millions of states — so openraft's
 /// 200 ms default would keep a far-behind follower from ever catching up.
 const SNAPSHOT_RPC_TIMEOUT_MS: u64 = 120_000;
-/// Most entries per append request.
-const MAX_PAYLOAD_ENTRIES: u64 = 64;
+/// Leader heartbeat interval.
+const HEARTBEAT_MS: u64 = 100;
+/// A follower that hears nothing from the leader for a random time in
+/// `ELECTION_TIMEOUT_MIN_MS..ELECTION_TIMEOUT_MAX_MS` starts an election.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+/// See [`ELECTION_TIMEOUT_MIN_MS`]. Also the longest silence (from a quorum, or from the
+/// leader) after which a node stops calling itself ready.
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// Default `--history-limit`.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
+/// Default `--write-timeout`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for Raft's own state when answering `/readyz`.
+const READINESS_PROBE: Duration = Duration::from_secs(1);
 
 /// Raft node id.
 pub type NodeId = u64;
@@ -83,6 +108,12 @@ pub struct NodeConfig {
     pub snapshot_threshold: u64,
     /// Pack concurrent writes into one log entry (off only to measure its effect).
     pub group_commit: bool,
+    /// `--history-limit`: events kept per state (0: no history).
+    pub history_limit: u32,
+    /// `--write-timeout`: how long a write, a linearizable read or a membership change
+    /// may wait for a quorum before it fails ([`NodeError::Timeout`],
+    /// [`NodeError::NoQuorum`]).
+    pub write_timeout: Duration,
 }
 
 /// Why a request could not be served by this node.
@@ -97,9 +128,37 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// The request's command would be this many bytes, more than a log entry may hold.
+    #[error("the request makes a command of {0} bytes, more than {MAX_COMMAND_BYTES}")]
+    TooLarge(usize),
+    /// A write was proposed but not confirmed within `--write-timeout` (no quorum): it
+    /// may or may not be applied.
+    #[error("the write was not confirmed within {0:?}")]
+    Timeout(Duration),
+    /// The leader could not confirm with a quorum that it still leads (a linearizable
+    /// read that cannot be served).
+    #[error("no quorum")]
+    NoQuorum,
     /// A storage or Raft failure; the node may be unhealthy.
     #[error("{0}")]
     Fatal(String),
+}
+
+/// Why a membership change was refused or failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// The node id is neither a voter nor a learner (404).
+    #[error("node {0} is not a member or learner of this cluster")]
+    Unknown(NodeId),
+    /// The change contradicts the cluster as it is (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request makes no sense (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The node could not serve it (503, or replayed on the leader).
+    #[error(transparent)]
+    Node(#[from] NodeError),
 }
 
 /// What `GET /cluster` shows.
@@ -156,7 +215,7 @@ impl Node {
             .map_err(|e| fatal(&e))?;
         let progress = state_machine.progress();
         let raft_config = raft_config(&config)?;
-        let network = Network::new(config.cluster_secret.clone());
+        let network = Network::new(ClusterKey::new(config.cluster_secret.as_deref()));
         let raft = Raft::new(config.id, raft_config, network, log.clone(), state_machine)
             .await
             .map_err(|e| fatal(&e))?;
@@ -175,6 +234,7 @@ impl Node {
                 queue,
                 progress.clone(),
                 config.group_commit,
+                config.history_limit,
                 shutdown.subscribe(),
             )),
             tokio::spawn(ticker::run(
@@ -214,7 +274,8 @@ impl Node {
     pub fn raft_router(&self) -> axum::Router {
         crate::raft::server::router(
             self.inner.raft.clone(),
-            self.inner.config.cluster_secret.clone(),
+            ClusterKey::new(self.inner.config.cluster_secret.as_deref()),
+            self.inner.config.id,
         )
     }
 
@@ -224,19 +285,28 @@ impl Node {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        propose(&self.inner.proposals, op).await
+        let timeout = self.inner.config.write_timeout;
+        tokio::time::timeout(timeout, propose(&self.inner.proposals, op))
+            .await
+            .unwrap_or(Err(NodeError::Timeout(timeout)))
     }
 
     /// Waits until this node may answer a linearizable read from its local store
     /// (leader only, through openraft's read index).
     pub async fn linearizable_read(&self) -> Result<(), NodeError> {
-        match self.inner.raft.ensure_linearizable().await {
+        let timeout = self.inner.config.write_timeout;
+        let Ok(confirmed) =
+            tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await
+        else {
+            return Err(NodeError::NoQuorum);
+        };
+        match confirmed {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id, f.leader_node))
             }
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
-                Err(NodeError::NoLeader)
+                Err(NodeError::NoQuorum)
             }
             Err(RaftError::Fatal(e)) => Err(fatal_error(e)),
         }
@@ -295,35 +365,164 @@ impl Node {
         }
     }
 
-    /// `GET /readyz`: a leader is known and this node has applied up to the commit index.
-    pub fn is_ready(&self) -> bool {
-        let metrics = self.inner.raft.metrics();
-        let metrics = metrics.borrow();
-        let applied = metrics.last_applied.map(|id| id.index);
-        metrics.running_state.is_ok()
-            && metrics.current_leader.is_some()
-            && applied >= self.inner.log.committed_index()
+    /// `GET /readyz`: a leader is known, this node has applied up to the commit index,
+    /// and it is in touch — a leader heard from a quorum, a follower or learner from the
+    /// leader, within [`ELECTION_TIMEOUT_MAX_MS`].
+    ///
+    /// The leader's figure is openraft's `millis_since_quorum_ack`, refreshed with the
+    /// metrics on every Raft tick (150 ms); a follower's is the time since its vote was
+    /// last confirmed by a message from the leader (every append and heartbeat does).
+    pub async fn is_ready(&self) -> bool {
+        let leader = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            let applied = metrics.last_applied.map(|id| id.index);
+            let caught_up = metrics.running_state.is_ok()
+                && metrics.current_leader.is_some()
+                && applied >= self.inner.log.committed_index();
+            if !caught_up {
+                return false;
+            }
+            (metrics.state == ServerState::Leader).then_some(metrics.millis_since_quorum_ack)
+        };
+        let silence_ms = match leader {
+            Some(since_quorum_ack) => since_quorum_ack,
+            None => self.millis_since_leader().await,
+        };
+        silence_ms.is_some_and(|ms| ms <= ELECTION_TIMEOUT_MAX_MS)
     }
 
-    /// `POST /cluster/learners`.
-    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), NodeError> {
-        self.inner
-            .raft
-            .add_learner(id, BasicNode::new(addr), true)
+    /// On a follower: milliseconds since the leader last confirmed its vote.
+    async fn millis_since_leader(&self) -> Option<u64> {
+        let asked = self.inner.raft.with_raft_state(|st| {
+            st.vote_last_modified()
+                .map(|at| at.elapsed().as_millis() as u64)
+        });
+        tokio::time::timeout(READINESS_PROBE, asked)
             .await
-            .map(drop)
-            .map_err(raft_write_error)
+            .ok()?
+            .ok()?
     }
 
-    /// `POST /cluster/membership`.
-    pub async fn change_membership(&self, members: Vec<NodeId>) -> Result<(), NodeError> {
+    /// `POST /cluster/learners`: adds `id` at `addr` as a learner (it receives the log
+    /// but does not vote). Returns once the change is committed, without waiting for
+    /// the learner to catch up (or even answer). Adding a learner again at the same
+    /// address changes nothing.
+    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), MembershipError> {
+        let ClusterInfo {
+            members: voters,
+            learners,
+            ..
+        } = self.membership()?;
+        if voters.contains_key(&id) {
+            return Err(MembershipError::Conflict(format!("node {id} is a voter")));
+        }
+        match learners.get(&id) {
+            Some(known) if *known == addr => return Ok(()),
+            Some(known) => {
+                return Err(MembershipError::Conflict(format!(
+                    "node {id} is already a learner at {known}; remove it first"
+                )))
+            }
+            None => {}
+        }
+        let change = self.inner.raft.add_learner(id, BasicNode::new(addr), false);
+        self.membership_change(change).await
+    }
+
+    /// `DELETE /cluster/learners/{id}`: removes learner `id` from the cluster.
+    pub async fn remove_learner(&self, id: NodeId) -> Result<(), MembershipError> {
+        let ClusterInfo {
+            members: voters,
+            learners,
+            ..
+        } = self.membership()?;
+        if voters.contains_key(&id) {
+            return Err(MembershipError::Conflict(format!(
+                "node {id} is a voter; change the membership to leave it out first"
+            )));
+        }
+        if !learners.contains_key(&id) {
+            return Err(MembershipError::Unknown(id));
+        }
+        let remove = ChangeMembers::RemoveNodes([id].into());
+        let change = self.inner.raft.change_membership(remove, false);
+        self.membership_change(change).await
+    }
+
+    /// `POST /cluster/membership`: makes `members` the voters (each must be a voter or a
+    /// learner already; voters left out leave the cluster). A change that leaves fewer
+    /// than three voters needs `force`: two voters survive no failure, one is a single
+    /// point of loss.
+    pub async fn change_membership(
+        &self,
+        members: Vec<NodeId>,
+        force: bool,
+    ) -> Result<(), MembershipError> {
         let members: std::collections::BTreeSet<NodeId> = members.into_iter().collect();
-        self.inner
-            .raft
-            .change_membership(members, false)
-            .await
-            .map(drop)
-            .map_err(raft_write_error)
+        if members.is_empty() {
+            return Err(MembershipError::Invalid(
+                "members must name at least one node".into(),
+            ));
+        }
+        let ClusterInfo {
+            members: voters,
+            learners,
+            ..
+        } = self.membership()?;
+        if let Some(&unknown) = members
+            .iter()
+            .find(|id| !voters.contains_key(id) && !learners.contains_key(id))
+        {
+            return Err(MembershipError::Unknown(unknown));
+        }
+        let unchanged = members.iter().eq(voters.keys());
+        if members.len() < 3 && !force && !unchanged {
+            return Err(MembershipError::Conflict(format!(
+                "this change leaves {} voter(s); fewer than three voters cannot survive the \
+                 loss of a node. Add ?force=true to do it anyway",
+                members.len()
+            )));
+        }
+        let change = self.inner.raft.change_membership(members, false);
+        self.membership_change(change).await
+    }
+
+    /// The membership as the leader sees it; `NotLeader` elsewhere, so the request is
+    /// replayed on the leader, whose view is the one that counts.
+    fn membership(&self) -> Result<ClusterInfo, NodeError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        Ok(self.cluster_info())
+    }
+
+    /// Awaits a membership change for at most `--write-timeout`.
+    async fn membership_change<T>(
+        &self,
+        change: impl std::future::Future<
+            Output = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
+        >,
+    ) -> Result<(), MembershipError> {
+        let timeout = self.inner.config.write_timeout;
+        match tokio::time::timeout(timeout, change).await {
+            Err(_) => Err(NodeError::Timeout(timeout).into()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(match e {
+                    ChangeMembershipError::InProgress(_) => MembershipError::Conflict(
+                        "another membership change is in progress; retry when it completes".into(),
+                    ),
+                    ChangeMembershipError::EmptyMembership(_) => {
+                        MembershipError::Invalid("the cluster needs at least one voter".into())
+                    }
+                    ChangeMembershipError::LearnerNotFound(e) => {
+                        MembershipError::Unknown(e.node_id)
+                    }
+                })
+            }
+            Ok(Err(e)) => Err(raft_write_error(e).into()),
+        }
     }
 
     /// Stops Raft and the background tasks and flushes the store.
@@ -353,11 +552,18 @@ impl Node {
     }
 }
 
-/// Hands `op` to the batcher and waits for its applied result.
+/// Hands `op` to the batcher and waits for its applied result; refuses an op whose
+/// command would be larger than [`MAX_COMMAND_BYTES`].
 async fn propose(proposals: &mpsc::Sender<Proposal>, op: Op) -> Result<Applied, NodeError> {
+    let size = codec::encode(&op)
+        .map_err(|e| NodeError::Fatal(e.to_string()))?
+        .len();
+    if size > MAX_COMMAND_BYTES {
+        return Err(NodeError::TooLarge(size));
+    }
     let (reply, applied) = oneshot::channel();
     proposals
-        .send(Proposal { op, reply })
+        .send(Proposal { op, size, reply })
         .await
         .map_err(|_| NodeError::ShuttingDown)?;
     applied.await.map_err(|_| NodeError::ShuttingDown)?
@@ -380,9 +586,9 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
     let threshold = config.snapshot_threshold.max(1);
     let raft_config = openraft::Config {
         cluster_name: "slct".to_owned(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(threshold),
         max_in_snapshot_log_to_keep: threshold,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK,

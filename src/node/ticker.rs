@@ -5,7 +5,9 @@
 //! machine after every apply), sleeps until its wall clock reaches it — waking early if
 //! an apply brings a nearer deadline or leadership changes — and then proposes
 //! [`Op::Tick`]. When nothing is due it proposes nothing (DESIGN §2 Time). Followers
-//! only wait for leadership.
+//! only wait for leadership. A leader whose clock is more than [`MAX_CLOCK_JUMP_MS`]
+//! ahead of log time (after an outage) ticks until log time has caught up, one bounded
+//! step per tick.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use super::batcher::{wall_clock, Proposal};
 use super::propose;
 use crate::engine::types::Millis;
-use crate::engine::Op;
+use crate::engine::{Op, MAX_CLOCK_JUMP_MS};
 use crate::raft::state_machine::Progress;
 
 /// Pause after a failed tick before trying again (leadership may be moving).
@@ -27,21 +29,28 @@ pub async fn run(
     mut leadership: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // The deadline the last successful tick was for: a tick applies everything due, so
-    // meeting the same deadline again means something due was left behind, and ticking
-    // again would only flood the log. It is reported once and waited out instead.
-    let mut ticked: Option<Millis> = None;
+    // The (deadline, log clock) the last successful tick was for: a tick applies
+    // everything due, so meeting the same pair again means something due was left
+    // behind, and ticking again would only flood the log. It is reported once and
+    // waited out instead. (A catch-up tick moves the clock, so the pair changes.)
+    let mut ticked: Option<(Option<Millis>, Millis)> = None;
     let mut reported: Option<Millis> = None;
     loop {
         let leader = *leadership.borrow_and_update();
-        let deadline = progress.borrow_and_update().next_deadline;
+        let Progress {
+            clock,
+            next_deadline: deadline,
+        } = *progress.borrow_and_update();
+        let behind = clock > 0 && wall_clock() > clock.saturating_add(MAX_CLOCK_JUMP_MS);
         let mut wait = match deadline {
+            _ if leader && behind => Some(0),
             Some(at) if leader => Some(at.saturating_sub(wall_clock())),
             _ => None,
         };
-        if wait == Some(0) && deadline != ticked {
+        let mark = (deadline, clock);
+        if wait == Some(0) && ticked != Some(mark) {
             match propose(&proposals, Op::Tick).await {
-                Ok(_) => ticked = deadline,
+                Ok(_) => ticked = Some(mark),
                 Err(_) => tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
                     _ = shutdown.changed() => return,

@@ -3,8 +3,8 @@
 //!
 //! Entries live in the `raft_log` tree under their index in big-endian bytes, so sled's
 //! key order is log order and the last entry is the tree's last key. The vote, the
-//! committed log id and the last purged log id live in `raft_state`. Values are JSON:
-//! entries are small next to the `fdatasync` that every append pays.
+//! committed log id and the last purged log id live in `raft_state`. Entries are in the
+//! binary [`codec`]; the vote and log ids are small JSON.
 //!
 //! # Durability
 //! openraft may count an entry towards a majority as soon as the flush callback of
@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{StorageError, TypeConfig};
+use crate::engine::codec;
 use crate::store::SledStore;
 
 /// sled tree of log entries.
@@ -187,7 +188,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry).map_err(|e| write_err(&e))?;
+            let bytes = codec::encode(&entry).map_err(|e| write_err(&e))?;
             batch.insert(index_key(entry.log_id.index), bytes);
         }
         self.log.apply_batch(batch).map_err(|e| write_err(&e))?;
@@ -219,7 +220,7 @@ fn parse_index(key: &[u8]) -> Result<u64, StorageError> {
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
-    serde_json::from_slice(bytes).map_err(|e| read_err(&e))
+    codec::decode(bytes).map_err(|e| read_err(&e))
 }
 
 fn read_err(e: &(impl std::error::Error + 'static)) -> StorageError {

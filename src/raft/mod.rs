@@ -18,6 +18,7 @@
 //! batch in order keeps every command's effect exactly as if it had its own entry.
 //!
 //! # Layout
+//! - [`auth`]: the MAC on every `/raft/*` request.
 //! - [`log_store`]: entries, vote, committed index and purge point in sled trees.
 //! - [`state_machine`]: applying batches, building and installing snapshots.
 //! - [`snapshot`]: the snapshot file format, streamed to and from the sled trees.
@@ -27,6 +28,7 @@
 // openraft's traits return its `StorageError` (over 200 bytes); helpers return it too.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod log_store;
 pub mod network;
 pub mod server;
@@ -58,5 +60,22 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// openraft's storage error with slct's node id.
 pub type StorageError = openraft::StorageError<u64>;
 
-/// Header carrying the cluster secret on `/raft/*` requests.
-pub const SECRET_HEADER: &str = "Slct-Cluster-Secret";
+/// Largest encoded command: what one client request may add to the log (a 1 MiB body,
+/// the default `--max-body`, with room to spare). A request whose command would be
+/// larger is refused with 413 before it is proposed.
+pub const MAX_COMMAND_BYTES: usize = 2 << 20;
+
+/// Largest log entry (a group-commit batch stops growing before it passes this).
+pub const MAX_ENTRY_BYTES: usize = MAX_COMMAND_BYTES;
+
+/// Most entries in one append request (openraft's `max_payload_entries`).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
+/// Entries an append request carries, in bytes: it stops before passing this (but
+/// carries at least one entry). openraft 0.9 gives an append the heartbeat interval to
+/// complete, follower's fsync included, so a request must stay small enough to land in
+/// time; what is left goes in the next one ([`network`] answers a partial success).
+pub const APPEND_BUDGET_BYTES: usize = 1 << 20;
+
+/// Largest append request a follower accepts: one entry at its largest, and framing.
+pub const MAX_APPEND_BYTES: usize = MAX_ENTRY_BYTES + APPEND_BUDGET_BYTES;

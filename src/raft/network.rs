@@ -1,11 +1,18 @@
 //! The Raft network client: openraft's RPCs as POSTs to a peer's `/raft/*` routes.
 //!
-//! Votes and appends are one JSON request each, openraft's own request type as the body;
-//! the peer answers with the `Result` its Raft returned, serialized as is (see
-//! [`super::server`]). A peer that cannot be connected to is reported as [`Unreachable`],
-//! which makes openraft back off instead of retrying in a tight loop while a node is
-//! down; any other transport failure is a [`NetworkError`], retried on the next
-//! heartbeat. A peer's error result (say, a higher vote) comes back as a [`RemoteError`].
+//! Votes and appends are one request each, openraft's own request type in the binary
+//! [`codec`] as the body; the peer answers with the `Result` its Raft returned, encoded
+//! the same way (see [`super::server`]). Every request carries the MAC of
+//! [`super::auth`]. A peer that cannot be connected to, or that answers with an error
+//! status (401 for a wrong secret, 413, 5xx), is reported as [`Unreachable`], which
+//! makes openraft back off instead of retrying in a tight loop; any other transport
+//! failure is a [`NetworkError`], retried on the next heartbeat. A peer's error result
+//! (say, a higher vote) comes back as a [`RemoteError`].
+//!
+//! An append carries entries up to [`APPEND_BUDGET_BYTES`] (openraft 0.9 allows an
+//! append only the heartbeat interval); when it had to leave some out, a success is
+//! reported as a partial success up to the last entry sent, and openraft sends the rest
+//! next.
 //!
 //! Snapshots use openraft's chunked transport: `install_snapshot` carries one chunk of
 //! the snapshot file per request, so the file is never held whole in memory. A chunk
@@ -26,13 +33,15 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Vote};
+use openraft::{BasicNode, LogId, Vote};
 use reqwest::header::{HeaderValue, InvalidHeaderValue, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::auth::{ClusterKey, AUTH_HEADER};
 use super::snapshot::Meta;
-use super::{TypeConfig, SECRET_HEADER};
+use super::{TypeConfig, APPEND_BUDGET_BYTES};
+use crate::engine::{codec, StoreError};
 
 /// Header carrying a snapshot chunk's request, but for its bytes, on `/raft/snapshot`.
 pub const SNAPSHOT_HEADER: &str = "Slct-Snapshot";
@@ -44,15 +53,15 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
-    secret: Option<String>,
+    key: ClusterKey,
 }
 
 impl Network {
-    /// A network sending `secret` (if any) in the `Slct-Cluster-Secret` header.
-    pub fn new(secret: Option<String>) -> Self {
+    /// A network authenticating its requests with `key`.
+    pub fn new(key: ClusterKey) -> Self {
         Network {
-            http: reqwest::Client::new(),
-            secret,
+            http: crate::http_client::client(),
+            key,
         }
     }
 }
@@ -80,14 +89,34 @@ type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
 
 impl PeerClient {
-    /// A POST to the peer's `/raft/{route}` with the cluster secret and `option`'s deadline.
-    fn request(&self, route: &str, option: &RPCOption) -> reqwest::RequestBuilder {
+    /// A POST of `body` to the peer's `/raft/{route}`, authenticated, with `option`'s
+    /// deadline; `header` is a snapshot chunk's request header.
+    fn request(
+        &self,
+        route: &str,
+        option: &RPCOption,
+        header: Option<HeaderValue>,
+        body: Vec<u8>,
+    ) -> reqwest::RequestBuilder {
         let url = format!("http://{}/raft/{route}", self.node.addr);
-        let http = self.network.http.post(url).timeout(option.hard_ttl());
-        match &self.network.secret {
-            Some(secret) => http.header(SECRET_HEADER, secret),
-            None => http,
+        let header_bytes = header.as_ref().map_or(&[][..], HeaderValue::as_bytes);
+        let tag = self
+            .network
+            .key
+            .sign(self.target, route, &[header_bytes, &body]);
+        let mut http = self
+            .network
+            .http
+            .post(url)
+            .timeout(option.hard_ttl())
+            .header(CONTENT_TYPE, "application/octet-stream");
+        if let Some(tag) = tag {
+            http = http.header(AUTH_HEADER, tag);
         }
+        if let Some(header) = header {
+            http = http.header(SNAPSHOT_HEADER, header);
+        }
+        http.body(body)
     }
 
     /// Sends `http` and decodes the `Result` the peer's Raft returned.
@@ -103,13 +132,17 @@ impl PeerClient {
                 RPCError::Network(NetworkError::new(&e))
             }
         })?;
-        let response = response
-            .error_for_status()
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let result: Result<Resp, RaftError<u64, E>> = response
-            .json()
+        let status = response.status();
+        if !status.is_success() {
+            let refused = openraft::AnyError::error(format!("peer answered HTTP {status}"));
+            return Err(RPCError::Unreachable(Unreachable::new(&refused)));
+        }
+        let bytes = response
+            .bytes()
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<u64, E>> =
+            codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -126,7 +159,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>> {
-        self.send(self.request("append", &option).json(&rpc)).await
+        let network_err = |e: StoreError| RPCError::Network(NetworkError::new(&e));
+        let (rpc, cut) = within_budget(rpc).map_err(network_err)?;
+        let body = codec::encode(&rpc).map_err(network_err)?;
+        let answer = self
+            .send(self.request("append", &option, None, body))
+            .await?;
+        Ok(match (answer, cut) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
     }
 
     async fn install_snapshot(
@@ -136,12 +180,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
         let (header, data) =
             encode_snapshot_chunk(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let http = self
-            .request("snapshot", &option)
-            .header(SNAPSHOT_HEADER, header)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(data);
-        self.send(http).await
+        self.send(self.request("snapshot", &option, Some(header), data))
+            .await
     }
 
     async fn vote(
@@ -149,12 +189,35 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>> {
-        self.send(self.request("vote", &option).json(&rpc)).await
+        let body = codec::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(self.request("vote", &option, None, body)).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
     }
+}
+
+/// Cuts `rpc` to the entries that fit [`APPEND_BUDGET_BYTES`] (at least one); if it
+/// cut any, also returns the last log id it kept, for a partial success.
+fn within_budget(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+) -> Result<(AppendEntriesRequest<TypeConfig>, Option<LogId<u64>>), StoreError> {
+    let mut bytes = 0;
+    let mut keep = 0;
+    for entry in &rpc.entries {
+        bytes += codec::encode(entry)?.len();
+        if keep > 0 && bytes > APPEND_BUDGET_BYTES {
+            break;
+        }
+        keep += 1;
+    }
+    if keep == rpc.entries.len() {
+        return Ok((rpc, None));
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(|e| e.log_id);
+    Ok((rpc, last))
 }
 
 /// A snapshot chunk's request without its bytes: the `Slct-Snapshot` header.

@@ -1,20 +1,21 @@
 //! The Raft network server: the `/raft/*` routes on the node's own HTTP port.
 //!
 //! Each handler hands the peer's request to the local Raft and returns the `Result` it
-//! gave, serialized as is, for [`super::network`] to decode. Votes and appends arrive as
-//! JSON; a snapshot chunk arrives as its raw bytes with the rest of the request in the
-//! `Slct-Snapshot` header (see [`super::network`] for why), and a request without a
-//! readable header gets 400. `/raft/status` tells a starting peer whether this node
-//! already belongs to a cluster (for bootstrap). With a cluster secret configured, a
-//! request without the matching `Slct-Cluster-Secret` header gets 401 before it reaches
-//! Raft.
+//! gave, in the binary [`codec`], for [`super::network`] to decode. Votes and appends
+//! arrive in the codec; a snapshot chunk arrives as its raw bytes with the rest of the
+//! request in the `Slct-Snapshot` header (see [`super::network`] for why); a body that
+//! does not decode gets 400. `/raft/status` tells a starting peer whether this node
+//! already belongs to a cluster (for bootstrap).
+//!
+//! Every request is authenticated first ([`super::auth`]): the body is read (up to
+//! [`MAX_RAFT_BODY`]) and its MAC checked for this node, else 401, before Raft sees it.
 //!
 //! The routes carry their own body limit, larger than the client API's: an append may
 //! carry many batched commands and a snapshot request one chunk of the snapshot file.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,11 +23,13 @@ use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{ClusterKey, AUTH_HEADER};
 use super::network::{decode_snapshot_chunk, SNAPSHOT_HEADER};
-use super::{Raft, TypeConfig, SECRET_HEADER};
+use super::{Raft, TypeConfig};
+use crate::engine::codec;
 
-/// Largest `/raft/*` request body.
-const MAX_RAFT_BODY: usize = 256 << 20;
+/// Largest `/raft/*` request body: [`super::MAX_APPEND_BYTES`] and some framing.
+pub const MAX_RAFT_BODY: usize = super::MAX_APPEND_BYTES + (1 << 20);
 
 /// What `/raft/status` answers.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,47 +41,74 @@ pub struct Status {
 #[derive(Clone)]
 struct RaftState {
     raft: Raft,
-    secret: Option<String>,
+    key: ClusterKey,
+    me: u64,
 }
 
-/// The `/raft/*` routes for `raft`, guarded by `secret` if set.
-pub fn router(raft: Raft, secret: Option<String>) -> Router {
-    let state = RaftState { raft, secret };
+/// The `/raft/*` routes of node `me`, authenticated with `key`.
+pub fn router(raft: Raft, key: ClusterKey, me: u64) -> Router {
+    let state = RaftState { raft, key, me };
     Router::new()
         .route("/raft/vote", post(vote))
         .route("/raft/append", post(append))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/status", get(status))
-        .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
-        .route_layer(middleware::from_fn_with_state(state.clone(), check_secret))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
-async fn check_secret(State(state): State<RaftState>, request: Request, next: Next) -> Response {
-    if let Some(secret) = &state.secret {
-        let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
-        if given != Some(secret.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "wrong or missing cluster secret").into_response();
-        }
+/// Reads the body and checks the request's MAC before anything else sees it.
+async fn authenticate(State(state): State<RaftState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_RAFT_BODY).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    };
+    let route = parts.uri.path().rsplit('/').next().unwrap_or_default();
+    let snapshot = parts
+        .headers
+        .get(SNAPSHOT_HEADER)
+        .map_or(&[][..], |v| v.as_bytes());
+    let given = parts.headers.get(AUTH_HEADER).map(|v| v.as_bytes());
+    if !state
+        .key
+        .verify(state.me, route, &[snapshot, &bytes], given)
+    {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong Slct-Raft-Auth").into_response();
     }
-    next.run(request).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
-async fn vote(State(state): State<RaftState>, Json(rpc): Json<VoteRequest<u64>>) -> Response {
-    Json(state.raft.vote(rpc).await).into_response()
+/// A Raft result in the codec.
+fn encoded<T: Serialize>(result: &T) -> Response {
+    match codec::encode(result) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
 }
 
-async fn append(
-    State(state): State<RaftState>,
-    Json(rpc): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Response {
-    Json(state.raft.append_entries(rpc).await).into_response()
+fn bad_request(e: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+}
+
+async fn vote(State(state): State<RaftState>, body: Bytes) -> Response {
+    match codec::decode::<VoteRequest<u64>>(&body) {
+        Ok(rpc) => encoded(&state.raft.vote(rpc).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn append(State(state): State<RaftState>, body: Bytes) -> Response {
+    match codec::decode::<AppendEntriesRequest<TypeConfig>>(&body) {
+        Ok(rpc) => encoded(&state.raft.append_entries(rpc).await),
+        Err(e) => bad_request(e),
+    }
 }
 
 async fn snapshot(State(state): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
     match decode_snapshot_chunk(headers.get(SNAPSHOT_HEADER), body.into()) {
-        Ok(rpc) => Json(state.raft.install_snapshot(rpc).await).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Ok(rpc) => encoded(&state.raft.install_snapshot(rpc).await),
+        Err(e) => bad_request(e),
     }
 }
 

@@ -163,7 +163,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
                     for command in &batch {
-                        let applied = engine::apply(&mut tx, command)
+                        let applied = engine::apply(&mut tx, command, log_id.index)
                             .map_err(|e| StorageIOError::apply(log_id, &e))?;
                         if !applied.effects.is_empty() {
                             effects.push(Arc::new(applied.effects.clone()));

@@ -14,9 +14,26 @@
 //! anyway) but not necessarily a power loss or kernel crash. [`SledStore::flush_durable`]
 //! therefore follows `flush` with `fdatasync` on sled's data file, which does both; the
 //! Raft log store calls it before it reports an append as flushed.
+//!
+//! # Blobs
+//! sled writes a page larger than a quarter of its segment (128 KiB: a large value, a
+//! log entry carrying one, or a leaf holding many small ones) not into `db` but into a
+//! file of its own, `blobs/<lsn>`, and never syncs it: `db` then holds only a pointer,
+//! and after a power loss an acknowledged write could point at a file that is empty or
+//! gone. So `flush_durable` also syncs every blob file it has not synced yet, and then
+//! the `blobs/` directory (which holds their names), before syncing `db`. Blob files are
+//! written once under a new name and never changed, so remembering each name with the
+//! length it had when synced is enough to sync each file once — and again only if it
+//! was caught half-written (its length changed). By the time `flush` returns, every
+//! blob that the flushed log refers to is complete, so the sync that follows covers it.
+//! sled deletes blobs it no longer needs at any time; a file that vanishes on the way
+//! is skipped and forgotten.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -28,13 +45,23 @@ pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
 /// sled's main data file inside the database directory.
 const SLED_DATA_FILE: &str = "db";
+/// The directory where sled keeps pages too large for its log segments.
+const SLED_BLOBS_DIR: &str = "blobs";
 
 /// A sled database holding the state machine tables (and, in other trees, the Raft log).
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
     trees: Vec<sled::Tree>,
-    data_file: std::sync::Arc<File>,
+    data_file: Arc<File>,
+    blobs: Arc<BlobSync>,
+}
+
+/// The blob files synced so far (see "Blobs" in the module docs).
+struct BlobSync {
+    dir: PathBuf,
+    /// File name → its length when it was synced.
+    synced: Mutex<HashMap<String, u64>>,
 }
 
 impl SledStore {
@@ -62,10 +89,15 @@ impl SledStore {
             .map_err(sled_err)?;
         let data_file = File::open(dir.join(SLED_DATA_FILE))
             .map_err(|e| StoreError(format!("open sled data file: {e}")))?;
+        let blobs = BlobSync {
+            dir: dir.join(SLED_BLOBS_DIR),
+            synced: Mutex::default(),
+        };
         Ok(SledStore {
             db,
             trees,
-            data_file: std::sync::Arc::new(data_file),
+            data_file: Arc::new(data_file),
+            blobs: Arc::new(blobs),
         })
     }
 
@@ -104,12 +136,25 @@ impl SledStore {
         result.map_err(|e| StoreError(format!("commit: {e:?}")))
     }
 
-    /// Makes every write so far durable: sled's flush, then `fdatasync` (see module docs).
+    /// Makes every write so far durable: sled's flush, then `fsync` of new blob files and
+    /// their directory, then `fdatasync` of the data file (see module docs).
     pub fn flush_durable(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(sled_err)?;
+        self.blobs.sync_new()?;
         self.data_file
             .sync_data()
             .map_err(|e| StoreError(format!("fdatasync: {e}")))
+    }
+
+    /// The blob files synced so far and the length each had when it was synced, by
+    /// file name (sled's log sequence number). For tests and diagnostics.
+    pub fn synced_blobs(&self) -> HashMap<String, u64> {
+        self.blobs.lock().clone()
+    }
+
+    /// Where sled keeps its blob files.
+    pub fn blobs_dir(&self) -> &Path {
+        &self.blobs.dir
     }
 
     /// Empties every state machine table (before installing a snapshot).
@@ -138,7 +183,94 @@ impl Store for SledStore {
     }
 }
 
+impl BlobSync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.synced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Syncs every blob file not synced at its present length, then the directory if
+    /// any was; forgets files that are gone. One sync at a time (the lock is held), so
+    /// two flushes never both sync the same file.
+    fn sync_new(&self) -> Result<(), StoreError> {
+        let io = |what: &str, e: std::io::Error| StoreError(format!("{what}: {e}"));
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("list sled blobs", e)),
+        };
+        let mut synced = self.lock();
+        let mut present = std::collections::HashSet::new();
+        let mut any = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| io("list sled blobs", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            present.insert(name.clone());
+            let len = match entry.metadata() {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("stat sled blob", e)),
+            };
+            if synced.get(&name) == Some(&len) {
+                continue;
+            }
+            match sync_file(&entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("fsync sled blob", e)),
+            }
+            synced.insert(name, len);
+            any = true;
+        }
+        synced.retain(|name, _| present.contains(name));
+        if any {
+            sync_file(&self.dir).map_err(|e| io("fsync sled blobs directory", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `fsync` of a file or directory (opened read-only, which is enough on Linux).
+fn sync_file(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
 /// A sled failure as a storage failure.
 pub fn sled_err(e: sled::Error) -> StoreError {
     StoreError(format!("sled: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_value_lands_in_a_blob_that_flush_durable_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.db().insert(b"big", vec![7u8; 300 << 10]).unwrap();
+        store.flush_durable().unwrap();
+
+        let on_disk: HashMap<String, u64> = std::fs::read_dir(store.blobs_dir())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().into_string().unwrap(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        assert!(
+            on_disk.values().any(|&len| len >= 300 << 10),
+            "the value is in a blob file: {on_disk:?}"
+        );
+        assert_eq!(
+            store.synced_blobs(),
+            on_disk,
+            "every blob file synced at its length"
+        );
+        // Nothing new: nothing synced again, and the record stays as it is.
+        store.flush_durable().unwrap();
+        assert_eq!(store.synced_blobs(), on_disk);
+    }
 }

@@ -138,6 +138,15 @@ impl Cluster {
         assert!(status.success(), "kill -{signal} node {id}");
     }
 
+    /// The process id of node `id`.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.nodes[&id]
+            .child
+            .as_ref()
+            .expect("node is running")
+            .id()
+    }
+
     /// Ids of the running nodes.
     pub fn running(&self) -> Vec<u64> {
         self.nodes

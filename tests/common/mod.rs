@@ -53,6 +53,12 @@ impl Cluster {
     /// Three nodes, each serving the API with `api`; returns once a leader is known
     /// to all.
     pub async fn start_with(api: ApiConfig) -> Cluster {
+        Self::start_tuned(api, |_| {}).await
+    }
+
+    /// Three nodes serving the API with `api`, each node's configuration adjusted by
+    /// `tune`; returns once a leader is known to all.
+    pub async fn start_tuned(api: ApiConfig, tune: impl Fn(&mut NodeConfig)) -> Cluster {
         let mut listeners = Vec::new();
         let mut peers = BTreeMap::new();
         for id in 1..=3u64 {
@@ -61,10 +67,8 @@ impl Cluster {
             listeners.push(listener);
         }
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let configs = peers
-            .iter()
-            .zip(&dirs)
-            .map(|((&id, addr), dir)| NodeConfig {
+        let configs = peers.iter().zip(&dirs).map(|((&id, addr), dir)| {
+            let mut config = NodeConfig {
                 id,
                 listen: addr.parse().unwrap(),
                 data_dir: dir.path().to_path_buf(),
@@ -72,7 +76,12 @@ impl Cluster {
                 cluster_secret: None,
                 snapshot_threshold: 10_000,
                 group_commit: true,
-            });
+                history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
+                write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
+            };
+            tune(&mut config);
+            config
+        });
         let nodes: Vec<Node> = futures::future::join_all(configs.map(Node::start))
             .await
             .into_iter()
@@ -104,10 +113,12 @@ impl Cluster {
             _dirs: dirs,
         };
         eventually(Duration::from_secs(20), "a leader known to all", || async {
-            cluster
-                .nodes
-                .iter()
-                .all(|n| n.leader().is_some() && n.is_ready())
+            for n in &cluster.nodes {
+                if n.leader().is_none() || !n.is_ready().await {
+                    return false;
+                }
+            }
+            true
         })
         .await;
         cluster

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use slct::engine::types::{Case, ChanView, Select, State};
-use slct::engine::{self, Applied, Command, Error, MemStore, Op, Response, Tx};
+use slct::engine::{self, codec, Applied, Command, Data, Error, MemStore, Op, Response, Tx};
 use uuid::Uuid;
 
 /// Log time at which every scenario starts.
@@ -15,6 +15,10 @@ pub struct World {
     pub store: MemStore,
     pub now: u64,
     pub seed: u64,
+    /// The Raft index the next command is applied at.
+    pub index: u64,
+    /// Events kept per state.
+    pub history_limit: u32,
 }
 
 impl World {
@@ -23,6 +27,8 @@ impl World {
             store: MemStore::new(),
             now: T0,
             seed: 1,
+            index: 1,
+            history_limit: 100,
         }
     }
 
@@ -32,10 +38,13 @@ impl World {
         let cmd = Command {
             now: self.now,
             seed: self.seed,
+            history_limit: self.history_limit,
             op,
         };
         let mut tx = Tx::new(&self.store);
-        let applied = engine::apply(&mut tx, &cmd).expect("storage never fails in memory");
+        let applied =
+            engine::apply(&mut tx, &cmd, self.index).expect("storage never fails in memory");
+        self.index += 1;
         let writes = tx.into_writes();
         self.store.commit(writes);
         applied
@@ -60,9 +69,10 @@ impl World {
     pub fn create(&mut self, id: &str, selects: Vec<Select>) -> State {
         match self.ok(Op::CreateState {
             id: id.into(),
-            data: Value::Null,
+            data: Data::null(),
             selects,
             callback: None,
+            priority: 0,
         }) {
             Response::State(s) => *s,
             other => panic!("unexpected {other:?}"),
@@ -75,7 +85,7 @@ impl World {
             .get(slct::engine::Table::States, id.as_bytes())
             .unwrap()
             .unwrap_or_else(|| panic!("no state {id}"));
-        serde_json::from_slice(&bytes).unwrap()
+        codec::decode(&bytes).unwrap()
     }
 
     pub fn exists(&self, id: &str) -> bool {
@@ -99,7 +109,7 @@ impl World {
     pub fn send(&mut self, chan: &str, data: Value) -> Response {
         self.ok(Op::Send {
             chan: chan.into(),
-            data,
+            data: data.into(),
             mode: engine::SendMode::Detached,
         })
     }
@@ -124,12 +134,12 @@ impl World {
         })
     }
 
-    /// Leases every pending polled state (up to `n`) for `lease_ms`.
+    /// Leases the oldest pending polled states (up to `n`) for `lease_ms`.
     pub fn poll(&mut self, n: usize, lease_ms: u64) -> Vec<State> {
-        let tokens = (0..n).map(|_| Uuid::new_v4()).collect();
         match self.ok(Op::LeasePending {
             prefix: String::new(),
-            tokens,
+            min_priority: 0,
+            tokens: (0..n).map(|_| Uuid::new_v4()).collect(),
             lease_ms,
         }) {
             Response::States(states) => states,
@@ -142,9 +152,10 @@ impl World {
         self.apply(Op::UpdateState {
             id: state.id.clone(),
             token,
-            data: state.data.clone(),
-            selects,
-            callback: state.callback.clone(),
+            data: Some(state.data.clone()),
+            selects: Some(selects),
+            callback: Some(state.callback.clone()),
+            priority: None,
         })
         .reply
     }
@@ -157,7 +168,7 @@ pub fn recv(chan: &str) -> Case {
 pub fn send(chan: &str, data: Value) -> Case {
     Case::Send {
         chan: chan.into(),
-        data,
+        data: data.into(),
     }
 }
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one test command (README "Tests", and what .ci/run calls).
+#
+# A fresh machine has only the Rust toolchain: this script first installs what the
+# tests need from Debian's and PyPI's package indexes, then runs every test. A tool
+# that cannot be installed fails the run; nothing is skipped silently.
+#
+#   scripts/test.sh            everything: cargo test, then deploy/test.sh (Docker)
+#   scripts/test.sh ARGS...    only `cargo test ARGS...` (e.g. a test name)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# need COMMAND PACKAGE: installs the Debian package that provides COMMAND if it is missing.
+need() {
+  command -v "$1" >/dev/null && return
+  echo "scripts/test.sh: installing $2 for $1"
+  apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
+}
+
+# tests/durability.rs traces a node's sync calls with strace.
+need strace strace
+
+# The fault rig (tests/fault/): network namespaces and veth (iproute2), firewall rules
+# (nftables), packet delay through a netfilter queue (iptables), rate limits (tc, in
+# iproute2) and per-process clock skew (libfaketime).
+need_debian() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        echo "scripts/test.sh: installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+need_debian iproute2 nftables iptables faketime
+
+cargo test --locked "$@"
+if [ "$#" -eq 0 ]; then
+  # The image, three containers on their own network, a partition (deploy/test.sh
+  # says what); needs the Docker engine and docker-compose, which it does not install.
+  need curl curl
+  need jq jq
+  need readelf binutils
+  need strip binutils
+  deploy/test.sh
+fi

@@ -1,0 +1,106 @@
+//! The HTTP clients slct sends requests with, made in one place for one reason: how
+//! they resolve host names.
+//!
+//! Peers are named by host name in a deployment (`slct1:7001` in the compose file,
+//! `slct-0.slct:7001` in the StatefulSet), and the image is a static binary with
+//! nothing beside it, where glibc's resolver cannot load its NSS modules. So names are
+//! resolved in Rust by hickory-resolver, from `/etc/hosts` and then the name servers of
+//! `/etc/resolv.conf` (Docker's embedded DNS, a Kubernetes cluster's DNS), which both
+//! platforms mount into every container.
+//!
+//! reqwest can do that by itself (its `hickory-dns` feature is on, so that every client
+//! resolves names), but its resolver keeps an answer for the record's whole TTL, and
+//! Docker's DNS answers with 600 s: a peer that came back with a new address (a
+//! container recreated or reconnected) stayed unreachable for ten minutes, and a node
+//! that could not be reached kept calling elections meanwhile. The resolver here keeps
+//! an answer for at most [`MAX_CACHE`]. Names are looked up only when a connection is
+//! opened (pooled connections are reused), so that costs a query per new connection
+//! at most.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::LookupIpStrategy;
+use hickory_resolver::{ResolveError, TokioResolver};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use tokio::sync::OnceCell;
+
+/// The longest a resolved name (or the absence of one) is reused.
+pub const MAX_CACHE: Duration = Duration::from_secs(1);
+
+/// A client builder whose host names are resolved as this module describes; use it
+/// instead of `reqwest::Client::builder()`.
+pub fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().dns_resolver(Arc::new(Resolver::default()))
+}
+
+/// A client with reqwest's defaults but this module's resolver; use it instead of
+/// `reqwest::Client::new()`.
+pub fn client() -> reqwest::Client {
+    builder().build().unwrap_or_default()
+}
+
+/// Resolves names with hickory-resolver, made on first use (inside the runtime) from
+/// the system's configuration and kept for the client's life.
+#[derive(Clone, Default)]
+pub struct Resolver {
+    resolver: Arc<OnceCell<TokioResolver>>,
+}
+
+impl Resolve for Resolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let cell = self.resolver.clone();
+        Box::pin(async move {
+            let resolver = cell.get_or_try_init(|| async { system_resolver() }).await?;
+            let lookup = resolver.lookup_ip(name.as_str()).await?;
+            let addrs: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, 0)).collect();
+            let addrs: Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// A resolver configured from `/etc/resolv.conf` (and `/etc/hosts`), asking for IPv4
+/// and IPv6 addresses alike (the connector tries them in turn), caching briefly.
+fn system_resolver() -> Result<TokioResolver, ResolveError> {
+    let mut builder = TokioResolver::builder_tokio()?;
+    let options = builder.options_mut();
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    options.positive_max_ttl = Some(MAX_CACHE);
+    options.negative_max_ttl = Some(MAX_CACHE);
+    Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn localhost_resolves_from_the_hosts_file() {
+        let addrs: Vec<SocketAddr> = Resolver::default()
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+        assert!(!addrs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_client_reaches_a_server_by_name() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "here" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let body = client()
+            .get(format!("http://localhost:{port}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "here");
+    }
+}

@@ -1,0 +1,290 @@
+//! Who may call what, on a real three-node cluster: the API token, the admin token on
+//! membership routes, `/metrics`, and membership mistakes answered as 4xx. Requests go
+//! through a follower, so they also show that forwarding keeps the caller's token.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{answer, Answer, Cluster};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use slct::api::ApiConfig;
+
+/// A request to node `i` with `Authorization: Bearer <token>` if given.
+async fn call(
+    c: &Cluster,
+    i: usize,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = c.http.request(method, format!("{}{}", c.urls[i], path));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    answer(req.send().await.expect("the node answers")).await
+}
+
+/// An address where nothing listens.
+fn dead_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_needs_the_admin_token_and_the_api_token_is_forbidden_there() {
+    let api = ApiConfig {
+        token: Some("api-token".into()),
+        admin_token: Some("admin-token".into()),
+        ..ApiConfig::default()
+    };
+    let c = Cluster::start_with(api).await;
+    let f = c.follower();
+    let learner = json!({"id": 4, "addr": dead_addr()});
+
+    let none = call(
+        &c,
+        f,
+        Method::POST,
+        "/cluster/learners",
+        None,
+        Some(learner.clone()),
+    )
+    .await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    let api = call(
+        &c,
+        f,
+        Method::POST,
+        "/cluster/learners",
+        Some("api-token"),
+        Some(learner.clone()),
+    )
+    .await;
+    assert_eq!(
+        (api.status, api.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let shrink = Some(json!({"members": [1]}));
+    let api = call(
+        &c,
+        f,
+        Method::POST,
+        "/cluster/membership?force=true",
+        Some("api-token"),
+        shrink,
+    )
+    .await;
+    assert_eq!(api.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.nodes[0].cluster_info().members.len(),
+        3,
+        "nothing changed"
+    );
+    assert!(c.nodes[0].cluster_info().learners.is_empty());
+
+    let admin = call(
+        &c,
+        f,
+        Method::POST,
+        "/cluster/learners",
+        Some("admin-token"),
+        Some(learner),
+    )
+    .await;
+    assert_eq!(admin.status, StatusCode::OK, "{:?}", admin.body);
+    assert_eq!(admin.body["learners"].as_object().unwrap().len(), 1);
+    let api = call(
+        &c,
+        f,
+        Method::DELETE,
+        "/cluster/learners/4",
+        Some("api-token"),
+        None,
+    )
+    .await;
+    assert_eq!(api.status, StatusCode::FORBIDDEN);
+    let admin = call(
+        &c,
+        f,
+        Method::DELETE,
+        "/cluster/learners/4",
+        Some("admin-token"),
+        None,
+    )
+    .await;
+    assert_eq!(admin.status, StatusCode::OK, "{:?}", admin.body);
+    assert!(admin.body["learners"].as_object().unwrap().is_empty());
+
+    // The client API takes either token, and nothing without one.
+    let state = Some(json!({"data": 1}));
+    let put = call(
+        &c,
+        f,
+        Method::PUT,
+        "/state/a",
+        Some("api-token"),
+        state.clone(),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    let put = call(
+        &c,
+        f,
+        Method::PUT,
+        "/state/b",
+        Some("admin-token"),
+        state.clone(),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    let put = call(&c, f, Method::PUT, "/state/c", Some("wrong"), state).await;
+    assert_eq!(put.status, StatusCode::UNAUTHORIZED);
+
+    // Probes are open; metrics need the API token (no --metrics-public).
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            call(&c, f, Method::GET, probe, None, None).await.status,
+            StatusCode::OK
+        );
+    }
+    let metrics = call(&c, f, Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::UNAUTHORIZED);
+    let metrics = call(&c, f, Method::GET, "/metrics", Some("api-token"), None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_and_no_admin_token_membership_is_closed_and_metrics_can_be_public() {
+    let api = ApiConfig {
+        token: Some("api-token".into()),
+        metrics_public: true,
+        ..ApiConfig::default()
+    };
+    let c = Cluster::start_with(api).await;
+    let learner = Some(json!({"id": 4, "addr": dead_addr()}));
+    let l = c.leader();
+    let refused = call(
+        &c,
+        l,
+        Method::POST,
+        "/cluster/learners",
+        Some("api-token"),
+        learner,
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--admin-token"));
+    let metrics = call(&c, c.follower(), Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_mistakes_are_4xx_and_learners_come_and_go() {
+    let c = Cluster::start().await;
+    let f = c.follower();
+    let post = |path: &'static str, body: Value| {
+        let c = &c;
+        async move { c.call(f, Method::POST, path, Some(body)).await }
+    };
+
+    let r = c.call(f, Method::DELETE, "/cluster/learners/9", None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
+    let r = c.call(f, Method::DELETE, "/cluster/learners/2", None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "conflict"),
+        "a voter"
+    );
+    let r = c.call(f, Method::DELETE, "/cluster/learners/x", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = post("/cluster/membership", json!({"members": [1, 2, 9]})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
+    let r = post("/cluster/membership", json!({"members": []})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = post("/cluster/membership", json!({"members": [1]})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "conflict"));
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("?force=true"));
+    for addr in [
+        "not an address",
+        "http://127.0.0.1:7001",
+        "127.0.0.1",
+        "127.0.0.1:0",
+    ] {
+        let r = post("/cluster/learners", json!({"id": 4, "addr": addr})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{addr}");
+    }
+    assert_eq!(c.nodes[0].cluster_info().members.len(), 3);
+
+    // A learner at an address where nothing listens is added without waiting for it.
+    let addr = dead_addr();
+    let started = Instant::now();
+    let r = post("/cluster/learners", json!({"id": 4, "addr": addr})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = post("/cluster/learners", json!({"id": 4, "addr": addr})).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the same learner again changes nothing"
+    );
+    let r = post("/cluster/learners", json!({"id": 4, "addr": dead_addr()})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "a learner does not move");
+    let r = post("/cluster/learners", json!({"id": 3, "addr": addr})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "a voter is not a learner");
+    let r = c.call(f, Method::DELETE, "/cluster/learners/4", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(c.nodes[c.leader()].cluster_info().learners.is_empty());
+
+    // Shrinking below three voters is possible, when asked for explicitly.
+    let r = post("/cluster/membership?force=true", json!({"members": [1, 2]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["members"].as_object().unwrap().len(), 2);
+    c.shutdown().await;
+}
+
+#[test]
+fn help_does_not_print_secrets_from_the_environment() {
+    let secrets = [
+        ("SLCT_CLUSTER_SECRET", "cluster-secret-value-1"),
+        ("SLCT_TOKEN", "api-token-value-2"),
+        ("SLCT_ADMIN_TOKEN", "admin-token-value-3"),
+        ("SLCT_CALLBACK_SECRET", "callback-secret-value-4"),
+    ];
+    for command in ["serve", "dev"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_slct"))
+            .args([command, "--help"])
+            .envs(secrets)
+            .output()
+            .expect("slct runs");
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        for (name, value) in secrets {
+            assert!(help.contains(name), "{command} --help names {name}");
+            assert!(
+                !help.contains(value),
+                "{command} --help shows {name}'s value"
+            );
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! What a callback target can make the leader do, on a real three-node cluster:
+//! `--callback-allow` refuses other targets at PUT, redirects are not followed, answers
+//! are read only up to `--max-body`, and `last_error` does not tell a closed port from
+//! a service that is not HTTP.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, StatusCode as AxStatus};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use common::{eventually, Cluster};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use slct::api::ApiConfig;
+use slct::callbacks::{CallbackConfig, NO_VALID_ANSWER};
+
+/// Largest request and callback answer in these tests.
+const MAX_BODY: usize = 64 << 10;
+
+/// Serves `app` on 127.0.0.1:0 and returns its `host:port`.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A finished update carrying `n` bytes of data.
+fn update_of(n: usize) -> String {
+    json!({"data": "x".repeat(n), "selects": []}).to_string()
+}
+
+/// A receiver: `/redirect` answers 307 to `/target`, which counts its calls; `/big`
+/// answers an update larger than [`MAX_BODY`] with its length, `/big-chunked` the same
+/// without one; `/small` a valid update.
+async fn receiver(target_hits: Arc<AtomicUsize>) -> String {
+    let app = Router::new()
+        .route(
+            "/redirect",
+            post(|| async {
+                (
+                    AxStatus::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, "/target")],
+                )
+            }),
+        )
+        .route(
+            "/target",
+            post(move || {
+                target_hits.fetch_add(1, Ordering::SeqCst);
+                async { update_of(10) }
+            }),
+        )
+        .route("/big", post(|| async { update_of(MAX_BODY + 1000) }))
+        .route(
+            "/big-chunked",
+            post(|| async { chunked(update_of(MAX_BODY + 1000)) }),
+        )
+        .route("/small", post(|| async { update_of(MAX_BODY / 2) }));
+    serve(app).await
+}
+
+/// `text` as a chunked body (no `Content-Length`), in 8 KiB pieces.
+fn chunked(text: String) -> Response {
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = text
+        .into_bytes()
+        .chunks(8 << 10)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    Body::from_stream(futures::stream::iter(pieces)).into_response()
+}
+
+/// A TCP service that answers every connection with a line that is not HTTP.
+async fn not_http() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+        }
+    });
+    addr
+}
+
+fn start_now(url: &str) -> Value {
+    json!({"data": 0, "callback": {"url": url, "timeout_ms": 2000},
+           "selects": [{"id": "g", "cases": [{"op": "default"}]}]})
+}
+
+async fn cluster(allow: &str) -> Cluster {
+    Cluster::start_with(ApiConfig {
+        max_body: MAX_BODY,
+        callbacks: CallbackConfig {
+            max_attempts: 2,
+            allow: allow.parse().unwrap(),
+            ..CallbackConfig::default()
+        },
+        ..ApiConfig::default()
+    })
+    .await
+}
+
+/// Waits until state `id` is done or failed and returns it.
+async fn settled(c: &Cluster, id: &str) -> Value {
+    let path = format!("/state/{id}");
+    eventually(
+        Duration::from_secs(20),
+        &format!("{id} settled"),
+        || async {
+            let status = c.call(0, Method::GET, &path, None).await.body["status"].clone();
+            status == "done" || status == "failed"
+        },
+    )
+    .await;
+    c.call(0, Method::GET, &path, None).await.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_large_answers_and_dead_targets_are_failed_attempts() {
+    let c = cluster("").await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let base = format!("http://{}", receiver(hits.clone()).await);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let garbage = not_http().await;
+    let targets = [
+        ("redirect", format!("{base}/redirect")),
+        ("big", format!("{base}/big")),
+        ("big-chunked", format!("{base}/big-chunked")),
+        ("small", format!("{base}/small")),
+        ("closed", format!("http://{closed}/cb")),
+        ("garbage", format!("http://{garbage}/cb")),
+    ];
+    for (id, url) in &targets {
+        let put = c
+            .call(
+                c.follower(),
+                Method::PUT,
+                &format!("/state/{id}"),
+                Some(start_now(url)),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{id}: {:?}", put.body);
+    }
+
+    let redirect = settled(&c, "redirect").await;
+    assert_eq!(redirect["status"], "failed");
+    assert!(redirect["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 307"));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
+
+    for id in ["big", "big-chunked"] {
+        let big = settled(&c, id).await;
+        assert_eq!(big["status"], "failed", "{id}");
+        let error = big["last_error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("larger than {MAX_BODY} bytes")),
+            "{id}: {error}"
+        );
+    }
+    let small = settled(&c, "small").await;
+    assert_eq!(
+        small["status"], "done",
+        "an answer within the limit is applied"
+    );
+
+    let closed = settled(&c, "closed").await;
+    let garbage = settled(&c, "garbage").await;
+    for state in [&closed, &garbage] {
+        assert_eq!(state["status"], "failed");
+        assert_eq!(state["last_error"], NO_VALID_ANSWER, "{}", state["id"]);
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_answer_cannot_move_the_callback_outside_the_allow_list() {
+    let c = cluster("127.0.0.0/8").await;
+    let app = Router::new().route(
+        "/move",
+        post(|| async {
+            json!({"data": 1, "callback": {"url": "http://localhost:1/elsewhere"},
+                   "selects": [{"id": "g", "cases": [{"op": "default"}]}]})
+            .to_string()
+        }),
+    );
+    let url = format!("http://{}/move", serve(app).await);
+    let put = c
+        .call(
+            c.follower(),
+            Method::PUT,
+            "/state/mover",
+            Some(start_now(&url)),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    let mover = settled(&c, "mover").await;
+    assert_eq!(mover["status"], "failed");
+    let error = mover["last_error"].as_str().unwrap();
+    assert!(error.contains("not in --callback-allow"), "{error}");
+    assert_eq!(
+        mover["callback"]["url"],
+        url.as_str(),
+        "the answer was not applied"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_outside_the_allow_list_is_refused_at_put() {
+    let c = cluster("127.0.0.0/8, hooks.example.com").await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = receiver(hits.clone()).await;
+    let port = addr.rsplit_once(':').unwrap().1;
+    for url in [
+        format!("http://localhost:{port}/target"),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://10.0.0.1/cb".to_owned(),
+        "http://evil.example.com/cb".to_owned(),
+    ] {
+        let put = c
+            .call(
+                c.follower(),
+                Method::PUT,
+                "/state/refused",
+                Some(start_now(&url)),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+        assert_eq!(put.code(), "callback_not_allowed", "{url}");
+    }
+    let missing = c.call(0, Method::GET, "/state/refused", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "nothing was created");
+
+    let url = format!("http://{addr}/target");
+    let put = c
+        .call(
+            c.follower(),
+            Method::PUT,
+            "/state/allowed",
+            Some(start_now(&url)),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    assert_eq!(settled(&c, "allowed").await["status"], "done");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    c.shutdown().await;
+}

@@ -1,0 +1,91 @@
+//! Every acknowledged byte reaches the disk, shown on real `slct serve` processes by
+//! tracing their sync calls with strace: a value too large for sled's log segments
+//! lives in a blob file, and the leader syncs that file and its directory before it
+//! acknowledges the write.
+
+mod cluster_harness;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cluster_harness::Cluster;
+use serde_json::json;
+
+/// Attaches `strace` to every thread of process `pid`, logging `fsync` and
+/// `fdatasync` with the path of each descriptor to `out`; returns once attached.
+fn trace_syncs(pid: u32, out: &std::path::Path) -> std::process::Child {
+    let mut strace = Command::new("strace")
+        .args(["-f", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(out)
+        .args(["-p", &pid.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace is installed (scripts/test.sh installs it)");
+    let stderr = strace.stderr.take().expect("strace's stderr");
+    let first = BufReader::new(stderr).lines().next();
+    let first = first
+        .expect("strace says something")
+        .expect("strace's stderr");
+    assert!(first.contains("attached"), "strace did not attach: {first}");
+    // It attaches to the other threads right after the first.
+    std::thread::sleep(Duration::from_millis(300));
+    strace
+}
+
+/// Lets strace detach (SIGINT) and waits for it, so its output is complete.
+fn stop_tracing(mut strace: std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    strace.wait().expect("strace exits");
+}
+
+#[tokio::test]
+async fn a_large_value_is_in_a_synced_blob_before_it_is_acknowledged() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let data = cluster.nodes[&leader].data.clone();
+    let trace = data.with_extension("strace");
+    let strace = trace_syncs(cluster.pid(leader), &trace);
+
+    let big = json!({ "data": "v".repeat(300 << 10) });
+    let status = cluster.put_state(leader, "big", &big).await;
+    stop_tracing(strace);
+    assert_eq!(status, Some(201));
+
+    let syncs = std::fs::read_to_string(&trace).expect("strace output");
+    let blobs = data.join("sled").join("blobs");
+    let blobs = blobs.to_str().unwrap();
+    let synced_blobs: Vec<String> = syncs
+        .lines()
+        .filter(|l| l.contains("fsync("))
+        .filter_map(|l| {
+            Some(
+                l.split(&format!("<{blobs}/"))
+                    .nth(1)?
+                    .split('>')
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let big_blobs: Vec<String> = std::fs::read_dir(blobs)
+        .expect("sled wrote blob files")
+        .map(|e| e.expect("blob entry"))
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() >= 300 << 10))
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    assert!(!big_blobs.is_empty(), "the value went to a blob file");
+    assert!(
+        big_blobs.iter().any(|b| synced_blobs.contains(b)),
+        "no blob holding the value was synced before the write was acknowledged: \
+         blobs {big_blobs:?}, synced {synced_blobs:?}\n{syncs}"
+    );
+    assert!(
+        syncs.contains(&format!("<{blobs}>)")),
+        "the blobs directory was not synced\n{syncs}"
+    );
+}

@@ -1,0 +1,673 @@
+//! The rig: three `slct serve` processes, each in its own network namespace on a
+//! bridge the rig creates, and every fault as a function of the rig.
+//!
+//! # Topology
+//! ```text
+//!   host (the test: clients, nemesis)          switch namespace
+//!   {tag}h 10.213.X.254/24  <--veth-->  {tag}hs ─┐
+//!                                                ├─ bridge {tag}br
+//!   namespace {tag}-n1: {tag}n1 10.213.X.1 <-->  {tag}s1 ─┤
+//!   namespace {tag}-n2: {tag}n2 10.213.X.2 <-->  {tag}s2 ─┤
+//!   namespace {tag}-n3: {tag}n3 10.213.X.3 <-->  {tag}s3 ─┘
+//! ```
+//! The tag is `sf` and this process's id, so two runs never share a name, and a run
+//! that died without cleaning up (SIGKILL) is recognised by its dead pid and swept by
+//! the next one. Everything lives in namespaces the rig made, but for the host end of
+//! one veth; deleting the namespaces deletes every veth, route and firewall rule.
+//! [`Rig`]'s `Drop` does that, also when a test panics; node processes carry
+//! `PR_SET_PDEATHSIG`, so they die with the test even if it is killed.
+//!
+//! # Faults
+//! Network faults only ever touch traffic *between nodes*: the clients (on the host
+//! address) always reach every live node, as Jepsen's control node does.
+//! - [`Rig::kill`] / [`Rig::start`]: `kill -9` and restart on the same data.
+//! - [`Rig::pause`] / [`Rig::resume`]: SIGSTOP and SIGCONT.
+//! - [`Rig::isolate`]: drop everything between one node and the others (nftables in
+//!   the node's namespace); on the leader, the 2|1 split with the leader in the minority.
+//! - [`Rig::mute`]: asymmetric — drop what one node sends to the others, deliver what
+//!   they send it.
+//! - [`Rig::lossy`]: drop a share of packets between one node and the others, at random
+//!   (nftables `numgen random`).
+//! - [`Rig::slow`]: a slow link — token-bucket rate limit on both directions of the
+//!   node's veth, so packets queue (delay) and overflow (loss). This kernel is built
+//!   without `sch_netem` (CONFIG_NET_SCH_NETEM is not set), so a fixed added delay is
+//!   not available; queueing behind a 1 Mbit/s bucket is the delay the rig can make.
+//! - [`Rig::delay`]: latency on the node's links, through a netfilter queue (see
+//!   [`super::delay`]).
+//! - [`Rig::skew`]: the node's wall clock moved by whole seconds either way, through
+//!   libfaketime preloaded into every node (the monotonic clock stays real, so tokio's
+//!   timers are sane); the offset file is re-read every second, so skew changes live.
+//! - [`Rig::heal_network`]: removes the network faults of one node.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::delay::Delay;
+
+/// libfaketime as Debian's `faketime` package installs it.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// Port every node listens on, in its own namespace.
+pub const PORT: u16 = 7000;
+/// Shared secret on `/raft/*` (nodes off loopback refuse to start without one).
+const SECRET: &str = "fault-rig-secret";
+/// Prefix of every name the rig makes.
+const PREFIX: &str = "sf";
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is it installed?)"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command, ignoring failure (cleanup).
+fn try_run(program: &str, args: &[&str]) {
+    let _ = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Runs `nft -f -` with `script` inside namespace `ns`.
+fn nft(ns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write nft script");
+    let out = child.wait_with_output().expect("nft");
+    assert!(
+        out.status.success(),
+        "nft in {ns} failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Deletes what earlier runs left behind when they died before their cleanup: their
+/// namespaces (named with their pid) and node processes.
+fn sweep_dead_runs() {
+    let listing = run("ip", &["netns", "list"]);
+    for name in listing.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('-') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            try_run("ip", &["netns", "del", name]);
+        }
+    }
+}
+
+/// One node: its address inside the rig, data directory and process.
+pub struct NodeProc {
+    /// `10.213.X.id:7000`.
+    pub addr: String,
+    /// The node's IP.
+    pub ip: String,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Namespace name.
+    pub ns: String,
+    /// The libfaketime offset file.
+    pub clock: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// The rig. Dropping it tears everything down.
+pub struct Rig {
+    tag: String,
+    dir: TempDir,
+    subnet: String,
+    peers: String,
+    snapshot_threshold: u64,
+    /// The nodes by id.
+    pub nodes: BTreeMap<u64, NodeProc>,
+    /// Delays in force, by node.
+    delays: Mutex<BTreeMap<u64, Delay>>,
+    /// A client with a short timeout, for the rig's own probes.
+    pub http: reqwest::Client,
+}
+
+impl Rig {
+    /// Builds the network, then starts three nodes; returns once they agree on a leader.
+    pub async fn start(snapshot_threshold: u64) -> Rig {
+        check_tools();
+        sweep_dead_runs();
+        let tag = format!("{PREFIX}{}", std::process::id());
+        let subnet = free_subnet();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let nodes: BTreeMap<u64, NodeProc> = (1..=3u64)
+            .map(|id| {
+                let ip = format!("{subnet}.{id}");
+                let node = NodeProc {
+                    addr: format!("{ip}:{PORT}"),
+                    ip,
+                    data: dir.path().join(format!("n{id}")),
+                    ns: format!("{tag}-n{id}"),
+                    clock: dir.path().join(format!("n{id}.faketime")),
+                    child: None,
+                    paused: false,
+                };
+                (id, node)
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|(id, n)| format!("{id}={}", n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut rig = Rig {
+            tag,
+            dir,
+            subnet,
+            peers,
+            snapshot_threshold,
+            nodes,
+            delays: Mutex::default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client"),
+        };
+        rig.build_network();
+        for id in 1..=3 {
+            rig.skew(id, 0);
+            rig.start_node(id);
+        }
+        rig.await_leader(Duration::from_secs(30)).await;
+        rig
+    }
+
+    fn switch(&self) -> String {
+        format!("{}-sw", self.tag)
+    }
+
+    fn build_network(&self) {
+        let (tag, sw) = (&self.tag, self.switch());
+        run("ip", &["netns", "add", &sw]);
+        run("ip", &["-n", &sw, "link", "set", "lo", "up"]);
+        let bridge = format!("{tag}br");
+        run("ip", &["-n", &sw, "link", "add", &bridge, "type", "bridge"]);
+        run("ip", &["-n", &sw, "link", "set", &bridge, "up"]);
+        // The host's way in.
+        let (host, host_peer) = (format!("{tag}h"), format!("{tag}hs"));
+        run(
+            "ip",
+            &[
+                "link", "add", &host, "type", "veth", "peer", "name", &host_peer,
+            ],
+        );
+        run("ip", &["link", "set", &host_peer, "netns", &sw]);
+        run(
+            "ip",
+            &[
+                "-n", &sw, "link", "set", &host_peer, "master", &bridge, "up",
+            ],
+        );
+        let host_ip = format!("{}.254/24", self.subnet);
+        run("ip", &["addr", "add", &host_ip, "dev", &host]);
+        run("ip", &["link", "set", &host, "up"]);
+        for (id, node) in &self.nodes {
+            let (inner, outer) = (format!("{tag}n{id}"), format!("{tag}s{id}"));
+            run("ip", &["netns", "add", &node.ns]);
+            run("ip", &["-n", &node.ns, "link", "set", "lo", "up"]);
+            run(
+                "ip",
+                &[
+                    "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+                ],
+            );
+            run("ip", &["link", "set", &inner, "netns", &node.ns]);
+            run("ip", &["link", "set", &outer, "netns", &sw]);
+            run(
+                "ip",
+                &["-n", &sw, "link", "set", &outer, "master", &bridge, "up"],
+            );
+            let cidr = format!("{}/24", node.ip);
+            run("ip", &["-n", &node.ns, "addr", "add", &cidr, "dev", &inner]);
+            run("ip", &["-n", &node.ns, "link", "set", &inner, "up"]);
+            self.reset_firewall(*id);
+        }
+    }
+
+    /// Starts node `id` (again) on its data directory.
+    pub fn start_node(&mut self, id: u64) {
+        let log = self.dir.path().join(format!("n{id}.log"));
+        let threshold = self.snapshot_threshold.to_string();
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(node.child.is_none(), "node {id} is running");
+        std::fs::create_dir_all(&node.data).expect("data directory");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &node.ns,
+                env!("CARGO_BIN_EXE_slct"),
+                "serve",
+            ])
+            .args(["--id", &id.to_string(), "--listen", &node.addr])
+            .arg("--data")
+            .arg(&node.data)
+            .args(["--peers", &self.peers, "--cluster-secret", SECRET])
+            .args(["--snapshot-threshold", &threshold])
+            .env("RUST_LOG", "warn,slct=info")
+            .env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME_TIMESTAMP_FILE", &node.clock)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .stdout(Stdio::from(log.try_clone().expect("log file")))
+            .stderr(Stdio::from(log));
+        // SAFETY: prctl is async-signal-safe; it only marks the child to die with us.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        node.child = Some(command.spawn().expect("spawn slct"));
+        node.paused = false;
+    }
+
+    /// `kill -9` node `id`.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let mut child = node.child.take().expect("node is running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        node.paused = false;
+    }
+
+    /// SIGSTOP node `id`.
+    pub fn pause(&mut self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+        self.nodes.get_mut(&id).expect("known node").paused = true;
+    }
+
+    /// SIGCONT node `id`.
+    pub fn resume(&mut self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+        self.nodes.get_mut(&id).expect("known node").paused = false;
+    }
+
+    fn signal(&self, id: u64, signal: i32) {
+        let child = self.nodes[&id].child.as_ref().expect("node is running");
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(child.id() as i32, signal) };
+        assert_eq!(rc, 0, "signal {signal} to node {id}");
+    }
+
+    /// The scheduler state of node `id`'s process as `/proc/{pid}/stat` shows it
+    /// (`T` when stopped by SIGSTOP), if it has one.
+    pub fn process_state(&self, id: u64) -> Option<char> {
+        let pid = self.nodes[&id].child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) STATE ...: comm may hold spaces, so read after the last ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .chars()
+            .next()
+    }
+
+    /// Whether node `id` has a process (paused or not) that has not exited.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[&id].child.is_some() && self.process_state(id) != Some('Z')
+    }
+
+    /// Whether node `id` is stopped by SIGSTOP.
+    pub fn is_paused(&self, id: u64) -> bool {
+        self.nodes[&id].paused
+    }
+
+    /// The IPs of the nodes other than `id`, as an nft set.
+    fn others(&self, id: u64) -> String {
+        let ips: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .map(|(_, n)| n.ip.as_str())
+            .collect();
+        format!("{{ {} }}", ips.join(", "))
+    }
+
+    /// Replaces node `id`'s firewall with `input` and `output` rules.
+    fn firewall(&self, id: u64, input: &str, output: &str) {
+        let table = "inet fault";
+        let script = format!(
+            "table {table} {{}}\ndelete table {table}\ntable {table} {{\n\
+             chain input {{\ntype filter hook input priority 0; policy accept;\n{input}\n}}\n\
+             chain output {{\ntype filter hook output priority 0; policy accept;\n{output}\n}}\n\
+             }}\n"
+        );
+        nft(&self.nodes[&id].ns, &script);
+    }
+
+    fn reset_firewall(&self, id: u64) {
+        self.firewall(id, "", "");
+    }
+
+    /// Cuts node `id` off from the other nodes, both ways.
+    pub fn isolate(&self, id: u64) {
+        let others = self.others(id);
+        self.firewall(
+            id,
+            &format!("ip saddr {others} counter drop"),
+            &format!("ip daddr {others} counter drop"),
+        );
+    }
+
+    /// One direction only: what node `id` sends to the others is lost, what they send
+    /// arrives.
+    pub fn mute(&self, id: u64) {
+        let others = self.others(id);
+        self.firewall(id, "", &format!("ip daddr {others} counter drop"));
+    }
+
+    /// Drops `percent`% of the packets between node `id` and the others, both ways.
+    pub fn lossy(&self, id: u64, percent: u32) {
+        let others = self.others(id);
+        let lose = format!("numgen random mod 100 < {percent} counter drop");
+        self.firewall(
+            id,
+            &format!("ip saddr {others} {lose}"),
+            &format!("ip daddr {others} {lose}"),
+        );
+    }
+
+    /// A slow link: both directions of node `id`'s veth limited to `kbit` kbit/s, with
+    /// up to `latency_ms` of queue (beyond it, packets drop).
+    pub fn slow(&self, id: u64, kbit: u32, latency_ms: u32) {
+        let (rate, latency) = (format!("{kbit}kbit"), format!("{latency_ms}ms"));
+        let tbf = [
+            "root", "tbf", "rate", &rate, "burst", "8kb", "latency", &latency,
+        ];
+        let inner = format!("{}n{id}", self.tag);
+        let outer = format!("{}s{id}", self.tag);
+        let ns = &self.nodes[&id].ns;
+        let mut args = vec!["-n", ns, "qdisc", "replace", "dev", &inner];
+        args.extend(tbf);
+        run("tc", &args);
+        let sw = self.switch();
+        let mut args = vec!["-n", &sw, "qdisc", "replace", "dev", &outer];
+        args.extend(tbf);
+        run("tc", &args);
+    }
+
+    /// Delays every packet between node `id` and the others by `delay` ± `jitter`, each
+    /// way (see [`super::delay`]).
+    pub fn delay(&self, id: u64, delay: Duration, jitter: Duration) {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .map(|(_, n)| n.ip.clone())
+            .collect();
+        let d = Delay::start(&self.nodes[&id].ns, id as u16, &peers, delay, jitter);
+        let old = self.delays.lock().expect("delays").insert(id, d);
+        if let Some(old) = old {
+            old.stop();
+        }
+    }
+
+    /// Ends node `id`'s delay; the number of packets it held.
+    pub fn undelay(&self, id: u64) -> u64 {
+        let d = self.delays.lock().expect("delays").remove(&id);
+        d.map_or(0, Delay::stop)
+    }
+
+    /// Removes node `id`'s firewall rules (partitions, loss), keeping a slow link.
+    pub fn heal_network_rules(&self, id: u64) {
+        self.reset_firewall(id);
+    }
+
+    /// `tc -s qdisc` of both ends of node `id`'s link (drop and overlimit counters).
+    pub fn qdisc_stats(&self, id: u64) -> String {
+        let inner = format!("{}n{id}", self.tag);
+        let outer = format!("{}s{id}", self.tag);
+        let ns = &self.nodes[&id].ns;
+        run("tc", &["-n", ns, "-s", "qdisc", "show", "dev", &inner])
+            + &run(
+                "tc",
+                &["-n", &self.switch(), "-s", "qdisc", "show", "dev", &outer],
+            )
+    }
+
+    /// Log entries between snapshots, as the nodes were started with.
+    pub fn snapshot_threshold(&self) -> u64 {
+        self.snapshot_threshold
+    }
+
+    /// Removes every network fault of node `id`.
+    pub fn heal_network(&self, id: u64) {
+        self.undelay(id);
+        self.reset_firewall(id);
+        let inner = format!("{}n{id}", self.tag);
+        let outer = format!("{}s{id}", self.tag);
+        try_run(
+            "tc",
+            &[
+                "-n",
+                &self.nodes[&id].ns,
+                "qdisc",
+                "del",
+                "dev",
+                &inner,
+                "root",
+            ],
+        );
+        try_run(
+            "tc",
+            &["-n", &self.switch(), "qdisc", "del", "dev", &outer, "root"],
+        );
+    }
+
+    /// Sets node `id`'s wall clock to `secs` seconds off the real one (live: the node
+    /// reads the offset file at most a second later).
+    pub fn skew(&self, id: u64, secs: i64) {
+        let spec = if secs >= 0 {
+            format!("+{secs}s\n")
+        } else {
+            format!("{secs}s\n")
+        };
+        let clock = &self.nodes[&id].clock;
+        let tmp = clock.with_extension("tmp");
+        std::fs::write(&tmp, spec).expect("write clock offset");
+        std::fs::rename(&tmp, clock).expect("replace clock offset");
+    }
+
+    /// Undoes every fault: network, clocks, pauses, and restarts killed nodes.
+    pub fn heal_all(&mut self) {
+        for id in 1..=3 {
+            self.heal_network(id);
+            self.skew(id, 0);
+            if self.is_paused(id) {
+                self.resume(id);
+            }
+            if self.nodes[&id].child.is_none() {
+                self.start_node(id);
+            }
+        }
+    }
+
+    /// `http://10.213.X.id:7000{path}`.
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("http://{}{path}", self.nodes[&id].addr)
+    }
+
+    /// The base URLs of all nodes, by id.
+    pub fn urls(&self) -> BTreeMap<u64, String> {
+        (1..=3).map(|id| (id, self.url(id, ""))).collect()
+    }
+
+    /// Node `id`'s snapshot directory.
+    pub fn snapshot_dir(&self, id: u64) -> PathBuf {
+        self.nodes[&id].data.join("snapshots")
+    }
+
+    /// Everything node `id` logged.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("n{id}.log"))).unwrap_or_default()
+    }
+
+    /// Copies the nodes' logs to `target/tmp/fault-runs/{tag}/` and returns that
+    /// directory (the rig's own directory goes with the rig).
+    pub fn keep_logs(&self) -> PathBuf {
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("fault-runs")
+            .join(&self.tag);
+        std::fs::create_dir_all(&kept).expect("log directory");
+        for id in 1..=3 {
+            let name = format!("n{id}.log");
+            let _ = std::fs::copy(self.dir.path().join(&name), kept.join(&name));
+        }
+        kept
+    }
+
+    /// `GET /cluster` of node `id`, if it answers.
+    pub async fn cluster_info(&self, id: u64) -> Option<Value> {
+        let response = self.http.get(self.url(id, "/cluster")).send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    /// The leader as node `id` sees it.
+    pub async fn leader_seen_by(&self, id: u64) -> Option<u64> {
+        self.cluster_info(id).await?["leader"].as_u64()
+    }
+
+    /// Waits until every running, unpaused node names the same leader (itself running
+    /// and unpaused) and returns it, or `None` after `timeout`.
+    pub async fn try_leader(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.agreed_leader().await {
+                return Some(leader);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn agreed_leader(&self) -> Option<u64> {
+        let live: Vec<u64> = (1..=3)
+            .filter(|id| self.is_running(*id) && !self.is_paused(*id))
+            .collect();
+        let mut leaders = Vec::new();
+        for id in &live {
+            leaders.push(self.leader_seen_by(*id).await?);
+        }
+        let first = *leaders.first()?;
+        (leaders.iter().all(|l| *l == first) && live.contains(&first)).then_some(first)
+    }
+
+    /// Like [`Rig::try_leader`], panicking on timeout with the nodes' logs.
+    pub async fn await_leader(&self, timeout: Duration) -> u64 {
+        match self.try_leader(timeout).await {
+            Some(leader) => leader,
+            None => panic!(
+                "no agreed leader within {timeout:?}; logs:\n{}",
+                (1..=3)
+                    .map(|id| format!("--- node {id}\n{}", tail(&self.log(id), 40)))
+                    .collect::<String>()
+            ),
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Fails loudly if a tool the rig needs is missing (scripts/test.sh installs them).
+fn check_tools() {
+    for tool in ["ip", "nft", "tc", "iptables"] {
+        let found = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(found, "the fault rig needs `{tool}`: run scripts/test.sh");
+    }
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "the fault rig needs libfaketime ({LIBFAKETIME}): run scripts/test.sh"
+    );
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(root, "the fault rig makes network namespaces: run as root");
+}
+
+/// A /24 in 10.213.0.0/16 that no interface or route of the host uses.
+fn free_subnet() -> String {
+    let taken = run("ip", &["-4", "route", "show", "table", "all"]) + &run("ip", &["-4", "addr"]);
+    let start = std::process::id() % 200;
+    (0..200)
+        .map(|i| format!("10.213.{}", (start + i) % 200 + 20))
+        .find(|subnet| !taken.contains(&format!("{subnet}.")))
+        .expect("a free 10.213.x.0/24")
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // Delay threads release what they hold before the namespaces go.
+        let delays = std::mem::take(&mut *self.delays.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(delays);
+        if std::thread::panicking() {
+            eprintln!("node logs kept in {}", self.keep_logs().display());
+        }
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                // A stopped process dies of SIGKILL too.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        for node in self.nodes.values() {
+            try_run("ip", &["netns", "del", &node.ns]);
+        }
+        try_run("ip", &["netns", "del", &self.switch()]);
+        try_run("ip", &["link", "del", &format!("{}h", self.tag)]);
+    }
+}

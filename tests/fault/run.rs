@@ -1,0 +1,323 @@
+//! One nemesis run: rig up, workload and nemesis side by side, heal, drain, wait for
+//! the replicas to agree, check the history, print what was checked.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::checker::linear::describe;
+use super::checker::{self, Report};
+use super::history::{Call, Op, Outcome, Recorder};
+use super::nemesis::{Fault, Nemesis, Record};
+use super::rig::Rig;
+use super::workload::{self, Client, CHANS};
+
+/// How to run.
+pub struct Config {
+    /// How long the workload and nemesis run.
+    pub duration: Duration,
+    /// Faults in order (the nemesis stops when they run out).
+    pub schedule: Vec<Fault>,
+    /// How long each fault is held (ms range).
+    pub hold_ms: (u64, u64),
+    /// Clock skew of the skew faults (s).
+    pub skew_secs: i64,
+    /// `--snapshot-threshold` of the nodes.
+    pub snapshot_threshold: u64,
+    /// Seed of every random choice (clients and nemesis).
+    pub seed: u64,
+}
+
+/// What a run found.
+pub struct Finding {
+    /// The checks' findings.
+    pub report: Report,
+    /// The faults applied.
+    pub faults: Vec<Record>,
+    /// The history.
+    pub ops: Vec<Op>,
+}
+
+/// Runs once and prints a summary; the caller asserts on the report.
+pub async fn run(config: Config) -> Finding {
+    let began = Instant::now();
+    let rig = Rig::start(config.snapshot_threshold).await;
+    let setup = began.elapsed();
+    make_channels(&rig).await;
+    let rec = Recorder::new();
+    let until = Instant::now() + config.duration;
+    let tasks = spawn_workload(&rig, &rec, &config, until);
+    let rng = StdRng::seed_from_u64(config.seed);
+    let mut nemesis = Nemesis::new(rig, rng, config.hold_ms, config.skew_secs);
+    let faults = nemesis.run(&config.schedule, until).await;
+    for task in tasks {
+        task.await.expect("workload task");
+    }
+    let workload_done = began.elapsed();
+    let rig = nemesis.rig;
+    let agreement = settle(&rig, &rec, config.seed).await;
+
+    let ops = rec.ops();
+    let check_began = Instant::now();
+    let mut report = checker::check(&ops);
+    match agreement {
+        Ok(line) => report.checked.push(line),
+        Err(line) => report.violation(line),
+    }
+    node_failures(&rig, &mut report);
+    let check_time = check_began.elapsed();
+    print_summary(&ops, &faults, &report);
+    eprintln!(
+        "timings: setup {:.1}s, workload+nemesis until {:.1}s, heal+drain+agree until {:.1}s, \
+         checks {:.1}s, total {:.1}s",
+        setup.as_secs_f64(),
+        workload_done.as_secs_f64(),
+        (began.elapsed() - check_time).as_secs_f64(),
+        check_time.as_secs_f64(),
+        began.elapsed().as_secs_f64()
+    );
+    if !report.valid() {
+        keep_evidence(&rig, &ops);
+    }
+    Finding {
+        report,
+        faults,
+        ops,
+    }
+}
+
+/// Starts the clients (see [`workload`]); each stops at `until`.
+fn spawn_workload(
+    rig: &Rig,
+    rec: &Recorder,
+    config: &Config,
+    until: Instant,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let urls: Vec<(u64, String)> = rig.urls().into_iter().collect();
+    let client = |p: u32| Client::new(p, urls.clone(), rec.clone(), config.seed);
+    let close_at = Instant::now() + config.duration.mul_f64(0.6);
+    vec![
+        tokio::spawn(workload::register_client(client(0), until)),
+        tokio::spawn(workload::register_client(client(1), until)),
+        tokio::spawn(workload::register_worker(client(2), until)),
+        tokio::spawn(workload::http_sender(client(3), until)),
+        tokio::spawn(workload::http_sender(client(4), until)),
+        tokio::spawn(workload::http_receiver(client(5), until)),
+        tokio::spawn(workload::http_receiver(client(6), until)),
+        tokio::spawn(workload::actor_worker(client(7), until)),
+        tokio::spawn(workload::closer(client(8), close_at)),
+    ]
+}
+
+/// After healing: drains the channels through the leader (recorded), waits for the
+/// replicas to agree, and records their agreed listing as the history's last op.
+async fn settle(rig: &Rig, rec: &Recorder, seed: u64) -> Result<String, String> {
+    let Some(leader) = rig.try_leader(Duration::from_secs(30)).await else {
+        return Err(
+            "after healing, the live nodes did not agree on a leader within 30 s (values \
+             left in channels were not drained; the final listing is missing)"
+                .into(),
+        );
+    };
+    let base = rig.url(leader, "");
+    let mut drainer = Client::new(90, vec![(leader, base.clone())], rec.clone(), seed);
+    workload::drain(&mut drainer, leader, &base).await;
+    let (agreement, listing) = converge(rig).await;
+    rec.push(Op {
+        process: 91,
+        node: leader,
+        start: rec.now(),
+        end: rec.now(),
+        call: Call::ListStates,
+        outcome: Outcome::Ok {
+            status: 200,
+            body: json!({ "states": listing }),
+        },
+    });
+    agreement
+}
+
+/// A violation for every node whose log shows a panic or a failed start.
+fn node_failures(rig: &Rig, report: &mut Report) {
+    for id in 1..=3 {
+        let log = rig.log(id);
+        for (sign, what) in [
+            ("panicked at", "panicked"),
+            ("slct: start node", "cannot start"),
+        ] {
+            if let Some(at) = log.find(sign) {
+                let end = log[at..]
+                    .char_indices()
+                    .nth(600)
+                    .map_or(log.len(), |(i, _)| at + i);
+                report.violation(format!("node {id} {what}: {}", &log[at..end]));
+            }
+        }
+    }
+}
+
+/// Keeps the node logs and the history under `target/tmp/fault-runs/`.
+fn keep_evidence(rig: &Rig, ops: &[Op]) {
+    let kept = rig.keep_logs();
+    let history: String = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| format!("#{i} {}\n", describe(op)))
+        .collect();
+    std::fs::write(kept.join("history.txt"), history).expect("write history");
+    eprintln!("node logs and history kept in {}", kept.display());
+}
+
+/// Makes the channels with their capacities (retrying while there is no leader).
+async fn make_channels(rig: &Rig) {
+    for (name, capacity) in CHANS {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let leader = rig.await_leader(Duration::from_secs(20)).await;
+            let url = rig.url(leader, &format!("/chan/{name}"));
+            let made = rig
+                .http
+                .put(url)
+                .json(&json!({ "capacity": capacity }))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status());
+            if matches!(made, Some(StatusCode::OK | StatusCode::CREATED)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cannot make channel {name}: {made:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Every page of a stale listing of node `id`.
+async fn listing(rig: &Rig, id: u64, what: &str) -> Option<Vec<Value>> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = rig.url(id, &format!("/{what}?stale=true&full=true&limit=1000"));
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={}", percent(a)));
+        }
+        let page: Value = rig.http.get(url).send().await.ok()?.json().await.ok()?;
+        all.extend(page[what].as_array()?.iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return Some(all),
+        }
+    }
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `last_applied` of every node.
+async fn applied(rig: &Rig) -> Option<BTreeMap<u64, u64>> {
+    let mut all = BTreeMap::new();
+    for id in 1..=3 {
+        all.insert(id, rig.cluster_info(id).await?["last_applied"].as_u64()?);
+    }
+    Some(all)
+}
+
+/// Waits (up to 60 s) until all replicas have the same `last_applied`, unchanged across
+/// reading their listings, and identical listings of states and channels. The line
+/// for the report, or why agreement was not reached; and the agreed state listing.
+async fn converge(rig: &Rig) -> (Result<String, String>, Vec<Value>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(before) = applied(rig).await else {
+            continue;
+        };
+        let index = before[&1];
+        if before.values().any(|a| *a != index) {
+            last = format!("last_applied differs: {before:?}");
+            continue;
+        }
+        let mut states = Vec::new();
+        let mut chans = Vec::new();
+        for id in 1..=3 {
+            states.push(listing(rig, id, "states").await);
+            chans.push(listing(rig, id, "chans").await);
+        }
+        if applied(rig).await.as_ref() != Some(&before) {
+            last = "still applying".into();
+            continue;
+        }
+        let (Some(s1), Some(c1)) = (&states[0], &chans[0]) else {
+            continue;
+        };
+        if states.iter().all(|s| s.as_ref() == Some(s1))
+            && chans.iter().all(|c| c.as_ref() == Some(c1))
+        {
+            let line = format!(
+                "replicas agree: all at last_applied {index}, identical listings of {} states \
+                 and {} channels",
+                s1.len(),
+                c1.len()
+            );
+            return (Ok(line), s1.clone());
+        }
+        last = format!("listings differ at last_applied {index}");
+    }
+    let listing = listing(rig, 1, "states").await.unwrap_or_default();
+    (
+        Err(format!("replicas did not agree within 60 s: {last}")),
+        listing,
+    )
+}
+
+/// Prints the history's size by kind and outcome, the faults, and the report.
+fn print_summary(ops: &[Op], faults: &[Record], report: &Report) {
+    let mut by_kind: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    for op in ops {
+        let kind = format!("{:?}", op.call);
+        let kind = kind.split([' ', '{']).next().unwrap_or_default().to_owned();
+        let slot = match op.outcome {
+            Outcome::Ok { .. } => 0,
+            Outcome::Fail { .. } => 1,
+            Outcome::Unknown(_) => 2,
+        };
+        by_kind.entry(kind).or_default()[slot] += 1;
+    }
+    let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+    for op in ops {
+        if let Outcome::Unknown(why) = &op.outcome {
+            let why = why.split(':').next().unwrap_or_default().to_owned();
+            *unknown.entry(why).or_default() += 1;
+        }
+    }
+    eprintln!("history: {} operations (ok / failed / unknown):", ops.len());
+    for (kind, [ok, fail, unknown]) in &by_kind {
+        eprintln!("  {kind:<10} {ok:>6} / {fail:>6} / {unknown:>6}");
+    }
+    eprintln!("  unknown outcomes by cause: {unknown:?}");
+    let verified = faults.iter().filter(|f| f.verified).count();
+    eprintln!(
+        "faults: {} injected, {verified} with evidence they took effect:",
+        faults.len()
+    );
+    for f in faults {
+        let mark = if f.verified { "ok " } else { "?? " };
+        eprintln!("  {mark}{:?}: {}", f.fault, f.effect);
+    }
+    eprintln!("checks:\n{report}");
+}

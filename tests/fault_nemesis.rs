@@ -1,0 +1,162 @@
+//! Nemesis runs against three `slct serve` processes in network namespaces: the short
+//! run on every `cargo test`, and the soak (`#[ignore]`, README "Fault tests").
+//!
+//! Both print the history's size, the faults with their evidence, and every check with
+//! what it covered; they fail on any violation.
+
+mod fault;
+
+use std::time::Duration;
+
+use fault::nemesis::{all_faults, shuffled, Fault};
+use fault::run::{run, Config};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// A seed from `SLCT_FAULT_SEED`, else the clock (printed, so a run can be repeated).
+fn seed() -> u64 {
+    let seed = std::env::var("SLCT_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    eprintln!("SLCT_FAULT_SEED={seed}");
+    seed
+}
+
+/// Every fault once, in a random order, over 60 s of workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_nemesis_run_loses_nothing() {
+    let seed = seed();
+    // A leader whose clock runs ahead pushes log time ahead, and log time then stands
+    // still until the real clocks catch up (timers and leases wait): that fault last.
+    let mut schedule = shuffled(&all_faults(), &mut StdRng::seed_from_u64(seed));
+    schedule.retain(|f| *f != Fault::SkewLeaderAhead);
+    schedule.push(Fault::SkewLeaderAhead);
+    let finding = run(Config {
+        duration: Duration::from_secs(60),
+        schedule,
+        hold_ms: (1000, 1800),
+        skew_secs: 120,
+        snapshot_threshold: 100,
+        seed,
+    })
+    .await;
+    assert!(
+        finding.report.valid(),
+        "the history shows anomalies (seed {seed}):\n{}",
+        finding.report
+    );
+}
+
+/// The soak: every fault (with the crash while installing a snapshot), reshuffled each
+/// round, for `SLCT_SOAK_SECS` (default 600).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a 10-minute soak: cargo test --test fault_nemesis -- --ignored --nocapture"]
+async fn soak() {
+    let seed = seed();
+    let secs = std::env::var("SLCT_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let rounds = (secs / 30 + 1) as usize;
+    let mut every = all_faults();
+    every.push(Fault::CrashInSnapshotInstall);
+    // `SLCT_FAULT_SKIP=CrashInSnapshotInstall,DelayAll` leaves faults out (by name).
+    let skip = std::env::var("SLCT_FAULT_SKIP").unwrap_or_default();
+    every.retain(|f| !skip.split(',').any(|name| name.trim() == format!("{f:?}")));
+    eprintln!("faults: {every:?}");
+    let schedule = (0..rounds)
+        .flat_map(|_| shuffled(&every, &mut rng))
+        .collect();
+    let finding = run(Config {
+        duration: Duration::from_secs(secs),
+        schedule,
+        hold_ms: (2000, 5000),
+        skew_secs: 300,
+        snapshot_threshold: 200,
+        seed,
+    })
+    .await;
+    assert!(
+        finding.report.valid(),
+        "the history shows anomalies (seed {seed}):\n{}",
+        finding.report
+    );
+}
+
+/// `kill -9` of a follower while it installs a snapshot from the leader, three times
+/// over; the node must restart and catch up, and nothing may be lost.
+///
+/// KNOWN FAILING (so ignored, to keep CI green until it is fixed): openraft 0.9.25's
+/// follower, on a complete snapshot, hands the install to the state machine task and in
+/// the same step purges its log up to the snapshot's last index
+/// (`engine/handler/following_handler/mod.rs`, `install_full_snapshot`; `PurgeLog` has
+/// no condition), and `LogStore::purge` persists that purge point. Killed before the
+/// install is durable, the node has `purged` > `raft/applied` and a hole in its log, and
+/// every restart fails with "try to get log at index N but got None".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "known failing (kill -9 during snapshot install leaves a node that cannot start): \
+            cargo test --test fault_nemesis crash_while_installing -- --ignored --nocapture"]
+async fn crash_while_installing_snapshot_restarts() {
+    let seed = seed();
+    let finding = run(Config {
+        duration: Duration::from_secs(40),
+        schedule: vec![Fault::CrashInSnapshotInstall; 3],
+        hold_ms: (1000, 1500),
+        skew_secs: 0,
+        snapshot_threshold: 100,
+        seed,
+    })
+    .await;
+    assert!(
+        finding.report.valid(),
+        "the history shows anomalies (seed {seed}):\n{}",
+        finding.report
+    );
+}
+
+/// Not a check but a measurement, kept to show a limit (and its fix, when it comes):
+/// the commit latency of writes while every link between nodes carries a delay. openraft
+/// 0.9 gives every AppendEntries request `heartbeat_interval` (100 ms here) to answer,
+/// so once the round trip between nodes nears 100 ms nothing commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --test fault_nemesis latency -- --ignored --nocapture"]
+async fn commit_latency_under_link_delay() {
+    use fault::rig::Rig;
+    use serde_json::json;
+    use std::time::Instant;
+
+    let rig = Rig::start(10_000).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    for (step, one_way_ms) in [0u64, 10, 20, 25, 30, 0].into_iter().enumerate() {
+        let leader = rig.await_leader(Duration::from_secs(30)).await;
+        for id in 1..=3 {
+            if one_way_ms > 0 {
+                rig.delay(id, Duration::from_millis(one_way_ms), Duration::ZERO);
+            }
+        }
+        let mut writes = Vec::new();
+        for i in 0..5 {
+            let start = Instant::now();
+            let url = rig.url(leader, &format!("/state/latency-{step}-{i}"));
+            let sent = http.put(url).json(&json!({"data": i})).send().await;
+            let status = sent.map_or("timeout".to_owned(), |r| r.status().as_u16().to_string());
+            writes.push(format!("{status} in {} ms", start.elapsed().as_millis()));
+        }
+        let held: u64 = (1..=3).map(|id| rig.undelay(id)).sum();
+        eprintln!(
+            "{one_way_ms:>3} ms each way at every node (round trip {:>3} ms), {held} packets \
+             held: {}",
+            one_way_ms * 4,
+            writes.join(", ")
+        );
+    }
+}
