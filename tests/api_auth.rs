@@ -147,12 +147,20 @@ async fn membership_needs_the_admin_token_and_the_api_token_is_forbidden_there()
     assert_eq!(put.status, StatusCode::UNAUTHORIZED);
 
     // Probes are open; metrics need the API token (no --metrics-public).
-    for probe in ["/healthz", "/readyz"] {
-        assert_eq!(
-            call(&c, f, Method::GET, probe, None, None).await.status,
-            StatusCode::OK
-        );
-    }
+    // (A follower is ready once it has applied what it knows to be committed, a
+    // moment after the writes above: wait for it rather than race it.)
+    let health = call(&c, f, Method::GET, "/healthz", None, None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    common::eventually(
+        Duration::from_secs(5),
+        "/readyz without a token",
+        || async {
+            let ready = call(&c, f, Method::GET, "/readyz", None, None).await.status;
+            assert_ne!(ready, StatusCode::UNAUTHORIZED, "probes need no token");
+            ready == StatusCode::OK
+        },
+    )
+    .await;
     let metrics = call(&c, f, Method::GET, "/metrics", None, None).await;
     assert_eq!(metrics.status, StatusCode::UNAUTHORIZED);
     let metrics = call(&c, f, Method::GET, "/metrics", Some("api-token"), None).await;
