@@ -1,7 +1,7 @@
 //! Issue 7's findings, each reproduced against a real three-node cluster over HTTP and
 //! shown fixed: a receiver that hangs up does not steal a value, values keep their
 //! numbers as sent, a poll that finds nothing writes nothing, large concurrent writes
-//! all commit, an update keeps what it omits.
+//! all commit, an update keeps what it omits, a channel bounds its parked receivers.
 
 mod common;
 
@@ -282,5 +282,52 @@ async fn an_update_keeps_the_callback_it_omits_and_null_removes_it() {
         "null removed it: {polled}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_holds_a_bounded_number_of_parked_receivers() {
+    let c = Cluster::start().await;
+    let leader = c.leader();
+    let url = format!("{}/chan/crowded/recv?wait=60", c.urls[leader]);
+    // Fill the channel's parking lot with blocked receivers (each holds a connection).
+    let cap = slct::engine::validate::MAX_PARKED_PER_CHAN;
+    let parked: Vec<_> = (0..cap)
+        .map(|_| tokio::spawn(c.http.post(url.clone()).send()))
+        .collect();
+    eventually(
+        Duration::from_secs(60),
+        "every receiver is parked",
+        || async {
+            let info = c.call(leader, Method::GET, "/chan/crowded", None).await;
+            info.body["receivers"] == cap
+        },
+    )
+    .await;
+    let refused = c
+        .call(
+            c.follower(),
+            Method::POST,
+            "/chan/crowded/recv?wait=5",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_waiters")
+    );
+    // The parked ones are still served: a send completes into the oldest.
+    let sent = c
+        .call(
+            leader,
+            Method::POST,
+            "/chan/crowded/send?wait=5",
+            Some(json!(7)),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{:?}", sent.body);
+    for receiver in parked {
+        receiver.abort();
+    }
     c.shutdown().await;
 }
