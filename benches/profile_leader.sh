@@ -18,6 +18,7 @@ OUT=${2:-/tmp/slct-profile.$(date +%Y%m%d-%H%M%S)}
 BASE=${3:-19300}
 CONNS=${CONNS:-64}
 FREQ=${FREQ:-499}
+THREADS=$((CONNS < 2 ? CONNS : 2)) # wrk needs a connection per thread
 WARM=3
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -64,7 +65,7 @@ echo "leader: node $LEADER (pid ${PID[$LEADER]}); wrk -c$CONNS for $((WARM + SEC
   "perf for ${SECS} s after ${WARM} s; load before: $(cut -d' ' -f1-3 /proc/loadavg)" |
   tee "$OUT/info.txt" >&2
 
-VS_TARGET=slct VS_RUN=prof$$ wrk -t2 -c"$CONNS" -d"$((WARM + SECS + 2))s" --timeout 10s \
+VS_TARGET=slct VS_RUN=prof$$ wrk -t"$THREADS" -c"$CONNS" -d"$((WARM + SECS + 2))s" --timeout 10s \
   --latency -s "$ROOT/benches/vs_etcd.lua" "http://127.0.0.1:$((BASE + LEADER))" \
   >"$OUT/wrk.txt" 2>&1 &
 WRK=$!
