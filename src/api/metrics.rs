@@ -219,10 +219,12 @@ impl Drop for GaugeGuard {
 pub fn template(route: &str) -> String {
     route
         .split('/')
-        .map(|s| match s.strip_prefix(':').or_else(|| s.strip_prefix('*')) {
-            Some(name) => format!("{{{name}}}"),
-            None => s.to_owned(),
-        })
+        .map(
+            |s| match s.strip_prefix(':').or_else(|| s.strip_prefix('*')) {
+                Some(name) => format!("{{{name}}}"),
+                None => s.to_owned(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("/")
 }

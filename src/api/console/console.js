@@ -75,7 +75,7 @@ function el(tag, attrs, ...children) {
 }
 
 function append(node, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -85,7 +85,7 @@ function append(node, children) {
 const view = () => document.getElementById('view');
 
 /** Replaces the view's content. */
-function show(...children) {
+function show(children) {
   view().replaceChildren();
   append(view(), children);
 }
@@ -99,7 +99,9 @@ function notice(message, info) {
 }
 
 function failure(e) {
-  if (e instanceof ApiFailure) {
+  if (e instanceof ApiFailure && e.status === 401) {
+    showLogin(true);
+  } else if (e instanceof ApiFailure) {
     notice(`${e.status} ${e.code}: ${e.message}`);
   } else {
     notice('The node could not be reached: ' + e.message);
@@ -166,12 +168,16 @@ function go(hash) {
 const stateLink = (id) => el('a', { href: '#/state/' + encodeURIComponent(id), class: 'id' }, id);
 
 let timer = null;
+let drawn = 0;
 
-/** Draws the current route; the cluster view refreshes every 2 s, the metrics view
- * after every sample. */
+/**
+ * Draws the current route; the cluster view refreshes every 2 s, the metrics view after
+ * every sample. A drawing whose route was left while it waited for the API is dropped,
+ * so a slow answer never paints over a newer view.
+ */
 async function render() {
   clearInterval(timer);
-  notice('');
+  const mine = ++drawn;
   const r = route();
   for (const a of document.querySelectorAll('nav a')) {
     a.classList.toggle('active', a.dataset.view === r.name ||
@@ -179,14 +185,18 @@ async function render() {
   }
   const views = { cluster, states, state, chans, metrics };
   const draw = views[r.name] || cluster;
-  try {
-    await draw(r);
-  } catch (e) {
-    failure(e);
-  }
-  if (draw === cluster) {
-    timer = setInterval(() => draw(r).catch(failure), 2000);
-  }
+  const paint = async () => {
+    try {
+      const content = await draw(r);
+      if (mine !== drawn) return;
+      show(content);
+      notice('');
+    } catch (e) {
+      if (mine === drawn) failure(e);
+    }
+  };
+  await paint();
+  if (draw === cluster && mine === drawn) timer = setInterval(paint, 2000);
 }
 
 // ---- Cluster --------------------------------------------------------------------------
@@ -199,7 +209,7 @@ async function cluster() {
   ]);
   document.getElementById('node').textContent =
     `node ${local.id} · ${local.state}${local.leader ? '' : ' · no leader'}`;
-  show(
+  return [
     el('h2', {}, 'This node'),
     el('div', { class: 'card' }, facts([
       ['id', String(local.id)],
@@ -215,7 +225,7 @@ async function cluster() {
     el('p', { class: 'muted' },
       'Lag is how many log entries the leader has that a member is not known to hold. ' +
       'A member that stopped answering keeps its last index: its lag grows with every write.'),
-  );
+  ];
 }
 
 function membersTable(local, leader) {
@@ -266,13 +276,13 @@ async function states(r) {
     num(s.results.length),
     num(s.version),
     el('td', {}, time(s.updated_at))));
-  show(
+  return [
     el('h2', {}, 'States'),
     stateFilters(q),
     table(['id', 'status', 'paused', 'priority#', 'selects#', 'results#', 'version#', 'updated'],
       rows, 'No states match.'),
     pager(q, page.next),
-  );
+  ];
 }
 
 function stateFilters(q) {
@@ -325,7 +335,7 @@ async function state(r) {
   const s = await api('GET', '/state/' + encodeURIComponent(id));
   const history = await api('GET', `/state/${encodeURIComponent(id)}/history?limit=50`)
     .catch(() => null);
-  show(
+  return [
     el('h2', {}, 'State ', el('span', { class: 'id' }, s.id)),
     el('div', { class: 'card' },
       facts([
@@ -348,7 +358,7 @@ async function state(r) {
     el('h2', {}, `Results (${s.results.length})`), json(s.results),
     history && el('h2', {}, 'History (newest first)'),
     history && historyTable(history.events),
-  );
+  ];
 }
 
 function stateActions(s) {
@@ -402,7 +412,7 @@ async function chans(r) {
     el('td', { class: 'id' }, c.name),
     num(c.capacity), num(c.len), num(c.senders), num(c.receivers),
     el('td', {}, c.closed ? el('span', { class: 'bad' }, 'closed') : 'open')));
-  show(
+  return [
     el('h2', {}, 'Channels'),
     el('form', {
       class: 'filters',
@@ -415,13 +425,13 @@ async function chans(r) {
     table(['name', 'capacity#', 'length#', 'waiting senders#', 'waiting receivers#', ''],
       rows, 'No channels: an implicit channel that is empty and has no waiters stores nothing.'),
     pager(q, page.next),
-  );
+  ];
 }
 
 // ---- Metrics (the plots are drawn by metrics.js) --------------------------------------
 
 async function metrics() {
-  show(el('h2', {}, 'This node, over the last 5 minutes'), window.SlctMetrics.panel());
+  return [el('h2', {}, 'This node, over the last 5 minutes'), window.SlctMetrics.panel()];
 }
 
 // ---- Start ----------------------------------------------------------------------------
