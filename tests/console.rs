@@ -170,12 +170,14 @@ fn waiting_on(chan: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_console_lists_shows_and_acts_on_states() {
-    let mut api = ApiConfig::default();
-    api.callbacks = CallbackConfig {
-        max_attempts: 1,
-        ..CallbackConfig::default()
-    };
-    let cluster = Cluster::start_with(api).await;
+    let cluster = Cluster::start_with(ApiConfig {
+        callbacks: CallbackConfig {
+            max_attempts: 1,
+            ..CallbackConfig::default()
+        },
+        ..ApiConfig::default()
+    })
+    .await;
     put_state(&cluster, "order-1", waiting_on("payments/order-1")).await;
     put_state(&cluster, HOSTILE, waiting_on(HOSTILE)).await;
     // A callback nobody answers (port 1 refuses) and one attempt: failed at once.
