@@ -229,10 +229,10 @@ async function cluster() {
 }
 
 function membersTable(local, leader) {
-  const view = leader || local;
+  const known = leader || local;
   const rows = [];
   const add = (id, addr, role) => {
-    const matched = id === view.leader ? view.last_log_index : view.replication?.[id];
+    const matched = id === known.leader ? known.last_log_index : known.replication?.[id];
     const lag = leader && matched !== undefined && matched !== null
       ? (leader.last_log_index ?? 0) - matched : null;
     rows.push(el('tr', {},
@@ -241,18 +241,18 @@ function membersTable(local, leader) {
       el('td', {}, role),
       num(matched),
       num(lag),
-      el('td', {}, health(id, view, leader, matched, lag))));
+      el('td', {}, health(id, known, leader, matched, lag))));
   };
-  for (const [id, addr] of Object.entries(view.members)) {
-    add(Number(id), addr, Number(id) === view.leader ? 'leader' : 'voter');
+  for (const [id, addr] of Object.entries(known.members)) {
+    add(Number(id), addr, Number(id) === known.leader ? 'leader' : 'voter');
   }
-  for (const [id, addr] of Object.entries(view.learners)) add(Number(id), addr, 'learner');
+  for (const [id, addr] of Object.entries(known.learners)) add(Number(id), addr, 'learner');
   return table(['id', 'address', 'role', 'matched index#', 'lag#', 'health'], rows, 'No members.');
 }
 
-function health(id, view, leader, matched, lag) {
+function health(id, known, leader, matched, lag) {
   if (!leader) return el('span', { class: 'warn' }, 'unknown: no leader answered');
-  if (id === view.leader) return el('span', { class: 'ok' }, 'leader');
+  if (id === known.leader) return el('span', { class: 'ok' }, 'leader');
   if (matched === null || matched === undefined) return el('span', { class: 'bad' }, 'not answering');
   if (lag <= 10) return el('span', { class: 'ok' }, 'in sync');
   return el('span', { class: 'warn' }, `behind by ${lag}`);
