@@ -37,6 +37,8 @@ need_debian() {
     fi
 }
 need_debian iproute2 nftables iptables faketime
+# tests/console.rs: the web console in headless Chromium, driven through chromedriver.
+need_debian chromium chromium-driver
 
 cargo test --locked "$@"
 if [ "$#" -eq 0 ]; then

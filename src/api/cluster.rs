@@ -1,6 +1,7 @@
 //! Cluster and operations (DESIGN §3.5): membership, health and readiness.
 //!
-//! `GET /cluster`, `/healthz` and `/readyz` answer from this node (they describe it);
+//! `GET /cluster`, `/healthz` and `/readyz` answer from this node (they describe it),
+//! except `GET /cluster?leader=true`, the leader's view with replication progress;
 //! membership changes go to the leader like every write, and only with the admin token
 //! (see the auth table in [`super`]). A client's mistake on a membership route is a
 //! 4xx: an unknown node is 404, a change that contradicts the cluster (removing a voter
@@ -19,9 +20,25 @@ use super::extract::{Json, Path, Query};
 use super::AppState;
 use crate::node::{ClusterInfo, MembershipError, NodeId};
 
-/// `GET /cluster`: this node's view of the cluster.
-pub async fn info(State(state): State<AppState>) -> JsonOut<ClusterInfo> {
-    JsonOut(state.node.cluster_info())
+/// Query of `GET /cluster`.
+#[derive(Debug, Deserialize)]
+pub struct InfoQuery {
+    /// Answer with the leader's view, which carries the replication progress of every
+    /// member; a follower forwards the request (see [`super::forward::is_local`]).
+    #[serde(default)]
+    pub leader: bool,
+}
+
+/// `GET /cluster`: this node's view of the cluster, or with `?leader=true` the
+/// leader's.
+pub async fn info(
+    State(state): State<AppState>,
+    Query(q): Query<InfoQuery>,
+) -> ApiResult<JsonOut<ClusterInfo>> {
+    if q.leader && !state.node.is_leader() {
+        return Err(crate::node::NodeError::NotLeader(state.node.leader()).into());
+    }
+    Ok(JsonOut(state.node.cluster_info()))
 }
 
 /// Body of `POST /cluster/learners`.

@@ -1,8 +1,9 @@
 //! A follower forwards writes and linearizable reads to the leader, so clients never
 //! need to find it (DESIGN §3).
 //!
-//! Answered locally: `/healthz`, `/readyz`, `/metrics`, `GET /cluster` and reads with
-//! `?stale=true`. Everything else goes to the leader when this node knows it is not
+//! Answered locally: `/healthz`, `/readyz`, `/metrics`, `GET /cluster` (not with
+//! `?leader=true`), the console's static files (`GET /`, `GET /ui/...`: every node
+//! serves them, and they hold no data) and reads with `?stale=true`. Everything else goes to the leader when this node knows it is not
 //! the leader, or — with the body it buffered — when the handler found out half-way
 //! (the write was refused before it reached the log, so replaying it is safe). The
 //! leader's status, headers and body are relayed unchanged. Long-polls and blocking
@@ -40,9 +41,11 @@ const HOP_BY_HOP: [HeaderName; 5] = [
 
 /// Whether this node may answer the request from its own replica.
 pub fn is_local(method: &Method, path: &str, query: Option<&str>) -> bool {
-    let stale = query.is_some_and(|q| q.split('&').any(|kv| kv == "stale=true"));
+    let has = |pair: &str| query.is_some_and(|q| q.split('&').any(|kv| kv == pair));
+    let cluster = path == "/cluster" && !has("leader=true");
+    let console = path == "/" || path.starts_with("/ui/");
     matches!(path, "/healthz" | "/readyz" | "/metrics")
-        || (method == Method::GET && (path == "/cluster" || stale))
+        || (method == Method::GET && (cluster || console || has("stale=true")))
 }
 
 /// The forwarding layer (see the module docs).
@@ -132,5 +135,8 @@ mod tests {
         assert!(!is_local(&Method::GET, "/state/x", Some("stale=false")));
         assert!(!is_local(&Method::POST, "/cluster/learners", None));
         assert!(!is_local(&Method::PUT, "/state/x", Some("stale=true")));
+        assert!(!is_local(&Method::GET, "/cluster", Some("leader=true")));
+        assert!(is_local(&Method::GET, "/", None));
+        assert!(is_local(&Method::GET, "/ui/console.js", None));
     }
 }

@@ -214,14 +214,17 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// An axum route (`/state/:id`) in openapi.yaml's syntax (`/state/{id}`).
+/// An axum route (`/state/:id`, `/ui/*path`) in openapi.yaml's syntax (`/state/{id}`,
+/// `/ui/{path}`).
 pub fn template(route: &str) -> String {
     route
         .split('/')
-        .map(|s| match s.strip_prefix(':') {
-            Some(name) => format!("{{{name}}}"),
-            None => s.to_owned(),
-        })
+        .map(
+            |s| match s.strip_prefix(':').or_else(|| s.strip_prefix('*')) {
+                Some(name) => format!("{{{name}}}"),
+                None => s.to_owned(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -281,5 +284,6 @@ mod tests {
     fn route_templates() {
         assert_eq!(template("/state/:id/lease"), "/state/{id}/lease");
         assert_eq!(template("/states"), "/states");
+        assert_eq!(template("/ui/*path"), "/ui/{path}");
     }
 }

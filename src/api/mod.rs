@@ -8,6 +8,7 @@
 //! - [`hub`]: wakes long-pollers and parked channel operations from the apply path.
 //! - [`forward`]: a follower replays writes and linearizable reads on the leader.
 //! - [`metrics`]: Prometheus text at `/metrics`.
+//! - [`console`]: the web console at `/`, static files compiled into the binary.
 //!
 //! # Request path
 //! Every request passes, outermost first: a panic guard (a bug answers 503, never 500)
@@ -21,7 +22,7 @@
 //! # Who may call what
 //! | routes | no token set | `--token` | `--admin-token` |
 //! |---|---|---|---|
-//! | `/healthz`, `/readyz` | open | open | open |
+//! | `/healthz`, `/readyz`, the console's files (`/`, `/ui/...`) | open | open | open |
 //! | `/metrics` | open | API token (unless `--metrics-public`) | accepted |
 //! | client API (states, channels, `GET /cluster`) | open | API token | accepted |
 //! | membership (`POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`) | open without `--token` | 403 without an admin token | admin token only |
@@ -38,6 +39,7 @@
 pub mod allow;
 pub mod chans;
 pub mod cluster;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod forward;
@@ -210,6 +212,8 @@ fn table() -> Vec<Route> {
         ("get", "/healthz", get(cluster::healthz)),
         ("get", "/readyz", get(cluster::readyz)),
         ("get", "/metrics", get(metrics::render)),
+        ("get", "/", get(console::index)),
+        ("get", "/ui/*path", get(console::asset)),
     ]
 }
 
@@ -236,7 +240,7 @@ pub fn served_routes() -> Vec<(String, String)> {
 /// What a request needs, by path (see "Who may call what" above).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Guard {
-    /// Probes: always open.
+    /// Probes and the console's static files: always open.
     Probe,
     /// `/metrics`.
     Metrics,
@@ -248,7 +252,8 @@ enum Guard {
 
 fn guard(path: &str) -> Guard {
     match path {
-        "/healthz" | "/readyz" => Guard::Probe,
+        "/healthz" | "/readyz" | "/" => Guard::Probe,
+        _ if path.starts_with("/ui/") => Guard::Probe,
         "/metrics" => Guard::Metrics,
         "/cluster/learners" | "/cluster/membership" => Guard::Admin,
         _ if path.starts_with("/cluster/learners/") => Guard::Admin,
@@ -369,6 +374,8 @@ mod tests {
     fn routes_are_guarded_by_path() {
         assert_eq!(guard("/readyz"), Guard::Probe);
         assert_eq!(guard("/metrics"), Guard::Metrics);
+        assert_eq!(guard("/"), Guard::Probe);
+        assert_eq!(guard("/ui/console.js"), Guard::Probe);
         assert_eq!(guard("/cluster/learners"), Guard::Admin);
         assert_eq!(guard("/cluster/learners/4"), Guard::Admin);
         assert_eq!(guard("/cluster/membership"), Guard::Admin);

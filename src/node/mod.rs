@@ -180,6 +180,10 @@ pub struct ClusterInfo {
     pub last_applied: Option<u64>,
     /// `Leader|Follower|Candidate|Learner`.
     pub state: String,
+    /// On the leader only: for every other member, the index of the last log entry it
+    /// is known to hold (`null` until it first answers). Absent on other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<BTreeMap<NodeId, Option<u64>>>,
 }
 
 /// A running replica. Cheap to clone.
@@ -362,6 +366,12 @@ impl Node {
             last_log_index: metrics.last_log_index,
             last_applied: metrics.last_applied.map(|id| id.index),
             state: format!("{:?}", metrics.state),
+            replication: metrics.replication.as_ref().map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.inner.config.id)
+                    .map(|(id, matched)| (*id, matched.map(|l| l.index)))
+                    .collect()
+            }),
         }
     }
 
