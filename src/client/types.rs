@@ -143,50 +143,74 @@ pub enum Case {
     Default,
 }
 
-/// Case on the wire: a timer sends `at` when it has one (the server shows a relative
-/// timer with both fields but takes only one), else `after_ms`.
+/// A case on the wire, flat: a tagged enum would buffer the value, which a raw value
+/// cannot be read from. A timer sends `at` when it has one (the server shows a
+/// relative timer with both fields but takes only one), else `after_ms`.
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum CaseWire {
-    Recv {
-        chan: String,
-    },
-    Send {
-        chan: String,
-        data: RawJson,
-    },
-    Timer {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        at: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        after_ms: Option<u64>,
-    },
-    Default,
+struct CaseWire {
+    op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<RawJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after_ms: Option<u64>,
 }
 
 impl Serialize for Case {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let wire = match self.clone() {
-            Case::Recv { chan } => CaseWire::Recv { chan },
-            Case::Send { chan, data } => CaseWire::Send { chan, data },
-            Case::Timer { at: Some(at), .. } => CaseWire::Timer {
-                at: Some(at),
-                after_ms: None,
-            },
-            Case::Timer { at: None, after_ms } => CaseWire::Timer { at: None, after_ms },
-            Case::Default => CaseWire::Default,
+        let mut wire = CaseWire {
+            op: String::new(),
+            chan: None,
+            data: None,
+            at: None,
+            after_ms: None,
         };
+        match self {
+            Case::Recv { chan } => {
+                wire.op = "recv".into();
+                wire.chan = Some(chan.clone());
+            }
+            Case::Send { chan, data } => {
+                wire.op = "send".into();
+                wire.chan = Some(chan.clone());
+                wire.data = Some(data.clone());
+            }
+            Case::Timer { at, after_ms } => {
+                wire.op = "timer".into();
+                wire.at = *at;
+                wire.after_ms = if at.is_some() { None } else { *after_ms };
+            }
+            Case::Default => wire.op = "default".into(),
+        }
         wire.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Case {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match CaseWire::deserialize(d)? {
-            CaseWire::Recv { chan } => Case::Recv { chan },
-            CaseWire::Send { chan, data } => Case::Send { chan, data },
-            CaseWire::Timer { at, after_ms } => Case::Timer { at, after_ms },
-            CaseWire::Default => Case::Default,
+        use serde::de::Error as _;
+        let wire = CaseWire::deserialize(d)?;
+        let chan = || wire.chan.clone().ok_or_else(|| D::Error::missing_field("chan"));
+        Ok(match wire.op.as_str() {
+            "recv" => Case::Recv { chan: chan()? },
+            "send" => Case::Send {
+                chan: chan()?,
+                data: wire.data.clone().ok_or_else(|| D::Error::missing_field("data"))?,
+            },
+            "timer" => Case::Timer {
+                at: wire.at,
+                after_ms: wire.after_ms,
+            },
+            "default" => Case::Default,
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &["recv", "send", "timer", "default"],
+                ))
+            }
         })
     }
 }
