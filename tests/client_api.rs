@@ -68,7 +68,10 @@ async fn a_process_lives_through_the_typed_client() {
     let lease = leased.lease.clone().expect("a leased state has a lease");
     assert_eq!(leased.results[0].data, json!({"amount": 42}));
     assert_eq!(leased.results[0].select, "main");
-    let extended = client.extend_lease("order/1", lease.token, 60_000).await.unwrap();
+    let extended = client
+        .extend_lease("order/1", lease.token, 60_000)
+        .await
+        .unwrap();
     assert!(extended.expires_at >= lease.expires_at);
 
     let stranger = client
@@ -95,7 +98,12 @@ async fn a_process_lives_through_the_typed_client() {
         .unwrap();
     assert_eq!(updated.status, Status::Waiting);
     assert!(updated.results.is_empty());
-    let audit_case = &updated.selects.iter().find(|s| s.id == "audit").unwrap().cases[0];
+    let audit_case = &updated
+        .selects
+        .iter()
+        .find(|s| s.id == "audit")
+        .unwrap()
+        .cases[0];
     assert!(matches!(audit_case, Case::Send { data, .. } if *data == audit));
 
     let history = client.history("order/1", Some(100), None).await.unwrap();
@@ -125,12 +133,21 @@ async fn channels_answer_with_go_errors() {
         client.send("buf", &json!(1), SendMode::Try).await.unwrap(),
         Sent::Sent
     );
-    let full = client.send("buf", &json!(2), SendMode::Try).await.unwrap_err();
+    let full = client
+        .send("buf", &json!(2), SendMode::Try)
+        .await
+        .unwrap_err();
     assert!(matches!(full, Error::WouldBlock(_)), "{full:?}");
-    let timed_out = client.send("buf", &json!(2), SendMode::Wait(1)).await.unwrap_err();
+    let timed_out = client
+        .send("buf", &json!(2), SendMode::Wait(1))
+        .await
+        .unwrap_err();
     assert!(matches!(timed_out, Error::Timeout(_)), "{timed_out:?}");
     assert_eq!(
-        client.send("buf", &json!(3), SendMode::Detached).await.unwrap(),
+        client
+            .send("buf", &json!(3), SendMode::Detached)
+            .await
+            .unwrap(),
         Sent::Parked
     );
     let listed = client.list_chans("bu", None, None).await.unwrap();
@@ -141,7 +158,10 @@ async fn channels_answer_with_go_errors() {
     client.close_chan("buf").await.unwrap();
     let twice = client.close_chan("buf").await.unwrap_err();
     assert!(matches!(twice, Error::Closed(_)), "{twice:?}");
-    let on_closed = client.send("buf", &json!(4), SendMode::Try).await.unwrap_err();
+    let on_closed = client
+        .send("buf", &json!(4), SendMode::Try)
+        .await
+        .unwrap_err();
     assert!(matches!(on_closed, Error::Closed(_)), "{on_closed:?}");
     // The parked value moved into the buffer; a receive drains it, then sees closed.
     assert_eq!(client.recv("buf", 0).await.unwrap().data, json!(3));
@@ -236,7 +256,13 @@ async fn reads_are_retried_and_writes_of_unknown_outcome_are_not() {
     assert_eq!(write.code(), "outcome_unknown", "{write:?}");
     assert!(write.outcome_unknown() && !write.nothing_applied());
     assert!(
-        matches!(write, Error::Unavailable { retry_after: Some(_), .. }),
+        matches!(
+            write,
+            Error::Unavailable {
+                retry_after: Some(_),
+                ..
+            }
+        ),
         "{write:?}"
     );
     assert_eq!(answered(&c, leader, "PUT", "/state/{id}", 503).await, 1);

@@ -67,13 +67,20 @@ async fn n_handlers_resume_every_state() {
     let (stop, stopped) = oneshot::channel::<()>();
     let run = tokio::spawn({
         let worker = worker.clone();
-        async move { worker.run(handler, async { stopped.await.unwrap_or(()) }).await }
+        async move {
+            worker
+                .run(handler, async { stopped.await.unwrap_or(()) })
+                .await
+        }
     });
     for i in 0..12 {
         let body = StateBody::new().select(Select::new("g").case(Case::recv(format!("pay/{i}"))));
         client.put_state(&format!("job/{i}"), &body).await.unwrap();
         let chan = format!("pay/{i}");
-        client.send(&chan, &json!(i), SendMode::Detached).await.unwrap();
+        client
+            .send(&chan, &json!(i), SendMode::Detached)
+            .await
+            .unwrap();
     }
     eventually(DEADLINE, "every job done", || async {
         count(&client, "job/", "done").await == 12
@@ -112,7 +119,11 @@ async fn heartbeats_keep_the_lease_of_a_slow_handler() {
     let (stop, stopped) = oneshot::channel::<()>();
     let run = tokio::spawn({
         let worker = worker.clone();
-        async move { worker.run(handler, async { stopped.await.unwrap_or(()) }).await }
+        async move {
+            worker
+                .run(handler, async { stopped.await.unwrap_or(()) })
+                .await
+        }
     });
     client.put_state("slow", &ready_now()).await.unwrap();
     eventually(DEADLINE, "the slow state done", || async {
@@ -161,7 +172,11 @@ async fn a_failed_handler_gives_the_lease_back_and_a_lost_lease_is_counted() {
     let (stop, stopped) = oneshot::channel::<()>();
     let run = tokio::spawn({
         let worker = worker.clone();
-        async move { worker.run(handler, async { stopped.await.unwrap_or(()) }).await }
+        async move {
+            worker
+                .run(handler, async { stopped.await.unwrap_or(()) })
+                .await
+        }
     });
     client.put_state("flaky", &ready_now()).await.unwrap();
     eventually(DEADLINE, "the flaky state done", || async {
@@ -175,7 +190,10 @@ async fn a_failed_handler_gives_the_lease_back_and_a_lost_lease_is_counted() {
     let done = client.get_state("flaky").await.unwrap();
     assert_eq!(done.data, Some(json!("done")));
     let history = client.history("flaky", None, None).await.unwrap();
-    let released = history.events.iter().filter(|e| e.event == "lease_released");
+    let released = history
+        .events
+        .iter()
+        .filter(|e| e.event == "lease_released");
     assert_eq!(released.count(), 2);
     c.shutdown().await;
 }
@@ -204,7 +222,11 @@ async fn shutdown_lets_running_handlers_finish_and_polls_no_more() {
     let (stop, stopped) = oneshot::channel::<()>();
     let run = tokio::spawn({
         let worker = worker.clone();
-        async move { worker.run(handler, async { stopped.await.unwrap_or(()) }).await }
+        async move {
+            worker
+                .run(handler, async { stopped.await.unwrap_or(()) })
+                .await
+        }
     });
     client.put_state("busy", &ready_now()).await.unwrap();
     started.notified().await;

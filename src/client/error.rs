@@ -199,8 +199,14 @@ mod tests {
         assert!(matches!(answer(409, "lease_lost"), Error::LeaseLost(_)));
         assert!(matches!(answer(409, "would_block"), Error::WouldBlock(_)));
         assert!(matches!(answer(409, "conflict"), Error::Conflict(_)));
-        assert!(matches!(answer(422, "invalid_update"), Error::Unprocessable { .. }));
-        assert!(matches!(answer(418, "teapot"), Error::Status { status: 418, .. }));
+        assert!(matches!(
+            answer(422, "invalid_update"),
+            Error::Unprocessable { .. }
+        ));
+        assert!(matches!(
+            answer(418, "teapot"),
+            Error::Status { status: 418, .. }
+        ));
         for code in ["lease_lost", "exists", "too_large", "timeout"] {
             let status = match code {
                 "too_large" => 413,
@@ -215,7 +221,12 @@ mod tests {
     fn only_some_503s_say_nothing_was_applied() {
         assert!(answer(503, "no_leader").nothing_applied());
         assert!(!answer(503, "no_leader").outcome_unknown());
-        for code in ["outcome_unknown", "shutting_down", "leader_unreachable", "storage"] {
+        for code in [
+            "outcome_unknown",
+            "shutting_down",
+            "leader_unreachable",
+            "storage",
+        ] {
             assert!(!answer(503, code).nothing_applied(), "{code}");
             assert!(answer(503, code).outcome_unknown(), "{code}");
         }

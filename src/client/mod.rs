@@ -53,8 +53,8 @@ pub mod worker;
 
 pub use error::Error;
 pub use types::{
-    Callback, Case, Chan, ChanPage, ClusterInfo, History, HistoryEvent, Lease, RawJson,
-    Received, Select, SelectResult, SendMode, Sent, State, StateBody, StatePage, Status,
+    Callback, Case, Chan, ChanPage, ClusterInfo, History, HistoryEvent, Lease, RawJson, Received,
+    Select, SelectResult, SendMode, Sent, State, StateBody, StatePage, Status,
 };
 pub use worker::{Worker, WorkerConfig, WorkerStats};
 
@@ -530,9 +530,8 @@ impl Client {
     /// Sends the call and parses the answer's JSON.
     async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
         let bytes = self.send_call(&call).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Decode(format!("{} {}: {e}", call.method, call.path))
-        })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Decode(format!("{} {}: {e}", call.method, call.path)))
     }
 
     /// Sends the call and ignores the answer's body.

@@ -193,12 +193,19 @@ impl<'de> Deserialize<'de> for Case {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         let wire = CaseWire::deserialize(d)?;
-        let chan = || wire.chan.clone().ok_or_else(|| D::Error::missing_field("chan"));
+        let chan = || {
+            wire.chan
+                .clone()
+                .ok_or_else(|| D::Error::missing_field("chan"))
+        };
         Ok(match wire.op.as_str() {
             "recv" => Case::Recv { chan: chan()? },
             "send" => Case::Send {
                 chan: chan()?,
-                data: wire.data.clone().ok_or_else(|| D::Error::missing_field("data"))?,
+                data: wire
+                    .data
+                    .clone()
+                    .ok_or_else(|| D::Error::missing_field("data"))?,
             },
             "timer" => Case::Timer {
                 at: wire.at,
@@ -564,10 +571,13 @@ mod tests {
 
     #[test]
     fn a_send_value_keeps_its_text() {
-        let case: Case = serde_json::from_str(r#"{"op":"send","chan":"c","data":{"b": 1, "a": 1e15}}"#)
-            .unwrap();
+        let case: Case =
+            serde_json::from_str(r#"{"op":"send","chan":"c","data":{"b": 1, "a": 1e15}}"#).unwrap();
         let text = serde_json::to_string(&case).unwrap();
-        assert_eq!(text, r#"{"op":"send","chan":"c","data":{"b": 1, "a": 1e15}}"#);
+        assert_eq!(
+            text,
+            r#"{"op":"send","chan":"c","data":{"b": 1, "a": 1e15}}"#
+        );
     }
 
     #[test]
