@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::fmt;
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -128,7 +129,7 @@ pub struct ListStates {
 }
 
 /// Builds a [`Client`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     server: String,
     token: Option<String>,
@@ -180,13 +181,35 @@ impl ClientBuilder {
 
 /// A client of one slct cluster, through any of its nodes. Cheap to clone (clones share
 /// connections).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     server: String,
     token: Option<String>,
     retry: Retry,
     timeout: Duration,
+}
+
+/// Shows the server and whether a token is set, never the token.
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shows the server and whether a token is set, never the token.
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which 503s a request may be retried on.
@@ -624,5 +647,12 @@ mod tests {
         assert!(Client::new("127.0.0.1:7001").is_err());
         let client = Client::new("http://127.0.0.1:7001/").unwrap();
         assert_eq!(client.server(), "http://127.0.0.1:7001");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let builder = Client::builder("http://127.0.0.1:7001").token("s3cret");
+        assert!(!format!("{builder:?}").contains("s3cret"));
+        assert!(!format!("{:?}", builder.build().unwrap()).contains("s3cret"));
     }
 }
