@@ -12,12 +12,15 @@
 //! - [`callbacks`]: resuming pending states by POSTing them to their callback URLs.
 //! - [`server`]: one node's HTTP server (API and Raft routes on one port).
 //! - [`cli`]: the `slct` command line.
+//! - [`client`]: a typed Rust client of the HTTP API and a [`client::Worker`] that
+//!   long-polls states; beside `cli` in the layering, it speaks only the wire format.
 //! - [`http_client`]: the HTTP clients slct sends requests with, resolving host names
 //!   without the C library (for the static binary in the image).
 
 pub mod api;
 pub mod callbacks;
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod http_client;
 pub mod node;

@@ -1,4 +1,5 @@
-//! The client commands of the `slct` binary against a real three-node cluster.
+//! The client commands of the `slct` binary against a real three-node cluster: JSON
+//! when stdout is not a terminal (as here) or with `-o json`, tables with `-o table`.
 
 mod common;
 
@@ -12,7 +13,8 @@ async fn slct(server: &str, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_slct"));
     cmd.args(args)
         .env("SLCT_SERVER", server)
-        .env_remove("SLCT_TOKEN");
+        .env_remove("SLCT_TOKEN")
+        .env_remove("SLCT_OUTPUT");
     cmd.output().await.expect("slct runs")
 }
 
@@ -82,4 +84,109 @@ async fn every_client_command_works() {
     let cluster = json(&slct(s, &["cluster", "status"]).await);
     assert_eq!(cluster["members"].as_object().unwrap().len(), 3);
     c.shutdown().await;
+}
+
+/// The stdout of a command that succeeded.
+fn text(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 on stdout")
+}
+
+/// Whether some line of `table` holds every one of `cells`, in order.
+fn has_row(table: &str, cells: &[&str]) -> bool {
+    table.lines().any(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let mut rest = words.as_slice();
+        cells
+            .iter()
+            .all(|cell| match rest.iter().position(|w| w == cell) {
+                Some(i) => {
+                    rest = &rest[i + 1..];
+                    true
+                }
+                None => false,
+            })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_a_table_or_json_as_asked() {
+    let c = Cluster::start().await;
+    let s = c.urls[c.follower()].as_str();
+    let body = r#"{"data": {"n": 1}, "selects": [{"id": "g", "cases": [{"op": "recv", "chan": "c"}, {"op": "timer", "after_ms": 600000}]}]}"#;
+    let put = text(&slct(s, &["state", "put", "t1", body, "-o", "table"]).await);
+    assert!(has_row(&put, &["ID", "t1"]), "{put}");
+    assert!(has_row(&put, &["STATUS", "waiting"]), "{put}");
+    assert!(has_row(&put, &["DATA", r#"{"n":1}"#]), "{put}");
+    assert!(has_row(&put, &["SELECT", "CASES"]), "{put}");
+    assert!(has_row(&put, &["g", "recv", "c", "|", "timer"]), "{put}");
+
+    let got = json(&slct(s, &["state", "-o", "json", "get", "t1"]).await);
+    assert_eq!(got["data"]["n"], 1);
+    let env_json = slct_env(s, &["state", "get", "t1"], "json").await;
+    assert_eq!(json(&env_json)["id"], "t1");
+
+    let list = text(&slct(s, &["state", "list", "-o", "table"]).await);
+    assert!(has_row(&list, &["ID", "STATUS", "VERSION"]), "{list}");
+    assert!(has_row(&list, &["t1", "waiting"]), "{list}");
+    json(&slct(s, &["chan", "send", "c", "5"]).await);
+    let polled = text(&slct(s, &["poll", "--wait", "5", "-o", "table"]).await);
+    assert!(has_row(&polled, &["t1", "leased"]), "{polled}");
+    let history = text(&slct(s, &["state", "history", "t1", "-o", "table"]).await);
+    assert!(
+        has_row(&history, &["SEQ", "TIME", "INDEX", "EVENT"]),
+        "{history}"
+    );
+    assert!(has_row(&history, &["leased", "to=poller"]), "{history}");
+    assert!(has_row(&history, &["created"]), "{history}");
+
+    let made = text(
+        &slct(
+            s,
+            &["chan", "make", "buf", "--capacity", "2", "-o", "table"],
+        )
+        .await,
+    );
+    assert!(
+        has_row(&made, &["NAME", "CAPACITY", "LEN", "CLOSED"]),
+        "{made}"
+    );
+    assert!(has_row(&made, &["buf", "2", "0", "false"]), "{made}");
+    let sent = text(&slct(s, &["chan", "send", "buf", "[1, 2]", "-o", "table"]).await);
+    assert_eq!(sent.trim(), "sent");
+    let recv = text(&slct(s, &["chan", "recv", "buf", "-o", "table"]).await);
+    assert!(has_row(&recv, &["true", "[1,2]"]), "{recv}");
+    let chans = json(&slct(s, &["chan", "list", "--prefix", "bu", "-o", "json"]).await);
+    assert_eq!(chans["chans"][0]["name"], "buf");
+    let closed = text(&slct(s, &["chan", "close", "buf", "-o", "table"]).await);
+    assert_eq!(closed.trim(), "closed buf");
+
+    let cluster = text(&slct(s, &["cluster", "status", "-o", "table"]).await);
+    assert!(has_row(&cluster, &["STATE", "Follower"]), "{cluster}");
+    assert!(has_row(&cluster, &["ID", "ADDRESS", "ROLE"]), "{cluster}");
+    assert!(has_row(&cluster, &["leader"]), "{cluster}");
+    assert_eq!(cluster.matches("voter").count(), 2, "{cluster}");
+
+    let deleted = text(&slct(s, &["state", "delete", "t1", "-o", "table"]).await);
+    assert_eq!(deleted.trim(), "deleted t1");
+    let missing = slct(s, &["state", "get", "t1", "-o", "table"]).await;
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    let bad = slct(s, &["state", "get", "t1", "-o", "yaml"]).await;
+    assert!(!bad.status.success());
+    c.shutdown().await;
+}
+
+/// Runs `slct <args>` with `SLCT_OUTPUT` set.
+async fn slct_env(server: &str, args: &[&str], output: &str) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_slct"));
+    cmd.args(args)
+        .env("SLCT_SERVER", server)
+        .env("SLCT_OUTPUT", output)
+        .env_remove("SLCT_TOKEN");
+    cmd.output().await.expect("slct runs")
 }

@@ -1,16 +1,17 @@
 //! Client commands (DESIGN §5): `slct state|poll|chan|cluster ...` against a running
-//! node over HTTP (`--server`, env `SLCT_SERVER`).
+//! node (`--server`, env `SLCT_SERVER`), through [`crate::client`].
 //!
-//! Each command is one request. The answer's JSON is printed to stdout, pretty; an
-//! error answer is printed to stderr and the command fails, so scripts can test `$?`.
-//! Names are percent-encoded into the path, so any state id or channel name works.
-
-use std::io::Write;
+//! Each command is one call. Its answer is printed to stdout as `-o table` or
+//! `-o json` (see [`super::output`]: a table on a terminal, JSON otherwise); an error is
+//! printed to stderr and the command fails, so scripts can test `$?`. 503s are retried
+//! as the client does (reads, and writes that were certainly not applied).
 
 use clap::{Args, Subcommand};
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::output::{print, Format, Note};
+use crate::client::{Client, ListStates, PollOptions, SendMode, Sent};
 
 /// Where the server is, and how to authenticate.
 #[derive(Clone, Debug, Args)]
@@ -26,6 +27,22 @@ pub struct ClientArgs {
     /// Bearer token, if the server requires one.
     #[arg(long, env = "SLCT_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// Output: `table` for people, `json` for scripts [default: table on a terminal,
+    /// json otherwise].
+    #[arg(short = 'o', long, env = "SLCT_OUTPUT", value_enum, global = true)]
+    pub output: Option<Format>,
+}
+
+impl ClientArgs {
+    /// The client these flags describe, and the output format.
+    fn open(&self) -> Result<(Client, Format), String> {
+        let mut builder = Client::builder(&self.server);
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok((client, Format::choose(self.output)))
+    }
 }
 
 /// `slct state`.
@@ -94,6 +111,11 @@ pub enum StateCommand {
     },
     /// Resume a paused state.
     Resume {
+        /// State id.
+        id: String,
+    },
+    /// Re-arm a failed state (callback attempts exhausted).
+    Retry {
         /// State id.
         id: String,
     },
@@ -187,6 +209,18 @@ pub enum ChanCommand {
         /// Channel name.
         name: String,
     },
+    /// List stored channels.
+    List {
+        /// Only names starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Cursor from a previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
 }
 
 /// `slct cluster ...`.
@@ -194,16 +228,6 @@ pub enum ChanCommand {
 pub enum ClusterCommand {
     /// Show the cluster as the node asked sees it.
     Status,
-}
-
-/// Percent-encodes one path segment.
-fn seg(name: &str) -> String {
-    utf8_percent_encode(name, NON_ALPHANUMERIC).to_string()
-}
-
-/// Percent-encodes a query value.
-fn q(value: &str) -> String {
-    seg(value)
 }
 
 /// JSON text, `@file` or `-` (stdin).
@@ -218,52 +242,53 @@ fn json_arg(text: &str) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
 }
 
-/// One request.
-struct Call {
-    method: Method,
-    path: String,
-    body: Option<Value>,
-    lease: Option<String>,
+/// A lease token given on the command line.
+fn token_arg(text: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(text.trim()).map_err(|_| format!("--lease {text:?} is not a UUID"))
 }
 
-impl Call {
-    fn new(method: Method, path: String) -> Self {
-        Call {
-            method,
-            path,
-            body: None,
-            lease: None,
-        }
-    }
-
-    fn body(mut self, body: Value) -> Self {
-        self.body = Some(body);
-        self
-    }
+/// The error a failed call ends the command with.
+fn failed(e: crate::client::Error) -> String {
+    e.to_string()
 }
 
 /// `slct state ...`.
 pub async fn state(args: StateArgs) -> Result<(), String> {
-    let call = match args.command {
-        StateCommand::Put { id, body, lease } => Call {
-            lease,
-            ..Call::new(Method::PUT, format!("/state/{}", seg(&id)))
-                .body(json_arg(body.as_deref().unwrap_or("{}"))?)
-        },
+    let (client, format) = args.server.open()?;
+    match args.command {
+        StateCommand::Put { id, body, lease } => {
+            let body = json_arg(body.as_deref().unwrap_or("{}"))?;
+            let state = match lease {
+                Some(token) => client.update_state(&id, token_arg(&token)?, &body).await,
+                None => client.put_state(&id, &body).await,
+            };
+            print(format, &state.map_err(failed)?);
+        }
         StateCommand::Get { id, stale } => {
-            Call::new(Method::GET, format!("/state/{}?stale={stale}", seg(&id)))
+            let state = if stale {
+                client.get_state_stale(&id).await
+            } else {
+                client.get_state(&id).await
+            };
+            print(format, &state.map_err(failed)?);
         }
-        StateCommand::Delete { id } => Call::new(Method::DELETE, format!("/state/{}", seg(&id))),
-        StateCommand::Pause { id } => Call::new(Method::POST, format!("/state/{}/pause", seg(&id))),
-        StateCommand::Resume { id } => {
-            Call::new(Method::POST, format!("/state/{}/resume", seg(&id)))
+        StateCommand::Delete { id } => {
+            client.delete_state(&id).await.map_err(failed)?;
+            let text = format!("deleted {id}");
+            print(
+                format,
+                &Note {
+                    json: json!({ "deleted": id }),
+                    text,
+                },
+            );
         }
+        StateCommand::Pause { id } => print(format, &client.pause(&id).await.map_err(failed)?),
+        StateCommand::Resume { id } => print(format, &client.resume(&id).await.map_err(failed)?),
+        StateCommand::Retry { id } => print(format, &client.retry(&id).await.map_err(failed)?),
         StateCommand::History { id, limit, before } => {
-            let mut path = format!("/state/{}/history?limit={limit}", seg(&id));
-            if let Some(before) = before {
-                path.push_str(&format!("&before={before}"));
-            }
-            Call::new(Method::GET, path)
+            let history = client.history(&id, Some(limit), before).await;
+            print(format, &history.map_err(failed)?);
         }
         StateCommand::List {
             prefix,
@@ -272,94 +297,101 @@ pub async fn state(args: StateArgs) -> Result<(), String> {
             after,
             full,
         } => {
-            let mut path = format!("/states?prefix={}&limit={limit}&full={full}", q(&prefix));
-            if let Some(status) = status {
-                path.push_str(&format!("&status={}", q(&status)));
-            }
-            if let Some(after) = after {
-                path.push_str(&format!("&after={}", q(&after)));
-            }
-            Call::new(Method::GET, path)
+            let options = ListStates {
+                prefix,
+                status,
+                limit: Some(limit),
+                after,
+                full,
+                ..ListStates::default()
+            };
+            print(format, &client.list_states(&options).await.map_err(failed)?);
         }
-    };
-    send(&args.server, call).await
+    }
+    Ok(())
 }
 
 /// `slct poll`.
 pub async fn poll(p: PollArgs) -> Result<(), String> {
-    let path = format!(
-        "/state/poll?prefix={}&wait={}&limit={}&lease_ms={}",
-        q(&p.prefix),
-        p.wait,
-        p.limit,
-        p.lease_ms
-    );
-    send(&p.server, Call::new(Method::GET, path)).await
+    let (client, format) = p.server.open()?;
+    let options = PollOptions {
+        prefix: p.prefix,
+        wait: p.wait,
+        limit: p.limit,
+        lease_ms: p.lease_ms,
+        min_priority: None,
+    };
+    print(format, &client.poll(&options).await.map_err(failed)?);
+    Ok(())
 }
 
 /// `slct chan ...`.
 pub async fn chan(args: ChanArgs) -> Result<(), String> {
-    let call = match args.command {
+    let (client, format) = args.server.open()?;
+    match args.command {
         ChanCommand::Make { name, capacity } => {
-            Call::new(Method::PUT, format!("/chan/{}", seg(&name)))
-                .body(serde_json::json!({ "capacity": capacity }))
+            print(
+                format,
+                &client.make_chan(&name, capacity).await.map_err(failed)?,
+            );
         }
         ChanCommand::Send { name, value, wait } => {
-            let wait = wait.map_or_else(String::new, |w| format!("?wait={w}"));
-            Call::new(Method::POST, format!("/chan/{}/send{wait}", seg(&name)))
-                .body(json_arg(&value)?)
+            let mode = match wait {
+                None => SendMode::Detached,
+                Some(0) => SendMode::Try,
+                Some(secs) => SendMode::Wait(secs),
+            };
+            let sent = client.send(&name, &json_arg(&value)?, mode).await;
+            let text = match sent.map_err(failed)? {
+                Sent::Sent => "sent",
+                Sent::Parked => "parked",
+            };
+            print(
+                format,
+                &Note {
+                    json: json!({ "status": text }),
+                    text: text.into(),
+                },
+            );
         }
-        ChanCommand::Recv { name, wait } => Call::new(
-            Method::POST,
-            format!("/chan/{}/recv?wait={wait}", seg(&name)),
-        ),
+        ChanCommand::Recv { name, wait } => {
+            print(format, &client.recv(&name, wait).await.map_err(failed)?);
+        }
         ChanCommand::Close { name } => {
-            Call::new(Method::POST, format!("/chan/{}/close", seg(&name)))
+            client.close_chan(&name).await.map_err(failed)?;
+            let text = format!("closed {name}");
+            print(
+                format,
+                &Note {
+                    json: json!({ "closed": true }),
+                    text,
+                },
+            );
         }
-        ChanCommand::Info { name } => Call::new(Method::GET, format!("/chan/{}", seg(&name))),
-    };
-    send(&args.server, call).await
+        ChanCommand::Info { name } => {
+            print(format, &client.get_chan(&name).await.map_err(failed)?);
+        }
+        ChanCommand::List {
+            prefix,
+            limit,
+            after,
+        } => {
+            let page = client
+                .list_chans(&prefix, Some(limit), after.as_deref())
+                .await;
+            print(format, &page.map_err(failed)?);
+        }
+    }
+    Ok(())
 }
 
 /// `slct cluster ...`.
 pub async fn cluster(args: ClusterArgs) -> Result<(), String> {
+    let (client, format) = args.server.open()?;
     match args.command {
-        ClusterCommand::Status => {
-            send(&args.server, Call::new(Method::GET, "/cluster".into())).await
-        }
+        ClusterCommand::Status => print(format, &client.cluster().await.map_err(failed)?),
     }
-}
-
-/// Sends the call, prints the answer; fails on a non-2xx status.
-async fn send(args: &ClientArgs, call: Call) -> Result<(), String> {
-    let url = format!("{}{}", args.server.trim_end_matches('/'), call.path);
-    let mut req = reqwest::Client::new().request(call.method, &url);
-    if let Some(token) = &args.token {
-        req = req.bearer_auth(token);
-    }
-    if let Some(lease) = &call.lease {
-        req = req.header("Slct-Lease", lease);
-    }
-    if let Some(body) = &call.body {
-        req = req.json(body);
-    }
-    let answer = req.send().await.map_err(|e| format!("{url}: {e}"))?;
-    let status = answer.status();
-    let text = answer.text().await.map_err(|e| format!("{url}: {e}"))?;
-    let shown = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(text);
-    // A closed pipe (`slct ... | head`) is not worth a panic: the output is ignored.
-    if status.is_success() {
-        if !shown.is_empty() {
-            let _ = writeln!(std::io::stdout().lock(), "{shown}");
-        }
-        Ok(())
-    } else {
-        let _ = writeln!(std::io::stderr().lock(), "{shown}");
-        Err(format!("the server answered {status}"))
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -367,13 +399,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_percent_encoded() {
-        assert_eq!(seg("payments/order 42"), "payments%2Forder%2042");
-    }
-
-    #[test]
     fn json_args() {
         assert_eq!(json_arg("{\"a\": 1}").unwrap()["a"], 1);
         assert!(json_arg("{").is_err());
+    }
+
+    #[test]
+    fn lease_tokens_are_uuids() {
+        assert!(token_arg("not a uuid").is_err());
+        assert!(token_arg(&Uuid::new_v4().to_string()).is_ok());
     }
 }

@@ -20,6 +20,7 @@ use crate::raft::auth::{check_exposure, ClusterKey};
 
 pub mod api_args;
 pub mod client;
+pub mod output;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(10);

@@ -1,0 +1,658 @@
+//! A typed Rust client for slct's HTTP API (DESIGN §3, openapi.yaml), and a
+//! [`Worker`] that long-polls states and runs a handler for each.
+//!
+//! The client speaks only the wire format: its structs live in [`types`], not in the
+//! engine, so it sits beside `cli` in the layering and uses nothing of the server.
+//! Every node serves the whole API and forwards to the leader, so one server URL is
+//! enough.
+//!
+//! # Errors and retries
+//! An error answer `{"error": {"code", "message"}}` becomes an [`Error`] variant for
+//! its code. A 503 is retried, waiting the server's `Retry-After` (capped by
+//! [`Retry::max_wait`]), at most [`Retry::attempts`] tries in all, when sending the
+//! request again cannot do what the first did not:
+//! - for any request, when the code says nothing was applied (`no_leader`,
+//!   `not_leader`, `no_quorum`, `not_ready`, `clock_jump`: [`error::NOTHING_APPLIED`]);
+//! - for reads (GETs, polls included: a state a lost poll leased is redelivered when
+//!   its lease lapses) and idempotent writes (pause, resume, lease extension, making a
+//!   channel with the same capacity), for every 503.
+//!
+//! Other writes answered 503 `outcome_unknown` (or `shutting_down`,
+//! `leader_unreachable`, ...) may have been applied, so they are *not* retried: a
+//! create would come back `exists`, an update `lease_lost`, a send might be sent twice.
+//! The caller gets [`Error::Unavailable`], for which [`Error::outcome_unknown`] is
+//! true, and decides (read the state, then retry or not). Transport failures are not
+//! retried either.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), slct::client::Error> {
+//! use serde_json::json;
+//! use slct::client::{Case, Client, Select, SendMode, StateBody};
+//!
+//! let client = Client::builder("http://127.0.0.1:7001").token("s3cret").build()?;
+//! let body = StateBody::new()
+//!     .data(json!({"step": "awaiting payment"}))
+//!     .select(Select::new("main").case(Case::recv("payments/order-1")));
+//! client.put_state("order-1", &body).await?;
+//! client.send("payments/order-1", &json!({"amount": 42}), SendMode::Detached).await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use reqwest::{header, Method};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub mod error;
+pub mod types;
+pub mod worker;
+
+pub use error::Error;
+pub use types::{
+    Callback, Case, Chan, ChanPage, ClusterInfo, History, HistoryEvent, Lease, RawJson, Received,
+    Select, SelectResult, SendMode, Sent, State, StateBody, StatePage, Status,
+};
+pub use worker::{Worker, WorkerConfig, WorkerStats};
+
+/// What a client call returns.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a 503 is retried (see the module docs for which requests are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries in all, the first included; 1 retries nothing.
+    pub attempts: u32,
+    /// The longest wait between tries, whatever `Retry-After` says.
+    pub max_wait: Duration,
+}
+
+impl Default for Retry {
+    /// Five tries, at most 2 s apart: rides out a leader election (about a second).
+    fn default() -> Self {
+        Retry {
+            attempts: 5,
+            max_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Options of [`Client::poll`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PollOptions {
+    /// Only ids starting with this.
+    pub prefix: String,
+    /// Seconds to wait for a state (0–300).
+    pub wait: u64,
+    /// Most states to lease (1–100).
+    pub limit: u32,
+    /// Lease duration in ms.
+    pub lease_ms: u64,
+    /// Only states with at least this priority.
+    pub min_priority: Option<u8>,
+}
+
+impl Default for PollOptions {
+    /// The server's defaults: any prefix, 30 s, one state, a 30 s lease.
+    fn default() -> Self {
+        PollOptions {
+            prefix: String::new(),
+            wait: 30,
+            limit: 1,
+            lease_ms: 30_000,
+            min_priority: None,
+        }
+    }
+}
+
+/// Options of [`Client::list_states`]; `None` leaves the server's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListStates {
+    /// Only ids starting with this.
+    pub prefix: String,
+    /// Only this status (`waiting`, `pending`, `leased`, `done`, `failed`) or `paused`.
+    pub status: Option<String>,
+    /// Only states with at least this priority.
+    pub min_priority: Option<u8>,
+    /// Page size (1–1000, server default 100).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// Include `data`.
+    pub full: bool,
+    /// Answer from the node asked, without a round to the leader.
+    pub stale: bool,
+}
+
+/// Builds a [`Client`].
+#[derive(Clone)]
+pub struct ClientBuilder {
+    server: String,
+    token: Option<String>,
+    retry: Retry,
+    timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// Sends `Authorization: Bearer <token>` (the node's `--token`, or the admin token
+    /// for membership changes).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// How 503s are retried.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How long one request may take beyond the wait it asks for (default 30 s: more
+    /// than the server's write timeout, so its 503 arrives first).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The client; fails if the server URL is not http(s).
+    pub fn build(self) -> Result<Client> {
+        let server = self.server.trim_end_matches('/').to_owned();
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            return Err(Error::Usage(format!(
+                "server {server:?} must be an http:// or https:// URL"
+            )));
+        }
+        let http = crate::http_client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Client {
+            http,
+            server,
+            token: self.token,
+            retry: self.retry,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// A client of one slct cluster, through any of its nodes. Cheap to clone (clones share
+/// connections).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+    retry: Retry,
+    timeout: Duration,
+}
+
+/// Shows the server and whether a token is set, never the token.
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shows the server and whether a token is set, never the token.
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which 503s a request may be retried on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RetryOn {
+    /// Only those that say nothing was applied.
+    NothingApplied,
+    /// Every 503: the request is a read or an idempotent write.
+    Any503,
+    /// None: the caller wants the first answer.
+    Never,
+}
+
+/// One request.
+struct Call {
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    body: Option<Vec<u8>>,
+    lease: Option<Uuid>,
+    retry: RetryOn,
+    /// How long the server may hold the request on purpose (a long-poll).
+    wait: Duration,
+}
+
+impl Call {
+    fn new(method: Method, path: String) -> Call {
+        let retry = if method == Method::GET {
+            RetryOn::Any503
+        } else {
+            RetryOn::NothingApplied
+        };
+        Call {
+            method,
+            path,
+            query: Vec::new(),
+            body: None,
+            lease: None,
+            retry,
+            wait: Duration::ZERO,
+        }
+    }
+
+    fn query(mut self, key: &'static str, value: impl ToString) -> Call {
+        self.query.push((key, value.to_string()));
+        self
+    }
+
+    fn query_opt(self, key: &'static str, value: Option<impl ToString>) -> Call {
+        match value {
+            Some(value) => self.query(key, value),
+            None => self,
+        }
+    }
+
+    fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Result<Call> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| Error::Usage(format!("the body cannot be JSON: {e}")))?;
+        self.body = Some(bytes);
+        Ok(self)
+    }
+
+    fn idempotent(mut self) -> Call {
+        self.retry = RetryOn::Any503;
+        self
+    }
+
+    fn waits(mut self, secs: u64) -> Call {
+        self.wait = Duration::from_secs(secs);
+        self
+    }
+}
+
+/// Percent-encodes one path segment (a state id or channel name).
+fn seg(name: &str) -> String {
+    utf8_percent_encode(name, NON_ALPHANUMERIC).to_string()
+}
+
+/// An error body.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorInner,
+}
+
+#[derive(Deserialize)]
+struct ErrorInner {
+    code: String,
+    message: String,
+}
+
+impl Client {
+    /// A client of the node at `server` (`http://127.0.0.1:7001`) with the defaults.
+    pub fn new(server: impl Into<String>) -> Result<Client> {
+        Client::builder(server).build()
+    }
+
+    /// A builder for a client of the node at `server`.
+    pub fn builder(server: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            server: server.into(),
+            token: None,
+            retry: Retry::default(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The server URL this client talks to.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    // States (DESIGN §3.1).
+
+    /// Creates a state (`PUT /state/{id}` without a lease) → [`Error::Exists`] if it
+    /// exists. `body` is usually a [`StateBody`]; any JSON object works (the seed
+    /// format too).
+    pub async fn put_state<B: Serialize + ?Sized>(&self, id: &str, body: &B) -> Result<State> {
+        self.json(Call::new(Method::PUT, format!("/state/{}", seg(id))).json(body)?)
+            .await
+    }
+
+    /// Updates a leased state under its lease token (DESIGN §3.2); ends the lease.
+    /// [`Error::LeaseLost`] if the lease is gone, [`Error::Unprocessable`] if a blocked
+    /// select is missing or changed.
+    pub async fn update_state<B: Serialize + ?Sized>(
+        &self,
+        id: &str,
+        token: Uuid,
+        body: &B,
+    ) -> Result<State> {
+        let mut call = Call::new(Method::PUT, format!("/state/{}", seg(id))).json(body)?;
+        call.lease = Some(token);
+        self.json(call).await
+    }
+
+    /// Reads a state (linearizable).
+    pub async fn get_state(&self, id: &str) -> Result<State> {
+        self.json(Call::new(Method::GET, format!("/state/{}", seg(id))))
+            .await
+    }
+
+    /// Reads a state from the node asked, without a round to the leader.
+    pub async fn get_state_stale(&self, id: &str) -> Result<State> {
+        let call = Call::new(Method::GET, format!("/state/{}", seg(id))).query("stale", true);
+        self.json(call).await
+    }
+
+    /// Deletes a state; its blocked selects leave every queue.
+    pub async fn delete_state(&self, id: &str) -> Result<()> {
+        self.empty(Call::new(Method::DELETE, format!("/state/{}", seg(id))))
+            .await
+    }
+
+    /// One page of states.
+    pub async fn list_states(&self, options: &ListStates) -> Result<StatePage> {
+        let call = Call::new(Method::GET, "/states".into())
+            .query("prefix", &options.prefix)
+            .query_opt("status", options.status.as_ref())
+            .query_opt("min_priority", options.min_priority)
+            .query_opt("limit", options.limit)
+            .query_opt("after", options.after.as_ref())
+            .query("full", options.full)
+            .query("stale", options.stale);
+        self.json(call).await
+    }
+
+    // Resuming (DESIGN §3.2).
+
+    /// Long-polls: leases and returns up to `limit` pending states (none after `wait`).
+    pub async fn poll(&self, options: &PollOptions) -> Result<Vec<State>> {
+        let call = Call::new(Method::GET, "/state/poll".into())
+            .query("prefix", &options.prefix)
+            .query("wait", options.wait)
+            .query("limit", options.limit)
+            .query("lease_ms", options.lease_ms)
+            .query_opt("min_priority", options.min_priority)
+            .waits(options.wait);
+        self.json(call).await
+    }
+
+    /// Extends a lease to `extend_ms` from now (a heartbeat).
+    pub async fn extend_lease(&self, id: &str, token: Uuid, extend_ms: u64) -> Result<Lease> {
+        let call = Call::new(Method::POST, format!("/state/{}/lease", seg(id)))
+            .json(&json!({"token": token, "extend_ms": extend_ms}))?
+            .idempotent();
+        self.json(call).await
+    }
+
+    /// Gives a leased state back: it is pending again.
+    pub async fn release_lease(&self, id: &str, token: Uuid) -> Result<()> {
+        let call =
+            Call::new(Method::DELETE, format!("/state/{}/lease", seg(id))).query("token", token);
+        self.empty(call).await
+    }
+
+    /// Re-arms a failed state (callback attempts exhausted).
+    pub async fn retry(&self, id: &str) -> Result<State> {
+        self.json(Call::new(Method::POST, format!("/state/{}/retry", seg(id))))
+            .await
+    }
+
+    // Process control (DESIGN §3.6).
+
+    /// Pauses a state (idempotent).
+    pub async fn pause(&self, id: &str) -> Result<State> {
+        let call = Call::new(Method::POST, format!("/state/{}/pause", seg(id))).idempotent();
+        self.json(call).await
+    }
+
+    /// Resumes a paused state (idempotent).
+    pub async fn resume(&self, id: &str) -> Result<State> {
+        let call = Call::new(Method::POST, format!("/state/{}/resume", seg(id))).idempotent();
+        self.json(call).await
+    }
+
+    /// A page of a state's history, newest first: at most `limit` events numbered
+    /// below `before`.
+    pub async fn history(
+        &self,
+        id: &str,
+        limit: Option<u32>,
+        before: Option<u64>,
+    ) -> Result<History> {
+        let call = Call::new(Method::GET, format!("/state/{}/history", seg(id)))
+            .query_opt("limit", limit)
+            .query_opt("before", before);
+        self.json(call).await
+    }
+
+    // Channels (DESIGN §3.3).
+
+    /// Makes a channel with a buffer of `capacity` (0: unbuffered); making it again
+    /// with the same capacity is fine, another is [`Error::Exists`].
+    pub async fn make_chan(&self, name: &str, capacity: u64) -> Result<Chan> {
+        let call = Call::new(Method::PUT, format!("/chan/{}", seg(name)))
+            .json(&json!({ "capacity": capacity }))?
+            .idempotent();
+        self.json(call).await
+    }
+
+    /// A channel's counts; [`Error::NotFound`] for an implicit channel holding nothing.
+    pub async fn get_chan(&self, name: &str) -> Result<Chan> {
+        self.json(Call::new(Method::GET, format!("/chan/{}", seg(name))))
+            .await
+    }
+
+    /// Sends `value` on a channel.
+    pub async fn send<V: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        value: &V,
+        mode: SendMode,
+    ) -> Result<Sent> {
+        let call = Call::new(Method::POST, format!("/chan/{}/send", seg(name))).json(value)?;
+        let call = match mode {
+            SendMode::Detached => call,
+            SendMode::Try => call.query("wait", 0),
+            SendMode::Wait(secs) => call.query("wait", secs).waits(secs),
+        };
+        let answer: types::SendAnswer = self.json(call).await?;
+        Ok(answer.status)
+    }
+
+    /// Receives from a channel, blocking up to `wait` seconds (0: try-receive, then
+    /// [`Error::WouldBlock`]); [`Error::Timeout`] when nothing came.
+    pub async fn recv(&self, name: &str, wait: u64) -> Result<Received> {
+        let call = Call::new(Method::POST, format!("/chan/{}/recv", seg(name)))
+            .query("wait", wait)
+            .waits(wait);
+        self.json(call).await
+    }
+
+    /// Closes a channel; [`Error::Closed`] if it is closed already.
+    pub async fn close_chan(&self, name: &str) -> Result<()> {
+        let call = Call::new(Method::POST, format!("/chan/{}/close", seg(name)));
+        self.json::<Value>(call).await.map(drop)
+    }
+
+    /// One page of stored channels.
+    pub async fn list_chans(
+        &self,
+        prefix: &str,
+        limit: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<ChanPage> {
+        let call = Call::new(Method::GET, "/chans".into())
+            .query("prefix", prefix)
+            .query_opt("limit", limit)
+            .query_opt("after", after);
+        self.json(call).await
+    }
+
+    // Cluster and operations (DESIGN §3.5).
+
+    /// The cluster as the node asked sees it.
+    pub async fn cluster(&self) -> Result<ClusterInfo> {
+        self.json(Call::new(Method::GET, "/cluster".into())).await
+    }
+
+    /// Adds a learner (admin token); the same learner at the same address again is a
+    /// no-op.
+    pub async fn add_learner(&self, id: u64, addr: &str) -> Result<ClusterInfo> {
+        let call = Call::new(Method::POST, "/cluster/learners".into())
+            .json(&json!({"id": id, "addr": addr}))?
+            .idempotent();
+        self.json(call).await
+    }
+
+    /// Removes a learner (admin token).
+    pub async fn remove_learner(&self, id: u64) -> Result<ClusterInfo> {
+        self.json(Call::new(Method::DELETE, format!("/cluster/learners/{id}")))
+            .await
+    }
+
+    /// Sets the voters (admin token); fewer than three only with `force`.
+    pub async fn change_membership(&self, members: &[u64], force: bool) -> Result<ClusterInfo> {
+        let call = Call::new(Method::POST, "/cluster/membership".into())
+            .query("force", force)
+            .json(&json!({ "members": members }))?
+            .idempotent();
+        self.json(call).await
+    }
+
+    /// `GET /healthz`: the process is up.
+    pub async fn health(&self) -> Result<()> {
+        let mut call = Call::new(Method::GET, "/healthz".into());
+        call.retry = RetryOn::Never;
+        self.json::<Value>(call).await.map(drop)
+    }
+
+    /// `GET /readyz`: the node is ready (else [`Error::Unavailable`] `not_ready`, not
+    /// retried).
+    pub async fn ready(&self) -> Result<()> {
+        let mut call = Call::new(Method::GET, "/readyz".into());
+        call.retry = RetryOn::Never;
+        self.json::<Value>(call).await.map(drop)
+    }
+
+    // Plumbing.
+
+    /// Sends the call and parses the answer's JSON.
+    async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
+        let bytes = self.send_call(&call).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Decode(format!("{} {}: {e}", call.method, call.path)))
+    }
+
+    /// Sends the call and ignores the answer's body.
+    async fn empty(&self, call: Call) -> Result<()> {
+        self.send_call(&call).await.map(drop)
+    }
+
+    /// Sends the call, retrying 503s as the module docs say.
+    async fn send_call(&self, call: &Call) -> Result<bytes::Bytes> {
+        let mut attempt = 1;
+        loop {
+            let error = match self.once(call).await {
+                Ok(body) => return Ok(body),
+                Err(e) => e,
+            };
+            let retryable = match call.retry {
+                RetryOn::NothingApplied => error.nothing_applied(),
+                RetryOn::Any503 => matches!(error, Error::Unavailable { .. }),
+                RetryOn::Never => false,
+            };
+            if !retryable || attempt >= self.retry.attempts {
+                return Err(error);
+            }
+            let wait = match &error {
+                Error::Unavailable {
+                    retry_after: Some(after),
+                    ..
+                } => *after,
+                _ => Duration::from_secs(1),
+            };
+            tokio::time::sleep(wait.min(self.retry.max_wait)).await;
+            attempt += 1;
+        }
+    }
+
+    /// One try: the body of a 2xx, or the error of anything else.
+    async fn once(&self, call: &Call) -> Result<bytes::Bytes> {
+        let mut req = self
+            .http
+            .request(call.method.clone(), format!("{}{}", self.server, call.path))
+            .query(&call.query)
+            .timeout(self.timeout + call.wait);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(lease) = call.lease {
+            req = req.header("Slct-Lease", lease.to_string());
+        }
+        if let Some(body) = &call.body {
+            req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let answer = req.send().await?;
+        let status = answer.status();
+        let retry_after = answer
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = answer.bytes().await?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => (String::new(), String::from_utf8_lossy(&body).into_owned()),
+        };
+        Err(Error::from_answer(
+            status.as_u16(),
+            code,
+            message,
+            retry_after,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_percent_encoded() {
+        assert_eq!(seg("payments/order 42"), "payments%2Forder%2042");
+    }
+
+    #[test]
+    fn only_http_servers() {
+        assert!(Client::new("127.0.0.1:7001").is_err());
+        let client = Client::new("http://127.0.0.1:7001/").unwrap();
+        assert_eq!(client.server(), "http://127.0.0.1:7001");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let builder = Client::builder("http://127.0.0.1:7001").token("s3cret");
+        assert!(!format!("{builder:?}").contains("s3cret"));
+        assert!(!format!("{:?}", builder.build().unwrap()).contains("s3cret"));
+    }
+}
