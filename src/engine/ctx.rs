@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use uuid::Uuid;
 
 use super::codec;
 use super::command::{Effects, TurnedPending};
@@ -273,9 +274,21 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             return None;
         }
         let token = self.rng.uuid();
-        let expires_at = self
-            .now
-            .saturating_add(timeout_ms.saturating_add(CALLBACK_LEASE_MARGIN_MS));
+        let lease_ms = timeout_ms.saturating_add(CALLBACK_LEASE_MARGIN_MS);
+        Some(self.grant_lease(state, token, lease_ms, "callback"))
+    }
+
+    /// Puts `state` under lease `token` for `lease_ms` from now, held by `to` (a poller
+    /// or the callback dispatcher); returns the history event. The lease covers the
+    /// results the state holds now.
+    pub(crate) fn grant_lease(
+        &self,
+        state: &mut State,
+        token: Uuid,
+        lease_ms: u64,
+        to: &str,
+    ) -> What {
+        let expires_at = self.now.saturating_add(lease_ms);
         state.lease = Some(Lease {
             token,
             expires_at,
@@ -283,12 +296,11 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             through_seq: state.results.last().map_or(0, |r| r.seq),
         });
         state.version += 1;
-        let to = "callback".to_owned();
-        Some(What::Leased {
-            to,
+        What::Leased {
+            to: to.to_owned(),
             token,
             expires_at,
-        })
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use super::data::Data;
 use super::error::Error;
 use super::history::What;
 use super::store::{Store, StoreError};
-use super::types::{Callback, Lease, Select, State};
+use super::types::{Callback, Select, State};
 use super::validate;
 
 /// What an operation returns: a deterministic reply, or a fatal storage failure.
@@ -274,24 +274,9 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         to: &str,
     ) -> Result<(), StoreError> {
         if let Some(mut state) = self.state(id)? {
-            let expires_at = self.now.saturating_add(lease_ms);
-            state.lease = Some(Lease {
-                token,
-                expires_at,
-                granted_at: self.now,
-                through_seq: state.results.last().map_or(0, |r| r.seq),
-            });
-            state.version += 1;
+            let leased = self.grant_lease(&mut state, token, lease_ms, to);
             self.put_state(state)?;
-            let to = to.to_owned();
-            self.note(
-                id,
-                What::Leased {
-                    to,
-                    token,
-                    expires_at,
-                },
-            );
+            self.note(id, leased);
         }
         Ok(())
     }
