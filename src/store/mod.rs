@@ -206,7 +206,7 @@ impl SledStore {
     }
 
     /// A sled read failure, naming the data file.
-    pub fn read_err(&self, e: &sled::Error) -> StoreError {
+    fn read_err(&self, e: &sled::Error) -> StoreError {
         StoreError(format!("sled ({}): {e}", self.data_path().display()))
     }
 
