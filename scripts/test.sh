@@ -40,6 +40,15 @@ need_debian iproute2 nftables iptables faketime
 # tests/console.rs: the web console in headless Chromium, driven through chromedriver.
 need_debian chromium chromium-driver
 
+# tests/api_schemathesis.rs fuzzes the API with Schemathesis (PyPI), kept in a virtual
+# environment under target/ so the system's Python stays as it is.
+need_debian python3 python3-venv
+if [ ! -x target/schemathesis/bin/st ]; then
+  echo "scripts/test.sh: installing schemathesis into target/schemathesis" >&2
+  python3 -m venv target/schemathesis
+  target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5'
+fi
+
 cargo test --locked "$@"
 if [ "$#" -eq 0 ]; then
   # The image, three containers on their own network, a partition (deploy/test.sh

@@ -30,7 +30,7 @@ use tokio::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{parse, Json, Path, Query};
+use super::extract::{parse_object, AnyJson, Path, Query};
 use super::hub::OpWaiter;
 use super::states::{page_limit, read_barrier, start_key, unexpected, ReadQuery};
 use super::{now_ms, wait_secs, AppState};
@@ -66,7 +66,7 @@ pub async fn make(
     let body: MakeBody = if body.iter().all(u8::is_ascii_whitespace) {
         MakeBody::default()
     } else {
-        parse(&body)?
+        parse_object(&body)?
     };
     let capacity = validate::capacity(body.capacity)?;
     match state.write(Op::MakeChan { name, capacity }).await? {
@@ -116,7 +116,7 @@ pub async fn send(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<WaitQuery>,
-    Json(data): Json<Data>,
+    AnyJson(data): AnyJson<Data>,
 ) -> ApiResult<Response> {
     validate::name("channel name", &name)?;
     let wait = q

@@ -22,9 +22,14 @@ use super::AppState;
 /// Deepest JSON nesting accepted in a request body.
 pub const MAX_DEPTH: usize = 64;
 
-/// A JSON body, parsed with the API's limits.
+/// A JSON object body, parsed with the API's limits. Anything but an object is refused
+/// (serde would otherwise read `[]` as a struct whose fields all have defaults).
 #[derive(Debug)]
 pub struct Json<T>(pub T);
+
+/// A body that may be any JSON value (the value of a send), parsed with the API's limits.
+#[derive(Debug)]
+pub struct AnyJson<T>(pub T);
 
 /// 413 `too_large`.
 pub fn too_large(max: usize) -> ApiError {
@@ -40,16 +45,49 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let max = state.config.max_body;
-        let bytes = axum::body::to_bytes(req.into_body(), max)
-            .await
-            .map_err(|_| too_large(max))?;
-        parse(&bytes).map(Json)
+        parse_object(&body(req, state).await?).map(Json)
     }
+}
+
+#[async_trait]
+impl<T: DeserializeOwned> FromRequest<AppState> for AnyJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        parse(&body(req, state).await?).map(AnyJson)
+    }
+}
+
+/// The request body, up to `--max-body`.
+async fn body(req: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let max = state.config.max_body;
+    axum::body::to_bytes(req.into_body(), max)
+        .await
+        .map_err(|_| too_large(max))
+}
+
+/// Parses a request body that must be a JSON object (see [`parse`]).
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    check_size_and_depth(bytes)?;
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the request body must be a JSON object",
+        ));
+    }
+    deserialize(bytes)
 }
 
 /// Parses a request body: depth first, then JSON into `T`.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    check_size_and_depth(bytes)?;
+    deserialize(bytes)
+}
+
+/// Refuses an empty body and one nested deeper than [`MAX_DEPTH`].
+fn check_size_and_depth(bytes: &[u8]) -> Result<(), ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -64,6 +102,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("JSON may be nested at most {MAX_DEPTH} levels deep"),
         ));
     }
+    Ok(())
+}
+
+fn deserialize<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -160,5 +202,10 @@ mod tests {
         assert_eq!(code(&b"[".repeat(100)), "too_deep");
         let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
         assert!(parse::<Value>(ok.as_bytes()).is_ok());
+        assert_eq!(
+            parse_object::<Value>(b" []").unwrap_err().code,
+            "invalid_json"
+        );
+        assert!(parse_object::<Value>(b" {}").is_ok());
     }
 }

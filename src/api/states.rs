@@ -288,6 +288,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let limit = page_limit(q.limit)?;
+    validate::priority(q.min_priority.unwrap_or(0))?;
     let status = q
         .status
         .as_deref()

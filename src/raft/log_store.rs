@@ -16,6 +16,9 @@
 //! themselves: a crash may bring back truncated (never committed) or purged (already in a
 //! snapshot) entries, which Raft tolerates, and the next append flushes them anyway.
 //!
+//! Every value is [`seal`]ed: an entry or vote that comes back damaged is a storage
+//! error naming the data file, never applied or sent to a follower.
+//!
 //! The flush runs on the blocking pool, so a slow disk stalls Raft's log I/O — as it
 //! must — but not the runtime's other tasks.
 
@@ -31,7 +34,7 @@ use serde::Serialize;
 
 use super::{StorageError, TypeConfig};
 use crate::engine::codec;
-use crate::store::SledStore;
+use crate::store::{seal, SledStore};
 
 /// sled tree of log entries.
 const LOG_TREE: &str = "raft_log";
@@ -78,22 +81,43 @@ impl LogStore {
 
     fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.state.get(key).map_err(|e| read_err(&e))? {
-            Some(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).map_err(|e| read_err(&e))?,
-            )),
+            Some(stored) => {
+                let bytes = self
+                    .store
+                    .unseal(&self.state, key, stored)
+                    .map_err(|e| read_err(&e))?;
+                Ok(Some(
+                    serde_json::from_slice(&bytes).map_err(|e| read_err(&e))?,
+                ))
+            }
             None => Ok(None),
         }
     }
 
     fn put_json<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(|e| write_err(&e))?;
-        self.state.insert(key, bytes).map_err(|e| write_err(&e))?;
+        self.state
+            .insert(key, seal::seal(key, &bytes))
+            .map_err(|e| write_err(&e))?;
         Ok(())
+    }
+
+    /// The entry stored under `key`, checked and decoded.
+    fn decode_entry(
+        &self,
+        key: &[u8],
+        stored: sled::IVec,
+    ) -> Result<Entry<TypeConfig>, StorageError> {
+        let bytes = self
+            .store
+            .unseal(&self.log, key, stored)
+            .map_err(|e| read_err(&e))?;
+        codec::decode(&bytes).map_err(|e| read_err(&e))
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<u64>>, StorageError> {
         match self.log.last().map_err(|e| read_err(&e))? {
-            Some((_, bytes)) => Ok(Some(decode_entry(&bytes)?.log_id)),
+            Some((key, stored)) => Ok(Some(self.decode_entry(&key, stored)?.log_id)),
             None => Ok(None),
         }
     }
@@ -130,11 +154,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut entries = Vec::new();
         for item in self.log.range(index_key(start)..) {
-            let (key, bytes) = item.map_err(|e| read_err(&e))?;
+            let (key, stored) = item.map_err(|e| read_err(&e))?;
             if !range.contains(&parse_index(&key)?) {
                 break;
             }
-            entries.push(decode_entry(&bytes)?);
+            entries.push(self.decode_entry(&key, stored)?);
         }
         Ok(entries)
     }
@@ -189,7 +213,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| write_err(&e))?;
-            batch.insert(index_key(entry.log_id.index), bytes);
+            let key = index_key(entry.log_id.index);
+            let stored = seal::seal(&key, &bytes);
+            batch.insert(key, stored);
         }
         self.log.apply_batch(batch).map_err(|e| write_err(&e))?;
         self.flush().await?;
@@ -217,10 +243,6 @@ fn parse_index(key: &[u8]) -> Result<u64, StorageError> {
         .try_into()
         .map_err(|_| StorageIOError::read_logs(openraft::AnyError::error("bad log key")))?;
     Ok(u64::from_be_bytes(bytes))
-}
-
-fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
-    codec::decode(bytes).map_err(|e| read_err(&e))
 }
 
 fn read_err(e: &(impl std::error::Error + 'static)) -> StorageError {

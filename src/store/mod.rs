@@ -28,10 +28,22 @@
 //! blob that the flushed log refers to is complete, so the sync that follows covers it.
 //! sled deletes blobs it no longer needs at any time; a file that vanishes on the way
 //! is skipped and forgotten.
+//!
+//! # Damage
+//! Every value goes in [`seal`]ed with a checksum and comes out checked: a damaged value
+//! is an error naming the database file, the tree and the key, never data. Each durable
+//! flush is numbered and the number recorded beside the database ([`marker`]), so a data
+//! file that lost flushed writes (a damaged record that sled's recovery stops at, a cut
+//! tail) is refused on opening. Opening also checks every value once, and turns a panic
+//! of sled's recovery into an error, so a node with a damaged data file does not start.
+
+pub mod marker;
+pub mod seal;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::ErrorKind;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +51,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use crate::engine::store::{Scan, Store, StoreError, Table, WriteSet};
+use marker::FlushMarker;
 
 /// sled's page cache: what a node keeps of the state machine in memory.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
@@ -60,9 +73,13 @@ const SLED_BLOBS_DIR: &str = "blobs";
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    dir: PathBuf,
     trees: Vec<sled::Tree>,
     data_file: Arc<File>,
     blobs: Arc<BlobSync>,
+    marker: Arc<FlushMarker>,
+    /// The last flush generation written into the database.
+    generation: Arc<Mutex<u64>>,
 }
 
 /// The blob files synced so far (see "Blobs" in the module docs).
@@ -80,14 +97,30 @@ impl SledStore {
 
     /// Opens (or creates) the database in `dir`; sled keeps at most about
     /// `cache_bytes` of pages in memory, whatever the size of the data.
+    ///
+    /// Fails, naming the data file, if sled cannot recover the database, if it lost
+    /// writes that were flushed, or if any stored value is damaged (see "Damage").
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let data = dir.join(SLED_DATA_FILE);
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .segment_size(SLED_SEGMENT_BYTES)
-            .open()
-            .map_err(sled_err)?;
-        Self::with_db(db, dir)
+            .segment_size(SLED_SEGMENT_BYTES);
+        let db = match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => {
+                return Err(StoreError(format!(
+                    "cannot open the sled database in {}: {e} (data file {})",
+                    dir.display(),
+                    data.display()
+                )))
+            }
+            Err(panic) => return Err(recovery_panicked(&data, &panic)),
+        };
+        let store = Self::with_db(db, dir)?;
+        store.check_generation()?;
+        store.verify_all()?;
+        Ok(store)
     }
 
     fn with_db(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
@@ -102,12 +135,90 @@ impl SledStore {
             dir: dir.join(SLED_BLOBS_DIR),
             synced: Mutex::default(),
         };
+        let (marker, _) = FlushMarker::open(dir)?;
         Ok(SledStore {
             db,
+            dir: dir.to_owned(),
             trees,
             data_file: Arc::new(data_file),
             blobs: Arc::new(blobs),
+            marker: Arc::new(marker),
+            generation: Arc::default(),
         })
+    }
+
+    /// Refuses a database that holds an older flush generation than its marker records
+    /// (it lost flushed writes); continues numbering from the higher of the two.
+    fn check_generation(&self) -> Result<(), StoreError> {
+        let (_, recorded) = FlushMarker::open(&self.dir)?;
+        let key = marker::GENERATION_KEY;
+        let found = match self.db.get(key).map_err(|e| self.read_err(&e))? {
+            Some(stored) => {
+                let bytes = self.unseal(&self.db, key, stored)?;
+                marker::decode_generation(&bytes).ok_or_else(|| self.damaged(&self.db, key))?
+            }
+            None => 0,
+        };
+        if found < recorded {
+            return Err(StoreError(format!(
+                "the sled data file {} lost writes that were made durable (flush generation \
+                 {found} in the database, {recorded} recorded in {}): it is damaged or was \
+                 cut short. This node refuses to start, since it may have forgotten Raft \
+                 entries it acknowledged or the vote it cast; restore its data directory \
+                 or replace it with an empty node",
+                self.data_path().display(),
+                self.marker.path().display()
+            )));
+        }
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = found.max(recorded);
+        Ok(())
+    }
+
+    /// Checks the seal of every value in every tree.
+    fn verify_all(&self) -> Result<(), StoreError> {
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name).map_err(|e| self.read_err(&e))?;
+            for entry in tree.iter() {
+                let (key, stored) = entry.map_err(|e| self.read_err(&e))?;
+                self.unseal(&tree, &key, stored)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// sled's main data file.
+    pub fn data_path(&self) -> PathBuf {
+        self.dir.join(SLED_DATA_FILE)
+    }
+
+    /// The value inside `stored`, read from `tree` under `key`; an error naming the data
+    /// file, the tree and the key if its checksum does not hold.
+    pub fn unseal(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        stored: sled::IVec,
+    ) -> Result<Vec<u8>, StoreError> {
+        seal::unseal(key, stored.to_vec()).ok_or_else(|| self.damaged(tree, key))
+    }
+
+    /// The error for a damaged value, logged as it is made.
+    fn damaged(&self, tree: &sled::Tree, key: &[u8]) -> StoreError {
+        let error = StoreError(format!(
+            "damaged record in the sled data file {}: tree {:?}, key {}: checksum mismatch. \
+             The record is not served or replicated; restore this node's data directory \
+             or replace it with an empty node",
+            self.data_path().display(),
+            String::from_utf8_lossy(&tree.name()),
+            printable(key)
+        ));
+        tracing::error!("{error}");
+        error
+    }
+
+    /// A sled read failure, naming the data file.
+    fn read_err(&self, e: &sled::Error) -> StoreError {
+        StoreError(format!("sled ({}): {e}", self.data_path().display()))
     }
 
     /// The underlying database (the Raft log store keeps its own trees in it).
@@ -135,7 +246,7 @@ impl SledStore {
             for (view, writes) in views.iter().zip(&staged) {
                 for (key, value) in writes {
                     match value {
-                        Some(v) => view.insert(key.as_slice(), v.as_slice())?,
+                        Some(v) => view.insert(key.as_slice(), seal::seal(key, v))?,
                         None => view.remove(key.as_slice())?,
                     };
                 }
@@ -147,12 +258,27 @@ impl SledStore {
 
     /// Makes every write so far durable: sled's flush, then `fsync` of new blob files and
     /// their directory, then `fdatasync` of the data file (see module docs).
+    /// The flush is numbered (see "Damage") and its number recorded once it is durable.
     pub fn flush_durable(&self) -> Result<(), StoreError> {
+        let generation = self.next_generation()?;
         self.db.flush().map_err(sled_err)?;
         self.blobs.sync_new()?;
         self.data_file
             .sync_data()
-            .map_err(|e| StoreError(format!("fdatasync: {e}")))
+            .map_err(|e| StoreError(format!("fdatasync: {e}")))?;
+        self.marker.record(generation)
+    }
+
+    /// Writes the next flush generation into the database. Under the lock, so the
+    /// database's generation only grows.
+    fn next_generation(&self) -> Result<u64, StoreError> {
+        let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let next = *generation + 1;
+        let key = marker::GENERATION_KEY;
+        let value = seal::seal(key, &marker::encode_generation(next));
+        self.db.insert(key, value).map_err(sled_err)?;
+        *generation = next;
+        Ok(next)
     }
 
     /// The blob files synced so far and the length each had when it was synced, by
@@ -176,18 +302,19 @@ impl SledStore {
 
 impl Store for SledStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree(table)
-            .get(key)
-            .map_err(sled_err)?
-            .map(|v| v.to_vec()))
+        let tree = self.tree(table);
+        match tree.get(key).map_err(|e| self.read_err(&e))? {
+            Some(stored) => self.unseal(tree, key, stored).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
-        Box::new(self.tree(table).range(from.to_vec()..).map(|entry| {
-            entry
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(sled_err)
+        let tree = self.tree(table);
+        Box::new(tree.range(from.to_vec()..).map(move |entry| {
+            let (key, stored) = entry.map_err(|e| self.read_err(&e))?;
+            let value = self.unseal(tree, &key, stored)?;
+            Ok((key.to_vec(), value))
         }))
     }
 }
@@ -243,6 +370,28 @@ fn sync_file(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()
 }
 
+/// A key for an error message: as text if it is printable, else in hex.
+fn printable(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
+        _ => format!("0x{}", hex::encode(key)),
+    }
+}
+
+/// The error for a panic in sled's recovery (sled 0.34 panics on some damaged files).
+fn recovery_panicked(data: &Path, panic: &Box<dyn std::any::Any + Send>) -> StoreError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    StoreError(format!(
+        "the sled data file {} is damaged: recovering it failed ({what}). This node \
+         refuses to start; restore its data directory or replace it with an empty node",
+        data.display()
+    ))
+}
+
 /// A sled failure as a storage failure.
 pub fn sled_err(e: sled::Error) -> StoreError {
     StoreError(format!("sled: {e}"))
@@ -251,6 +400,75 @@ pub fn sled_err(e: sled::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store holding `n` flushed states whose values end in `-{i:06}`; then closed.
+    fn filled(n: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..n {
+            let mut writes = WriteSet::default();
+            let value = format!("{}-{i:06}", "v".repeat(64)).into_bytes();
+            writes[Table::States.index()].insert(format!("s{i:06}").into_bytes(), Some(value));
+            store.commit(writes).unwrap();
+            store.flush_durable().unwrap();
+        }
+        dir
+    }
+
+    fn open_error(dir: &Path) -> String {
+        match SledStore::open(dir) {
+            Ok(_) => panic!("a damaged database opened"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn a_data_file_cut_short_is_refused_naming_it() {
+        let dir = filled(2000);
+        let data = dir.path().join(SLED_DATA_FILE);
+        let len = std::fs::metadata(&data).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(len - 4096)
+            .unwrap();
+        let error = open_error(dir.path());
+        assert!(error.contains(&data.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_latest_record_is_refused_naming_the_file() {
+        let dir = filled(2000);
+        let data = dir.path().join(SLED_DATA_FILE);
+        let mut bytes = std::fs::read(&data).unwrap();
+        let needle = b"-001999";
+        let at = bytes
+            .windows(needle.len())
+            .rposition(|w| w == needle)
+            .expect("the last value is in the data file");
+        bytes[at + 3] ^= 0x01;
+        std::fs::write(&data, &bytes).unwrap();
+        let error = open_error(dir.path());
+        assert!(error.contains(&data.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn a_damaged_value_is_an_error_naming_file_tree_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // A value written behind the seal's back stands for one damaged on disk.
+        store.tree(Table::States).insert(b"s1", b"data").unwrap();
+        let error = store.get(Table::States, b"s1").unwrap_err().0;
+        for part in ["damaged record", "sm_states", "\"s1\"", SLED_DATA_FILE] {
+            assert!(error.contains(part), "{part} in {error}");
+        }
+        let scanned: Result<Vec<_>, _> = store.scan_from(Table::States, b"").collect();
+        assert!(scanned.is_err());
+        store.flush_durable().unwrap();
+        drop(store);
+        assert!(open_error(dir.path()).contains("sm_states"));
+    }
 
     #[test]
     fn a_large_value_lands_in_a_blob_that_flush_durable_syncs() {

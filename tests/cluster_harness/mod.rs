@@ -127,6 +127,21 @@ impl Cluster {
         child.wait().expect("reap");
     }
 
+    /// Waits until node `id`'s process exits on its own and returns its exit status;
+    /// panics if it is still running after `timeout`.
+    pub async fn exit_status(&mut self, id: u64, timeout: Duration) -> std::process::ExitStatus {
+        let proc = self.nodes.get_mut(&id).expect("known node");
+        let child = proc.child.as_mut().expect("node was started");
+        let what = format!("node {id} exits");
+        let status = eventually(&what, timeout, || {
+            let exited = child.try_wait().expect("wait for the node");
+            async move { exited }
+        })
+        .await;
+        proc.child = None;
+        status
+    }
+
     /// Sends `signal` (such as `STOP` or `CONT`) to node `id`'s process.
     pub fn signal(&self, id: u64, signal: &str) {
         let child = self.nodes[&id].child.as_ref().expect("node is running");

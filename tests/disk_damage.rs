@@ -1,0 +1,140 @@
+//! A node whose data file was damaged while it was down refuses to start, naming the
+//! file, and the other two nodes keep taking writes (README "Guarantees").
+//!
+//! Each test runs three real `slct serve` processes, stops one follower with `kill -9`,
+//! damages its sled data file (`<data>/sled/db`) and starts it again. The damage: one
+//! flipped byte in the newest state-machine record, one flipped byte in a Raft log
+//! record, or the file's last pages cut off. sled 0.34 alone would either panic in
+//! recovery or, worse, open the file without the writes after the damage — Raft entries
+//! the node acknowledged among them (see `src/store/marker.rs`).
+
+mod cluster_harness;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cluster_harness::{eventually, Cluster};
+use serde_json::json;
+
+/// States created before the damage, so the data file holds many records.
+const STATES: usize = 200;
+
+/// A cluster that took `STATES` writes, with a follower that has them all and was then
+/// killed; returns the cluster and the follower.
+async fn cluster_with_a_stopped_follower() -> (Cluster, u64) {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    for i in 0..STATES {
+        let data = json!({ "mark": format!("STATEMARK-{i:05}") });
+        cluster.create(&format!("s{i:05}"), data).await;
+    }
+    let follower = cluster.other_than(leader);
+    cluster
+        .await_state(follower, &format!("s{:05}", STATES - 1))
+        .await;
+    (cluster, follower)
+}
+
+fn data_file(cluster: &Cluster, id: u64) -> PathBuf {
+    cluster.nodes[&id].data.join("sled").join("db")
+}
+
+/// Flips one bit in the last place `needle` occurs in the file.
+fn flip_last(file: &Path, needle: &[u8]) {
+    let mut bytes = std::fs::read(file).expect("read the data file");
+    let at = bytes
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} not in {}",
+                String::from_utf8_lossy(needle),
+                file.display()
+            )
+        });
+    bytes[at + needle.len() - 1] ^= 0x01;
+    std::fs::write(file, bytes).expect("write the data file");
+}
+
+/// Restarts `victim` and checks that it exits non-zero naming its data file, and that the
+/// other two nodes still take writes.
+async fn refuses_to_start_and_the_rest_continue(mut cluster: Cluster, victim: u64) {
+    let file = data_file(&cluster, victim);
+    cluster.spawn(victim);
+    let status = cluster.exit_status(victim, Duration::from_secs(30)).await;
+    let log = cluster.log(victim);
+    assert!(
+        !status.success(),
+        "node {victim} exited with {status}: {log}"
+    );
+    assert!(
+        log.contains(&file.display().to_string()),
+        "the error names {}: {log}",
+        file.display()
+    );
+    let refusal = log.lines().rev().find(|l| l.starts_with("slct:"));
+    println!("node {victim}: {}", refusal.unwrap_or_default());
+    let leader = cluster.leader().await;
+    assert_ne!(leader, victim);
+    cluster.create("after-damage", json!("ok")).await;
+    for id in cluster.running() {
+        let state = cluster.await_state(id, "after-damage").await;
+        assert_eq!(state["data"], json!("ok"));
+    }
+    let answer = cluster
+        .http
+        .get(cluster.url(victim, "/state/s00000?stale=true"))
+        .send()
+        .await;
+    assert!(answer.is_err(), "the damaged node answers nothing");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_state_machine_record_is_refused() {
+    let (mut cluster, victim) = cluster_with_a_stopped_follower().await;
+    cluster.kill(victim);
+    // The newest copy of the last state's data: the state-machine record written when the
+    // follower applied the entry, after it appended the entry to its log.
+    let needle = format!("STATEMARK-{:05}", STATES - 1);
+    flip_last(&data_file(&cluster, victim), needle.as_bytes());
+    refuses_to_start_and_the_rest_continue(cluster, victim).await;
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_log_record_is_refused() {
+    let (mut cluster, victim) = cluster_with_a_stopped_follower().await;
+    // Creating a state that exists is refused when applied (409), so its data is in the
+    // log and nowhere in the state machine.
+    let leader = cluster.leader().await;
+    let body = json!({ "data": "LOGONLY-payload" });
+    assert_eq!(cluster.put_state(leader, "s00000", &body).await, Some(409));
+    let file = data_file(&cluster, victim);
+    eventually(
+        "the follower logged the refused write",
+        Duration::from_secs(30),
+        || {
+            let logged = std::fs::read(&file)
+                .map(|b| b.windows(15).any(|w| w == b"LOGONLY-payload"))
+                .unwrap_or(false);
+            async move { logged.then_some(()) }
+        },
+    )
+    .await;
+    cluster.kill(victim);
+    flip_last(&file, b"LOGONLY-payload");
+    refuses_to_start_and_the_rest_continue(cluster, victim).await;
+}
+
+#[tokio::test]
+async fn a_data_file_cut_short_is_refused() {
+    let (mut cluster, victim) = cluster_with_a_stopped_follower().await;
+    cluster.kill(victim);
+    let file = data_file(&cluster, victim);
+    let len = std::fs::metadata(&file).expect("data file").len();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_len(len.saturating_sub(16 << 10)))
+        .expect("cut the data file");
+    refuses_to_start_and_the_rest_continue(cluster, victim).await;
+}
