@@ -23,7 +23,7 @@ GROUPS = [
         r"^(malloc|free|cfree|calloc|realloc|_int_(malloc|free|realloc)|malloc_consolidate|"
         r"unlink_chunk|sysmalloc|tcache_|__libc_(malloc|free|calloc|realloc)|"
         r"__rust_(alloc|dealloc|realloc)|__rdl_|alloc::alloc::|_mid_memalign|"
-        r"__default_morecore|arena_|alloc_perturb)")),
+        r"__default_morecore|arena_|alloc_perturb|_?mi_\w+|mimalloc::)")),
     ("libc mem*/str* (copies)", re.compile(r"^__(mem|str)\w*")),
     ("serde/serde_json", re.compile(r"^(serde_json|serde|serde_core)::")),
     ("sled + crossbeam", re.compile(r"^(sled|crossbeam_\w+|crossbeam)::")),
