@@ -474,7 +474,8 @@ mod tests {
     fn a_large_value_lands_in_a_blob_that_flush_durable_syncs() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.db().insert(b"big", vec![7u8; 300 << 10]).unwrap();
+        // Above a quarter of a segment (SLED_SEGMENT_BYTES).
+        store.db().insert(b"big", vec![7u8; 3 << 20]).unwrap();
         store.flush_durable().unwrap();
 
         let on_disk: HashMap<String, u64> = std::fs::read_dir(store.blobs_dir())
@@ -488,7 +489,7 @@ mod tests {
             })
             .collect();
         assert!(
-            on_disk.values().any(|&len| len >= 300 << 10),
+            on_disk.values().any(|&len| len >= 3 << 20),
             "the value is in a blob file: {on_disk:?}"
         );
         assert_eq!(
