@@ -213,10 +213,12 @@ impl Node {
         let fatal = |e: &dyn std::fmt::Display| NodeError::Fatal(e.to_string());
         let store = SledStore::open(&config.data_dir.join("sled")).map_err(|e| fatal(&e))?;
         let (effects, _) = broadcast::channel(EFFECTS_CAPACITY);
-        let log = LogStore::open(&store).map_err(|e| fatal(&e))?;
         let snapshots = config.data_dir.join("snapshots");
         let state_machine = StateMachine::open(store.clone(), &snapshots, effects.clone())
             .map_err(|e| fatal(&e))?;
+        let log = LogStore::open(&store)
+            .map_err(|e| fatal(&e))?
+            .follow_installs(state_machine.install_gate());
         let progress = state_machine.progress();
         let raft_config = raft_config(&config)?;
         let network = Network::new(ClusterKey::new(config.cluster_secret.as_deref()));

@@ -16,6 +16,19 @@
 //! themselves: a crash may bring back truncated (never committed) or purged (already in a
 //! snapshot) entries, which Raft tolerates, and the next append flushes them anyway.
 //!
+//! # Snapshot installs
+//! A follower that gets a snapshot from the leader is told by openraft 0.9, in one step,
+//! to install it (on the state machine's task) and to purge its log up to the
+//! snapshot's last entry (here). Were that purge point durable before the install, a
+//! `kill -9` in between would leave a node whose state machine stands before the purge
+//! point with the entries between gone: it could never restart. So while the state
+//! machine's [`InstallGate`] is open, a purge past the applied index removes the entries
+//! but keeps the purge point in memory only, and the next append waits for the install
+//! to finish before it records that point and acknowledges anything. A crash in between
+//! restarts from the old purge point, with `committed` cut back to what the log can
+//! replay from the applied index (no entry past the snapshot was acknowledged, so none is
+//! lost), and the leader sends the snapshot again.
+//!
 //! Every value is [`seal`]ed: an entry or vote that comes back damaged is a storage
 //! error naming the data file, never applied or sent to a follower.
 //!
@@ -25,13 +38,14 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, StorageIOError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::state_machine::{applied_log_id, InstallGate};
 use super::{StorageError, TypeConfig};
 use crate::engine::codec;
 use crate::store::{seal, SledStore};
@@ -52,6 +66,10 @@ pub struct LogStore {
     state: sled::Tree,
     /// The committed index + 1 (0: none), for readiness checks outside openraft.
     committed: Arc<AtomicU64>,
+    /// Open while the state machine receives or installs a snapshot.
+    installing: InstallGate,
+    /// A purge point past the applied index, made during an install and not yet stored.
+    pending_purge: Arc<Mutex<Option<LogId<u64>>>>,
 }
 
 impl LogStore {
@@ -63,10 +81,47 @@ impl LogStore {
             log: open(LOG_TREE)?,
             state: open(STATE_TREE)?,
             committed: Arc::new(AtomicU64::new(0)),
+            installing: InstallGate::default(),
+            pending_purge: Arc::default(),
         };
         let committed: Option<LogId<u64>> = log_store.get_json(KEY_COMMITTED)?;
         log_store.note_committed(committed);
         Ok(log_store)
+    }
+
+    /// Follows the state machine's snapshot installs (module docs, "Snapshot installs").
+    pub fn follow_installs(mut self, installing: InstallGate) -> Self {
+        self.installing = installing;
+        self
+    }
+
+    fn pending_purge(&self) -> std::sync::MutexGuard<'_, Option<LogId<u64>>> {
+        self.pending_purge.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores a purge point held back during an install, once the install is over.
+    async fn settle_purge(&self) -> Result<(), StorageError> {
+        if self.pending_purge().is_none() {
+            return Ok(());
+        }
+        self.installing.closed().await;
+        if let Some(purged) = self.pending_purge().take() {
+            self.put_json(KEY_PURGED, &purged)?;
+        }
+        Ok(())
+    }
+
+    /// The last index that the log holds without a gap after the applied entry.
+    fn replayable_through(&self, applied: u64) -> Result<u64, StorageError> {
+        let mut through = applied;
+        for entry in self.log.range(index_key(applied + 1)..) {
+            let (key, _) = entry.map_err(|e| read_err(&e))?;
+            if parse_index(&key)? != through + 1 {
+                break;
+            }
+            through += 1;
+        }
+        Ok(through)
     }
 
     /// The highest index this node knows to be committed, if any.
@@ -168,7 +223,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId<u64>> = self.get_json(KEY_PURGED)?;
+        let stored: Option<LogId<u64>> = self.get_json(KEY_PURGED)?;
+        let last_purged_log_id = stored.max(*self.pending_purge());
         let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -195,10 +251,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// The stored committed log id, cut back to what can be replayed: after a crash
+    /// during a snapshot install it may lie past a gap (module docs).
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
-        Ok(self
+        let committed = self
             .get_json::<Option<LogId<u64>>>(KEY_COMMITTED)?
-            .flatten())
+            .flatten();
+        let Some(committed_id) = committed else {
+            return Ok(None);
+        };
+        let applied = applied_log_id(&self.store)?;
+        let from = applied.map_or(0, |id| id.index);
+        if committed_id.index <= from {
+            return Ok(committed);
+        }
+        let through = self.replayable_through(from)?;
+        if through >= committed_id.index {
+            return Ok(committed);
+        }
+        tracing::warn!(
+            committed = committed_id.index,
+            replayable = through,
+            "the log has a gap after the applied entry (a snapshot install was cut \
+             short); resuming from what it holds"
+        );
+        if through == from {
+            return Ok(applied);
+        }
+        let stored = self.log.get(index_key(through)).map_err(|e| read_err(&e))?;
+        match stored {
+            Some(stored) => Ok(Some(self.decode_entry(&index_key(through), stored)?.log_id)),
+            None => Ok(applied),
+        }
     }
 
     async fn append<I>(
@@ -210,6 +294,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        self.settle_purge().await?;
         let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| write_err(&e))?;
@@ -228,7 +313,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        self.put_json(KEY_PURGED, &log_id)?;
+        let applied = applied_log_id(&self.store)?;
+        if self.installing.is_open() && Some(log_id) > applied {
+            *self.pending_purge() = Some(log_id);
+        } else {
+            self.put_json(KEY_PURGED, &log_id)?;
+        }
         self.remove_range(..=index_key(log_id.index))
     }
 }

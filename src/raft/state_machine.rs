@@ -69,6 +69,43 @@ pub struct StateMachine {
     lock: Arc<RwLock<()>>,
     effects: broadcast::Sender<Arc<Effects>>,
     progress: watch::Sender<Progress>,
+    /// Whether a snapshot is being received or installed (see [`InstallGate`]).
+    installing: InstallGate,
+}
+
+/// Tells the log store whether a snapshot from the leader is being received or
+/// installed, so it can keep a purge past the applied index from becoming durable
+/// before the install is (`log_store` module docs, "Snapshot installs").
+#[derive(Clone, Debug)]
+pub struct InstallGate(Arc<watch::Sender<bool>>);
+
+impl Default for InstallGate {
+    fn default() -> Self {
+        InstallGate(Arc::new(watch::Sender::new(false)))
+    }
+}
+
+impl InstallGate {
+    /// Whether an install is under way.
+    pub fn is_open(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until no install is under way.
+    pub async fn closed(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail.
+        let _ = rx.wait_for(|installing| !installing).await;
+    }
+
+    fn set(&self, installing: bool) {
+        self.0.send_replace(installing);
+    }
+}
+
+/// The applied log id recorded in `store` (what a restart resumes from).
+pub fn applied_log_id(store: &SledStore) -> Result<Option<LogId<u64>>, StorageError> {
+    get_meta(store, KEY_APPLIED)
 }
 
 impl StateMachine {
@@ -96,7 +133,13 @@ impl StateMachine {
             lock: Arc::new(RwLock::new(())),
             effects,
             progress,
+            installing: InstallGate::default(),
         })
+    }
+
+    /// The gate this state machine opens while a snapshot is received and installed.
+    pub fn install_gate(&self) -> InstallGate {
+        self.installing.clone()
     }
 
     /// Follows the log clock and the next deadline.
@@ -106,6 +149,52 @@ impl StateMachine {
 
     fn applied(&self) -> Result<Option<LogId<u64>>, StorageError> {
         get_meta(&self.store, KEY_APPLIED)
+    }
+
+    /// Copies a received snapshot into place and loads the tables from it; a crash
+    /// after the copy is finished by [`StateMachine::open`] (the `installing` mark).
+    async fn install(
+        &self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        mut received: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        use tokio::io::AsyncSeekExt;
+        let tmp = self.tmp_path("install");
+        let mut copy = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| snapshot_write_err(&e))?;
+        received
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| snapshot_read_err(&e))?;
+        tokio::io::copy(&mut received, &mut copy)
+            .await
+            .map_err(|e| snapshot_write_err(&e))?;
+        copy.sync_all().await.map_err(|e| snapshot_write_err(&e))?;
+        drop(copy);
+        self.remove_received()?;
+        let (dir, expected) = (self.dir.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || {
+            let found = snapshot::read_meta(&std::fs::File::open(&tmp)?)?;
+            if found.last_log_id != expected.last_log_id {
+                return Err(std::io::Error::other(
+                    "snapshot file does not match its meta",
+                ));
+            }
+            std::fs::rename(&tmp, dir.join(CURRENT))?;
+            std::fs::File::create(dir.join(INSTALLING))?.sync_all()?;
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(|e| snapshot_write_err(&e))?
+        .map_err(|e| snapshot_write_err(&e))?;
+        let (store, dir) = (self.store.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || reload(&store, &dir))
+            .await
+            .map_err(|e| snapshot_write_err(&e))??;
+        self.progress.send_replace(read_progress(&self.store)?);
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        Ok(())
     }
 
     /// Deletes the files that received snapshots were streamed into.
@@ -203,6 +292,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         // openraft receives one snapshot at a time: a new one supersedes any unfinished.
+        self.installing.set(true);
         self.remove_received()?;
         let file = tokio::fs::OpenOptions::new()
             .read(true)
@@ -217,46 +307,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        mut received: Box<tokio::fs::File>,
+        received: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        use tokio::io::AsyncSeekExt;
-        let _install = self.lock.write().await;
-        let tmp = self.tmp_path("install");
-        let mut copy = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| snapshot_write_err(&e))?;
-        received
-            .seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(|e| snapshot_read_err(&e))?;
-        tokio::io::copy(&mut received, &mut copy)
-            .await
-            .map_err(|e| snapshot_write_err(&e))?;
-        copy.sync_all().await.map_err(|e| snapshot_write_err(&e))?;
-        drop(copy);
-        self.remove_received()?;
-        let (dir, expected) = (self.dir.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || {
-            let found = snapshot::read_meta(&std::fs::File::open(&tmp)?)?;
-            if found.last_log_id != expected.last_log_id {
-                return Err(std::io::Error::other(
-                    "snapshot file does not match its meta",
-                ));
-            }
-            std::fs::rename(&tmp, dir.join(CURRENT))?;
-            std::fs::File::create(dir.join(INSTALLING))?.sync_all()?;
-            sync_dir(&dir)
-        })
-        .await
-        .map_err(|e| snapshot_write_err(&e))?
-        .map_err(|e| snapshot_write_err(&e))?;
-        let (store, dir) = (self.store.clone(), self.dir.clone());
-        tokio::task::spawn_blocking(move || reload(&store, &dir))
-            .await
-            .map_err(|e| snapshot_write_err(&e))??;
-        self.progress.send_replace(read_progress(&self.store)?);
-        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
-        Ok(())
+        let lock = self.lock.clone();
+        let _install = lock.write().await;
+        let installed = self.install(meta, received).await;
+        // Installed or failed, the install is over (a failure stops Raft anyway).
+        self.installing.set(false);
+        installed
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
