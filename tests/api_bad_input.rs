@@ -267,10 +267,13 @@ async fn bad_requests_get_the_right_4xx_and_code() {
     for node in 0..3 {
         let health = c.call(node, Method::GET, "/healthz", None).await;
         assert_eq!(health.status, StatusCode::OK);
-        assert_eq!(
-            c.call(node, Method::GET, "/readyz", None).await.status,
-            StatusCode::OK
-        );
+        // Still ready after all that (once it has applied what it knows is committed).
+        common::eventually(
+            std::time::Duration::from_secs(5),
+            "the node ready",
+            || async { c.call(node, Method::GET, "/readyz", None).await.status == StatusCode::OK },
+        )
+        .await;
     }
     let absent = c.call(0, Method::GET, "/state/a", None).await;
     assert_eq!(

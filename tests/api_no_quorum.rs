@@ -95,8 +95,12 @@ async fn a_follower_without_a_leader_is_not_ready_and_refuses_writes_in_time() {
     let c = short_timeout_cluster().await;
     let leader = c.leader();
     let survivor = c.follower();
-    let ready = c.call(survivor, Method::GET, "/readyz", None).await;
-    assert_eq!(ready.status, StatusCode::OK);
+    // Ready once it has heard from the leader and applied what it knows is committed.
+    eventually(Duration::from_secs(5), "the follower ready", || async {
+        let ready = c.call(survivor, Method::GET, "/readyz", None).await;
+        ready.status == StatusCode::OK
+    })
+    .await;
     for i in 0..3 {
         if i != survivor {
             c.stop_node(i).await;

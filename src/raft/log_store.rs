@@ -23,8 +23,8 @@
 //! `kill -9` in between would leave a node whose state machine stands before the purge
 //! point with the entries between gone: it could never restart. So while the state
 //! machine's [`InstallGate`] is open, a purge past the applied index removes the entries
-//! but keeps the purge point in memory only, and the next append waits for the install
-//! to finish before it records that point and acknowledges anything. A crash in between
+//! but keeps the purge point in memory only, and the next append waits until the state
+//! machine has applied up to that point before it records it and acknowledges anything. A crash in between
 //! restarts from the old purge point, with `committed` cut back to what the log can
 //! replay from the applied index (no entry past the snapshot was acknowledged, so none is
 //! lost), and the leader sends the snapshot again.
@@ -99,16 +99,22 @@ impl LogStore {
         self.pending_purge.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores a purge point held back during an install, once the install is over.
+    /// Stores a purge point held back during an install, once the state machine has
+    /// applied up to it (the install is durable).
     async fn settle_purge(&self) -> Result<(), StorageError> {
-        if self.pending_purge().is_none() {
-            return Ok(());
+        loop {
+            let Some(pending) = *self.pending_purge() else {
+                return Ok(());
+            };
+            // Subscribe before reading, so an install that ends in between wakes us.
+            let next_install = self.installing.next_install();
+            if applied_log_id(&self.store)? >= Some(pending) {
+                self.put_json(KEY_PURGED, &pending)?;
+                *self.pending_purge() = None;
+                return Ok(());
+            }
+            next_install.await;
         }
-        self.installing.closed().await;
-        if let Some(purged) = self.pending_purge().take() {
-            self.put_json(KEY_PURGED, &purged)?;
-        }
-        Ok(())
     }
 
     /// The last index that the log holds without a gap after the applied entry.

@@ -76,30 +76,53 @@ pub struct StateMachine {
 /// Tells the log store whether a snapshot from the leader is being received or
 /// installed, so it can keep a purge past the applied index from becoming durable
 /// before the install is (`log_store` module docs, "Snapshot installs").
-#[derive(Clone, Debug)]
-pub struct InstallGate(Arc<watch::Sender<bool>>);
+#[derive(Clone, Debug, Default)]
+pub struct InstallGate(Arc<watch::Sender<Installs>>);
 
-impl Default for InstallGate {
-    fn default() -> Self {
-        InstallGate(Arc::new(watch::Sender::new(false)))
-    }
+/// What the state machine has said about snapshot transfers so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct Installs {
+    /// Transfers begun (each may be abandoned by its leader).
+    begun: u64,
+    /// The transfer whose install finished last (0: none).
+    finished: u64,
 }
 
 impl InstallGate {
-    /// Whether an install is under way.
+    /// Whether the latest transfer has not been installed yet.
     pub fn is_open(&self) -> bool {
-        *self.0.borrow()
+        let installs = *self.0.borrow();
+        installs.begun > installs.finished
     }
 
-    /// Waits until no install is under way.
-    pub async fn closed(&self) {
+    /// Resolves when the next install finishes (or fails), counting from this call.
+    pub fn next_install(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.0.subscribe();
-        // The sender lives as long as `self`, so waiting cannot fail.
-        let _ = rx.wait_for(|installing| !installing).await;
+        async move {
+            // The gate's sender outlives every install, so a closed channel only means
+            // the node is shutting down: stop waiting.
+            let _ = rx.changed().await;
+        }
     }
 
-    fn set(&self, installing: bool) {
-        self.0.send_replace(installing);
+    /// A transfer begins; returns its number.
+    fn begin(&self) -> u64 {
+        let mut begun = 0;
+        self.0.send_modify(|installs| {
+            installs.begun += 1;
+            begun = installs.begun;
+        });
+        begun
+    }
+
+    /// The install of transfer `transfer` is over.
+    fn finish(&self, transfer: u64) {
+        self.0.send_modify(|installs| installs.finished = transfer);
+    }
+
+    /// The latest transfer's number.
+    fn latest(&self) -> u64 {
+        self.0.borrow().begun
     }
 }
 
@@ -292,7 +315,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         // openraft receives one snapshot at a time: a new one supersedes any unfinished.
-        self.installing.set(true);
+        self.installing.begin();
         self.remove_received()?;
         let file = tokio::fs::OpenOptions::new()
             .read(true)
@@ -311,9 +334,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let lock = self.lock.clone();
         let _install = lock.write().await;
+        // The transfer this install received (a later one may have begun meanwhile).
+        let transfer = self.installing.latest();
         let installed = self.install(meta, received).await;
         // Installed or failed, the install is over (a failure stops Raft anyway).
-        self.installing.set(false);
+        self.installing.finish(transfer);
         installed
     }
 
