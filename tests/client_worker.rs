@@ -11,8 +11,10 @@ use common::{eventually, Cluster};
 use serde_json::json;
 use slct::client::{
     Case, Client, ListStates, Select, SendMode, State, StateBody, Status, Worker, WorkerConfig,
+    WorkerStats,
 };
 use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -29,6 +31,23 @@ fn ready_now() -> StateBody {
 /// The update that finishes a process.
 fn finish(data: serde_json::Value) -> StateBody {
     StateBody::new().data(data).selects(vec![])
+}
+
+/// Runs `worker` with `handler` on a task of its own until the returned sender fires
+/// (or is dropped); the task yields the worker's counters.
+fn start<F, Fut>(worker: &Worker, handler: F) -> (oneshot::Sender<()>, JoinHandle<WorkerStats>)
+where
+    F: Fn(State) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<StateBody, String>> + Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = worker.clone();
+    let run = tokio::spawn(async move {
+        worker
+            .run(handler, async { stopped.await.unwrap_or(()) })
+            .await
+    });
+    (stop, run)
 }
 
 async fn count(client: &Client, prefix: &str, status: &str) -> usize {
@@ -64,15 +83,7 @@ async fn n_handlers_resume_every_state() {
             Ok::<_, String>(finish(json!({ "paid": paid })))
         }
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let worker = worker.clone();
-        async move {
-            worker
-                .run(handler, async { stopped.await.unwrap_or(()) })
-                .await
-        }
-    });
+    let (stop, run) = start(&worker, handler);
     for i in 0..12 {
         let body = StateBody::new().select(Select::new("g").case(Case::recv(format!("pay/{i}"))));
         client.put_state(&format!("job/{i}"), &body).await.unwrap();
@@ -116,15 +127,7 @@ async fn heartbeats_keep_the_lease_of_a_slow_handler() {
             Ok::<_, String>(finish(json!("slow but done")))
         }
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let worker = worker.clone();
-        async move {
-            worker
-                .run(handler, async { stopped.await.unwrap_or(()) })
-                .await
-        }
-    });
+    let (stop, run) = start(&worker, handler);
     client.put_state("slow", &ready_now()).await.unwrap();
     eventually(DEADLINE, "the slow state done", || async {
         client.get_state("slow").await.unwrap().status == Status::Done
@@ -169,15 +172,7 @@ async fn a_failed_handler_gives_the_lease_back_and_a_lost_lease_is_counted() {
             }
         }
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let worker = worker.clone();
-        async move {
-            worker
-                .run(handler, async { stopped.await.unwrap_or(()) })
-                .await
-        }
-    });
+    let (stop, run) = start(&worker, handler);
     client.put_state("flaky", &ready_now()).await.unwrap();
     eventually(DEADLINE, "the flaky state done", || async {
         client.get_state("flaky").await.unwrap().status == Status::Done
@@ -219,15 +214,7 @@ async fn shutdown_lets_running_handlers_finish_and_polls_no_more() {
             Ok::<_, String>(finish(json!("finished after the signal")))
         }
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let worker = worker.clone();
-        async move {
-            worker
-                .run(handler, async { stopped.await.unwrap_or(()) })
-                .await
-        }
-    });
+    let (stop, run) = start(&worker, handler);
     client.put_state("busy", &ready_now()).await.unwrap();
     started.notified().await;
     stop.send(()).unwrap();
