@@ -23,11 +23,12 @@
 //! `kill -9` in between would leave a node whose state machine stands before the purge
 //! point with the entries between gone: it could never restart. So while the state
 //! machine's [`InstallGate`] is open, a purge past the applied index removes the entries
-//! but keeps the purge point in memory only, and the next append waits until the state
-//! machine has applied up to that point before it records it and acknowledges anything. A crash in between
-//! restarts from the old purge point, with `committed` cut back to what the log can
-//! replay from the applied index (no entry past the snapshot was acknowledged, so none is
-//! lost), and the leader sends the snapshot again.
+//! but keeps the purge point in memory only. The next append waits until the state
+//! machine has applied up to that point; only then does it record the purge point and
+//! acknowledge anything. A crash in between restarts from the old purge point, with
+//! `committed` cut back to what the log can replay from the applied index (no entry past
+//! the snapshot was acknowledged, so none is lost), and the leader sends the snapshot
+//! again.
 //!
 //! Every value is [`seal`]ed: an entry or vote that comes back damaged is a storage
 //! error naming the data file, never applied or sent to a follower.

@@ -61,8 +61,8 @@ pub enum Fault {
     /// A follower kept behind until it needs a snapshot, then `kill -9` while the
     /// snapshot's bytes are on the wire to it.
     CrashInSnapshot,
-    /// The same, but `kill -9` while it installs the snapshot it received (known to
-    /// leave the node unable to restart: see the README's fault tests).
+    /// The same, but `kill -9` while it installs the snapshot it received (the node must
+    /// restart: see "Snapshot installs" in `src/raft/log_store.rs`).
     CrashInSnapshotInstall,
 }
 
