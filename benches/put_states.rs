@@ -34,10 +34,23 @@ async fn main() {
         let pct =
             |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         println!(
-            "clients={n:<3} puts/s={:<8.0} p50={:?} p99={:?} ({count} creates in {seconds}s)",
+            "clients={n:<3} puts/s={:<8.0} p50={:?} p99={:?} p99.9={:?} max={:?} \
+             over-100ms={} slowest={:?} ({count} creates in {seconds}s)",
             count as f64 / seconds as f64,
             pct(0.50),
             pct(0.99),
+            pct(0.999),
+            latencies[latencies.len() - 1],
+            latencies
+                .iter()
+                .filter(|l| **l > Duration::from_millis(100))
+                .count(),
+            latencies
+                .iter()
+                .rev()
+                .take(6)
+                .map(|l| l.as_millis())
+                .collect::<Vec<_>>(),
         );
     }
 }

@@ -134,3 +134,84 @@ async fn tables_behind_the_snapshot_are_reloaded_on_restart() {
     let mut sm = StateMachine::open(store, &snapshots, effects).expect("reopen");
     assert_eq!(sm.applied_state().await.expect("applied").0, Some(log_id));
 }
+
+/// A snapshot built while entries keep being applied holds the tables exactly as they
+/// stood at the index it names: a state machine that installs it equals one that applied
+/// the same entries up to that index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use slct::engine::{Command, Op, Store, Table};
+
+    // Entry i creates state s{i}; from entry 1,001 on, it also deletes s{i - 1000}.
+    let entry = |i: u64| {
+        let command = |op| Command {
+            now: 1_000 + i,
+            seed: i,
+            history_limit: 100,
+            op,
+        };
+        let mut batch = vec![command(Op::CreateState {
+            id: format!("s{i}"),
+            data: serde_json::json!({ "i": i }).into(),
+            selects: vec![],
+            callback: None,
+            priority: 0,
+        })];
+        if i > 1000 {
+            batch.push(command(Op::DeleteState {
+                id: format!("s{}", i - 1000),
+            }));
+        }
+        Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Normal(batch),
+        }
+    };
+    let tables = |store: &SledStore| {
+        Table::ALL
+            .iter()
+            .flat_map(|&table| {
+                store
+                    .scan_from(table, &[])
+                    .map(move |entry| (table.index(), entry.expect("scan")))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let mut source = Fresh::open();
+    for i in 1..=2_000 {
+        source.sm.apply([entry(i)]).await.expect("apply");
+    }
+    let mut builder = source.sm.get_snapshot_builder().await;
+    let build = tokio::spawn(async move { builder.build_snapshot().await.expect("build") });
+    let mut applied_meanwhile = 2_000;
+    while !build.is_finished() && applied_meanwhile < 4_000 {
+        applied_meanwhile += 1;
+        source
+            .sm
+            .apply([entry(applied_meanwhile)])
+            .await
+            .expect("apply");
+    }
+    let snapshot = build.await.expect("build task");
+    let index = snapshot.meta.last_log_id.expect("snapshot index").index;
+    eprintln!("snapshot at index {index}; applied up to {applied_meanwhile} meanwhile");
+
+    let mut reference = Fresh::open();
+    for i in 1..=index {
+        reference.sm.apply([entry(i)]).await.expect("apply");
+    }
+    let mut installed = Fresh::open();
+    installed
+        .sm
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(tables(&installed.store), tables(&reference.store));
+    assert_eq!(
+        installed.sm.applied_state().await.expect("applied").0,
+        snapshot.meta.last_log_id
+    );
+}

@@ -17,7 +17,8 @@ use std::path::Path;
 
 use openraft::{BasicNode, SnapshotMeta};
 
-use crate::engine::{Store, Table};
+use crate::engine::Table;
+use crate::store::point_in_time::PointInTime;
 use crate::store::{seal, SledStore};
 
 /// Identifies the format (and its version) at the start of every snapshot file.
@@ -30,28 +31,31 @@ const LOAD_BATCH: usize = 4096;
 /// Snapshot metadata with slct's node types.
 pub type Meta = SnapshotMeta<u64, BasicNode>;
 
-/// Writes `meta` and every table of `store` to `file` and syncs it. The caller keeps the
-/// store still meanwhile (no apply), so the tables match `meta`.
-pub fn write(store: &SledStore, meta: &Meta, file: &File) -> io::Result<()> {
+/// Writes `meta` and every table of `view` to `file`, syncs it, and returns the number
+/// of records. The view was opened
+/// at the applied index `meta` names, so the tables match it whatever is applied
+/// meanwhile.
+pub fn write(view: &PointInTime<'_>, meta: &Meta, file: &File) -> io::Result<u64> {
     let mut out = BufWriter::new(file);
     out.write_all(MAGIC)?;
     write_chunk(&mut out, &serde_json::to_vec(meta)?)?;
     let mut records = 0u64;
     for table in Table::ALL {
         // Checked values: a damaged one fails the build rather than travel to a peer.
-        for entry in store.scan_from(table, &[]) {
-            let (key, value) = entry.map_err(io::Error::other)?;
+        view.for_each(table, |key, value| -> io::Result<()> {
             out.write_all(&[table.index() as u8])?;
-            write_chunk(&mut out, &key)?;
-            write_chunk(&mut out, &value)?;
+            write_chunk(&mut out, key)?;
+            write_chunk(&mut out, value)?;
             records += 1;
-        }
+            Ok(())
+        })?;
     }
     out.write_all(&[END])?;
     out.write_all(&records.to_be_bytes())?;
     out.flush()?;
     drop(out);
-    file.sync_all()
+    file.sync_all()?;
+    Ok(records)
 }
 
 /// Reads the metadata at the start of a snapshot file.

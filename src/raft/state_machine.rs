@@ -17,10 +17,11 @@
 //! next deadline, which the leader's ticker waits for — is published.
 //!
 //! # Snapshots
-//! sled has no point-in-time view, so a snapshot is built while applying waits: the
-//! builder holds the read side of a lock whose write side `apply` and `install` take.
-//! Building streams every table to a file under `snapshots/` (see [`snapshot`]) and
-//! renames it to `current.snap`. Installing copies the received file there first, then
+//! A build holds applies back only for the instant it reads the applied index and opens
+//! a [`PointInTime`](crate::store::point_in_time::PointInTime) view of the tables (it
+//! holds the read side of a lock whose write side `apply` and `install` take). It then
+//! streams the view to a file under `snapshots/` (see [`snapshot`]) while applies go on,
+//! and renames it to `current.snap`. One build or install runs at a time. Installing copies the received file there first, then
 //! clears and reloads the tables; an `installing` marker written before the clear makes a
 //! restart after a crash halfway finish the install from that file. A restart also
 //! reloads `current.snap` when it is ahead of the tables (their unflushed tail was lost
@@ -33,12 +34,13 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use tokio::sync::{broadcast, watch, RwLock};
+use tokio::sync::{broadcast, watch, Mutex, RwLock};
 
 use super::snapshot::{self, Meta};
 use super::{Replies, StorageError, TypeConfig};
 use crate::engine::types::Millis;
 use crate::engine::{self, Effects, Store, Table, Tx};
+use crate::store::point_in_time::PointInTime;
 use crate::store::SledStore;
 
 /// [`Table::Meta`] key of the last applied log id.
@@ -65,8 +67,12 @@ pub struct Progress {
 pub struct StateMachine {
     store: SledStore,
     dir: PathBuf,
-    /// Write side taken by apply and install; read side held while building a snapshot.
+    /// Write side taken by apply and install; read side held while a snapshot build
+    /// opens its view.
     lock: Arc<RwLock<()>>,
+    /// Held by a snapshot build or install for its whole length: an install clears the
+    /// tables, which a build's view would not see. Taken before `lock`.
+    one_snapshot: Arc<Mutex<()>>,
     effects: broadcast::Sender<Arc<Effects>>,
     progress: watch::Sender<Progress>,
     /// Whether a snapshot is being received or installed (see [`InstallGate`]).
@@ -154,6 +160,7 @@ impl StateMachine {
             store,
             dir: dir.to_owned(),
             lock: Arc::new(RwLock::new(())),
+            one_snapshot: Arc::default(),
             effects,
             progress,
             installing: InstallGate::default(),
@@ -309,6 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             store: self.store.clone(),
             dir: self.dir.clone(),
             lock: self.lock.clone(),
+            one_snapshot: self.one_snapshot.clone(),
             tmp: self.tmp_path("build"),
         }
     }
@@ -332,6 +340,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         received: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
+        let one_snapshot = self.one_snapshot.clone();
+        let _only_one = one_snapshot.lock().await;
         let lock = self.lock.clone();
         let _install = lock.write().await;
         // The transfer this install received (a later one may have begun meanwhile).
@@ -362,22 +372,35 @@ pub struct SnapshotBuilder {
     store: SledStore,
     dir: PathBuf,
     lock: Arc<RwLock<()>>,
+    one_snapshot: Arc<Mutex<()>>,
     tmp: PathBuf,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let still = self.lock.clone().read_owned().await;
+        let only_one = self.one_snapshot.clone().lock_owned().await;
+        let applies_held = self.lock.clone().read_owned().await;
         let (store, dir, tmp) = (self.store.clone(), self.dir.clone(), self.tmp.clone());
-        let (meta, file) = tokio::task::spawn_blocking(move || {
-            let _still = still;
+        let started = std::time::Instant::now();
+        let (meta, file, records) = tokio::task::spawn_blocking(move || {
+            let _only_one = only_one;
             let meta = current_meta(&store)?;
-            build(&store, &meta, &tmp, &dir)
-                .map(|file| (meta, file))
+            let view = store
+                .point_in_time()
+                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            drop(applies_held);
+            build(&view, &meta, &tmp, &dir)
+                .map(|(file, records)| (meta, file, records))
                 .map_err(|e| snapshot_write_err(&e))
         })
         .await
         .map_err(|e| snapshot_write_err(&e))??;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            records,
+            millis = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(file)),
@@ -405,14 +428,20 @@ fn current_meta(store: &SledStore) -> Result<Meta, StorageError> {
 }
 
 /// Writes the snapshot to `tmp`, makes it the current one, and returns it opened for
-/// reading (the handle stays valid if a newer snapshot replaces the file).
-fn build(store: &SledStore, meta: &Meta, tmp: &Path, dir: &Path) -> std::io::Result<std::fs::File> {
+/// reading (the handle stays valid if a newer snapshot replaces the file) with the
+/// number of records it holds.
+fn build(
+    view: &PointInTime<'_>,
+    meta: &Meta,
+    tmp: &Path,
+    dir: &Path,
+) -> std::io::Result<(std::fs::File, u64)> {
     let file = std::fs::File::create(tmp)?;
-    snapshot::write(store, meta, &file)?;
+    let records = snapshot::write(view, meta, &file)?;
     let reader = std::fs::File::open(tmp)?;
     std::fs::rename(tmp, dir.join(CURRENT))?;
     sync_dir(dir)?;
-    Ok(reader)
+    Ok((reader, records))
 }
 
 /// Loads `current.snap` into the tables, makes it durable, and drops the install marker.

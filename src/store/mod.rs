@@ -29,6 +29,11 @@
 //! sled deletes blobs it no longer needs at any time; a file that vanishes on the way
 //! is skipped and forgotten.
 //!
+//! # Point-in-time views
+//! A Raft snapshot is streamed from a [`point_in_time::PointInTime`], which sees the
+//! tables as they were when it opened while commits go on (sled has no snapshots of its
+//! own; see that module).
+//!
 //! # Damage
 //! Every value goes in [`seal`]ed with a checksum and comes out checked: a damaged value
 //! is an error naming the database file, the tree and the key, never data. Each durable
@@ -38,6 +43,7 @@
 //! of sled's recovery into an error, so a node with a damaged data file does not start.
 
 pub mod marker;
+pub mod point_in_time;
 pub mod seal;
 
 use std::collections::HashMap;
@@ -52,6 +58,7 @@ use sled::Transactional;
 
 use crate::engine::store::{Scan, Store, StoreError, Table, WriteSet};
 use marker::FlushMarker;
+use point_in_time::Capture;
 
 /// sled's page cache: what a node keeps of the state machine in memory.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
@@ -80,6 +87,8 @@ pub struct SledStore {
     marker: Arc<FlushMarker>,
     /// The last flush generation written into the database.
     generation: Arc<Mutex<u64>>,
+    /// What commits keep for an open [`point_in_time::PointInTime`].
+    capture: Capture,
 }
 
 /// The blob files synced so far (see "Blobs" in the module docs).
@@ -144,6 +153,7 @@ impl SledStore {
             blobs: Arc::new(blobs),
             marker: Arc::new(marker),
             generation: Arc::default(),
+            capture: Capture::default(),
         })
     }
 
@@ -231,8 +241,10 @@ impl SledStore {
         &self.trees[table.index()]
     }
 
-    /// Commits staged writes to every touched tree in one atomic transaction.
+    /// Commits staged writes to every touched tree in one atomic transaction (after
+    /// keeping what an open [`point_in_time::PointInTime`] needs of the old values).
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
+        self.capture.keep_pre_images(self, &writes)?;
         let (trees, staged): (Vec<sled::Tree>, Vec<_>) = writes
             .into_iter()
             .enumerate()
@@ -292,8 +304,14 @@ impl SledStore {
         &self.blobs.dir
     }
 
-    /// Empties every state machine table (before installing a snapshot).
+    /// Empties every state machine table (before installing a snapshot). Refused while
+    /// a point-in-time view is open, since it would not see the change.
     pub fn clear(&self) -> Result<(), StoreError> {
+        if self.capture.is_open() {
+            return Err(StoreError(
+                "cannot clear the tables while a point-in-time view is open".into(),
+            ));
+        }
         self.trees
             .iter()
             .try_for_each(|t| t.clear().map_err(sled_err))
