@@ -61,8 +61,9 @@ pub enum Fault {
     /// A follower kept behind until it needs a snapshot, then `kill -9` while the
     /// snapshot's bytes are on the wire to it.
     CrashInSnapshot,
-    /// The same, but `kill -9` while it installs the snapshot it received (the node must
-    /// restart: see "Snapshot installs" in `src/raft/log_store.rs`).
+    /// A follower killed until it needs a snapshot and restarted over a slow link, then
+    /// `kill -9` again while it installs the snapshot it received (the node must restart:
+    /// see "Snapshot installs" in `src/raft/log_store.rs`).
     CrashInSnapshotInstall,
 }
 
@@ -491,9 +492,22 @@ impl Nemesis {
         let applied = |info: Option<Value>| info.and_then(|i| i["last_applied"].as_u64());
         let installs = |rig: &Rig| rig.log(target).matches("installed snapshot").count();
         let installed_before = installs(&self.rig);
-        self.rig.isolate(target);
-        let gap = self.rig.snapshot_threshold() * 3;
         let behind = applied(self.rig.cluster_info(target).await).unwrap_or(0);
+        // To catch the install, the follower is down while the others move on: the
+        // leader's appends to it then fail at once, and the leader purges its log. An
+        // isolated follower's appends hang instead, and openraft keeps the log they need,
+        // so once healed it mostly catches up from the log, with no snapshot to install.
+        let (cut_off, back) = match moment {
+            Moment::OnTheWire => {
+                self.rig.isolate(target);
+                ("isolated", "healed over a slow link")
+            }
+            Moment::Installing => {
+                self.rig.kill(target);
+                ("killed", "restarted at full speed")
+            }
+        };
+        let gap = self.rig.snapshot_threshold() * 3;
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut ahead = behind;
         while Instant::now() < deadline && ahead <= behind + gap {
@@ -502,9 +516,16 @@ impl Nemesis {
             self.probe_with(via, 1024).await;
             ahead = applied(self.rig.cluster_info(via).await).unwrap_or(ahead);
         }
-        // A slow link so the transfer takes a while, then let it through.
-        self.rig.slow(target, 1000, 2000);
-        self.rig.heal_network_rules(target);
+        match moment {
+            // A slow link so the transfer takes a while, then let it through.
+            Moment::OnTheWire => {
+                self.rig.slow(target, 1000, 2000);
+                self.rig.heal_network_rules(target);
+            }
+            // At full speed: over the slow link, 1 MiB chunks of a growing snapshot
+            // took longer than the watch.
+            Moment::Installing => self.rig.start_node(target),
+        }
         let caught = self
             .watch_transfer(target, moment, Duration::from_secs(10))
             .await;
@@ -525,8 +546,8 @@ impl Nemesis {
         let installed = installs(&self.rig) - installed_before;
         (
             format!(
-                "n{target} isolated at applied index {behind} while the others went on to \
-                 {ahead}; healed over a slow link; kill -9 during the transfer: {}; restarted, \
+                "n{target} {cut_off} at applied index {behind} while the others went on to \
+                 {ahead}; {back}; kill -9 during the transfer: {}; restarted, \
                  reached index {ahead}: {}; snapshots installed meanwhile: {installed}",
                 caught
                     .as_deref()
