@@ -1,5 +1,6 @@
 //! `slct serve` refuses a configuration that would leave the Raft port open: a
-//! non-loopback address without `--cluster-secret`, unless `--insecure`.
+//! non-loopback address without `--cluster-secret`, unless `--insecure`; and it exits
+//! non-zero when its Raft stops on a fatal error, so that a supervisor restarts it.
 
 use std::process::Command;
 use std::time::Duration;
@@ -66,4 +67,64 @@ async fn with_a_secret_or_insecure_it_starts() {
         let out = child.wait_with_output().unwrap();
         assert!(up, "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// A node whose Raft stops on a fatal error exits non-zero, saying why, instead of
+/// answering 503 for ever. The error here: its snapshot directory turns into a file, so
+/// the next snapshot build fails.
+#[tokio::test]
+async fn a_node_whose_raft_fails_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slct"))
+        .arg("serve")
+        .args(["--data", dir.path().to_str().unwrap(), "--listen", &listen])
+        .args(["--snapshot-threshold", "5"])
+        .env_remove("SLCT_CLUSTER_SECRET")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run slct");
+    let http = reqwest::Client::new();
+    let put = |i: usize| {
+        http.put(format!("http://{listen}/state/s{i}"))
+            .json(&serde_json::json!({"data": i}))
+            .send()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !put(0).await.is_ok_and(|r| r.status() == 201) {
+        assert!(tokio::time::Instant::now() < deadline, "no write was taken");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited before the fault"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snapshots = dir.path().join("snapshots");
+    std::fs::remove_dir_all(&snapshots).unwrap();
+    std::fs::write(&snapshots, b"not a directory").unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut i = 1;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running 30 s after its snapshots became unwritable"
+        );
+        let _ = put(i).await;
+        i += 1;
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "exited with {status}: {stderr}");
+    assert!(
+        stderr.contains("raft stopped") && stderr.contains("supervisor restarts it"),
+        "{stderr}"
+    );
 }

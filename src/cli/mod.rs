@@ -3,7 +3,10 @@
 //!
 //! Every flag has an `SLCT_*` environment variable, so a container needs no arguments.
 //! Shutdown is one signal: Ctrl-C or SIGTERM stops accepting requests, gives in-flight
-//! ones [`GRACE`] to finish, then stops Raft and flushes the store.
+//! ones [`GRACE`] to finish, then stops Raft and flushes the store. A node whose Raft
+//! stops on a fatal error shuts down the same way and the process exits non-zero: a node
+//! that can no longer take part in Raft is better restarted (by systemd, Docker or
+//! Kubernetes) than left answering 503 forever. What it acknowledged is on disk.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -212,7 +215,14 @@ async fn run_nodes(configs: Vec<NodeConfig>, api: ApiConfig) -> Result<(), Strin
             signal,
         )));
     }
-    shutdown_signal().await;
+    let raft_failed = futures::future::select_all(nodes.iter().map(|n| Box::pin(n.raft_failed())));
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        (error, index, _) = raft_failed => Some(format!(
+            "node {}: raft stopped: {error}; exiting so that a supervisor restarts it",
+            nodes[index].config().id
+        )),
+    };
     eprintln!("slct: shutting down");
     stop.send_replace(true);
     let drained = tokio::time::timeout(GRACE, futures::future::join_all(servers)).await;
@@ -222,7 +232,7 @@ async fn run_nodes(configs: Vec<NodeConfig>, api: ApiConfig) -> Result<(), Strin
     for node in &nodes {
         node.shutdown().await;
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 /// Completes once `stop` turns true.

@@ -537,6 +537,22 @@ impl Node {
         }
     }
 
+    /// Resolves, with the error, once Raft has stopped on a fatal error (a storage
+    /// failure, or an internal error of openraft's); never after a clean shutdown.
+    pub async fn raft_failed(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            match metrics.borrow_and_update().running_state.clone() {
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => {}
+                Err(e) => return e.to_string(),
+            }
+            if metrics.changed().await.is_err() {
+                // Raft is gone without saying why: only a shutdown does that.
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Stops Raft and the background tasks and flushes the store.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
