@@ -651,7 +651,8 @@ async fn follow_leadership(
             None => {}
             Some(openraft::error::Fatal::Stopped) => break,
             Some(e) => {
-                tracing::error!("raft stopped: {e}; this node serves no writes until restarted");
+                // `slct serve` exits on it too (`Node::raft_failed`).
+                tracing::error!("raft stopped: {e}");
                 break;
             }
         }
