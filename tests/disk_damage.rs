@@ -2,7 +2,7 @@
 //! file, and the other two nodes keep taking writes (README "Guarantees").
 //!
 //! Each test runs three real `slct serve` processes, stops one follower with `kill -9`,
-//! damages its sled data file (`<data>/sled/db`) and starts it again. The damage: one
+//! damages its sled data file (`<data>/sm/db`) and starts it again. The damage: one
 //! flipped byte in the newest state-machine record, one flipped byte in a Raft log
 //! record, or the file's last pages cut off. sled 0.34 alone would either panic in
 //! recovery or, worse, open the file without the writes after the damage — Raft entries
