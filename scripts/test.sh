@@ -7,7 +7,7 @@
 #
 #   scripts/test.sh            everything: cargo test, the clients' tests (clients/),
 #                              then deploy/test.sh (Docker)
-#   scripts/test.sh ARGS...    only `cargo test ARGS...` (e.g. a test name)
+#   scripts/test.sh ARGS...    only `cargo test --features system-tests ARGS...` (e.g. a test name)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +50,7 @@ if [ ! -x target/schemathesis/bin/st ]; then
   target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5'
 fi
 
-cargo test --locked "$@"
+cargo test --locked --features system-tests "$@"
 if [ "$#" -eq 0 ]; then
   # The clients in other languages (clients/), against clusters of the built binary.
   scripts/test-clients.sh
