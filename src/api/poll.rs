@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
 use super::states::{default_lease_ms, lease_ms, unexpected};
-use super::{wait_secs, AppState};
+use super::{metrics, wait_secs, AppState};
 use crate::engine::types::StateView;
 use crate::engine::{self, validate, Op, Response as Reply};
 
@@ -86,7 +86,7 @@ pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
         }
         ticket.rearm();
         let woken = tokio::select! {
-            woken = timeout_at(deadline, ticket.woken()) => woken.is_ok(),
+            woken = metrics::waiting(timeout_at(deadline, ticket.woken())) => woken.is_ok(),
             _ = leading.wait_for(|leader| !leader) => false,
         };
         if !woken {
