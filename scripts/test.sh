@@ -6,7 +6,7 @@
 # that cannot be installed fails the run; nothing is skipped silently.
 #
 #   scripts/test.sh            everything: cargo test, then deploy/test.sh (Docker)
-#   scripts/test.sh ARGS...    only `cargo test ARGS...` (e.g. a test name)
+#   scripts/test.sh ARGS...    only `cargo test --features system-tests ARGS...` (e.g. a test name)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,7 +49,7 @@ if [ ! -x target/schemathesis/bin/st ]; then
   target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5'
 fi
 
-cargo test --locked "$@"
+cargo test --locked --features system-tests "$@"
 if [ "$#" -eq 0 ]; then
   # The image, three containers on their own network, a partition (deploy/test.sh
   # says what); needs the Docker engine and docker-compose, which it does not install.

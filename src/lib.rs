@@ -7,7 +7,7 @@
 //! - [`raft`]: replication with openraft — log store, state machine, snapshots, and the
 //!   `/raft/*` network client and server.
 //! - [`node`]: a running replica — the seam between Raft and the HTTP API.
-//! - [`api`]: the HTTP API of DESIGN §3 (routes, extractors, errors, forwarding), and
+//! - [`api`]: the HTTP API of design.md §3 (routes, extractors, errors, forwarding), and
 //!   the web console at `/` ([`api::console`]).
 //! - [`callbacks`]: resuming pending states by POSTing them to their callback URLs.
 //! - [`server`]: one node's HTTP server (API and Raft routes on one port).

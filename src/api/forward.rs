@@ -1,5 +1,5 @@
 //! A follower forwards writes and linearizable reads to the leader, so clients never
-//! need to find it (DESIGN §3).
+//! need to find it (design.md §3).
 //!
 //! Answered locally: `/healthz`, `/readyz`, `/metrics`, `GET /cluster` (not with
 //! `?leader=true`), the console's static files (`GET /`, `GET /ui/...`: every node

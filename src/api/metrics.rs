@@ -1,4 +1,4 @@
-//! `GET /metrics`: Prometheus text (OpenMetrics) with the series of DESIGN §3.5.
+//! `GET /metrics`: Prometheus text (OpenMetrics) with the series of design.md §3.5.
 //!
 //! Built on `prometheus-client`, the Prometheus project's own Rust client: typed label
 //! sets, no global registry (each router has its own, so in-process test clusters do

@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN §3: states, long-poll leases, channels, cluster operations
+//! The HTTP API of design.md §3: states, long-poll leases, channels, cluster operations
 //! and metrics, on axum.
 //!
 //! # Layout

@@ -1,4 +1,4 @@
-//! `GET /state/poll`: the long-poll of DESIGN §3.2.
+//! `GET /state/poll`: the long-poll of design.md §3.2.
 //!
 //! A poll reads the leader's replica for pending states without a callback whose id
 //! starts with `prefix` ([`engine::poll::candidates`]), and only if it finds one

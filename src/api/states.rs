@@ -1,4 +1,4 @@
-//! States (DESIGN §3.1) and their leases (§3.2): create, read, update under a lease,
+//! States (design.md §3.1) and their leases (§3.2): create, read, update under a lease,
 //! delete, list; extend and give back a lease; re-arm a failed state.
 //!
 //! `PUT` decides between create and update by the lease: with a token (body

@@ -6,7 +6,7 @@
 //! id and the last membership go into [`Table::Meta`] of the same overlay, and
 //! [`SledStore::commit`] writes it all in one sled transaction. So `kill -9` at any
 //! instant leaves a replica at an entry boundary, never between a command's writes and
-//! the applied index that says it happened (DESIGN §4). The commit is not flushed: the
+//! the applied index that says it happened (design.md §4). The commit is not flushed: the
 //! log is, and a crash only makes the replica apply the lost tail again.
 //!
 //! A storage failure while applying is returned to openraft, which stops the node: a
