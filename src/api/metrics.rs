@@ -7,8 +7,8 @@
 //! Request counts and latencies are recorded by [`middleware`] with labels from a
 //! closed set, so no request can add series: the method is one the API serves (`GET`,
 //! `HEAD`, `PUT`, `POST`, `DELETE`) or `other`, the route is a template of the route
-//! table (`/state/{id}`, never the raw path) or `other`. The long-poll `GET
-//! /state/poll` is its own route, although the `GET /state/{id}` handler serves it.
+//! table (`/state/{id}`, never the raw path; the long-poll is `/state/poll`) or
+//! `other`.
 //!
 //! Time a request spends waiting by design (a long-poll asleep until a state turns
 //! pending, a blocking send or receive parked for a partner) is not service time: the
@@ -283,15 +283,11 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The route label: the matched template (the long-poll its own), else `other`.
+/// The route label: the matched template, else `other`.
 fn route_label(req: &Request) -> String {
-    match req.extensions().get::<MatchedPath>() {
-        Some(_) if req.method() == Method::GET && req.uri().path() == "/state/poll" => {
-            "/state/poll".to_owned()
-        }
-        Some(p) => template(p.as_str()),
-        None => "other".to_owned(),
-    }
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| template(p.as_str()))
 }
 
 /// Records every request's route, status, service time and wait.
