@@ -29,10 +29,11 @@ use serde_json::{json, Value};
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
 
+use super::error::unexpected;
 use super::error::{ApiError, ApiResult};
 use super::extract::{parse_object, AnyJson, Path, Query};
 use super::hub::OpWaiter;
-use super::states::{page_limit, read_barrier, start_key, unexpected, ReadQuery};
+use super::states::{page_limit, read_barrier, start_key, ReadQuery};
 use super::{now_ms, wait_secs, AppState};
 use crate::engine::types::ChanView;
 use crate::engine::{validate, Data, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
