@@ -227,7 +227,7 @@ async fn blocking(
         other => return Err(unexpected(&other)),
     }
     let deadline = Instant::now() + Duration::from_secs(wait) + GRACE;
-    let outcome = match waiter.wait_until(deadline).await {
+    let outcome = match super::metrics::waiting(waiter.wait_until(deadline)).await {
         Some(outcome) => outcome,
         None => withdraw(state, id, &mut waiter).await?,
     };
