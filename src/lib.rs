@@ -4,6 +4,8 @@
 //! - [`engine`]: the CSP state machine — channels, selects, states, leases and log
 //!   time — as a pure, deterministic module over ordered key-value tables.
 //! - [`store`]: those tables in sled, committed atomically with the applied index.
+//! - [`storage`]: the data directory's engines; [`storage::wal`] is the Raft log's
+//!   write-ahead log (segment files, checksummed records, group commit).
 //! - [`raft`]: replication with openraft — log store, state machine, snapshots, and the
 //!   `/raft/*` network client and server.
 //! - [`node`]: a running replica — the seam between Raft and the HTTP API.
@@ -26,4 +28,5 @@ pub mod http_client;
 pub mod node;
 pub mod raft;
 pub mod server;
+pub mod storage;
 pub mod store;
