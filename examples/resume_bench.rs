@@ -1,4 +1,4 @@
-//! How fast slct resumes processes (issue 8's second table), against a running
+//! How fast slct resumes processes, against a running
 //! three-node cluster. Three rows:
 //!
 //! 1. **callback ping-pong** — two processes (states) exchange a counter over two
@@ -177,9 +177,7 @@ async fn play(Json(state): Json<Value>) -> Json<Value> {
     if selects == json!([]) {
         FINISHED.fetch_add(1, Ordering::SeqCst);
     }
-    // DESIGN §3.2 says an omitted `callback` keeps its value, but as of f2d3fc0 a
-    // callback answer without one clears it (the state then waits for a poller that
-    // never comes), so the answer carries the callback back.
+    // The answer names its callback again, so it states the whole process.
     Json(json!({"data": data, "selects": selects, "callback": state["callback"]}))
 }
 

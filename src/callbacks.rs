@@ -1,4 +1,4 @@
-//! Resuming states by callback (DESIGN §3.4): the leader POSTs each state that the
+//! Resuming states by callback (design.md §3.4): the leader POSTs each state that the
 //! engine leased to the callback dispatcher to the callback's URL.
 //!
 //! # Life of a delivery

@@ -1,4 +1,4 @@
-//! The rules of DESIGN §3.2 — leases and updates — and the callback retry life cycle,
+//! The rules of design.md §3.2 — leases and updates — and the callback retry life cycle,
 //! on the pure engine.
 
 mod support;

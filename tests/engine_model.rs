@@ -7,7 +7,7 @@
 //! it. Everything else — who is served, in which order, with which value — the model
 //! decides itself, and the two must agree.
 //!
-//! Beyond channels and selects the model knows process control (DESIGN §3.6): paused
+//! Beyond channels and selects the model knows process control (design.md §3.6): paused
 //! states keep completing selects but are never polled; polls hand out the highest
 //! priority first, then the oldest pending (an expired or released lease keeps the
 //! state's place), then by id; and every state keeps the last `history_limit` events,

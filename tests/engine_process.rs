@@ -1,4 +1,4 @@
-//! Process control (DESIGN §3.6) on the pure engine: pausing keeps a state's selects
+//! Process control (design.md §3.6) on the pure engine: pausing keeps a state's selects
 //! working but delivers it to no one, priorities order polls, and each state keeps a
 //! bounded history of what happened to it.
 

@@ -1,4 +1,4 @@
-//! One scenario per rule of DESIGN §2 (Go's select semantics), each named for the
+//! One scenario per rule of design.md §2 (Go's select semantics), each named for the
 //! behaviour it shows, run on the pure engine over an in-memory store.
 
 mod support;

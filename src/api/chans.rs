@@ -1,4 +1,4 @@
-//! Channels over HTTP (DESIGN §3.3): make, inspect, close, list, and send and receive
+//! Channels over HTTP (design.md §3.3): make, inspect, close, list, and send and receive
 //! with the three ways of waiting.
 //!
 //! A blocking send or receive (`?wait=N`, N > 0) is parked in the channel's queue as
@@ -13,7 +13,7 @@
 //! its operation with it: a guard proposes [`Op::Withdraw`] from its `Drop`, so the
 //! withdrawal enters the log right behind the parking, before any later partner.
 //! Receiving from an HTTP caller is still at-most-once: a caller that disconnects
-//! after the match (or before its withdrawal commits) loses the value (DESIGN §3.3).
+//! after the match (or before its withdrawal commits) loses the value (design.md §3.3).
 //!
 //! Parked operations are capped: [`validate::MAX_PARKED_PER_CHAN`] per channel (in the
 //! engine, so every replica agrees) and [`MAX_PARKED_PER_NODE`] per node (here); beyond
@@ -29,10 +29,11 @@ use serde_json::{json, Value};
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
 
+use super::error::unexpected;
 use super::error::{ApiError, ApiResult};
 use super::extract::{parse_object, AnyJson, Path, Query};
 use super::hub::OpWaiter;
-use super::states::{page_limit, read_barrier, start_key, unexpected, ReadQuery};
+use super::states::{page_limit, read_barrier, start_key, ReadQuery};
 use super::{now_ms, wait_secs, AppState};
 use crate::engine::types::ChanView;
 use crate::engine::{validate, Data, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
@@ -225,7 +226,7 @@ async fn blocking(
         other => return Err(unexpected(&other)),
     }
     let deadline = Instant::now() + Duration::from_secs(wait) + GRACE;
-    let outcome = match waiter.wait_until(deadline).await {
+    let outcome = match super::metrics::waiting(waiter.wait_until(deadline)).await {
         Some(outcome) => outcome,
         None => withdraw(state, id, &mut waiter).await?,
     };

@@ -1,4 +1,4 @@
-//! Cluster and operations (DESIGN §3.5): membership, health and readiness.
+//! Cluster and operations (design.md §3.5): membership, health and readiness.
 //!
 //! `GET /cluster`, `/healthz` and `/readyz` answer from this node (they describe it),
 //! except `GET /cluster?leader=true`, the leader's view with replication progress;

@@ -5,7 +5,8 @@
 //! nested deeper than [`MAX_DEPTH`] before parsing it (400 `too_deep`: a deeply nested
 //! document costs stack and time in every replica that decodes it again), and answers
 //! malformed or mistyped JSON with 400 `invalid_json`. [`Path`] and [`Query`] wrap axum's
-//! own and answer 400 `invalid`.
+//! own and answer 400 `invalid`. The lease bounds shared by polls and heartbeats live
+//! here too.
 //!
 //! The content type is not checked: `curl -d` sends `application/x-www-form-urlencoded`
 //! and a user of a JSON-only API should not have to care.
@@ -21,6 +22,24 @@ use super::AppState;
 
 /// Deepest JSON nesting accepted in a request body.
 pub const MAX_DEPTH: usize = 64;
+/// Longest lease a client may ask for: one day.
+pub const MAX_LEASE_MS: u64 = crate::engine::validate::MAX_LEASE_MS;
+
+/// 30 s, the default lease of polls and heartbeats.
+pub fn default_lease_ms() -> u64 {
+    30_000
+}
+
+/// A lease duration given by a client (`lease_ms` of a poll, `extend_ms` of a
+/// heartbeat): 1 ms to a day.
+pub fn lease_ms(ms: u64, what: &str) -> Result<u64, ApiError> {
+    if ms == 0 || ms > MAX_LEASE_MS {
+        return Err(ApiError::invalid(format!(
+            "{what} must be 1 to {MAX_LEASE_MS}"
+        )));
+    }
+    Ok(ms)
+}
 
 /// A JSON object body, parsed with the API's limits. Anything but an object is refused
 /// (serde would otherwise read `[]` as a struct whose fields all have defaults).
@@ -186,6 +205,13 @@ where
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn lease_bounds() {
+        assert!(lease_ms(0, "x").is_err());
+        assert_eq!(lease_ms(5, "x"), Ok(5));
+        assert!(lease_ms(MAX_LEASE_MS + 1, "x").is_err());
+    }
 
     #[test]
     fn depth_ignores_brackets_in_strings() {

@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN §3: states, long-poll leases, channels, cluster operations
+//! The HTTP API of design.md §3: states, long-poll leases, channels, cluster operations
 //! and metrics, on axum.
 //!
 //! # Layout
@@ -159,6 +159,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
     };
     routes()
         .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -170,7 +171,6 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
             metrics::middleware,
         ))
         .layer(CatchPanicLayer::custom(panicked))
-        .fallback(not_found)
         .with_state(state)
 }
 
@@ -181,7 +181,9 @@ type Route = (&'static str, &'static str, MethodRouter<AppState>);
 /// checks the same table, so the two cannot drift apart.
 fn table() -> Vec<Route> {
     vec![
-        ("get", "/state/:id", get(states::get_or_poll)),
+        ("get", "/state/poll", get(poll::poll)),
+        ("put", "/state/poll", put(states::put_reserved)),
+        ("get", "/state/:id", get(states::get)),
         ("put", "/state/:id", put(states::put)),
         ("delete", "/state/:id", delete(states::delete)),
         ("post", "/state/:id/lease", post(states::extend_lease)),
@@ -226,15 +228,12 @@ fn routes() -> Router<AppState> {
 }
 
 /// Every `(method, path)` the router serves, in openapi.yaml's syntax
-/// (`/state/{id}`). `GET /state/poll` is served by the `GET /state/{id}` handler and
-/// listed on its own.
+/// (`/state/{id}`).
 pub fn served_routes() -> Vec<(String, String)> {
-    let mut routes: Vec<(String, String)> = table()
+    table()
         .into_iter()
         .map(|(method, path, _)| (method.to_owned(), metrics::template(path)))
-        .collect();
-    routes.push(("get".into(), "/state/poll".into()));
-    routes
+        .collect()
 }
 
 /// What a request needs, by path (see "Who may call what" above).

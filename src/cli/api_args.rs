@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::api::states::MAX_LEASE_MS;
+use crate::api::extract::MAX_LEASE_MS;
 use crate::api::{ApiConfig, DEFAULT_MAX_BODY};
 use crate::callbacks::allow::CallbackAllow;
 use crate::callbacks::{

@@ -1,4 +1,4 @@
-//! Client commands (DESIGN §5): `slct state|poll|chan|cluster ...` against a running
+//! Client commands (design.md §5): `slct state|poll|chan|cluster ...` against a running
 //! node (`--server`, env `SLCT_SERVER`), through [`crate::client`].
 //!
 //! Each command is one call. Its answer is printed to stdout as `-o table` or

@@ -1,4 +1,4 @@
-//! A typed Rust client for slct's HTTP API (DESIGN §3, openapi.yaml), and a
+//! A typed Rust client for slct's HTTP API (design.md §3, openapi.yaml), and a
 //! [`Worker`] that long-polls states and runs a handler for each.
 //!
 //! The client speaks only the wire format: its structs live in [`types`], not in the
@@ -321,7 +321,7 @@ impl Client {
         &self.server
     }
 
-    // States (DESIGN §3.1).
+    // States (design.md §3.1).
 
     /// Creates a state (`PUT /state/{id}` without a lease) → [`Error::Exists`] if it
     /// exists. `body` is usually a [`StateBody`]; any JSON object works (the seed
@@ -331,7 +331,7 @@ impl Client {
             .await
     }
 
-    /// Updates a leased state under its lease token (DESIGN §3.2); ends the lease.
+    /// Updates a leased state under its lease token (design.md §3.2); ends the lease.
     /// [`Error::LeaseLost`] if the lease is gone, [`Error::Unprocessable`] if a blocked
     /// select is missing or changed.
     pub async fn update_state<B: Serialize + ?Sized>(
@@ -376,7 +376,7 @@ impl Client {
         self.json(call).await
     }
 
-    // Resuming (DESIGN §3.2).
+    // Resuming (design.md §3.2).
 
     /// Long-polls: leases and returns up to `limit` pending states (none after `wait`).
     pub async fn poll(&self, options: &PollOptions) -> Result<Vec<State>> {
@@ -411,7 +411,7 @@ impl Client {
             .await
     }
 
-    // Process control (DESIGN §3.6).
+    // Process control (design.md §3.6).
 
     /// Pauses a state (idempotent).
     pub async fn pause(&self, id: &str) -> Result<State> {
@@ -439,7 +439,7 @@ impl Client {
         self.json(call).await
     }
 
-    // Channels (DESIGN §3.3).
+    // Channels (design.md §3.3).
 
     /// Makes a channel with a buffer of `capacity` (0: unbuffered); making it again
     /// with the same capacity is fine, another is [`Error::Exists`].
@@ -502,7 +502,7 @@ impl Client {
         self.json(call).await
     }
 
-    // Cluster and operations (DESIGN §3.5).
+    // Cluster and operations (design.md §3.5).
 
     /// The cluster as the node asked sees it.
     pub async fn cluster(&self) -> Result<ClusterInfo> {

@@ -1,4 +1,4 @@
-//! The JSON of the API (DESIGN §1, §3; openapi.yaml) as typed structs, defined here
+//! The JSON of the API (design.md §1, §3; openapi.yaml) as typed structs, defined here
 //! and not borrowed from the engine, so the client depends on the wire format only.
 //!
 //! Values users supply and read — a state's `data`, a result's `data`, a channel
@@ -82,7 +82,7 @@ impl<'de> Deserialize<'de> for RawJson {
     }
 }
 
-/// The derived status of a state (DESIGN §1).
+/// The derived status of a state (design.md §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {

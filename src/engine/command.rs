@@ -75,7 +75,7 @@ pub enum Op {
         /// 0–9: polls hand out higher priorities first.
         priority: u8,
     },
-    /// `PUT /state/{id}` under a lease (DESIGN §3.2). A field that is `None` was
+    /// `PUT /state/{id}` under a lease (design.md §3.2). A field that is `None` was
     /// omitted by the client and keeps its value.
     UpdateState {
         /// State id.

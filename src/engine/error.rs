@@ -32,7 +32,7 @@ pub enum Error {
     /// The request conflicts with the state's current status (409 `conflict`).
     #[error("{0}")]
     Conflict(String),
-    /// An update breaks the rules of DESIGN §3.2 (422 `invalid_update`).
+    /// An update breaks the rules of design.md §3.2 (422 `invalid_update`).
     #[error("{0}")]
     InvalidUpdate(String),
     /// The channel already has as many parked HTTP operations as it may (429

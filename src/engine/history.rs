@@ -1,4 +1,4 @@
-//! Each state's history (DESIGN §3.6): what happened to the process, newest first.
+//! Each state's history (design.md §3.6): what happened to the process, newest first.
 //!
 //! Operations note events on the command's [`Ctx`](super::ctx) as they go; when the
 //! context flushes, each state's events are numbered from the state's own counter and

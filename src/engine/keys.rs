@@ -1,6 +1,6 @@
 //! Key encodings of the state machine's tables.
 //!
-//! Names and ids never contain control characters (DESIGN §1), so `0x00` separates a
+//! Names and ids never contain control characters (design.md §1), so `0x00` separates a
 //! name from what follows and a name's entries form one contiguous, ordered range.
 //! Numbers are big-endian so that byte order is numeric order.
 

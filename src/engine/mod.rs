@@ -6,7 +6,7 @@
 //! random seed travel in the command, there is no clock, no thread RNG and no hash-map
 //! iteration inside — every replica ends with the same tables.
 //!
-//! # Semantics (DESIGN §2)
+//! # Semantics (design.md §2)
 //! - A `recv` is ready if the channel has buffered values, a blocked sender, or is
 //!   closed; a `send` if the channel is closed, has a blocked receiver, or buffer room; a
 //!   timer once its deadline is at or before log time.

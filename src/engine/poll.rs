@@ -1,7 +1,7 @@
 //! Which pending states a poll should lease: read from a replica, outside apply.
 //!
 //! A poll reads first and proposes [`Op::LeasePending`](super::Op::LeasePending) only
-//! when it found something (DESIGN §3.2: a poll that finds nothing writes nothing). The
+//! when it found something (design.md §3.2: a poll that finds nothing writes nothing). The
 //! choice need not be deterministic — apply re-checks each state it is given — so it is
 //! made here, by whichever of two scans finishes first:
 //! - the pending states of every prefix in poll order (highest priority first, then

@@ -1,4 +1,4 @@
-//! States: creation, updates under a lease (DESIGN §3.2), deletion, and the lease
+//! States: creation, updates under a lease (design.md §3.2), deletion, and the lease
 //! life cycle shared by pollers and the callback dispatcher.
 //!
 //! Choices where Go has no answer, made as a production queue would:

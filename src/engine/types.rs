@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::data::Data;
 
 /// Milliseconds since the Unix epoch, in *log time* (the leader's clock as written into
-/// the Raft log; see DESIGN §2 Time).
+/// the Raft log; see design.md §2 Time).
 pub type Millis = u64;
 
 /// One case of a select.
@@ -257,7 +257,7 @@ pub struct Lease {
     pub through_seq: u64,
 }
 
-/// The derived status of a state (DESIGN §1); never written by clients.
+/// The derived status of a state (design.md §1); never written by clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {

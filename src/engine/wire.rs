@@ -1,13 +1,13 @@
 //! What clients send, parsed leniently and then validated into engine types.
 //!
-//! Accepts the lower-case names of DESIGN §1 and, as aliases, the seed format of the
+//! Accepts the lower-case names of design.md §1 and, as aliases, the seed format of the
 //! original slct (`ID`, `Data`, `Selects`, `Cases`, `Op`, `Chan`, `Callback{Type,URI}`;
 //! `Op` 1 = recv, 2 = send, 3 = timer with `Chan` holding Unix seconds). Server-owned
 //! fields (`status`, `results`, `version`, ...) are ignored, so a client may send back
 //! the whole state it received. Every problem is an [`Error::Invalid`] naming the field.
 //!
 //! In an update, a field the body omits keeps its value and an explicit `null` clears
-//! it (DESIGN §3.2): so `data` and `callback` are `Option`s of what was written, with
+//! it (design.md §3.2): so `data` and `callback` are `Option`s of what was written, with
 //! `null` kept apart from absence.
 
 use serde::{Deserialize, Deserializer};
