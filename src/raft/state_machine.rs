@@ -40,6 +40,7 @@ use super::snapshot::{self, Meta};
 use super::{Replies, StorageError, TypeConfig};
 use crate::engine::types::Millis;
 use crate::engine::{self, Effects, Store, Table, Tx};
+use crate::storage::sm::checkpoint::Checkpoints;
 use crate::storage::sm::point_in_time::PointInTime;
 use crate::storage::sm::SledStore;
 
@@ -66,6 +67,8 @@ pub struct Progress {
 /// The state machine of one node.
 pub struct StateMachine {
     store: SledStore,
+    /// Makes the store durable now and then, and says how far it is.
+    checkpoints: Checkpoints,
     dir: PathBuf,
     /// Write side taken by apply and install; read side held while a snapshot build
     /// opens its view.
@@ -156,7 +159,14 @@ impl StateMachine {
             reload(&store, dir)?;
         }
         let progress = watch::Sender::new(read_progress(&store)?);
+        let applied = applied_log_id(&store)?.map(|id| id.index);
+        let checkpoints = Checkpoints::open(store.clone(), applied)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        if let Some(snapshot) = current_snapshot_meta(dir)? {
+            checkpoints.snapshot_durable(snapshot.last_log_id.map(|id| id.index));
+        }
         Ok(StateMachine {
+            checkpoints,
             store,
             dir: dir.to_owned(),
             lock: Arc::new(RwLock::new(())),
@@ -165,6 +175,12 @@ impl StateMachine {
             progress,
             installing: InstallGate::default(),
         })
+    }
+
+    /// The checkpoints of this state machine: the task that makes it durable (for the
+    /// node to run) and the durable applied index (for the log's purges).
+    pub fn checkpoints(&self) -> Checkpoints {
+        self.checkpoints.clone()
     }
 
     /// The gate this state machine opens while a snapshot is received and installed.
@@ -223,6 +239,10 @@ impl StateMachine {
             .await
             .map_err(|e| snapshot_write_err(&e))??;
         self.progress.send_replace(read_progress(&self.store)?);
+        // `reload` flushed the tables durably.
+        let installed = meta.last_log_id.map(|id| id.index);
+        self.checkpoints.applied(installed);
+        self.checkpoints.snapshot_durable(installed);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
@@ -270,6 +290,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let _apply = self.lock.write().await;
+        if let Some(failure) = self.checkpoints.failure() {
+            return Err(
+                StorageIOError::write_state_machine(openraft::AnyError::error(format!(
+                    "a checkpoint failed: {failure}"
+                )))
+                .into(),
+            );
+        }
         let mut tx = Tx::new(&self.store);
         let mut replies = Vec::new();
         let mut effects = Vec::new();
@@ -303,6 +331,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store
             .commit(tx.into_writes())
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        if last.is_some() {
+            self.checkpoints.applied(last.map(|id| id.index));
+        }
         for effect in effects {
             // Nobody listening is fine: effects are notifications, not state.
             let _ = self.effects.send(effect);
@@ -318,6 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             lock: self.lock.clone(),
             one_snapshot: self.one_snapshot.clone(),
             tmp: self.tmp_path("build"),
+            checkpoints: self.checkpoints.clone(),
         }
     }
 
@@ -374,6 +406,7 @@ pub struct SnapshotBuilder {
     lock: Arc<RwLock<()>>,
     one_snapshot: Arc<Mutex<()>>,
     tmp: PathBuf,
+    checkpoints: Checkpoints,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -381,6 +414,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let only_one = self.one_snapshot.clone().lock_owned().await;
         let applies_held = self.lock.clone().read_owned().await;
         let (store, dir, tmp) = (self.store.clone(), self.dir.clone(), self.tmp.clone());
+        let checkpoints = self.checkpoints.clone();
         let started = std::time::Instant::now();
         let (meta, file, records) = tokio::task::spawn_blocking(move || {
             let _only_one = only_one;
@@ -389,9 +423,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .point_in_time()
                 .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
             drop(applies_held);
-            build(&view, &meta, &tmp, &dir)
+            let built = build(&view, &meta, &tmp, &dir)
                 .map(|(file, records)| (meta, file, records))
-                .map_err(|e| snapshot_write_err(&e))
+                .map_err(|e| snapshot_write_err(&e))?;
+            drop(view);
+            checkpoints.snapshot_durable(built.0.last_log_id.map(|id| id.index));
+            checkpoints
+                .checkpoint()
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            Ok::<_, StorageError>(built)
         })
         .await
         .map_err(|e| snapshot_write_err(&e))??;
@@ -461,14 +501,23 @@ fn reload(store: &SledStore, dir: &Path) -> Result<(), StorageError> {
 /// commits in a crash (they are not flushed on commit) while the snapshot, which is
 /// synced, survived — and the log behind it may be purged, so it must be reloaded.
 fn snapshot_is_newer(store: &SledStore, dir: &Path) -> Result<bool, StorageError> {
-    let file = match std::fs::File::open(dir.join(CURRENT)) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(snapshot_read_err(&e)),
+    let Some(meta) = current_snapshot_meta(dir)? else {
+        return Ok(false);
     };
-    let meta = snapshot::read_meta(&file).map_err(|e| snapshot_read_err(&e))?;
     let applied: Option<LogId<u64>> = get_meta(store, KEY_APPLIED)?;
     Ok(meta.last_log_id > applied)
+}
+
+/// The meta of `current.snap`, if there is one.
+fn current_snapshot_meta(dir: &Path) -> Result<Option<Meta>, StorageError> {
+    let file = match std::fs::File::open(dir.join(CURRENT)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(snapshot_read_err(&e)),
+    };
+    snapshot::read_meta(&file)
+        .map(Some)
+        .map_err(|e| snapshot_read_err(&e))
 }
 
 fn read_progress(store: &SledStore) -> Result<Progress, StorageError> {

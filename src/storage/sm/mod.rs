@@ -42,6 +42,7 @@
 //! tail) is refused on opening. Opening also checks every value once, and turns a panic
 //! of sled's recovery into an error, so a node with a damaged data file does not start.
 
+pub mod checkpoint;
 pub mod point_in_time;
 
 use std::collections::HashMap;
@@ -113,7 +114,9 @@ impl SledStore {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .segment_size(SLED_SEGMENT_BYTES);
+            .segment_size(SLED_SEGMENT_BYTES)
+            // Flushes are ours: checkpoints (`checkpoint`) and `flush_durable`.
+            .flush_every_ms(None);
         let db = match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(sled_err(e, &data)),
