@@ -230,7 +230,7 @@ async fn blocking(
         other => return Err(unexpected(&other)),
     }
     let deadline = Instant::now() + Duration::from_secs(wait) + GRACE;
-    let mut outcome = match waiter.wait_until(deadline).await {
+    let mut outcome = match super::metrics::waiting(waiter.wait_until(deadline)).await {
         Some(outcome) => outcome,
         None => withdraw(state, id, &mut waiter).await?,
     };

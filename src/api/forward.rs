@@ -6,25 +6,32 @@
 //! serves them, and they hold no data) and reads with `?stale=true`. Everything else goes to the leader when this node knows it is not
 //! the leader, or — with the body it buffered — when the handler found out half-way
 //! (the write was refused before it reached the log, so replaying it is safe). The
-//! leader's status, headers and body are relayed unchanged. Long-polls and blocking
-//! channel operations are forwarded too; the client's timeout covers the longest wait.
+//! leader's status, headers and body are relayed unchanged, but for the leader's
+//! [`WAITED_HEADER`], which this node's metrics take as the request's wait. Long-polls
+//! and blocking channel operations are forwarded too; the client's timeout covers the
+//! longest wait.
 //!
 //! This layer also reads every body, up to `--max-body` (413 beyond), for all routes
 //! that are not answered locally; axum's own default body limit is off.
+//!
+//! A request for no route is not forwarded: the router answers it 404 without reading
+//! its body.
 //!
 //! A forwarded request carries `Slct-Forwarded`; a node never forwards such a request
 //! again (two nodes each believing the other leads would otherwise bounce it between
 //! them) but answers 503 `not_leader` with `Retry-After`.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use std::time::Duration;
 
 use super::error::{ApiError, NotLeader};
 use super::extract::too_large;
+use super::metrics::{self, WAITED_HEADER};
 use super::AppState;
 
 /// Set on a request one node forwards to another.
@@ -50,7 +57,8 @@ pub fn is_local(method: &Method, path: &str, query: Option<&str>) -> bool {
 
 /// The forwarding layer (see the module docs).
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if is_local(req.method(), req.uri().path(), req.uri().query()) {
+    let unrouted = req.extensions().get::<MatchedPath>().is_none();
+    if unrouted || is_local(req.method(), req.uri().path(), req.uri().query()) {
         return next.run(req).await;
     }
     let forwarded = req.headers().contains_key(FORWARDED);
@@ -100,7 +108,13 @@ async fn relay(
         Err(e) => return leader_unreachable(addr, &e).into_response(),
     };
     let status = answer.status();
-    let headers = strip_hop_by_hop(answer.headers());
+    let mut headers = strip_hop_by_hop(answer.headers());
+    if let Some(ms) = headers
+        .remove(WAITED_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        metrics::add_wait(Duration::from_millis(ms));
+    }
     match answer.bytes().await {
         Ok(body) => (status, headers, body).into_response(),
         Err(e) => leader_unreachable(addr, &e).into_response(),

@@ -159,6 +159,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
     };
     routes()
         .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -170,7 +171,6 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
             metrics::middleware,
         ))
         .layer(CatchPanicLayer::custom(panicked))
-        .fallback(not_found)
         .with_state(state)
 }
 
