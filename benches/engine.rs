@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use slct::engine::types::{Case, Select};
 use slct::engine::{self, Command, Op, Table, Tx};
-use slct::store::SledStore;
+use slct::storage::sm::SledStore;
 
 fn main() {
     let args: Vec<u64> = std::env::args()

@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`engine`]: the CSP state machine — channels, selects, states, leases and log
 //!   time — as a pure, deterministic module over ordered key-value tables.
-//! - [`store`]: those tables in sled, committed atomically with the applied index.
+//! - [`storage`]: the data directory (its lock and format version) and the engines
+//!   under it: [`storage::sm`] keeps those tables in sled, committed atomically with the
+//!   applied index; every stored value is checksummed ([`storage::seal`]).
 //! - [`raft`]: replication with openraft — log store, state machine, snapshots, and the
 //!   `/raft/*` network client and server.
 //! - [`node`]: a running replica — the seam between Raft and the HTTP API.
@@ -26,4 +28,4 @@ pub mod http_client;
 pub mod node;
 pub mod raft;
 pub mod server;
-pub mod store;
+pub mod storage;

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use slct::engine::types::{Case, Select};
 use slct::engine::{self, Command, MemStore, Op, RecvMode, SendMode, Store, Table, Tx};
-use slct::store::SledStore;
+use slct::storage::sm::SledStore;
 use uuid::Uuid;
 
 const CHANS: [&str; 3] = ["a", "b", "c"];

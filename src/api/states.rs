@@ -20,7 +20,7 @@ use super::AppState;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
 use crate::engine::{codec, keys, load_state, validate, Op, Response as Reply, Store, Table};
-use crate::store::SledStore;
+use crate::storage::sm::SledStore;
 
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
 pub const LEASE_HEADER: &str = "slct-lease";

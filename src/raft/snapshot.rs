@@ -18,8 +18,8 @@ use std::path::Path;
 use openraft::{BasicNode, SnapshotMeta};
 
 use crate::engine::Table;
-use crate::store::point_in_time::PointInTime;
-use crate::store::{seal, SledStore};
+use crate::storage::sm::point_in_time::PointInTime;
+use crate::storage::{seal, sm::SledStore};
 
 /// Identifies the format (and its version) at the start of every snapshot file.
 const MAGIC: &[u8; 8] = b"SLCTSNP1";

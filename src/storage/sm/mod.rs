@@ -42,9 +42,7 @@
 //! tail) is refused on opening. Opening also checks every value once, and turns a panic
 //! of sled's recovery into an error, so a node with a damaged data file does not start.
 
-pub mod marker;
 pub mod point_in_time;
-pub mod seal;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -56,8 +54,9 @@ use std::sync::{Arc, Mutex};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::marker::{self, FlushMarker};
+use super::seal;
 use crate::engine::store::{Scan, Store, StoreError, Table, WriteSet};
-use marker::FlushMarker;
 use point_in_time::Capture;
 
 /// sled's page cache: what a node keeps of the state machine in memory.

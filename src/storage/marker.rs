@@ -7,7 +7,7 @@
 //! lose a committed write. Checksums on values cannot see a value that is not there.
 //!
 //! So every durable flush carries a *generation*: [`SledStore::flush_durable`]
-//! (super::SledStore::flush_durable) writes the next number into the database before
+//! (super::sm::SledStore::flush_durable) writes the next number into the database before
 //! flushing it and, once the flush is on disk, records that number in a small file
 //! beside the data, `slct-flushed` (12 bytes: the number and its CRC-32). On opening,
 //! the database must hold at least the recorded number; if it holds less, it lost
