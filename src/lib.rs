@@ -5,7 +5,8 @@
 //!   time — as a pure, deterministic module over ordered key-value tables.
 //! - [`storage`]: the data directory (its lock and format version) and the engines
 //!   under it: [`storage::sm`] keeps those tables in sled, committed atomically with the
-//!   applied index; every stored value is checksummed ([`storage::seal`]).
+//!   applied index; every stored value is checksummed ([`storage::seal`]);
+//!   [`storage::wal`] is the Raft log's write-ahead log (segments, group commit).
 //! - [`raft`]: replication with openraft — log store, state machine, snapshots, and the
 //!   `/raft/*` network client and server.
 //! - [`node`]: a running replica — the seam between Raft and the HTTP API.

@@ -51,6 +51,7 @@ pub const MAX_PARKED_PER_NODE: usize = 10_000;
 
 /// Body of `PUT /chan/{name}` (may be empty: unbuffered).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MakeBody {
     /// Buffer capacity (0: unbuffered).
     #[serde(default)]

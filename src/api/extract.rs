@@ -4,9 +4,10 @@
 //! [`Json`] reads the body up to `--max-body` (413 `too_large` beyond), refuses JSON
 //! nested deeper than [`MAX_DEPTH`] before parsing it (400 `too_deep`: a deeply nested
 //! document costs stack and time in every replica that decodes it again), and answers
-//! malformed or mistyped JSON with 400 `invalid_json`. [`Path`] and [`Query`] wrap axum's
-//! own and answer 400 `invalid`. The lease bounds shared by polls and heartbeats live
-//! here too.
+//! malformed or mistyped JSON with 400 `invalid_json`. A field the body's type does not
+//! know is 400 `invalid` naming it (design.md §3: a misspelt field must not be dropped
+//! silently). [`Path`] and [`Query`] wrap axum's own and answer 400 `invalid`. The
+//! lease bounds shared by polls and heartbeats live here too.
 //!
 //! The content type is not checked: `curl -d` sends `application/x-www-form-urlencoded`
 //! and a user of a JSON-only API should not have to care.
@@ -126,13 +127,33 @@ fn check_size_and_depth(bytes: &[u8]) -> Result<(), ApiError> {
 }
 
 fn deserialize<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
+    serde_json::from_slice(bytes).map_err(|e| match unknown_field(&e) {
+        Some(message) => ApiError::invalid(message),
+        None => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("the request body is not valid: {e}"),
-        )
+        ),
     })
+}
+
+/// serde's refusal of a field a `deny_unknown_fields` type does not know, as a sentence
+/// naming the field, where it is, and the fields that would do.
+fn unknown_field(e: &serde_json::Error) -> Option<String> {
+    const HEAD: &str = "unknown field `";
+    let text = e.to_string();
+    let rest = text.strip_prefix(HEAD)?;
+    let end = rest.find("`, ")?;
+    let (name, tail) = (&rest[..end], &rest[end + 3..]);
+    let expected = tail
+        .find(" at line ")
+        .map_or(tail, |at| &tail[..at])
+        .replace('`', "");
+    Some(format!(
+        "unknown field {name:?} at line {} column {}: check its spelling; {expected}",
+        e.line(),
+        e.column()
+    ))
 }
 
 /// The deepest nesting of arrays and objects in a JSON text, ignoring brackets inside
@@ -244,5 +265,24 @@ mod tests {
             "invalid_json"
         );
         assert!(parse_object::<Value>(b" {}").is_ok());
+    }
+
+    #[test]
+    fn an_unknown_field_is_invalid_and_named() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            data: Option<Value>,
+        }
+        let e = parse_object::<Body>(br#"{"data": 1, "selectz": []}"#).unwrap_err();
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "invalid"));
+        assert!(
+            e.message
+                .starts_with("unknown field \"selectz\" at line 1 column "),
+            "{}",
+            e.message
+        );
+        assert!(e.message.ends_with("; expected data"), "{}", e.message);
     }
 }

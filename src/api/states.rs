@@ -142,6 +142,7 @@ pub async fn delete(
 
 /// Body of `POST /state/{id}/lease`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     /// The current lease token.
     pub token: String,

@@ -14,12 +14,16 @@
 //! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`].
 //! - `snapshots/` — the snapshot served to lagging nodes and the one being installed.
 //!
+//! [`wal`] is the write-ahead log that the Raft log moves into: segment files of
+//! checksummed records with group commit.
+//!
 //! Every value kept in sled is [`seal`]ed with a checksum, so damage is refused, never
 //! served.
 
 pub mod marker;
 pub mod seal;
 pub mod sm;
+pub mod wal;
 
 use std::fs::{File, TryLockError};
 use std::io::Write;
