@@ -199,7 +199,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         let table = queue_table(sender);
         let prefix = keys::chan_prefix(name);
         let Some((key, bytes)) = self.tx.first_with_prefix(table, &prefix)? else {
-            return Err(StoreError(format!(
+            return Err(StoreError::Invariant(format!(
                 "queue of {name:?} is empty but counted"
             )));
         };
@@ -211,19 +211,19 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 c.receivers -= 1;
             }
         })?;
-        decode(&bytes)
+        Ok(decode(&bytes)?)
     }
 
     fn pop_buffer(&mut self, name: &str) -> Result<Data, StoreError> {
         let prefix = keys::chan_prefix(name);
         let Some((key, bytes)) = self.tx.first_with_prefix(Table::Buffers, &prefix)? else {
-            return Err(StoreError(format!(
+            return Err(StoreError::Invariant(format!(
                 "buffer of {name:?} is empty but counted"
             )));
         };
         self.tx.delete(Table::Buffers, key);
         self.update_chan(name, |c| c.len -= 1)?;
-        decode(&bytes)
+        Ok(decode(&bytes)?)
     }
 
     fn push_buffer(&mut self, name: &str, data: Data) -> Result<(), StoreError> {

@@ -264,6 +264,7 @@ pub fn load_state<S: Store + ?Sized>(
         .get(Table::States, id.as_bytes())?
         .map(|bytes| codec::decode(&bytes))
         .transpose()
+        .map_err(StoreError::from)
 }
 
 /// A channel's view as of the store (for reads outside apply).
