@@ -153,6 +153,12 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             Err(Error::NotFound(format!("operation {id} is not parked")))
         }),
         Op::Tick => Ok(Ok(Response::Done)),
+        Op::Claim { id } => Ok(match ctx.claim_op(id)? {
+            Some(data) => Ok(Response::Received { data, ok: true }),
+            None => Err(Error::NotFound(format!(
+                "operation {id} has no value to claim"
+            ))),
+        }),
     }
 }
 
