@@ -85,7 +85,13 @@ pub struct ApiConfig {
     pub forward_timeout: Duration,
     /// Callback delivery.
     pub callbacks: CallbackConfig,
+    /// `max_deliveries` of a state created without one (`--max-deliveries`; 0: no
+    /// limit).
+    pub max_deliveries: u32,
 }
+
+/// Default of `--max-deliveries`.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -96,6 +102,7 @@ impl Default for ApiConfig {
             metrics_public: false,
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
         }
     }
 }
