@@ -231,7 +231,10 @@ mod tests {
         let public: SocketAddr = "0.0.0.0:7001".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:7001".parse().unwrap();
         let err = check_exposure(&public, &allow("")).unwrap_err();
-        assert!(err.contains("--callback-allow") && err.contains("'*'"), "{err}");
+        assert!(
+            err.contains("--callback-allow") && err.contains("'*'"),
+            "{err}"
+        );
         assert!(check_exposure(&public, &allow("*")).is_ok());
         assert!(check_exposure(&public, &allow("10.0.0.0/8")).is_ok());
         assert!(check_exposure(&local, &allow("")).is_ok());
@@ -284,7 +287,15 @@ mod tests {
 
     #[test]
     fn bad_entries_are_refused() {
-        for bad in ["http://x", "a b", "*.", "10.0.0.0/33", "x..y", "*,10.0.0.0/8", "**"] {
+        for bad in [
+            "http://x",
+            "a b",
+            "*.",
+            "10.0.0.0/33",
+            "x..y",
+            "*,10.0.0.0/8",
+            "**",
+        ] {
             assert!(bad.parse::<CallbackAllow>().is_err(), "{bad}");
         }
         assert_eq!(
