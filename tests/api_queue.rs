@@ -92,3 +92,27 @@ async fn a_state_sent_back_whole_is_accepted() {
     assert_eq!(updated.body["status"], "waiting");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_to_do_next() {
+    let c = Cluster::start().await;
+    let f = c.follower();
+    let body = json!({"selects": [{"id": "g", "cases": [{"op": "recv", "chan": "q"}]}]});
+    c.call(f, Method::PUT, "/state/order-9", Some(body.clone()))
+        .await;
+    let exists = c.call(f, Method::PUT, "/state/order-9", Some(body)).await;
+    assert_eq!(exists.code(), "exists");
+    let message = exists.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("under a lease (`Slct-Lease`), or delete it first"),
+        "{message}"
+    );
+
+    let slash = c
+        .call(f, Method::POST, "/chan/payments/x/send", Some(json!(1)))
+        .await;
+    assert_eq!(slash.status, StatusCode::NOT_FOUND);
+    let message = slash.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("percent-encode `/` as %2F"), "{message}");
+    c.shutdown().await;
+}

@@ -336,7 +336,15 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+    let path = req.uri().path();
+    let mut message = format!("no route {} {path}", req.method());
+    let named = ["/state/", "/chan/"].iter().any(|p| path.starts_with(p));
+    if named && path.matches('/').count() > 2 {
+        message.push_str(
+            "; state ids and channel names are one path segment: percent-encode `/` as %2F",
+        );
+    }
+    ApiError::not_found(message)
 }
 
 /// Wall-clock Unix ms: the leader's clock, for deadlines it proposes.

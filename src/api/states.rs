@@ -19,7 +19,9 @@ use super::extract::{default_lease_ms, lease_ms, Json, Path, Query};
 use super::AppState;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
-use crate::engine::{codec, keys, load_state, validate, Op, Response as Reply, Store, Table};
+use crate::engine::{
+    codec, keys, load_state, validate, Op, Response as Reply, Store, StoreError, Table,
+};
 use crate::storage::sm::SledStore;
 
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
@@ -328,7 +330,7 @@ fn list_page(
                 if !key.starts_with(q.prefix.as_bytes()) {
                     break;
                 }
-                let record: StateRecord = codec::decode(&bytes)?;
+                let record: StateRecord = codec::decode(&bytes).map_err(StoreError::from)?;
                 if !take(record.id.clone(), Some(record)) {
                     break;
                 }

@@ -193,6 +193,12 @@ pub enum Op {
     /// Time passes: fire due timers, expire leases and parked operations. (Every command
     /// does this first; a tick does nothing else.)
     Tick,
+    /// The caller of a parked receive, still connected, takes the value offered to it
+    /// ([`OpOutcome::Offered`]); replies [`Response::Received`].
+    Claim {
+        /// Operation id.
+        id: Uuid,
+    },
 }
 
 /// A successful reply.
@@ -244,6 +250,9 @@ pub enum OpOutcome {
     Closed,
     /// The deadline passed or the caller withdrew it.
     Expired,
+    /// A value reached the parked receive; the caller takes it with [`Op::Claim`]
+    /// while it is still connected (a withdrawal puts the value back instead).
+    Offered,
 }
 
 /// A state that turned deliverable: who should hear of it.

@@ -367,7 +367,7 @@ pub fn get_record<S: Store + ?Sized, T: DeserializeOwned>(
 ) -> Result<Option<T>, StoreError> {
     match tx.get(table, key)? {
         None => Ok(None),
-        Some(bytes) => codec::decode(&bytes).map(Some),
+        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
     }
 }
 

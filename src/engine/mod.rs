@@ -141,6 +141,12 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             Err(Error::NotFound(format!("operation {id} is not parked")))
         }),
         Op::Tick => Ok(Ok(Response::Done)),
+        Op::Claim { id } => Ok(match ctx.claim_op(id)? {
+            Some(data) => Ok(Response::Received { data, ok: true }),
+            None => Err(Error::NotFound(format!(
+                "operation {id} has no value to claim"
+            ))),
+        }),
     }
 }
 
@@ -252,6 +258,7 @@ pub fn load_state<S: Store + ?Sized>(
         .get(Table::States, id.as_bytes())?
         .map(|bytes| codec::decode(&bytes))
         .transpose()
+        .map_err(StoreError::from)
 }
 
 /// A channel's view as of the store (for reads outside apply).

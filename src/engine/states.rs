@@ -44,7 +44,10 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             return Ok(Err(e));
         }
         if self.state(id)?.is_some() {
-            return Ok(Err(Error::Exists(format!("state {id:?} already exists"))));
+            return Ok(Err(Error::Exists(format!(
+                "state {id:?} already exists: update it under a lease (`Slct-Lease`), or \
+                 delete it first"
+            ))));
         }
         let state = State {
             id: id.to_owned(),
