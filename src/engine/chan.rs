@@ -327,7 +327,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     fn offer_op(&mut self, op: Uuid, value: Data) -> Result<(), StoreError> {
         let Some(mut record) = get_record::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())?
         else {
-            return Err(StoreError(format!(
+            return Err(StoreError::Invariant(format!(
                 "parked operation {op} is queued but has no record"
             )));
         };
@@ -349,7 +349,8 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         let head = self
             .tx
             .first_with_prefix(Table::Buffers, &keys::chan_prefix(name))?
-            .map(|(key, _)| keys::queue_pos(&key));
+            .map(|(key, _)| keys::queue_pos(&key))
+            .transpose()?;
         match head {
             // Buffered values came after the receive parked (it parked on an empty
             // buffer and took a position itself), so the position in front of the head
