@@ -74,6 +74,9 @@ pub enum Op {
         callback: Option<Callback>,
         /// 0–9: polls hand out higher priorities first.
         priority: u8,
+        /// Leases granted without an update before the state turns `failed` (0: no
+        /// limit).
+        max_deliveries: u32,
     },
     /// `PUT /state/{id}` under a lease (design.md §3.2). A field that is `None` was
     /// omitted by the client and keeps its value.
@@ -91,6 +94,8 @@ pub enum Op {
         callback: Option<Option<Callback>>,
         /// New priority.
         priority: Option<u8>,
+        /// New delivery limit.
+        max_deliveries: Option<u32>,
     },
     /// `POST /state/{id}/pause`: keep its selects, deliver it to no one.
     Pause {
