@@ -296,24 +296,22 @@ async fn a_client_of_several_nodes_skips_a_dead_one_and_rides_out_the_loss_of_th
         .unwrap();
 
     c.stop_node(leader).await;
-    // A read is retried on any 503 and on a refused connection, node after node, until
-    // a new leader answers.
+    // A write with an idempotency key is retried like a read: on a refused connection
+    // and on any 503, node after node, until a new leader answers.
+    let keyed = client.with_idempotency_key("ride-in-1");
     assert_eq!(
-        client.get_state("ride").await.unwrap().status,
-        Status::Waiting
-    );
-    // Once a node has answered, the client stays with it: writes go there first.
-    assert_eq!(
-        client
+        keyed
             .send("ride/in", &json!(1), SendMode::Detached)
             .await
             .unwrap(),
         Sent::Sent
     );
+    // Once a node has answered, the client (and its clones) stay with it.
     assert_eq!(
         client.get_state("ride").await.unwrap().status,
         Status::Pending
     );
+    client.put_state("ride-2", &StateBody::new()).await.unwrap();
 
     let alone = Client::builder(dead.as_str())
         .retry(Retry {

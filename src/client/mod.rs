@@ -22,7 +22,9 @@
 //! `leader_unreachable`, ...), or whose answer was lost, may have been applied, so they
 //! are *not* retried: a create would come back `exists`, an update `lease_lost`, a send
 //! might be sent twice. The caller gets the error, for which [`Error::outcome_unknown`]
-//! is true, and decides (read the state, then retry or not).
+//! is true, and decides (read the state, then retry or not) — unless the write carries
+//! an `Idempotency-Key` ([`Client::with_idempotency_key`]): then it is retried like a
+//! read, since the server answers a repeat with the first reply.
 //!
 //! A node that answered 503 is not asked again before its `Retry-After` (capped by
 //! [`Retry::max_wait`]); one that refused the connection, not for a second. Each node
@@ -194,6 +196,7 @@ impl ClientBuilder {
             token: self.token,
             retry: self.retry,
             timeout: self.timeout,
+            idempotency_key: None,
         })
     }
 }
@@ -208,6 +211,9 @@ pub struct Client {
     token: Option<String>,
     retry: Retry,
     timeout: Duration,
+    /// Sent as `Idempotency-Key` with every write (see
+    /// [`Client::with_idempotency_key`]).
+    idempotency_key: Option<Arc<str>>,
 }
 
 /// Which node to ask first, and when each may be asked again.
@@ -371,6 +377,18 @@ impl Client {
     /// Every node's URL, in the order given.
     pub fn servers(&self) -> &[String] {
         &self.servers
+    }
+
+    /// A clone of this client that sends `Idempotency-Key: key` with every write, and
+    /// so may repeat a write whose outcome is unknown (503 `outcome_unknown`,
+    /// `leader_unreachable`, a lost answer) on the next node: the server answers a
+    /// repeat of the same key and request with the first reply. Use one key per
+    /// logical write (`client.with_idempotency_key(format!("pay-{order}")).send(..)`).
+    pub fn with_idempotency_key(&self, key: impl Into<String>) -> Client {
+        Client {
+            idempotency_key: Some(key.into().into()),
+            ..self.clone()
+        }
     }
 
     // States (design.md §3.1).
@@ -619,6 +637,10 @@ impl Client {
         if call.retry == RetryOn::Never {
             return self.once(0, call).await;
         }
+        let retry = match call.retry {
+            RetryOn::NothingApplied if self.key_for(call).is_some() => RetryOn::Any503,
+            other => other,
+        };
         let nodes = self.servers.len();
         let start = self.failover().current;
         let tries = nodes * usize::try_from(self.retry.attempts.max(1)).unwrap_or(usize::MAX);
@@ -639,7 +661,7 @@ impl Client {
                 Err(e) => e,
             };
             attempt += 1;
-            if attempt >= tries || !may_retry(call.retry, &error) {
+            if attempt >= tries || !may_retry(retry, &error) {
                 return Err(error);
             }
             let wait = match &error {
@@ -655,6 +677,13 @@ impl Client {
                 failover.current = (index + 1) % nodes;
             }
         }
+    }
+
+    /// The idempotency key a call carries: this client's, on writes.
+    fn key_for(&self, call: &Call) -> Option<&str> {
+        self.idempotency_key
+            .as_deref()
+            .filter(|_| call.method != Method::GET)
     }
 
     fn failover(&self) -> std::sync::MutexGuard<'_, Failover> {
@@ -678,6 +707,9 @@ impl Client {
         }
         if let Some(lease) = call.lease {
             req = req.header("Slct-Lease", lease.to_string());
+        }
+        if let Some(key) = self.key_for(call) {
+            req = req.header("Idempotency-Key", key);
         }
         if let Some(body) = &call.body {
             req = req
