@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use slct::engine::types::{Case, Select};
 use slct::engine::{self, Command, Op, Table, Tx};
-use slct::store::SledStore;
+use slct::storage::sm::SledStore;
 
 fn main() {
     let args: Vec<u64> = std::env::args()
@@ -47,6 +47,7 @@ fn main() {
         )],
         callback: None,
         priority: 0,
+        max_deliveries: 0,
     });
     run("blocked selects", &store, &mut now, blocked, batch);
     store.flush_durable().expect("flush");
@@ -64,6 +65,7 @@ fn main() {
             selects: vec![Select::new("g", vec![case])],
             callback: None,
             priority: 0,
+            max_deliveries: 0,
         };
         [
             one(format!("rx-{i:08}"), Case::Recv { chan: chan.clone() }),

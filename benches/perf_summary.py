@@ -44,7 +44,7 @@ INCLUSIVE = [
     ("openraft", re.compile(r"^openraft::")),
     ("slct (own code)", re.compile(r"^slct::")),
     ("  slct::engine", re.compile(r"^slct::engine::")),
-    ("  slct::store", re.compile(r"^slct::store::")),
+    ("  slct::storage", re.compile(r"^slct::storage::")),
     ("  slct::raft", re.compile(r"^slct::raft::")),
     ("  slct::api", re.compile(r"^slct::api::")),
     ("  slct::node", re.compile(r"^slct::node::")),

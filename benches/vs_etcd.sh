@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# slct against etcd on this machine (issue 8): three etcd members and three `slct serve`
+# slct against etcd on this machine: three etcd members and three `slct serve`
 # processes on loopback, both started by this run, both with fsync before acknowledging
 # (etcd as shipped; slct as built). wrk drives each cluster's leader with a fresh key per
 # request and 1 KiB values (benches/vs_etcd.lua):

@@ -5,8 +5,9 @@
 # tests need from Debian's and PyPI's package indexes, then runs every test. A tool
 # that cannot be installed fails the run; nothing is skipped silently.
 #
-#   scripts/test.sh            everything: cargo test, then deploy/test.sh (Docker)
-#   scripts/test.sh ARGS...    only `cargo test ARGS...` (e.g. a test name)
+#   scripts/test.sh            everything: cargo test, the clients' tests (clients/),
+#                              then deploy/test.sh (Docker)
+#   scripts/test.sh ARGS...    only `cargo test --features system-tests ARGS...` (e.g. a test name)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,8 +50,11 @@ if [ ! -x target/schemathesis/bin/st ]; then
   target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5'
 fi
 
-cargo test --locked "$@"
+cargo test --locked --features system-tests "$@"
 if [ "$#" -eq 0 ]; then
+  # The clients in other languages (clients/), against clusters of the built binary.
+  scripts/test-clients.sh
+
   # The image, three containers on their own network, a partition (deploy/test.sh
   # says what); needs the Docker engine and docker-compose, which it does not install.
   need curl curl

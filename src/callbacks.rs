@@ -1,4 +1,4 @@
-//! Resuming states by callback (DESIGN §3.4): the leader POSTs each state that the
+//! Resuming states by callback (design.md §3.4): the leader POSTs each state that the
 //! engine leased to the callback dispatcher to the callback's URL.
 //!
 //! # Life of a delivery
@@ -387,6 +387,7 @@ async fn apply_update(
         selects: body.selects().map_err(invalid)?,
         callback,
         priority: body.priority().map_err(invalid)?,
+        max_deliveries: body.max_deliveries().map_err(invalid)?,
         data: body.data,
     };
     match d.node.write(op).await {

@@ -3,11 +3,14 @@
 //! # Layout
 //! - [`engine`]: the CSP state machine — channels, selects, states, leases and log
 //!   time — as a pure, deterministic module over ordered key-value tables.
-//! - [`store`]: those tables in sled, committed atomically with the applied index.
+//! - [`storage`]: the data directory (its lock and format version) and the engines
+//!   under it: [`storage::sm`] keeps those tables in sled, committed atomically with the
+//!   applied index; every stored value is checksummed ([`storage::seal`]);
+//!   [`storage::wal`] is the Raft log's write-ahead log (segments, group commit).
 //! - [`raft`]: replication with openraft — log store, state machine, snapshots, and the
 //!   `/raft/*` network client and server.
 //! - [`node`]: a running replica — the seam between Raft and the HTTP API.
-//! - [`api`]: the HTTP API of DESIGN §3 (routes, extractors, errors, forwarding), and
+//! - [`api`]: the HTTP API of design.md §3 (routes, extractors, errors, forwarding), and
 //!   the web console at `/` ([`api::console`]).
 //! - [`callbacks`]: resuming pending states by POSTing them to their callback URLs.
 //! - [`server`]: one node's HTTP server (API and Raft routes on one port).
@@ -26,4 +29,4 @@ pub mod http_client;
 pub mod node;
 pub mod raft;
 pub mod server;
-pub mod store;
+pub mod storage;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: the write path allocates many small buffers
-/// across threads, where glibc's arenas cost a fifth of the leader's CPU (issue 8).
+/// across threads, where glibc's arenas cost a fifth of the leader's CPU.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

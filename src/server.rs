@@ -1,6 +1,6 @@
 //! One node's HTTP server: the client API and the `/raft/*` routes on one port.
 //!
-//! Raft traffic shares the port with clients (DESIGN §3.5), so a node needs one address
+//! Raft traffic shares the port with clients (design.md §3.5), so a node needs one address
 //! and one firewall rule. The two routers keep their own layers (body limits, auth):
 //! nothing is layered over the merged router.
 

@@ -2,6 +2,9 @@
 //! shown fixed: a receiver that hangs up does not steal a value, values keep their
 //! numbers as sent, a poll that finds nothing writes nothing, large concurrent writes
 //! all commit, an update keeps what it omits, a channel bounds its parked receivers.
+//! And issue 15's: metric labels come from a closed set (and the long-poll is its own
+//! route, its wait apart from its service time); a follower forwards a path exactly as
+//! received, and `.` and `..` are never ids.
 
 mod common;
 
@@ -329,5 +332,126 @@ async fn a_channel_holds_a_bounded_number_of_parked_receivers() {
     for receiver in parked {
         receiver.abort();
     }
+    c.shutdown().await;
+}
+
+/// The `slct_*` series lines of node `i`'s `/metrics`.
+async fn metric_lines(c: &Cluster, i: usize) -> Vec<String> {
+    let url = format!("{}/metrics", c.urls[i]);
+    let text = c.http.get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("slct_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of the series named `name` whose labels include every one of `labels`.
+fn metric(lines: &[String], name: &str, labels: &[&str]) -> f64 {
+    lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_labels_come_from_a_closed_set() {
+    let c = Cluster::start().await;
+    let node = c.follower();
+    for i in 0..40 {
+        let method = Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        let url = format!("{}/state/x{i}", c.urls[node]);
+        c.http.request(method, url).send().await.unwrap();
+        let url = format!("{}/made-up-{i}/path", c.urls[node]);
+        c.http.get(url).send().await.unwrap();
+    }
+    let lines = metric_lines(&c, node).await;
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("INVENTED") || l.contains("made-up")),
+        "no series from a request's own method or path"
+    );
+    let requests = |labels: &[&str]| metric(&lines, "slct_http_requests_total", labels);
+    assert_eq!(
+        requests(&[r#"method="other""#, r#"route="/state/{id}""#]),
+        40.0
+    );
+    assert_eq!(requests(&[r#"method="GET""#, r#"route="other""#]), 40.0);
+    let series = lines
+        .iter()
+        .filter(|l| l.starts_with("slct_http_requests_total{"))
+        .count();
+    assert!(series <= 4, "{series} series: {lines:#?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_is_its_own_route_and_its_wait_is_not_service_time() {
+    let c = Cluster::start().await;
+    // Through a follower and on the leader: each counts the wait apart.
+    for node in [c.leader(), c.follower()] {
+        let polled = c
+            .call(node, Method::GET, "/state/poll?prefix=none-&wait=2", None)
+            .await;
+        assert_eq!(polled.status, StatusCode::OK);
+        let lines = metric_lines(&c, node).await;
+        let poll = [r#"method="GET""#, r#"route="/state/poll""#];
+        let count = |name: &str| metric(&lines, name, &poll);
+        assert_eq!(count("slct_http_requests_total"), 1.0, "{lines:#?}");
+        assert!(
+            !lines.iter().any(|l| l.contains(r#"route="/state/{id}""#)),
+            "not counted as a read of a state: {lines:#?}"
+        );
+        let waited = count("slct_http_request_wait_seconds_sum");
+        let served = count("slct_http_request_duration_seconds_sum");
+        assert!(waited >= 1.5, "node {node} waited {waited} s");
+        assert!(served < 1.0, "node {node}: service time {served} s");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_are_never_ids_and_a_follower_forwards_the_path_as_received() {
+    let c = Cluster::start().await;
+    let json = [("Content-Type", "application/json")];
+    for node in [c.leader(), c.follower()] {
+        for (method, target, body) in [
+            ("PUT", "/state/..", "{}"),
+            ("PUT", "/state/.", "{}"),
+            ("PUT", "/state/%2e%2E", "{}"),
+            ("GET", "/state/..", ""),
+            ("DELETE", "/state/..", ""),
+            ("POST", "/state/../pause", ""),
+            ("PUT", "/chan/..", r#"{"capacity": 1}"#),
+            ("POST", "/chan/./send", "1"),
+            ("POST", "/chan/../recv?wait=0", ""),
+        ] {
+            let answer = c.exact(node, method, target, &json, body.as_bytes()).await;
+            assert_eq!(
+                (answer.status, answer.code()),
+                (StatusCode::BAD_REQUEST, "invalid"),
+                "{method} {target} on node {node}: {:?}",
+                answer.body
+            );
+            let message = answer.body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("`..`"), "{message}");
+        }
+    }
+    // A channel named `..` in a select is refused too: it could never be addressed.
+    let select = r#"{"selects": [{"id": "s", "cases": [{"op": "recv", "chan": ".."}]}]}"#;
+    let answer = c
+        .exact(c.follower(), "PUT", "/state/s", &json, select.as_bytes())
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", answer.body);
+    // A target a URL parser would rewrite (`\` to `/`) reaches the leader unchanged.
+    let created = c
+        .exact(c.follower(), "PUT", "/state/a\\b", &json, b"{}")
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["id"], "a\\b");
+    let read = c.call(c.leader(), Method::GET, "/state/a%5Cb", None).await;
+    assert_eq!(read.status, StatusCode::OK);
     c.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! Process control (DESIGN §3.6) over HTTP on a real three-node cluster: pause and
+//! Process control (design.md §3.6) over HTTP on a real three-node cluster: pause and
 //! resume, priorities and `min_priority`, `?status=paused`, and histories that are the
 //! same on every replica.
 

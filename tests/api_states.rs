@@ -474,3 +474,65 @@ async fn concurrent_pollers_never_share_a_state() {
     );
     c.shutdown().await;
 }
+
+/// `GET /state/poll` is the long-poll, a route of its own, so `poll` is not a state id:
+/// creating it is 400 and the long-poll is never shadowed by a state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_is_a_reserved_state_id() {
+    let c = Cluster::start().await;
+    for (node, path) in [
+        (c.leader(), "/state/poll"),
+        (c.follower(), "/state/poll"),
+        (c.follower(), "/state/%70oll"),
+    ] {
+        let created = c
+            .call(node, Method::PUT, path, Some(json!({"data": 1})))
+            .await;
+        assert_eq!(
+            (created.status, created.code()),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{:?}",
+            created.body
+        );
+        assert!(created.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reserved"));
+    }
+    let polled = c
+        .call(c.follower(), Method::GET, "/state/poll?wait=0", None)
+        .await;
+    assert_eq!(polled.status, StatusCode::OK);
+    assert_eq!(polled.body, json!([]));
+    let bad = c
+        .call(
+            c.follower(),
+            Method::GET,
+            "/state/poll?wait=0&limit=0",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::BAD_REQUEST, "invalid")
+    );
+    let listed = c
+        .call(c.leader(), Method::GET, "/states?prefix=poll", None)
+        .await;
+    assert_eq!(listed.body["states"], json!([]));
+    // Ids that merely start with the reserved one are ordinary.
+    let polls = c
+        .call(
+            c.leader(),
+            Method::PUT,
+            "/state/polls",
+            Some(json!({"data": 1})),
+        )
+        .await;
+    assert_eq!(polls.status, StatusCode::CREATED);
+    let read = c
+        .call(c.follower(), Method::GET, "/state/polls", None)
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    c.shutdown().await;
+}

@@ -128,3 +128,65 @@ async fn a_node_whose_raft_fails_exits_non_zero() {
         "{stderr}"
     );
 }
+
+/// Runs `slct serve` on `data` at an ephemeral port until it exits; its status and
+/// stderr. For nodes that must refuse to start.
+fn serve_refused(data: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_slct"))
+        .arg("serve")
+        .args(["--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env_remove("SLCT_CLUSTER_SECRET")
+        .output()
+        .expect("run slct");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_second_node_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_slct"))
+        .arg("serve")
+        .args(["--data", dir.path().to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("SLCT_CLUSTER_SECRET")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run slct");
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !reqwest::get(&healthz)
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first never came up"
+        );
+        assert!(first.try_wait().unwrap().is_none(), "the first exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, stderr) = serve_refused(dir.path());
+    first.kill().ok();
+    first.wait().ok();
+    assert!(!status.success(), "the second started: {stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+#[test]
+fn a_data_directory_of_an_earlier_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sled")).unwrap();
+    let (status, stderr) = serve_refused(dir.path());
+    assert!(!status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("earlier version of slct") && stderr.contains("format 1"),
+        "{stderr}"
+    );
+}

@@ -2,11 +2,11 @@
 //! file, and the other two nodes keep taking writes (README "Guarantees").
 //!
 //! Each test runs three real `slct serve` processes, stops one follower with `kill -9`,
-//! damages its sled data file (`<data>/sled/db`) and starts it again. The damage: one
+//! damages its sled data file (`<data>/sm/db`) and starts it again. The damage: one
 //! flipped byte in the newest state-machine record, one flipped byte in a Raft log
 //! record, or the file's last pages cut off. sled 0.34 alone would either panic in
 //! recovery or, worse, open the file without the writes after the damage — Raft entries
-//! the node acknowledged among them (see `src/store/marker.rs`).
+//! the node acknowledged among them (see `src/storage/marker.rs`).
 
 mod cluster_harness;
 
@@ -36,7 +36,10 @@ async fn cluster_with_a_stopped_follower() -> (Cluster, u64) {
 }
 
 fn data_file(cluster: &Cluster, id: u64) -> PathBuf {
-    cluster.nodes[&id].data.join("sled").join("db")
+    cluster.nodes[&id]
+        .data
+        .join(slct::storage::SM_DIR)
+        .join("db")
 }
 
 /// Flips one bit in the last place `needle` occurs in the file.

@@ -63,7 +63,7 @@ async fn large_values_are_in_synced_blobs_before_they_are_acknowledged() {
     stop_tracing(strace);
 
     let syncs = std::fs::read_to_string(&trace).expect("strace output");
-    let blobs = data.join("sled").join("blobs");
+    let blobs = data.join(slct::storage::SM_DIR).join("blobs");
     let blobs = blobs.to_str().unwrap();
     let synced_blobs: Vec<String> = syncs
         .lines()

@@ -167,3 +167,24 @@ fn tokens_must_be_uuids_and_callbacks_http_urls() {
     let typed: StateBody = body(json!({"Callback": {"Type": 2, "URI": "http://x"}}));
     assert!(typed.callback().is_err());
 }
+
+#[test]
+fn unknown_fields_are_refused_and_server_owned_ones_ignored() {
+    let parse = |text: &str| serde_json::from_str::<StateBody>(text).map(|_| ());
+    let unknown = parse(r#"{"data": 1, "selectz": []}"#).unwrap_err();
+    assert!(unknown.to_string().starts_with("unknown field `selectz`"));
+    let in_case =
+        r#"{"selects": [{"id": "g", "cases": [{"op": "timer", "after_ms": 1, "timeout": 5}]}]}"#;
+    assert!(parse(in_case)
+        .unwrap_err()
+        .to_string()
+        .contains("`timeout`"));
+    let echoed = r#"{"id": "x", "status": "leased", "data": 1, "selects": [], "results": [],
+        "version": 3, "lease": {"token": "00000000-0000-0000-0000-000000000000",
+        "expires_at": 1, "granted_at": 0}, "created_at": 1, "updated_at": 2, "attempts": 1,
+        "last_error": "x", "paused": false, "priority": 0}"#;
+    parse(echoed).unwrap();
+    let seed = r#"{"ID": "1", "Data": 1, "Results": [], "Callback": {"Type": 1, "URI": "http://h/"},
+        "Selects": [{"ID": "1", "Cases": [{"Op": 2, "Chan": "c", "Data": 1}]}]}"#;
+    parse(seed).unwrap();
+}

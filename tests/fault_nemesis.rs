@@ -60,7 +60,7 @@ async fn short_nemesis_run_loses_nothing() {
 /// The soak: every fault (with the crash while installing a snapshot), reshuffled each
 /// round, for `SLCT_SOAK_SECS` (default 600).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a 10-minute soak: cargo test --test fault_nemesis -- --ignored --nocapture"]
+#[ignore = "a 10-minute soak: cargo test --features system-tests --test fault_nemesis -- --ignored --nocapture"]
 async fn soak() {
     let _rig = ONE_RIG.lock().await;
     let seed = seed();
@@ -137,7 +137,7 @@ async fn crash_while_installing_snapshot_restarts() {
 /// 0.9 gives every AppendEntries request `heartbeat_interval` (100 ms here) to answer,
 /// so once the round trip between nodes nears 100 ms nothing commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: cargo test --test fault_nemesis latency -- --ignored --nocapture"]
+#[ignore = "a measurement: cargo test --features system-tests --test fault_nemesis latency -- --ignored --nocapture"]
 async fn commit_latency_under_link_delay() {
     let _rig = ONE_RIG.lock().await;
     use fault::rig::Rig;

@@ -4,7 +4,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use slct::raft::log_store::LogStore;
 use slct::raft::state_machine::StateMachine;
 use slct::raft::{StorageError, TypeConfig};
-use slct::store::SledStore;
+use slct::storage::sm::SledStore;
 use tempfile::TempDir;
 use tokio::sync::broadcast;
 
@@ -14,7 +14,7 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = SledStore::open(&dir.path().join("sled")).expect("open sled");
+        let store = SledStore::open(&dir.path().join(slct::storage::SM_DIR)).expect("open sled");
         let log = LogStore::open(&store)?;
         let (effects, _) = broadcast::channel(16);
         let state_machine = StateMachine::open(store, &dir.path().join("snapshots"), effects)?;
@@ -35,7 +35,7 @@ impl Fresh {
     fn open() -> Fresh {
         let dir = tempfile::tempdir().expect("temporary directory");
         let snapshots = dir.path().join("snapshots");
-        let store = SledStore::open(&dir.path().join("sled")).expect("open sled");
+        let store = SledStore::open(&dir.path().join(slct::storage::SM_DIR)).expect("open sled");
         let (effects, _) = broadcast::channel(16);
         let sm = StateMachine::open(store.clone(), &snapshots, effects.clone()).expect("open");
         Fresh {
@@ -79,6 +79,7 @@ async fn an_interrupted_install_is_finished_on_restart() {
             selects: vec![],
             callback: None,
             priority: 0,
+            max_deliveries: 0,
         },
     };
     let entry = Entry::<TypeConfig> {
@@ -158,6 +159,7 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
             selects: vec![],
             callback: None,
             priority: 0,
+            max_deliveries: 0,
         })];
         if i > 1000 {
             batch.push(command(Op::DeleteState {

@@ -1,4 +1,4 @@
-//! Cluster and operations (DESIGN §3.5): membership, health and readiness.
+//! Cluster and operations (design.md §3.5): membership, health and readiness.
 //!
 //! `GET /cluster`, `/healthz` and `/readyz` answer from this node (they describe it),
 //! except `GET /cluster?leader=true`, the leader's view with replication progress;
@@ -43,6 +43,7 @@ pub async fn info(
 
 /// Body of `POST /cluster/learners`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LearnerBody {
     /// New node's id.
     pub id: NodeId,
@@ -80,6 +81,7 @@ pub async fn remove_learner(
 
 /// Body of `POST /cluster/membership`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MembershipBody {
     /// The new set of voters.
     pub members: Vec<NodeId>,

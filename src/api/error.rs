@@ -15,7 +15,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::engine::{Error, StoreError};
+use crate::engine::{Error, Response as Reply, StoreError};
 use crate::node::{NodeError, NodeId};
 
 /// Seconds a client is told to wait before retrying a 503.
@@ -63,6 +63,12 @@ impl ApiError {
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
+}
+
+/// An engine reply of the wrong kind: a bug, reported as a transient failure.
+pub fn unexpected(reply: &Reply) -> ApiError {
+    tracing::error!(?reply, "unexpected engine reply");
+    ApiError::unavailable("internal", "unexpected reply from the state machine")
 }
 
 impl From<Error> for ApiError {

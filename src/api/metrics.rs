@@ -1,20 +1,31 @@
-//! `GET /metrics`: Prometheus text (OpenMetrics) with the series of DESIGN §3.5.
+//! `GET /metrics`: Prometheus text (OpenMetrics) with the series of design.md §3.5.
 //!
 //! Built on `prometheus-client`, the Prometheus project's own Rust client: typed label
 //! sets, no global registry (each router has its own, so in-process test clusters do
 //! not mix their numbers), and an encoder for the text format.
 //!
-//! Request counts and latencies are recorded by [`middleware`] under the *route
-//! template* (`/state/{id}`), never the raw path, so label cardinality stays bounded.
+//! Request counts and latencies are recorded by [`middleware`] with labels from a
+//! closed set, so no request can add series: the method is one the API serves (`GET`,
+//! `HEAD`, `PUT`, `POST`, `DELETE`) or `other`, the route is a template of the route
+//! table (`/state/{id}`, never the raw path; the long-poll is `/state/poll`) or
+//! `other`.
+//!
+//! Time a request spends waiting by design (a long-poll asleep until a state turns
+//! pending, a blocking send or receive parked for a partner) is not service time: the
+//! handler runs the wait under [`waiting`], and the middleware records it in
+//! `http_request_wait_seconds` and only the rest in `http_request_duration_seconds`,
+//! so a healthy cluster's latency is not its pollers' `wait`. A follower that relays a
+//! request learns the leader's wait from the [`WAITED_HEADER`] of the answer.
 //! Raft figures and table sizes are read at scrape time. Caveat: table sizes come from
 //! sled's `len`, which walks the tree, so a scrape costs time proportional to the
 //! number of pending, leased and waiting entries (not to the number of states).
 
-use std::sync::atomic::AtomicI64;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
@@ -31,9 +42,9 @@ use super::AppState;
 /// Labels of a request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// HTTP method.
-    pub method: String,
-    /// Route template.
+    /// HTTP method, one the API serves, or `other`.
+    pub method: &'static str,
+    /// Route template, or `other`.
     pub route: String,
     /// Status code.
     pub status: u16,
@@ -42,9 +53,9 @@ pub struct RequestLabels {
 /// Labels of a latency.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// HTTP method.
-    pub method: String,
-    /// Route template.
+    /// HTTP method, one the API serves, or `other`.
+    pub method: &'static str,
+    /// Route template, or `other`.
     pub route: String,
 }
 
@@ -62,6 +73,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Latency,
+    wait: Latency,
     raft_term: Gauge,
     raft_leader: Gauge,
     raft_last_applied: Gauge,
@@ -89,6 +101,7 @@ impl Metrics {
         let mut m = Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            wait: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             raft_term: Gauge::default(),
             raft_leader: Gauge::default(),
             raft_last_applied: Gauge::default(),
@@ -108,8 +121,13 @@ impl Metrics {
         );
         r.register(
             "http_request_duration_seconds",
-            "HTTP request latency by method and route",
+            "HTTP request service time by method and route: the request's time minus its wait",
             m.latency.clone(),
+        );
+        r.register(
+            "http_request_wait_seconds",
+            "Time requests spent waiting by design (long-polls, blocking sends and receives) by method and route",
+            m.wait.clone(),
         );
         r.register("raft_term", "Current Raft term", m.raft_term.clone());
         r.register(
@@ -229,26 +247,81 @@ pub fn template(route: &str) -> String {
         .join("/")
 }
 
-/// Records every request's route, status and latency.
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| template(p.as_str()));
-    let method = req.method().to_string();
+/// Header on a relayed answer: milliseconds the leader spent waiting (see the module
+/// docs). Only on answers to forwarded requests; the relaying node removes it.
+pub const WAITED_HEADER: &str = "slct-waited-ms";
+
+tokio::task_local! {
+    /// Nanoseconds the current request has waited, for [`middleware`].
+    static WAITED: Arc<AtomicU64>;
+}
+
+/// Runs `wait` (a long-poll's sleep, a parked operation's wait) and counts its time as
+/// the current request's wait rather than its service time.
+pub async fn waiting<T>(wait: impl std::future::Future<Output = T>) -> T {
     let started = Instant::now();
-    let response = next.run(req).await;
+    let out = wait.await;
+    add_wait(started.elapsed());
+    out
+}
+
+/// Adds `d` to the current request's wait (no-op outside a request).
+pub fn add_wait(d: Duration) {
+    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let _ = WAITED.try_with(|w| w.fetch_add(nanos, Ordering::Relaxed));
+}
+
+/// The method label: one the API serves, else `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}
+
+/// The route label: the matched template, else `other`.
+fn route_label(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| template(p.as_str()))
+}
+
+/// Records every request's route, status, service time and wait.
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = route_label(&req);
+    let method = method_label(req.method());
+    let forwarded = req.headers().contains_key(super::forward::FORWARDED);
+    let started = Instant::now();
+    let waited = Arc::new(AtomicU64::new(0));
+    let mut response = WAITED.scope(waited.clone(), next.run(req)).await;
+    let wait = Duration::from_nanos(waited.load(Ordering::Relaxed));
+    let service = started.elapsed().saturating_sub(wait);
+    if forwarded && !wait.is_zero() {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        response
+            .headers_mut()
+            .insert(WAITED_HEADER, HeaderValue::from(ms));
+    }
     let labels = RouteLabels {
-        method: method.clone(),
+        method,
         route: route.clone(),
     };
-    state
-        .metrics
+    let metrics = &state.metrics;
+    metrics
         .latency
         .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    state
-        .metrics
+        .observe(service.as_secs_f64());
+    if !wait.is_zero() {
+        metrics
+            .wait
+            .get_or_create(&labels)
+            .observe(wait.as_secs_f64());
+    }
+    metrics
         .requests
         .get_or_create(&RequestLabels {
             method,
@@ -285,5 +358,13 @@ mod tests {
         assert_eq!(template("/state/:id/lease"), "/state/{id}/lease");
         assert_eq!(template("/states"), "/states");
         assert_eq!(template("/ui/*path"), "/ui/{path}");
+    }
+
+    #[test]
+    fn methods_come_from_a_closed_set() {
+        assert_eq!(method_label(&Method::PUT), "PUT");
+        assert_eq!(method_label(&Method::PATCH), "other");
+        let invented = Method::from_bytes(b"FROB").unwrap();
+        assert_eq!(method_label(&invented), "other");
     }
 }

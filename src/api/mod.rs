@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN §3: states, long-poll leases, channels, cluster operations
+//! The HTTP API of design.md §3: states, long-poll leases, channels, cluster operations
 //! and metrics, on axum.
 //!
 //! # Layout
@@ -85,7 +85,13 @@ pub struct ApiConfig {
     pub forward_timeout: Duration,
     /// Callback delivery.
     pub callbacks: CallbackConfig,
+    /// `max_deliveries` of a state created without one (`--max-deliveries`; 0: no
+    /// limit).
+    pub max_deliveries: u32,
 }
+
+/// Default of `--max-deliveries`.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -96,6 +102,7 @@ impl Default for ApiConfig {
             metrics_public: false,
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
         }
     }
 }
@@ -112,7 +119,7 @@ pub struct AppState {
     /// Prometheus registry and series.
     pub metrics: Arc<metrics::Metrics>,
     /// HTTP client for forwarding to the leader.
-    pub client: reqwest::Client,
+    pub relay: forward::RelayClient,
     /// Dropped with the last clone of the router: stops the callback dispatcher.
     _stop: Arc<watch::Sender<()>>,
 }
@@ -135,11 +142,6 @@ pub fn router(node: Node) -> Router {
 /// dispatcher (which works while this node leads), both of which end when the router
 /// is dropped.
 pub fn router_with(node: Node, config: ApiConfig) -> Router {
-    let client = crate::http_client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(config.forward_timeout)
-        .build()
-        .unwrap_or_default();
     let metrics = Arc::new(metrics::Metrics::new());
     let (stop, stopped) = watch::channel(());
     callbacks::spawn(
@@ -153,12 +155,13 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
         hub: hub::Hub::start(node.subscribe()),
         metrics,
         config: Arc::new(config),
-        client,
+        relay: forward::relay_client(),
         node,
         _stop: Arc::new(stop),
     };
     routes()
         .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -170,7 +173,6 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
             metrics::middleware,
         ))
         .layer(CatchPanicLayer::custom(panicked))
-        .fallback(not_found)
         .with_state(state)
 }
 
@@ -181,7 +183,9 @@ type Route = (&'static str, &'static str, MethodRouter<AppState>);
 /// checks the same table, so the two cannot drift apart.
 fn table() -> Vec<Route> {
     vec![
-        ("get", "/state/:id", get(states::get_or_poll)),
+        ("get", "/state/poll", get(poll::poll)),
+        ("put", "/state/poll", put(states::put_reserved)),
+        ("get", "/state/:id", get(states::get)),
         ("put", "/state/:id", put(states::put)),
         ("delete", "/state/:id", delete(states::delete)),
         ("post", "/state/:id/lease", post(states::extend_lease)),
@@ -226,15 +230,12 @@ fn routes() -> Router<AppState> {
 }
 
 /// Every `(method, path)` the router serves, in openapi.yaml's syntax
-/// (`/state/{id}`). `GET /state/poll` is served by the `GET /state/{id}` handler and
-/// listed on its own.
+/// (`/state/{id}`).
 pub fn served_routes() -> Vec<(String, String)> {
-    let mut routes: Vec<(String, String)> = table()
+    table()
         .into_iter()
         .map(|(method, path, _)| (method.to_owned(), metrics::template(path)))
-        .collect();
-    routes.push(("get".into(), "/state/poll".into()));
-    routes
+        .collect()
 }
 
 /// What a request needs, by path (see "Who may call what" above).
@@ -337,7 +338,15 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+    let path = req.uri().path();
+    let mut message = format!("no route {} {path}", req.method());
+    let named = ["/state/", "/chan/"].iter().any(|p| path.starts_with(p));
+    if named && path.matches('/').count() > 2 {
+        message.push_str(
+            "; state ids and channel names are one path segment: percent-encode `/` as %2F",
+        );
+    }
+    ApiError::not_found(message)
 }
 
 /// Wall-clock Unix ms: the leader's clock, for deadlines it proposes.

@@ -1,4 +1,4 @@
-//! `GET /state/poll`: the long-poll of DESIGN §3.2.
+//! `GET /state/poll`: the long-poll of design.md §3.2, a route of its own.
 //!
 //! A poll reads the leader's replica for pending states without a callback whose id
 //! starts with `prefix` ([`engine::poll::candidates`]), and only if it finds one
@@ -15,15 +15,16 @@
 //! `[]` early when this node stops leading (or shuts down): the client polls again and
 //! reaches the new leader, rather than sleeping on a node that can no longer lease.
 
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use tokio::time::{timeout_at, Duration, Instant};
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiResult};
-use super::states::{default_lease_ms, lease_ms, unexpected};
-use super::{wait_secs, AppState};
+use super::error::{unexpected, ApiError, ApiResult};
+use super::extract::{default_lease_ms, lease_ms, Query};
+use super::{metrics, wait_secs, AppState};
 use crate::engine::types::StateView;
 use crate::engine::{self, validate, Op, Response as Reply};
 
@@ -50,8 +51,13 @@ pub struct PollQuery {
     pub min_priority: Option<u8>,
 }
 
-/// Handles a poll (routed through `GET /state/{id}` with id `poll`).
-pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
+/// `GET /state/poll`: its own route, which wins over `GET /state/{id}` (a literal
+/// segment beats a parameter); the id `poll` is reserved at create.
+pub async fn poll(
+    State(state): State<AppState>,
+    Query(q): Query<PollQuery>,
+) -> ApiResult<Response> {
+    let state = &state;
     let wait = wait_secs(q.wait, DEFAULT_WAIT_SECS, MAX_WAIT_SECS)?;
     let limit = match q.limit.unwrap_or(1) {
         l @ 1..=MAX_LIMIT => l,
@@ -86,7 +92,7 @@ pub async fn poll(state: &AppState, q: PollQuery) -> ApiResult<Response> {
         }
         ticket.rearm();
         let woken = tokio::select! {
-            woken = timeout_at(deadline, ticket.woken()) => woken.is_ok(),
+            woken = metrics::waiting(timeout_at(deadline, ticket.woken())) => woken.is_ok(),
             _ = leading.wait_for(|leader| !leader) => false,
         };
         if !woken {

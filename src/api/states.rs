@@ -1,4 +1,4 @@
-//! States (DESIGN §3.1) and their leases (§3.2): create, read, update under a lease,
+//! States (design.md §3.1) and their leases (§3.2): create, read, update under a lease,
 //! delete, list; extend and give back a lease; re-arm a failed state.
 //!
 //! `PUT` decides between create and update by the lease: with a token (body
@@ -8,25 +8,27 @@
 //! from the local sled replica.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{Json, Path, Query};
-use super::{poll, AppState};
+use super::error::{unexpected, ApiError, ApiResult};
+use super::extract::{default_lease_ms, lease_ms, Json, Path, Query};
+use super::AppState;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
-use crate::engine::{codec, keys, load_state, validate, Op, Response as Reply, Store, Table};
-use crate::store::SledStore;
+use crate::engine::{
+    codec, keys, load_state, validate, Op, Response as Reply, Store, StoreError, Table,
+};
+use crate::storage::sm::SledStore;
 
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
 pub const LEASE_HEADER: &str = "slct-lease";
-/// Longest lease a client may ask for: one day.
-pub const MAX_LEASE_MS: u64 = validate::MAX_LEASE_MS;
+/// The one id no state may take: `GET /state/poll` is the long-poll, so a state of that
+/// name could never be read (README, "States").
+pub const RESERVED_ID: &str = "poll";
 /// Most states in one page of `GET /states`.
 pub const MAX_PAGE: usize = 1000;
 
@@ -57,29 +59,12 @@ fn state_reply(reply: Reply, status: StatusCode) -> ApiResult<Response> {
     }
 }
 
-/// An engine reply of the wrong kind: a bug, reported as a transient failure.
-pub fn unexpected(reply: &Reply) -> ApiError {
-    tracing::error!(?reply, "unexpected engine reply");
-    ApiError::unavailable("internal", "unexpected reply from the state machine")
-}
-
-/// Parses a query string into `T`; 400 `invalid` if it does not fit.
-fn query<T: DeserializeOwned>(uri: &Uri) -> ApiResult<T> {
-    axum::extract::Query::try_from_uri(uri)
-        .map(|q| q.0)
-        .map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))
-}
-
-/// `GET /state/{id}`; `GET /state/poll` is the long-poll.
-pub async fn get_or_poll(
+/// `GET /state/{id}`.
+pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    uri: Uri,
+    Query(query): Query<ReadQuery>,
 ) -> ApiResult<Response> {
-    if id == "poll" {
-        return poll::poll(&state, query(&uri)?).await;
-    }
-    let query: ReadQuery = query(&uri)?;
     read_barrier(&state, query.stale).await?;
     match load_state(state.node.store(), &id)? {
         Some(s) => Ok(JsonOut(view(&s)).into_response()),
@@ -107,6 +92,7 @@ pub async fn put(
         super::allow::check_callback(&state.config.callbacks.allow, &callback.url)?;
     }
     let priority = body.priority()?;
+    let max_deliveries = body.max_deliveries()?;
     let data = body.data;
     match token {
         Some(token) => {
@@ -117,9 +103,11 @@ pub async fn put(
                 selects,
                 callback,
                 priority,
+                max_deliveries,
             };
             state_reply(state.write(op).await?, StatusCode::OK)
         }
+        None if id == RESERVED_ID => Err(reserved()),
         None => {
             let op = Op::CreateState {
                 id,
@@ -127,10 +115,25 @@ pub async fn put(
                 selects: selects.unwrap_or_default(),
                 callback: callback.flatten(),
                 priority: priority.unwrap_or(0),
+                max_deliveries: max_deliveries.unwrap_or(state.config.max_deliveries),
             };
             state_reply(state.write(op).await?, StatusCode::CREATED)
         }
     }
+}
+
+/// 400: a create of [`RESERVED_ID`].
+fn reserved() -> ApiError {
+    ApiError::invalid(format!(
+        "{RESERVED_ID:?} is reserved (GET /state/{RESERVED_ID} is the long-poll): choose another state id"
+    ))
+}
+
+/// `PUT /state/poll`: the long-poll's literal route takes this PUT (a literal segment
+/// wins over `{id}`), which answers as a create of the reserved id does (percent-encoded
+/// spellings such as `/state/%70oll` reach [`put`] and are refused there).
+pub async fn put_reserved() -> ApiError {
+    reserved()
 }
 
 /// `DELETE /state/{id}` → 204.
@@ -144,27 +147,13 @@ pub async fn delete(
 
 /// Body of `POST /state/{id}/lease`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     /// The current lease token.
     pub token: String,
     /// New expiry is now plus this (default 30 s).
     #[serde(default = "default_lease_ms")]
     pub extend_ms: u64,
-}
-
-/// 30 s, the default lease of polls and heartbeats.
-pub fn default_lease_ms() -> u64 {
-    30_000
-}
-
-/// A lease duration given by a client: 1 ms to a day.
-pub fn lease_ms(ms: u64, what: &str) -> ApiResult<u64> {
-    if ms == 0 || ms > MAX_LEASE_MS {
-        return Err(ApiError::invalid(format!(
-            "{what} must be 1 to {MAX_LEASE_MS}"
-        )));
-    }
-    Ok(ms)
 }
 
 /// `POST /state/{id}/lease`: heartbeat → 200 `{"token", "expires_at"}`.
@@ -344,7 +333,7 @@ fn list_page(
                 if !key.starts_with(q.prefix.as_bytes()) {
                     break;
                 }
-                let record: StateRecord = codec::decode(&bytes)?;
+                let record: StateRecord = codec::decode(&bytes).map_err(StoreError::from)?;
                 if !take(record.id.clone(), Some(record)) {
                     break;
                 }
@@ -393,7 +382,5 @@ mod tests {
         assert_eq!(page_limit(None), Ok(100));
         assert!(page_limit(Some(0)).is_err());
         assert!(page_limit(Some(1001)).is_err());
-        assert!(lease_ms(0, "x").is_err());
-        assert_eq!(lease_ms(5, "x"), Ok(5));
     }
 }

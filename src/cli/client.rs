@@ -1,5 +1,6 @@
-//! Client commands (DESIGN §5): `slct state|poll|chan|cluster ...` against a running
-//! node (`--server`, env `SLCT_SERVER`), through [`crate::client`].
+//! Client commands (design.md §5): `slct state|poll|chan|cluster ...` against a running
+//! cluster (`--server`, env `SLCT_SERVER`: one node or several, comma-separated),
+//! through [`crate::client`].
 //!
 //! Each command is one call. Its answer is printed to stdout as `-o table` or
 //! `-o json` (see [`super::output`]: a table on a terminal, JSON otherwise); an error is
@@ -16,7 +17,8 @@ use crate::client::{Client, ListStates, PollOptions, SendMode, Sent};
 /// Where the server is, and how to authenticate.
 #[derive(Clone, Debug, Args)]
 pub struct ClientArgs {
-    /// Base URL of any node.
+    /// Base URL of any node, or of several separated by commas (a request that cannot
+    /// reach one, or that it cannot serve for want of a leader, goes to the next).
     #[arg(
         long,
         env = "SLCT_SERVER",
@@ -239,7 +241,12 @@ fn json_arg(text: &str) -> Result<Value, String> {
         }
         t => t.to_owned(),
     };
-    serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "not JSON: {e}; quote strings inside the JSON and the JSON for the shell: \
+             '\"text\"', '{{\"data\": 1}}'"
+        )
+    })
 }
 
 /// A lease token given on the command line.

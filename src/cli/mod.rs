@@ -1,4 +1,4 @@
-//! The `slct` command line (DESIGN §5): `serve` runs one node, `dev` a three-node
+//! The `slct` command line (design.md §5): `serve` runs one node, `dev` a three-node
 //! cluster in one process; client commands talk to a running node over HTTP.
 //!
 //! Every flag has an `SLCT_*` environment variable, so a container needs no arguments.

@@ -2,8 +2,9 @@
 //! `{"error": {"code", "message"}}` and its status, plus transport failures.
 //!
 //! A 503 is [`Error::Unavailable`] with its code; [`Error::nothing_applied`] says
-//! whether the code guarantees the request changed nothing (so it may be sent again),
-//! which is what the client's retries go by (see [`super`]).
+//! whether the code (or a connection that could not be made) guarantees the request
+//! changed nothing (so it may be sent again, to any node), which is what the client's
+//! retries and failover go by (see [`super`]).
 
 use std::time::Duration;
 
@@ -97,8 +98,9 @@ pub enum Error {
         message: String,
     },
     /// The request could not be sent or its answer not read (connection refused,
-    /// timed out, reset). A write that failed this way may have been applied.
-    #[error("transport: {0}")]
+    /// timed out, reset). A write that failed after connecting may have been applied.
+    /// Shown with its cause (see [`transport_cause`]).
+    #[error("{}", transport_cause(.0))]
     Transport(#[from] reqwest::Error),
     /// A 2xx answer whose body is not what the API documents.
     #[error("unexpected answer: {0}")]
@@ -167,21 +169,58 @@ impl Error {
         }
     }
 
-    /// Whether this is a 503 whose code guarantees the request changed nothing
-    /// ([`NOTHING_APPLIED`]), so sending it again is safe whatever it was.
+    /// Whether the request certainly changed nothing, so sending it again is safe
+    /// whatever it was: a 503 whose code says so ([`NOTHING_APPLIED`]), or a
+    /// connection that could not be made (the request reached no node).
     pub fn nothing_applied(&self) -> bool {
-        matches!(self, Error::Unavailable { code, .. } if NOTHING_APPLIED.contains(&code.as_str()))
+        match self {
+            Error::Unavailable { code, .. } => NOTHING_APPLIED.contains(&code.as_str()),
+            Error::Transport(e) => e.is_connect(),
+            _ => false,
+        }
     }
 
     /// Whether a write that failed this way may nevertheless have been applied: 503
     /// `outcome_unknown` and any other 503 not in [`NOTHING_APPLIED`], or a transport
-    /// failure. Read the state before repeating a write that is not idempotent.
+    /// failure after the connection was made. Read the state before repeating a write that is not idempotent.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            Error::Unavailable { .. } => !self.nothing_applied(),
-            Error::Transport(_) => true,
+            Error::Unavailable { .. } | Error::Transport(_) => !self.nothing_applied(),
             _ => false,
         }
+    }
+}
+
+/// A transport failure as a sentence that names the cause — the server that could not
+/// be reached and why (connection refused, name not resolved, timed out) — rather than
+/// reqwest's "error sending request for url (...)", whose cause is buried in its source
+/// chain.
+pub fn transport_cause(e: &reqwest::Error) -> String {
+    let server = e.url().map_or_else(
+        || "the server".to_owned(),
+        |u| u.origin().ascii_serialization(),
+    );
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let deepest = causes.last().cloned().unwrap_or_else(|| e.to_string());
+    let dns = causes
+        .iter()
+        .any(|c| c.contains("dns error") || c.contains("lookup address"));
+    if e.is_timeout() {
+        format!("no answer from {server} in time (timed out): is the node overloaded or cut off?")
+    } else if dns {
+        format!("cannot resolve the host of {server} ({deepest}): check --server (SLCT_SERVER)")
+    } else if e.is_connect() {
+        format!(
+            "cannot connect to {server} ({deepest}): is a node running there? check --server \
+             (SLCT_SERVER)"
+        )
+    } else {
+        format!("the request to {server} failed ({deepest}); it may or may not have been applied")
     }
 }
 

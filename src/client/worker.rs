@@ -1,5 +1,5 @@
 //! [`Worker`]: resumes processes by long-polling pending states and running a handler
-//! for each, the poller side of DESIGN §3.2.
+//! for each, the poller side of design.md §3.2.
 //!
 //! One loop long-polls for as many states as there are free handler slots
 //! ([`WorkerConfig::concurrency`]), so a worker holds no more leases than it can work

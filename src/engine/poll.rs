@@ -1,7 +1,7 @@
 //! Which pending states a poll should lease: read from a replica, outside apply.
 //!
 //! A poll reads first and proposes [`Op::LeasePending`](super::Op::LeasePending) only
-//! when it found something (DESIGN §3.2: a poll that finds nothing writes nothing). The
+//! when it found something (design.md §3.2: a poll that finds nothing writes nothing). The
 //! choice need not be deterministic — apply re-checks each state it is given — so it is
 //! made here, by whichever of two scans finishes first:
 //! - the pending states of every prefix in poll order (highest priority first, then
@@ -37,7 +37,7 @@ pub fn candidates<S: Store + ?Sized>(
         match in_order.next().transpose()? {
             None => return Ok(found),
             Some((key, _)) => {
-                let (priority, _, id) = keys::parse_pending(&key);
+                let (priority, _, id) = keys::parse_pending(&key)?;
                 if priority < min_priority {
                     return Ok(found);
                 }
@@ -51,7 +51,7 @@ pub fn candidates<S: Store + ?Sized>(
         }
         match by_id.next().transpose()? {
             Some((key, _)) if key.starts_with(prefix.as_bytes()) => {
-                let (id, priority, since) = keys::parse_pending_by_id(&key);
+                let (id, priority, since) = keys::parse_pending_by_id(&key)?;
                 if priority >= min_priority {
                     of_prefix.push((Reverse(priority), since, id));
                 }

@@ -1,15 +1,22 @@
 //! What clients send, parsed leniently and then validated into engine types.
 //!
-//! Accepts the lower-case names of DESIGN §1 and, as aliases, the seed format of the
+//! Accepts the lower-case names of design.md §1 and, as aliases, the seed format of the
 //! original slct (`ID`, `Data`, `Selects`, `Cases`, `Op`, `Chan`, `Callback{Type,URI}`;
 //! `Op` 1 = recv, 2 = send, 3 = timer with `Chan` holding Unix seconds). Server-owned
 //! fields (`status`, `results`, `version`, ...) are ignored, so a client may send back
 //! the whole state it received. Every problem is an [`Error::Invalid`] naming the field.
 //!
+//! Any other field is refused (design.md §3): a typo such as `selectz` would otherwise
+//! be dropped silently and change what the request means (a state with no selects is
+//! `done`). Every body struct therefore denies unknown fields and lists the server-owned
+//! ones it tolerates as [`Ignored`] fields; the API turns serde's refusal into 400
+//! `invalid` naming the field (`api::extract`).
+//!
 //! In an update, a field the body omits keeps its value and an explicit `null` clears
-//! it (DESIGN §3.2): so `data` and `callback` are `Option`s of what was written, with
+//! it (design.md §3.2): so `data` and `callback` are `Option`s of what was written, with
 //! `null` kept apart from absence.
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
@@ -23,8 +30,12 @@ pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 10_000;
 /// Longest per-attempt timeout of a callback.
 pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 300_000;
 
+/// A server-owned field a client may send back: accepted and ignored.
+pub type Ignored = Option<IgnoredAny>;
+
 /// The body of `PUT /state/{id}`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StateBody {
     /// Opaque process data; `None` if absent (an explicit `null` is `Some`).
     #[serde(default, alias = "Data", deserialize_with = "present")]
@@ -41,18 +52,60 @@ pub struct StateBody {
     /// 0–9; `None` if absent.
     #[serde(default)]
     pub priority: Option<i64>,
+    /// Deliveries before the state turns `failed` (0: no limit); `None` if absent.
+    #[serde(default)]
+    pub max_deliveries: Option<i64>,
+    /// Server-owned: the id is the path's (the seed wrote `ID`).
+    #[serde(default, rename = "id", alias = "ID")]
+    _id: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "status")]
+    _status: Ignored,
+    /// Server-owned: results are consumed by the update, not written.
+    #[serde(default, rename = "results", alias = "Results")]
+    _results: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "version")]
+    _version: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "created_at")]
+    _created_at: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "updated_at")]
+    _updated_at: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "attempts")]
+    _attempts: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "deliveries")]
+    _deliveries: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "last_error")]
+    _last_error: Ignored,
+    /// Server-owned: changed by `POST /state/{id}/pause` and `/resume`.
+    #[serde(default, rename = "paused")]
+    _paused: Ignored,
 }
 
-/// `{"token": "<uuid>"}` in a state body.
+/// `{"token": "<uuid>"}` in a state body (the lease a client received, sent back whole,
+/// is fine too).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LeaseBody {
     /// The token, validated as a UUID by [`parse_token`].
     #[serde(default)]
     pub token: Option<String>,
+    /// Server-owned.
+    #[serde(default, rename = "expires_at")]
+    _expires_at: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "granted_at")]
+    _granted_at: Ignored,
 }
 
 /// A select as written.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SelectBody {
     /// Select id.
     #[serde(default, alias = "ID", alias = "Id")]
@@ -64,6 +117,7 @@ pub struct SelectBody {
 
 /// A case as written.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CaseBody {
     /// `recv|send|timer|default` or seed codes 1|2|3.
     #[serde(default, alias = "Op")]
@@ -94,6 +148,7 @@ pub enum OpName {
 
 /// A callback as written.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CallbackBody {
     /// URL to POST to.
     #[serde(default, alias = "URI", alias = "URL", alias = "uri")]
@@ -140,6 +195,20 @@ impl StateBody {
         };
         let p = u8::try_from(p).map_err(|_| Error::Invalid("priority must be 0 to 9".into()))?;
         validate::priority(p).map(|()| Some(p))
+    }
+
+    /// Validated delivery limit; `None` if absent.
+    pub fn max_deliveries(&self) -> Result<Option<u32>, Error> {
+        self.max_deliveries
+            .map(|n| {
+                u32::try_from(n).map_err(|_| {
+                    Error::Invalid(format!(
+                        "max_deliveries must be 0 (no limit) to {}",
+                        u32::MAX
+                    ))
+                })
+            })
+            .transpose()
     }
 
     /// The lease token in the body, if any.
@@ -210,6 +279,12 @@ impl CaseBody {
                 at: 0,
                 after_ms: Some(ms),
             }),
+            // A relative timer as the server shows it (`at` is the deadline fixed when
+            // it was registered), sent back: the relative form is the timer.
+            (Some(at), Some(ms), _) => Ok(Case::Timer {
+                at,
+                after_ms: Some(ms),
+            }),
             (None, None, Some(secs)) => secs
                 .trim()
                 .parse::<u64>()
@@ -217,7 +292,6 @@ impl CaseBody {
                 .and_then(|s| s.checked_mul(1000))
                 .map(|at| Case::Timer { at, after_ms: None })
                 .ok_or_else(|| "a seed timer's Chan must hold Unix seconds".into()),
-            (Some(_), Some(_), _) => Err("a timer takes at or after_ms, not both".into()),
             (None, None, None) => Err("a timer case needs at or after_ms".into()),
         }
     }

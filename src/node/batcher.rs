@@ -25,7 +25,7 @@
 //! outgrows what a follower accepts; a caller that gave up before its op was proposed
 //! (a write timeout, a client gone) is dropped from the batch, so it never applies.
 //!
-//! # Leader time (DESIGN §2)
+//! # Leader time (design.md §2)
 //! `now` is the maximum of this node's wall clock, the last `now` it proposed and the
 //! applied log clock, so log time never goes back, not even when a leader whose clock
 //! is behind takes over. It is at most [`MAX_CLOCK_JUMP_MS`] past the applied log clock

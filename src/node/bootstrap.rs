@@ -1,4 +1,4 @@
-//! Forming the cluster on first start (DESIGN §5).
+//! Forming the cluster on first start (design.md §5).
 //!
 //! A node with data (a log or a vote) already belongs to a cluster: it just starts and
 //! Raft takes it from there. Without `--peers`, a fresh node initializes a cluster of

@@ -29,9 +29,10 @@
 //! All of them stop on one shutdown signal ([`Node::shutdown`]).
 //!
 //! # On disk
-//! `data_dir/sled` holds one sled database: the Raft log, vote and committed index
-//! ([`crate::raft::log_store`]) and the state machine tables. `data_dir/snapshots`
-//! holds the current snapshot file ([`crate::raft::state_machine`]).
+//! `data_dir` is a [`DataDir`]: locked while the node runs, in one format version.
+//! `sm/` holds one sled database: the Raft log, vote and committed index
+//! ([`crate::raft::log_store`]) and the state machine tables. `snapshots/` holds the
+//! current snapshot file ([`crate::raft::state_machine`]).
 
 mod batcher;
 mod bootstrap;
@@ -56,7 +57,8 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Raft, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
-use crate::store::SledStore;
+use crate::storage::sm::SledStore;
+use crate::storage::DataDir;
 
 use batcher::{fatal_error, raft_write_error, Proposal};
 
@@ -98,7 +100,8 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// Address this node's HTTP server listens on (API and `/raft/*`).
     pub listen: SocketAddr,
-    /// Data directory: the sled database in `sled/`, snapshots in `snapshots/`.
+    /// Data directory ([`DataDir`]): the sled database in `sm/`, snapshots in
+    /// `snapshots/`.
     pub data_dir: PathBuf,
     /// Every member, this node included: id → `host:port`. Empty: a single-node cluster.
     pub peers: BTreeMap<NodeId, String>,
@@ -194,6 +197,8 @@ pub struct Node {
 
 struct Inner {
     config: NodeConfig,
+    /// Holds the data directory's lock while the node lives.
+    _data: DataDir,
     store: SledStore,
     effects: broadcast::Sender<Arc<Effects>>,
     raft: Raft,
@@ -211,9 +216,10 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let plan = bootstrap::plan(&config)?;
         let fatal = |e: &dyn std::fmt::Display| NodeError::Fatal(e.to_string());
-        let store = SledStore::open(&config.data_dir.join("sled")).map_err(|e| fatal(&e))?;
+        let data = DataDir::open(&config.data_dir).map_err(|e| fatal(&e))?;
+        let store = SledStore::open(&data.sm_dir()).map_err(|e| fatal(&e))?;
         let (effects, _) = broadcast::channel(EFFECTS_CAPACITY);
-        let snapshots = config.data_dir.join("snapshots");
+        let snapshots = data.snapshots_dir();
         let state_machine = StateMachine::open(store.clone(), &snapshots, effects.clone())
             .map_err(|e| fatal(&e))?;
         let log = LogStore::open(&store)
@@ -259,6 +265,7 @@ impl Node {
         Ok(Node {
             inner: Arc::new(Inner {
                 config,
+                _data: data,
                 store,
                 effects,
                 raft,

@@ -4,7 +4,7 @@
 //! a command is applied. So the leader watches the next deadline (published by the state
 //! machine after every apply), sleeps until its wall clock reaches it — waking early if
 //! an apply brings a nearer deadline or leadership changes — and then proposes
-//! [`Op::Tick`]. When nothing is due it proposes nothing (DESIGN §2 Time). Followers
+//! [`Op::Tick`]. When nothing is due it proposes nothing (design.md §2 Time). Followers
 //! only wait for leadership. A leader whose clock is more than [`MAX_CLOCK_JUMP_MS`]
 //! ahead of log time (after an outage) ticks until log time has caught up, one bounded
 //! step per tick.

@@ -49,7 +49,7 @@ use serde::Serialize;
 use super::state_machine::{applied_log_id, InstallGate};
 use super::{StorageError, TypeConfig};
 use crate::engine::codec;
-use crate::store::{seal, SledStore};
+use crate::storage::{seal, sm::SledStore};
 
 /// sled tree of log entries.
 const LOG_TREE: &str = "raft_log";

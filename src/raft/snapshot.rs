@@ -1,6 +1,6 @@
 //! The snapshot file: every state-machine table streamed to disk, and back.
 //!
-//! The state machine lives on disk and may be larger than memory (DESIGN §4), so a
+//! The state machine lives on disk and may be larger than memory (design.md §4), so a
 //! snapshot is never one in-memory blob: it is written record by record from sled
 //! iterators and read back record by record into sled batches. openraft moves the file
 //! between nodes in chunks.
@@ -18,8 +18,8 @@ use std::path::Path;
 use openraft::{BasicNode, SnapshotMeta};
 
 use crate::engine::Table;
-use crate::store::point_in_time::PointInTime;
-use crate::store::{seal, SledStore};
+use crate::storage::sm::point_in_time::PointInTime;
+use crate::storage::{seal, sm::SledStore};
 
 /// Identifies the format (and its version) at the start of every snapshot file.
 const MAGIC: &[u8; 8] = b"SLCTSNP1";

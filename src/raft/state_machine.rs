@@ -6,7 +6,7 @@
 //! id and the last membership go into [`Table::Meta`] of the same overlay, and
 //! [`SledStore::commit`] writes it all in one sled transaction. So `kill -9` at any
 //! instant leaves a replica at an entry boundary, never between a command's writes and
-//! the applied index that says it happened (DESIGN §4). The commit is not flushed: the
+//! the applied index that says it happened (design.md §4). The commit is not flushed: the
 //! log is, and a crash only makes the replica apply the lost tail again.
 //!
 //! A storage failure while applying is returned to openraft, which stops the node: a
@@ -18,7 +18,7 @@
 //!
 //! # Snapshots
 //! A build holds applies back only for the instant it reads the applied index and opens
-//! a [`PointInTime`](crate::store::point_in_time::PointInTime) view of the tables (it
+//! a [`PointInTime`](crate::storage::sm::point_in_time::PointInTime) view of the tables (it
 //! holds the read side of a lock whose write side `apply` and `install` take). It then
 //! streams the view to a file under `snapshots/` (see [`snapshot`]) while applies go on,
 //! and renames it to `current.snap`. One build or install runs at a time. Installing copies the received file there first, then
@@ -40,8 +40,8 @@ use super::snapshot::{self, Meta};
 use super::{Replies, StorageError, TypeConfig};
 use crate::engine::types::Millis;
 use crate::engine::{self, Effects, Store, Table, Tx};
-use crate::store::point_in_time::PointInTime;
-use crate::store::SledStore;
+use crate::storage::sm::point_in_time::PointInTime;
+use crate::storage::sm::SledStore;
 
 /// [`Table::Meta`] key of the last applied log id.
 const KEY_APPLIED: &[u8] = b"raft/applied";

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-/// How a channel send waits (DESIGN §3.3).
+/// How a channel send waits (design.md §3.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendMode {
     /// No `wait`: durable, 200 done or 202 parked.

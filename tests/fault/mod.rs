@@ -1,4 +1,4 @@
-//! The fault rig, workload, nemesis and history checker (issue 9), in the manner of
+//! The fault rig, workload, nemesis and history checker, in the manner of
 //! Jepsen's tests of etcd and NATS.
 //!
 //! The cluster tests elsewhere kill and pause nodes on loopback and look at a few

@@ -1,4 +1,4 @@
-//! The web console (issue 11): every node serves it at `/`, as static files compiled
+//! The web console: every node serves it at `/`, as static files compiled
 //! into the binary.
 //!
 //! No Node toolchain and no external fetches: the console is plain HTML, CSS and
