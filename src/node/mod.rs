@@ -222,7 +222,7 @@ impl Node {
         let snapshots = data.snapshots_dir();
         let state_machine = StateMachine::open(store.clone(), &snapshots, effects.clone())
             .map_err(|e| fatal(&e))?;
-        let log = LogStore::open(&store)
+        let log = LogStore::open(&data.wal_dir(), &store)
             .map_err(|e| fatal(&e))?
             .follow_installs(state_machine.install_gate());
         let progress = state_machine.progress();
