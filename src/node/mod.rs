@@ -30,8 +30,9 @@
 //!
 //! # On disk
 //! `data_dir` is a [`DataDir`]: locked while the node runs, in one format version.
-//! `sm/` holds one sled database: the Raft log, vote and committed index
-//! ([`crate::raft::log_store`]) and the state machine tables. `snapshots/` holds the
+//! `wal/` holds the Raft log, vote and committed index in the write-ahead log
+//! ([`crate::raft::log_store`] over [`crate::storage::wal`]); `sm/` holds the state
+//! machine's tables in one sled database. `snapshots/` holds the
 //! current snapshot file ([`crate::raft::state_machine`]).
 
 mod batcher;
