@@ -5,7 +5,7 @@
 # nothing is skipped.
 #
 #   scripts/test-clients.sh          every client
-#   scripts/test-clients.sh python   one of them
+#   scripts/test-clients.sh python   one of them (python, go)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,4 +34,15 @@ if [ "$which" = all ] || [ "$which" = python ]; then
   python3 -m venv target/py-client
   target/py-client/bin/pip install -q ./clients/python
   target/py-client/bin/python -m unittest discover -s clients/python/tests
+fi
+
+if [ "$which" = all ] || [ "$which" = go ]; then
+  # Go from Debian (1.19 on bookworm: the module needs no newer).
+  need_debian golang-go
+  unformatted=$(gofmt -l clients/go)
+  if [ -n "$unformatted" ]; then
+    echo "scripts/test-clients.sh: gofmt would change: $unformatted" >&2
+    exit 1
+  fi
+  (cd clients/go && go vet ./... && go test -count=1 ./...)
 fi

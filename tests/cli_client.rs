@@ -190,3 +190,33 @@ async fn slct_env(server: &str, args: &[&str], output: &str) -> Output {
         .env_remove("SLCT_TOKEN");
     cmd.output().await.expect("slct runs")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_went_wrong_and_what_to_do() {
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let refused = slct(
+        &format!("http://127.0.0.1:{port}"),
+        &["state", "get", "order-9"],
+    )
+    .await;
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(
+        message.contains("cannot connect to http://127.0.0.1:"),
+        "{message}"
+    );
+    assert!(message.contains("connection refused"), "{message}");
+    assert!(!message.contains("%2d"), "{message}");
+    let unresolved = slct("http://no-such-host.invalid:7001", &["state", "get", "x"]).await;
+    let message = String::from_utf8_lossy(&unresolved.stderr);
+    assert!(message.contains("cannot resolve the host"), "{message}");
+
+    let not_json = slct("http://127.0.0.1:9", &["chan", "send", "c", "text"]).await;
+    let message = String::from_utf8_lossy(&not_json.stderr);
+    assert!(message.contains("not JSON"), "{message}");
+    assert!(message.contains(r#"'"text"'"#), "{message}");
+}

@@ -85,7 +85,13 @@ pub struct ApiConfig {
     pub forward_timeout: Duration,
     /// Callback delivery.
     pub callbacks: CallbackConfig,
+    /// `max_deliveries` of a state created without one (`--max-deliveries`; 0: no
+    /// limit).
+    pub max_deliveries: u32,
 }
+
+/// Default of `--max-deliveries`.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -96,6 +102,7 @@ impl Default for ApiConfig {
             metrics_public: false,
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
         }
     }
 }
@@ -112,7 +119,7 @@ pub struct AppState {
     /// Prometheus registry and series.
     pub metrics: Arc<metrics::Metrics>,
     /// HTTP client for forwarding to the leader.
-    pub client: reqwest::Client,
+    pub relay: forward::RelayClient,
     /// Dropped with the last clone of the router: stops the callback dispatcher.
     _stop: Arc<watch::Sender<()>>,
 }
@@ -135,11 +142,6 @@ pub fn router(node: Node) -> Router {
 /// dispatcher (which works while this node leads), both of which end when the router
 /// is dropped.
 pub fn router_with(node: Node, config: ApiConfig) -> Router {
-    let client = crate::http_client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(config.forward_timeout)
-        .build()
-        .unwrap_or_default();
     let metrics = Arc::new(metrics::Metrics::new());
     let (stop, stopped) = watch::channel(());
     callbacks::spawn(
@@ -153,7 +155,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
         hub: hub::Hub::start(node.subscribe()),
         metrics,
         config: Arc::new(config),
-        client,
+        relay: forward::relay_client(),
         node,
         _stop: Arc::new(stop),
     };
@@ -336,7 +338,15 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+    let path = req.uri().path();
+    let mut message = format!("no route {} {path}", req.method());
+    let named = ["/state/", "/chan/"].iter().any(|p| path.starts_with(p));
+    if named && path.matches('/').count() > 2 {
+        message.push_str(
+            "; state ids and channel names are one path segment: percent-encode `/` as %2F",
+        );
+    }
+    ApiError::not_found(message)
 }
 
 /// Wall-clock Unix ms: the leader's clock, for deadlines it proposes.

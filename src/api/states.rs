@@ -19,7 +19,9 @@ use super::extract::{default_lease_ms, lease_ms, Json, Path, Query};
 use super::AppState;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
-use crate::engine::{codec, keys, load_state, validate, Op, Response as Reply, Store, Table};
+use crate::engine::{
+    codec, keys, load_state, validate, Op, Response as Reply, Store, StoreError, Table,
+};
 use crate::storage::sm::SledStore;
 
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
@@ -90,6 +92,7 @@ pub async fn put(
         super::allow::check_callback(&state.config.callbacks.allow, &callback.url)?;
     }
     let priority = body.priority()?;
+    let max_deliveries = body.max_deliveries()?;
     let data = body.data;
     match token {
         Some(token) => {
@@ -100,6 +103,7 @@ pub async fn put(
                 selects,
                 callback,
                 priority,
+                max_deliveries,
             };
             state_reply(state.write(op).await?, StatusCode::OK)
         }
@@ -111,6 +115,7 @@ pub async fn put(
                 selects: selects.unwrap_or_default(),
                 callback: callback.flatten(),
                 priority: priority.unwrap_or(0),
+                max_deliveries: max_deliveries.unwrap_or(state.config.max_deliveries),
             };
             state_reply(state.write(op).await?, StatusCode::CREATED)
         }
@@ -328,7 +333,7 @@ fn list_page(
                 if !key.starts_with(q.prefix.as_bytes()) {
                     break;
                 }
-                let record: StateRecord = codec::decode(&bytes)?;
+                let record: StateRecord = codec::decode(&bytes).map_err(StoreError::from)?;
                 if !take(record.id.clone(), Some(record)) {
                     break;
                 }

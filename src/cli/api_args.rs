@@ -3,7 +3,7 @@
 use clap::Args;
 
 use crate::api::extract::MAX_LEASE_MS;
-use crate::api::{ApiConfig, DEFAULT_MAX_BODY};
+use crate::api::{ApiConfig, DEFAULT_MAX_BODY, DEFAULT_MAX_DELIVERIES};
 use crate::callbacks::allow::CallbackAllow;
 use crate::callbacks::{
     CallbackConfig, DEFAULT_CONCURRENCY, DEFAULT_DEFER_MS, DEFAULT_MAX_ATTEMPTS,
@@ -47,6 +47,11 @@ pub struct ApiArgs {
     #[arg(long, env = "SLCT_CALLBACK_DEFER_MS", default_value_t = DEFAULT_DEFER_MS,
           value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_MS))]
     pub callback_defer_ms: u64,
+    /// Leases a state may be granted without an update before it turns `failed` with
+    /// "max deliveries reached" (the dead letter), unless its PUT sets
+    /// `max_deliveries`; 0: no limit.
+    #[arg(long, env = "SLCT_MAX_DELIVERIES", default_value_t = DEFAULT_MAX_DELIVERIES)]
+    pub max_deliveries: u32,
 }
 
 impl ApiArgs {
@@ -64,6 +69,7 @@ impl ApiArgs {
                 concurrency: self.callback_concurrency,
                 defer_ms: self.callback_defer_ms,
             },
+            max_deliveries: self.max_deliveries,
             ..ApiConfig::default()
         }
     }

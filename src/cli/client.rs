@@ -239,7 +239,12 @@ fn json_arg(text: &str) -> Result<Value, String> {
         }
         t => t.to_owned(),
     };
-    serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "not JSON: {e}; quote strings inside the JSON and the JSON for the shell: \
+             '\"text\"', '{{\"data\": 1}}'"
+        )
+    })
 }
 
 /// A lease token given on the command line.

@@ -97,8 +97,9 @@ pub enum Error {
         message: String,
     },
     /// The request could not be sent or its answer not read (connection refused,
-    /// timed out, reset). A write that failed this way may have been applied.
-    #[error("transport: {0}")]
+    /// timed out, reset). A write that failed this way may have been applied. Shown
+    /// with its cause (see [`transport_cause`]).
+    #[error("{}", transport_cause(.0))]
     Transport(#[from] reqwest::Error),
     /// A 2xx answer whose body is not what the API documents.
     #[error("unexpected answer: {0}")]
@@ -182,6 +183,39 @@ impl Error {
             Error::Transport(_) => true,
             _ => false,
         }
+    }
+}
+
+/// A transport failure as a sentence that names the cause — the server that could not
+/// be reached and why (connection refused, name not resolved, timed out) — rather than
+/// reqwest's "error sending request for url (...)", whose cause is buried in its source
+/// chain.
+pub fn transport_cause(e: &reqwest::Error) -> String {
+    let server = e.url().map_or_else(
+        || "the server".to_owned(),
+        |u| u.origin().ascii_serialization(),
+    );
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let deepest = causes.last().cloned().unwrap_or_else(|| e.to_string());
+    let dns = causes
+        .iter()
+        .any(|c| c.contains("dns error") || c.contains("lookup address"));
+    if e.is_timeout() {
+        format!("no answer from {server} in time (timed out): is the node overloaded or cut off?")
+    } else if dns {
+        format!("cannot resolve the host of {server} ({deepest}): check --server (SLCT_SERVER)")
+    } else if e.is_connect() {
+        format!(
+            "cannot connect to {server} ({deepest}): is a node running there? check --server \
+             (SLCT_SERVER)"
+        )
+    } else {
+        format!("the request to {server} failed ({deepest}); it may or may not have been applied")
     }
 }
 

@@ -41,7 +41,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{header, Method};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -283,9 +283,18 @@ impl Call {
     }
 }
 
+/// What a path segment encodes: all but letters, digits and RFC 3986's unreserved
+/// `-`, `.`, `_`, `~` (so `order-9` stays readable in URLs and errors; `.` and `..`
+/// are not valid ids, design.md §3.2).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes one path segment (a state id or channel name).
 fn seg(name: &str) -> String {
-    utf8_percent_encode(name, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(name, SEGMENT).to_string()
 }
 
 /// An error body.
@@ -640,6 +649,7 @@ mod tests {
     #[test]
     fn names_are_percent_encoded() {
         assert_eq!(seg("payments/order 42"), "payments%2Forder%2042");
+        assert_eq!(seg("order-9_a~b.c"), "order-9_a~b.c");
     }
 
     #[test]

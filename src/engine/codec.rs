@@ -12,14 +12,30 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::store::StoreError;
+/// A value that did not encode, or bytes that did not decode as the type asked for.
+/// On its own it is neither a storage nor a network failure: the storage layer wraps it
+/// in [`StoreError::Codec`](super::StoreError::Codec), the Raft network in a network
+/// error.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The value cannot be encoded.
+    #[error("cannot encode: {0}")]
+    Encode(postcard::Error),
+    /// The bytes are not an encoding of the type asked for (damaged, cut short, or of
+    /// another type).
+    #[error("cannot decode: {0}")]
+    Decode(postcard::Error),
+    /// A history event (kept as JSON) did not encode or decode.
+    #[error("history event: {0}")]
+    Json(#[from] serde_json::Error),
+}
 
 /// Encodes a value.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(value).map_err(|e| StoreError(format!("encode: {e}")))
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    postcard::to_allocvec(value).map_err(CodecError::Encode)
 }
 
 /// Decodes a value; a failure means the bytes are corrupt or of another type.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError(format!("corrupt record: {e}")))
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    postcard::from_bytes(bytes).map_err(CodecError::Decode)
 }

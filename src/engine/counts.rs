@@ -96,7 +96,7 @@ pub fn add<S: Store + ?Sized>(
     }
     let current: u64 = get_record(tx, Table::Meta, counter.key())?.unwrap_or(0);
     let updated = current.checked_add_signed(delta).ok_or_else(|| {
-        StoreError(format!(
+        StoreError::Invariant(format!(
             "counter {counter:?} would go from {current} by {delta}"
         ))
     })?;

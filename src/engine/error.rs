@@ -21,13 +21,16 @@ pub enum Error {
     #[error("{0}")]
     Exists(String),
     /// The lease token is unknown or expired (409 `lease_lost`).
-    #[error("the lease is unknown or has expired")]
+    #[error(
+        "the lease is unknown or has expired, and nothing changed: another holder may have \
+         the state now; read it (or poll again) before working on it"
+    )]
     LeaseLost,
     /// The channel is closed (409 `closed`).
     #[error("channel {0:?} is closed")]
     Closed(String),
     /// A try-send or try-receive could not complete now (409 `would_block`).
-    #[error("the operation would block")]
+    #[error("the operation would block: no partner is ready; retry, or wait with ?wait=N")]
     WouldBlock,
     /// The request conflicts with the state's current status (409 `conflict`).
     #[error("{0}")]

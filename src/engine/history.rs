@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::codec::CodecError;
 use super::keys;
 use super::store::{Store, StoreError, Table, Tx};
 use super::types::Millis;
@@ -116,18 +117,20 @@ pub fn write<S: Store + ?Sized>(
             index,
             what,
         };
-        let bytes =
-            serde_json::to_vec(&event).map_err(|e| StoreError(format!("encode event: {e}")))?;
+        let bytes = serde_json::to_vec(&event).map_err(CodecError::from)?;
         tx.put(Table::History, keys::state_seq(id, next), bytes);
         next += 1;
     }
     let keep_from = next.saturating_sub(u64::from(limit));
     let prefix = keys::state_prefix(id);
-    let old: Vec<Vec<u8>> = tx
-        .scan_prefix(Table::History, &prefix)
-        .map(|e| e.map(|(k, _)| k))
-        .take_while(|k| k.as_ref().map_or(true, |k| keys::seq_of(k) < keep_from))
-        .collect::<Result<_, _>>()?;
+    let mut old = Vec::new();
+    for entry in tx.scan_prefix(Table::History, &prefix) {
+        let (key, _) = entry?;
+        if keys::seq_of(&key)? >= keep_from {
+            break;
+        }
+        old.push(key);
+    }
     for key in old {
         tx.delete(Table::History, key);
     }
@@ -160,11 +163,11 @@ pub fn read<S: Store + ?Sized>(
     let mut events: Vec<Event> = Vec::new();
     for entry in tx.scan_prefix(Table::History, &prefix) {
         let (key, bytes) = entry?;
-        if before.is_some_and(|b| keys::seq_of(&key) >= b) {
+        let seq = keys::seq_of(&key)?;
+        if before.is_some_and(|b| seq >= b) {
             break;
         }
-        let event = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError(format!("corrupt event: {e}")))?;
+        let event = serde_json::from_slice(&bytes).map_err(CodecError::from)?;
         events.push(event);
     }
     events.reverse();

@@ -37,7 +37,7 @@ pub fn candidates<S: Store + ?Sized>(
         match in_order.next().transpose()? {
             None => return Ok(found),
             Some((key, _)) => {
-                let (priority, _, id) = keys::parse_pending(&key);
+                let (priority, _, id) = keys::parse_pending(&key)?;
                 if priority < min_priority {
                     return Ok(found);
                 }
@@ -51,7 +51,7 @@ pub fn candidates<S: Store + ?Sized>(
         }
         match by_id.next().transpose()? {
             Some((key, _)) if key.starts_with(prefix.as_bytes()) => {
-                let (id, priority, since) = keys::parse_pending_by_id(&key);
+                let (id, priority, since) = keys::parse_pending_by_id(&key)?;
                 if priority >= min_priority {
                     of_prefix.push((Reverse(priority), since, id));
                 }

@@ -59,12 +59,12 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         how: Completion,
     ) -> Result<Data, StoreError> {
         let Some(mut state) = self.state(state_id)? else {
-            return Err(StoreError(format!(
+            return Err(StoreError::Invariant(format!(
                 "queued select of missing state {state_id:?}"
             )));
         };
         let Some(index) = state.selects.iter().position(|s| s.id == select_id) else {
-            return Err(StoreError(format!(
+            return Err(StoreError::Invariant(format!(
                 "queued select {select_id:?} is not blocked"
             )));
         };
@@ -191,7 +191,8 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 
     fn state_or_corrupt(&mut self, state_id: &str) -> Result<super::types::State, StoreError> {
-        self.state(state_id)?
-            .ok_or_else(|| StoreError(format!("state {state_id:?} vanished during apply")))
+        self.state(state_id)?.ok_or_else(|| {
+            StoreError::Invariant(format!("state {state_id:?} vanished during apply"))
+        })
     }
 }

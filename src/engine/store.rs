@@ -11,6 +11,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::iter::Peekable;
+use std::path::PathBuf;
+
+use super::codec::CodecError;
 
 /// A table of the state machine. In sled each is its own tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,10 +92,71 @@ impl Table {
 }
 
 /// A storage failure. Fatal to apply: a replica that cannot read or write its state
-/// machine must stop rather than diverge.
+/// machine must stop rather than diverge. The variants tell what failed, so callers
+/// and tests match on them, never on message text.
 #[derive(Debug, thiserror::Error)]
-#[error("storage failure: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// Stored bytes are not what was written: a checksum that does not hold, a key of
+    /// the wrong shape, a data file that lost writes it had made durable. Such a record
+    /// is never served, applied or replicated.
+    #[error(
+        "damaged record{}{}{}: {what}. It is not served or replicated; restore this \
+         node's data directory or replace it with an empty node",
+        .file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default(),
+        .table.as_ref().map(|t| format!(", table {t:?}")).unwrap_or_default(),
+        .key.as_ref().map(|k| format!(", key {}", printable(k))).unwrap_or_default()
+    )]
+    Corruption {
+        /// The file it was read from, when the layer that found it knows.
+        file: Option<PathBuf>,
+        /// The table (sled tree) it was read from, when known.
+        table: Option<String>,
+        /// Its key, when the damage is in one record.
+        key: Option<Vec<u8>>,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The disk or the file system failed.
+    #[error(
+        "I/O error{}: {source}",
+        .file.as_ref().map(|f| format!(" on {}", f.display())).unwrap_or_default()
+    )]
+    Io {
+        /// The file, when known.
+        file: Option<PathBuf>,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A value did not encode, or stored bytes (checksum intact) did not decode as the
+    /// type expected of them.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Something that cannot happen did: the tables are in a state the engine never
+    /// leaves them in (a counted waiter that is not there, a counter going below zero),
+    /// or the storage layer was used against its rules.
+    #[error("broken invariant of the state machine: {0}")]
+    Invariant(String),
+}
+
+impl StoreError {
+    /// A key that does not have the shape its table gives its keys.
+    pub fn bad_key(key: &[u8], what: &str) -> StoreError {
+        StoreError::Corruption {
+            file: None,
+            table: None,
+            key: Some(key.to_vec()),
+            what: what.to_owned(),
+        }
+    }
+}
+
+/// A key for an error message: as text if it is printable, else in hex.
+pub fn printable(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
+        _ => format!("0x{}", hex::encode(key)),
+    }
+}
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);

@@ -23,8 +23,10 @@ pub fn clock<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Millis, StoreError> {
 pub fn next_deadline<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Option<Millis>, StoreError> {
     let timer = tx.scan_from(Table::Timers, &[]).next().transpose()?;
     let lease = tx.scan_from(Table::Leases, &[]).next().transpose()?;
-    let at = |entry: Option<(Vec<u8>, Vec<u8>)>| entry.map(|(k, _)| keys::parse_at_state(&k).0);
-    Ok([at(timer), at(lease)].into_iter().flatten().min())
+    let at = |entry: Option<(Vec<u8>, Vec<u8>)>| entry.map(|(k, _)| keys::deadline(&k));
+    let timer = at(timer).transpose()?;
+    let lease = at(lease).transpose()?;
+    Ok([timer, lease].into_iter().flatten().min())
 }
 
 /// How far one command may move log time ahead. A leader whose clock is further ahead
@@ -72,7 +74,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     pub fn advance(&mut self) -> Result<(), StoreError> {
         put_record(self.tx, Table::Meta, keys::META_CLOCK.to_vec(), &self.now)?;
         for due in self.due(Table::Timers)? {
-            match keys::parse_timer(&due).1 {
+            match keys::parse_timer(&due)?.1 {
                 Due::Select { state, select } => self.fire_timer(&state, &select)?,
                 Due::Op(op) => {
                     self.withdraw_op(op)?;
@@ -80,7 +82,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             }
         }
         for due in self.due(Table::Leases)? {
-            let (expires_at, id) = keys::parse_at_state(&due);
+            let (expires_at, id) = keys::parse_at_state(&due)?;
             if let Some(mut state) = self.state(&id)? {
                 if state
                     .lease
@@ -102,7 +104,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         let mut due = Vec::new();
         for entry in self.tx.scan_from(table, &[]) {
             let (key, _) = entry?;
-            if keys::parse_at_state(&key).0 > self.now {
+            if keys::deadline(&key)? > self.now {
                 break;
             }
             due.push(key);

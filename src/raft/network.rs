@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{ClusterKey, AUTH_HEADER};
 use super::snapshot::Meta;
 use super::{TypeConfig, APPEND_BUDGET_BYTES};
-use crate::engine::{codec, StoreError};
+use crate::engine::codec::{self, CodecError};
 
 /// Header carrying a snapshot chunk's request, but for its bytes, on `/raft/snapshot`.
 pub const SNAPSHOT_HEADER: &str = "Slct-Snapshot";
@@ -159,7 +159,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>> {
-        let network_err = |e: StoreError| RPCError::Network(NetworkError::new(&e));
+        let network_err = |e: CodecError| RPCError::Network(NetworkError::new(&e));
         let (rpc, cut) = within_budget(rpc).map_err(network_err)?;
         let body = codec::encode(&rpc).map_err(network_err)?;
         let answer = self
@@ -202,7 +202,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// cut any, also returns the last log id it kept, for a partial success.
 fn within_budget(
     mut rpc: AppendEntriesRequest<TypeConfig>,
-) -> Result<(AppendEntriesRequest<TypeConfig>, Option<LogId<u64>>), StoreError> {
+) -> Result<(AppendEntriesRequest<TypeConfig>, Option<LogId<u64>>), CodecError> {
     let mut bytes = 0;
     let mut keep = 0;
     for entry in &rpc.entries {

@@ -44,7 +44,10 @@ impl FlushMarker {
     /// (0 if none).
     pub fn open(dir: &Path) -> Result<(FlushMarker, u64), StoreError> {
         let path = dir.join(MARKER_FILE);
-        let io = |e: std::io::Error| StoreError(format!("flush marker {}: {e}", path.display()));
+        let io = |source| StoreError::Io {
+            file: Some(path.clone()),
+            source,
+        };
         let file = File::options()
             .read(true)
             .write(true)
@@ -75,7 +78,10 @@ impl FlushMarker {
         }
         self.file
             .write_all_at(&encode(generation), 0)
-            .map_err(|e| StoreError(format!("flush marker {}: {e}", self.path.display())))?;
+            .map_err(|source| StoreError::Io {
+                file: Some(self.path.clone()),
+                source,
+            })?;
         *written = generation;
         Ok(())
     }
@@ -111,10 +117,12 @@ fn decode(bytes: &[u8]) -> Option<u64> {
 }
 
 fn damaged(path: &Path) -> StoreError {
-    StoreError(format!(
-        "flush marker {} is damaged (wrong size or checksum)",
-        path.display()
-    ))
+    StoreError::Corruption {
+        file: Some(path.to_owned()),
+        table: None,
+        key: None,
+        what: "the flush marker has the wrong size or checksum".into(),
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +149,10 @@ mod tests {
         bytes[7] ^= 0x10;
         std::fs::write(&path, &bytes).unwrap();
         let err = FlushMarker::open(dir.path()).err().unwrap();
-        assert!(err.0.contains(MARKER_FILE), "{err}");
+        assert!(
+            matches!(&err, StoreError::Corruption { file: Some(f), .. } if f == &path),
+            "{err}"
+        );
         std::fs::write(&path, &bytes[..5]).unwrap();
         assert!(FlushMarker::open(dir.path()).is_err());
     }

@@ -116,13 +116,7 @@ impl SledStore {
             .segment_size(SLED_SEGMENT_BYTES);
         let db = match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
             Ok(Ok(db)) => db,
-            Ok(Err(e)) => {
-                return Err(StoreError(format!(
-                    "cannot open the sled database in {}: {e} (data file {})",
-                    dir.display(),
-                    data.display()
-                )))
-            }
+            Ok(Err(e)) => return Err(sled_err(e, &data)),
             Err(panic) => return Err(recovery_panicked(&data, &panic)),
         };
         let store = Self::with_db(db, dir)?;
@@ -136,9 +130,11 @@ impl SledStore {
             .iter()
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(sled_err)?;
-        let data_file = File::open(dir.join(SLED_DATA_FILE))
-            .map_err(|e| StoreError(format!("open sled data file: {e}")))?;
+            .map_err(|e| sled_err(e, &dir.join(SLED_DATA_FILE)))?;
+        let data_file = File::open(dir.join(SLED_DATA_FILE)).map_err(|source| StoreError::Io {
+            file: Some(dir.join(SLED_DATA_FILE)),
+            source,
+        })?;
         let blobs = BlobSync {
             dir: dir.join(SLED_BLOBS_DIR),
             synced: Mutex::default(),
@@ -161,7 +157,7 @@ impl SledStore {
     fn check_generation(&self) -> Result<(), StoreError> {
         let (_, recorded) = FlushMarker::open(&self.dir)?;
         let key = marker::GENERATION_KEY;
-        let found = match self.db.get(key).map_err(|e| self.read_err(&e))? {
+        let found = match self.db.get(key).map_err(|e| self.read_err(e))? {
             Some(stored) => {
                 let bytes = self.unseal(&self.db, key, stored)?;
                 marker::decode_generation(&bytes).ok_or_else(|| self.damaged(&self.db, key))?
@@ -169,15 +165,18 @@ impl SledStore {
             None => 0,
         };
         if found < recorded {
-            return Err(StoreError(format!(
-                "the sled data file {} lost writes that were made durable (flush generation \
-                 {found} in the database, {recorded} recorded in {}): it is damaged or was \
-                 cut short. This node refuses to start, since it may have forgotten Raft \
-                 entries it acknowledged or the vote it cast; restore its data directory \
-                 or replace it with an empty node",
-                self.data_path().display(),
-                self.marker.path().display()
-            )));
+            return Err(StoreError::Corruption {
+                file: Some(self.data_path()),
+                table: None,
+                key: None,
+                what: format!(
+                    "it lost writes that were made durable (flush generation {found} in the \
+                     database, {recorded} recorded in {}): it is damaged or was cut short, \
+                     and this node may have forgotten Raft entries it acknowledged or the \
+                     vote it cast, so it refuses to start",
+                    self.marker.path().display()
+                ),
+            });
         }
         *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = found.max(recorded);
         Ok(())
@@ -186,9 +185,9 @@ impl SledStore {
     /// Checks the seal of every value in every tree.
     fn verify_all(&self) -> Result<(), StoreError> {
         for name in self.db.tree_names() {
-            let tree = self.db.open_tree(&name).map_err(|e| self.read_err(&e))?;
+            let tree = self.db.open_tree(&name).map_err(|e| self.read_err(e))?;
             for entry in tree.iter() {
-                let (key, stored) = entry.map_err(|e| self.read_err(&e))?;
+                let (key, stored) = entry.map_err(|e| self.read_err(e))?;
                 self.unseal(&tree, &key, stored)?;
             }
         }
@@ -213,21 +212,19 @@ impl SledStore {
 
     /// The error for a damaged value, logged as it is made.
     fn damaged(&self, tree: &sled::Tree, key: &[u8]) -> StoreError {
-        let error = StoreError(format!(
-            "damaged record in the sled data file {}: tree {:?}, key {}: checksum mismatch. \
-             The record is not served or replicated; restore this node's data directory \
-             or replace it with an empty node",
-            self.data_path().display(),
-            String::from_utf8_lossy(&tree.name()),
-            printable(key)
-        ));
+        let error = StoreError::Corruption {
+            file: Some(self.data_path()),
+            table: Some(String::from_utf8_lossy(&tree.name()).into_owned()),
+            key: Some(key.to_vec()),
+            what: "checksum mismatch".into(),
+        };
         tracing::error!("{error}");
         error
     }
 
     /// A sled read failure, naming the data file.
-    fn read_err(&self, e: &sled::Error) -> StoreError {
-        StoreError(format!("sled ({}): {e}", self.data_path().display()))
+    fn read_err(&self, e: sled::Error) -> StoreError {
+        sled_err(e, &self.data_path())
     }
 
     /// The underlying database (the Raft log store keeps its own trees in it).
@@ -264,7 +261,12 @@ impl SledStore {
             }
             Ok::<(), ConflictableTransactionError<()>>(())
         });
-        result.map_err(|e| StoreError(format!("commit: {e:?}")))
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => self.read_err(e),
+            TransactionError::Abort(()) => {
+                StoreError::Invariant("a commit's sled transaction aborted".into())
+            }
+        })
     }
 
     /// Makes every write so far durable: sled's flush, then `fsync` of new blob files and
@@ -272,11 +274,14 @@ impl SledStore {
     /// The flush is numbered (see "Damage") and its number recorded once it is durable.
     pub fn flush_durable(&self) -> Result<(), StoreError> {
         let generation = self.next_generation()?;
-        self.db.flush().map_err(sled_err)?;
+        self.db.flush().map_err(|e| self.read_err(e))?;
         self.blobs.sync_new()?;
         self.data_file
             .sync_data()
-            .map_err(|e| StoreError(format!("fdatasync: {e}")))?;
+            .map_err(|source| StoreError::Io {
+                file: Some(self.data_path()),
+                source,
+            })?;
         self.marker.record(generation)
     }
 
@@ -287,7 +292,7 @@ impl SledStore {
         let next = *generation + 1;
         let key = marker::GENERATION_KEY;
         let value = seal::seal(key, &marker::encode_generation(next));
-        self.db.insert(key, value).map_err(sled_err)?;
+        self.db.insert(key, value).map_err(|e| self.read_err(e))?;
         *generation = next;
         Ok(next)
     }
@@ -307,20 +312,20 @@ impl SledStore {
     /// a point-in-time view is open, since it would not see the change.
     pub fn clear(&self) -> Result<(), StoreError> {
         if self.capture.is_open() {
-            return Err(StoreError(
+            return Err(StoreError::Invariant(
                 "cannot clear the tables while a point-in-time view is open".into(),
             ));
         }
         self.trees
             .iter()
-            .try_for_each(|t| t.clear().map_err(sled_err))
+            .try_for_each(|t| t.clear().map_err(|e| self.read_err(e)))
     }
 }
 
 impl Store for SledStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let tree = self.tree(table);
-        match tree.get(key).map_err(|e| self.read_err(&e))? {
+        match tree.get(key).map_err(|e| self.read_err(e))? {
             Some(stored) => self.unseal(tree, key, stored).map(Some),
             None => Ok(None),
         }
@@ -329,7 +334,7 @@ impl Store for SledStore {
     fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
         let tree = self.tree(table);
         Box::new(tree.range(from.to_vec()..).map(move |entry| {
-            let (key, stored) = entry.map_err(|e| self.read_err(&e))?;
+            let (key, stored) = entry.map_err(|e| self.read_err(e))?;
             let value = self.unseal(tree, &key, stored)?;
             Ok((key.to_vec(), value))
         }))
@@ -345,23 +350,26 @@ impl BlobSync {
     /// any was; forgets files that are gone. One sync at a time (the lock is held), so
     /// two flushes never both sync the same file.
     fn sync_new(&self) -> Result<(), StoreError> {
-        let io = |what: &str, e: std::io::Error| StoreError(format!("{what}: {e}"));
+        let io = |path: &Path, source| StoreError::Io {
+            file: Some(path.to_owned()),
+            source,
+        };
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("list sled blobs", e)),
+            Err(e) => return Err(io(&self.dir, e)),
         };
         let mut synced = self.lock();
         let mut present = std::collections::HashSet::new();
         let mut any = false;
         for entry in entries {
-            let entry = entry.map_err(|e| io("list sled blobs", e))?;
+            let entry = entry.map_err(|e| io(&self.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             present.insert(name.clone());
             let len = match entry.metadata() {
                 Ok(meta) => meta.len(),
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("stat sled blob", e)),
+                Err(e) => return Err(io(&entry.path(), e)),
             };
             if synced.get(&name) == Some(&len) {
                 continue;
@@ -369,14 +377,14 @@ impl BlobSync {
             match sync_file(&entry.path()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("fsync sled blob", e)),
+                Err(e) => return Err(io(&entry.path(), e)),
             }
             synced.insert(name, len);
             any = true;
         }
         synced.retain(|name, _| present.contains(name));
         if any {
-            sync_file(&self.dir).map_err(|e| io("fsync sled blobs directory", e))?;
+            sync_file(&self.dir).map_err(|e| io(&self.dir, e))?;
         }
         Ok(())
     }
@@ -387,14 +395,6 @@ fn sync_file(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()
 }
 
-/// A key for an error message: as text if it is printable, else in hex.
-fn printable(key: &[u8]) -> String {
-    match std::str::from_utf8(key) {
-        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
-        _ => format!("0x{}", hex::encode(key)),
-    }
-}
-
 /// The error for a panic in sled's recovery (sled 0.34 panics on some damaged files).
 fn recovery_panicked(data: &Path, panic: &Box<dyn std::any::Any + Send>) -> StoreError {
     let what = panic
@@ -402,16 +402,27 @@ fn recovery_panicked(data: &Path, panic: &Box<dyn std::any::Any + Send>) -> Stor
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    StoreError(format!(
-        "the sled data file {} is damaged: recovering it failed ({what}). This node \
-         refuses to start; restore its data directory or replace it with an empty node",
-        data.display()
-    ))
+    StoreError::Corruption {
+        file: Some(data.to_owned()),
+        table: None,
+        key: None,
+        what: format!("sled's recovery of it failed ({what}), so this node refuses to start"),
+    }
 }
 
-/// A sled failure as a storage failure.
-pub fn sled_err(e: sled::Error) -> StoreError {
-    StoreError(format!("sled: {e}"))
+/// A sled failure on the database whose data file is `data`, as a storage failure.
+fn sled_err(e: sled::Error, data: &Path) -> StoreError {
+    let file = Some(data.to_owned());
+    match e {
+        sled::Error::Io(source) => StoreError::Io { file, source },
+        sled::Error::Corruption { .. } => StoreError::Corruption {
+            file,
+            table: None,
+            key: None,
+            what: format!("sled: {e}"),
+        },
+        other => StoreError::Invariant(format!("sled ({}): {other}", data.display())),
+    }
 }
 
 #[cfg(test)]
@@ -432,11 +443,17 @@ mod tests {
         dir
     }
 
-    fn open_error(dir: &Path) -> String {
+    fn open_error(dir: &Path) -> StoreError {
         match SledStore::open(dir) {
             Ok(_) => panic!("a damaged database opened"),
-            Err(e) => e.0,
+            Err(e) => e,
         }
+    }
+
+    /// Whether `error` is damage found in the data file of the store in `dir`.
+    fn is_damage_in(error: &StoreError, dir: &Path) -> bool {
+        let data = dir.join(SLED_DATA_FILE);
+        matches!(error, StoreError::Corruption { file: Some(f), .. } if f == &data)
     }
 
     #[test]
@@ -451,7 +468,7 @@ mod tests {
             .set_len(len - 4096)
             .unwrap();
         let error = open_error(dir.path());
-        assert!(error.contains(&data.display().to_string()), "{error}");
+        assert!(is_damage_in(&error, dir.path()), "{error:?}");
     }
 
     #[test]
@@ -467,7 +484,7 @@ mod tests {
         bytes[at + 3] ^= 0x01;
         std::fs::write(&data, &bytes).unwrap();
         let error = open_error(dir.path());
-        assert!(error.contains(&data.display().to_string()), "{error}");
+        assert!(is_damage_in(&error, dir.path()), "{error:?}");
     }
 
     #[test]
@@ -476,15 +493,22 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         // A value written behind the seal's back stands for one damaged on disk.
         store.tree(Table::States).insert(b"s1", b"data").unwrap();
-        let error = store.get(Table::States, b"s1").unwrap_err().0;
-        for part in ["damaged record", "sm_states", "\"s1\"", SLED_DATA_FILE] {
-            assert!(error.contains(part), "{part} in {error}");
+        let damaged = |error: &StoreError| {
+            is_damage_in(error, dir.path())
+                && matches!(error, StoreError::Corruption { table: Some(t), key: Some(k), .. }
+                    if t == "sm_states" && k == b"s1")
+        };
+        let error = store.get(Table::States, b"s1").unwrap_err();
+        assert!(damaged(&error), "{error:?}");
+        let message = error.to_string();
+        for part in ["sm_states", "\"s1\"", SLED_DATA_FILE] {
+            assert!(message.contains(part), "{part} in {message}");
         }
         let scanned: Result<Vec<_>, _> = store.scan_from(Table::States, b"").collect();
-        assert!(scanned.is_err());
+        assert!(damaged(&scanned.unwrap_err()));
         store.flush_durable().unwrap();
         drop(store);
-        assert!(open_error(dir.path()).contains("sm_states"));
+        assert!(damaged(&open_error(dir.path())));
     }
 
     #[test]

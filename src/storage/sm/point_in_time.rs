@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sled::IVec;
 
-use super::{sled_err, SledStore};
+use super::SledStore;
 use crate::engine::store::{StoreError, Table, WriteSet};
 
 /// What commits keep for an open [`PointInTime`]; `None` when none is open.
@@ -86,7 +86,7 @@ impl Capture {
                 if kept.scan[i].settled(key) || kept.pre_images[i].contains_key(key) {
                     continue;
                 }
-                let before = store.tree(*table).get(key).map_err(sled_err)?;
+                let before = store.tree(*table).get(key).map_err(|e| store.read_err(e))?;
                 kept.pre_images[i].insert(key.clone(), before);
             }
         }
@@ -106,7 +106,9 @@ impl SledStore {
     pub fn point_in_time(&self) -> Result<PointInTime<'_>, StoreError> {
         let mut kept = self.capture.lock();
         if kept.is_some() {
-            return Err(StoreError("a point-in-time view is already open".into()));
+            return Err(StoreError::Invariant(
+                "a point-in-time view is already open".into(),
+            ));
         }
         *kept = Some(Kept {
             pre_images: Table::ALL.iter().map(|_| HashMap::new()).collect(),
@@ -130,7 +132,7 @@ impl PointInTime<'_> {
         let (store, i) = (self.store, table.index());
         let tree = store.tree(table);
         for entry in tree.iter() {
-            let (key, stored) = entry.map_err(|e| io::Error::other(sled_err(e)))?;
+            let (key, stored) = entry.map_err(|e| io::Error::other(store.read_err(e)))?;
             let unchanged = {
                 let mut kept = store.capture.lock();
                 let kept = kept.as_mut().ok_or_else(closed).map_err(io::Error::other)?;
@@ -170,7 +172,7 @@ impl Drop for PointInTime<'_> {
 }
 
 fn closed() -> StoreError {
-    StoreError("the point-in-time view was closed".into())
+    StoreError::Invariant("the point-in-time view was closed".into())
 }
 
 #[cfg(test)]

@@ -1,0 +1,3 @@
+module github.com/slct/slct/clients/go
+
+go 1.19
