@@ -47,6 +47,7 @@ fn main() {
         )],
         callback: None,
         priority: 0,
+        max_deliveries: 0,
     });
     run("blocked selects", &store, &mut now, blocked, batch);
     store.flush_durable().expect("flush");
@@ -64,6 +65,7 @@ fn main() {
             selects: vec![Select::new("g", vec![case])],
             callback: None,
             priority: 0,
+            max_deliveries: 0,
         };
         [
             one(format!("rx-{i:08}"), Case::Recv { chan: chan.clone() }),

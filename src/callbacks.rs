@@ -387,6 +387,7 @@ async fn apply_update(
         selects: body.selects().map_err(invalid)?,
         callback,
         priority: body.priority().map_err(invalid)?,
+        max_deliveries: body.max_deliveries().map_err(invalid)?,
         data: body.data,
     };
     match d.node.write(op).await {

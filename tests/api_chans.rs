@@ -215,3 +215,105 @@ async fn blocking_send_meets_blocking_recv_and_both_time_out_alone() {
     assert_eq!(got.body, json!({"data": null, "ok": false}));
     c.shutdown().await;
 }
+
+/// A parked receive over a raw connection to node `i`: returns the open socket once the
+/// receiver stands in the channel's queue.
+async fn parked_receiver(c: &Cluster, i: usize, chan: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = c.urls[i].trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /chan/{chan}/recv?wait=60 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    common::eventually(Duration::from_secs(10), "the receiver to park", || async {
+        let info = c
+            .call(c.leader(), Method::GET, &format!("/chan/{chan}"), None)
+            .await;
+        info.body["receivers"] == 1
+    })
+    .await;
+    socket
+}
+
+/// A receiver that parks and hangs up, followed at once by a try-send: the withdrawal
+/// wins, so a send answered "sent" was not handed to the departed receiver — its value
+/// is received by the next receiver. Through the leader and through a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_sent_to_a_receiver_that_hung_up_is_received_by_the_next() {
+    let c = Cluster::start().await;
+    let (mut sent, mut would_block) = (0, 0);
+    for round in 0..30 {
+        let node = if round % 2 == 0 {
+            c.follower()
+        } else {
+            c.leader()
+        };
+        let chan = format!("gone-{round}");
+        let socket = parked_receiver(&c, node, &chan).await;
+        drop(socket);
+        let send = c
+            .call(
+                c.leader(),
+                Method::POST,
+                &format!("/chan/{chan}/send?wait=0"),
+                Some(json!(round)),
+            )
+            .await;
+        match (send.status, send.code()) {
+            (StatusCode::OK, _) => sent += 1,
+            (StatusCode::CONFLICT, "would_block") => {
+                would_block += 1;
+                continue;
+            }
+            other => panic!("try-send answered {other:?}: {:?}", send.body),
+        }
+        let got = c
+            .call(
+                node,
+                Method::POST,
+                &format!("/chan/{chan}/recv?wait=10"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (got.status, &got.body),
+            (StatusCode::OK, &json!({"data": round, "ok": true})),
+            "round {round}: the value answered \"sent\" must reach the next receiver"
+        );
+    }
+    eprintln!("{sent} sends met a receiver that hung up, {would_block} found it withdrawn");
+    // A receiver that stays takes the value offered to it.
+    let (http, url) = (c.http.clone(), c.urls[c.follower()].clone());
+    let receiver = tokio::spawn(async move {
+        common::answer(
+            http.post(format!("{url}/chan/stays/recv?wait=30"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    common::eventually(Duration::from_secs(10), "the receiver to park", || async {
+        c.call(c.leader(), Method::GET, "/chan/stays", None)
+            .await
+            .body["receivers"]
+            == 1
+    })
+    .await;
+    let send = c
+        .call(
+            c.leader(),
+            Method::POST,
+            "/chan/stays/send?wait=0",
+            Some(json!("v")),
+        )
+        .await;
+    assert_eq!(send.status, StatusCode::OK);
+    let got = receiver.await.unwrap();
+    assert_eq!(
+        (got.status, got.body),
+        (StatusCode::OK, json!({"data": "v", "ok": true}))
+    );
+    c.shutdown().await;
+}

@@ -34,6 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
             selects: sels.into_iter().enumerate().map(|(i, c)| Select::new(format!("g{i}"), c)).collect(),
             callback: None,
             priority: 0,
+            max_deliveries: 0,
         }),
         2 => (0..3usize, 0..1000u32).prop_map(|(c, v)| Op::Send { chan: CHANS[c].into(), data: json!(v).into(), mode: SendMode::Detached }),
         2 => (0..3usize).prop_map(|c| Op::Recv { chan: CHANS[c].into(), mode: RecvMode::Try }),

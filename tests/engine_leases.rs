@@ -93,6 +93,7 @@ fn a_result_that_arrives_during_the_lease_is_kept_and_the_state_is_pending_again
         selects: Some(written(&p)),
         callback: None,
         priority: None,
+        max_deliveries: None,
     });
     let Ok(Response::State(s)) = applied.reply else {
         panic!("{:?}", applied.reply)
@@ -118,6 +119,7 @@ fn an_unknown_or_expired_token_is_lease_lost_and_changes_nothing() {
         selects: Some(written(&p)),
         callback: None,
         priority: None,
+        max_deliveries: None,
     });
     assert_eq!((unknown.code(), unknown.status()), ("lease_lost", 409));
     let before = w.state("p");
@@ -176,6 +178,7 @@ fn polls_filter_by_prefix_and_skip_states_with_callbacks() {
             timeout_ms: 100,
         }),
         priority: 0,
+        max_deliveries: 0,
     });
     assert_eq!(
         slct::engine::poll::candidates(&w.store, "order-", 0, 5).unwrap(),
@@ -255,6 +258,7 @@ fn a_callback_is_retried_after_its_backoff_then_fails_and_can_be_rearmed() {
         selects: vec![sel("g", vec![default()])],
         callback: Some(callback),
         priority: 0,
+        max_deliveries: 0,
     });
     assert!(
         created.effects.pending[0].callback,
@@ -314,6 +318,55 @@ fn creating_an_existing_state_is_refused() {
         selects: vec![],
         callback: None,
         priority: 0,
+        max_deliveries: 0,
     });
     assert_eq!((err.code(), err.status()), ("exists", 409));
+}
+
+#[test]
+fn a_state_delivered_max_deliveries_times_without_an_update_fails_until_retried() {
+    let mut w = World::new();
+    w.ok(Op::CreateState {
+        id: "poison".into(),
+        data: json!(null).into(),
+        selects: vec![sel("g", vec![default()])],
+        callback: None,
+        priority: 0,
+        max_deliveries: 2,
+    });
+    for delivery in 1..=2 {
+        let got = w.poll(1, 100);
+        assert_eq!(got.len(), 1, "delivery {delivery}");
+        assert_eq!(got[0].deliveries, delivery);
+        w.tick_to(w.now + 100);
+    }
+    let dead = w.state("poison");
+    assert_eq!(dead.status(), Status::Failed);
+    assert_eq!(dead.last_error.as_deref(), Some("max deliveries reached"));
+    assert!(
+        w.poll(1, 100).is_empty(),
+        "a failed state is delivered to no one"
+    );
+
+    let Response::State(retried) = w.ok(Op::RetryFailed {
+        id: "poison".into(),
+    }) else {
+        panic!()
+    };
+    assert_eq!((retried.status(), retried.deliveries), (Status::Pending, 0));
+    // An update starts the count over.
+    let leased = w.poll(1, 100).remove(0);
+    w.update(&leased, vec![sel("h", vec![recv("never")])])
+        .unwrap();
+    assert_eq!(w.state("poison").deliveries, 0);
+}
+
+#[test]
+fn without_a_limit_a_state_is_redelivered_for_ever() {
+    let mut w = World::new();
+    w.create("p", vec![sel("g", vec![default()])]);
+    for delivery in 1..=20 {
+        assert_eq!(w.poll(1, 10)[0].deliveries, delivery);
+        w.tick_to(w.now + 10);
+    }
 }

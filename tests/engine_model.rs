@@ -16,7 +16,9 @@
 //! callback are leased to the dispatcher in the command that makes them deliverable;
 //! their attempts may fail (with a retry after a backoff, or for good) and be re-armed.
 //! The lease tokens the engine draws for the dispatcher are read from the engine, like
-//! its choices among ready cases.
+//! its choices among ready cases. Every lease granted counts as a delivery (a failed
+//! callback attempt counts in the attempts instead); a state that turns pending again
+//! after `max_deliveries` deliveries without an update is failed (the dead letter).
 
 mod support;
 
@@ -42,6 +44,8 @@ const PRIORITIES: [u8; 3] = [0, 5, 9];
 const MIN_PRIORITIES: [u8; 6] = [0, 0, 0, 1, 5, 6];
 /// Events kept per state, chosen per run: none, few (truncation) or plenty.
 const HISTORY_LIMITS: [u32; 4] = [0, 1, 3, 100];
+/// `max_deliveries` of the states of a run: no limit, or a few deliveries.
+const MAX_DELIVERIES: [u32; 4] = [0, 1, 2, 4];
 /// How long one callback attempt may take; its lease lasts this plus the engine's margin.
 const CALLBACK_TIMEOUT_MS: u64 = 20;
 /// A jump of time that outlasts a callback lease.
@@ -244,7 +248,11 @@ struct MState {
     callback: bool,
     /// Failed callback attempts since the last update.
     attempts: u32,
-    /// Attempts exhausted: delivered to no one until retried.
+    /// Leases granted since the last update, less failed callback attempts.
+    deliveries: u32,
+    /// Deliveries after which a state that turns pending fails instead (0: no limit).
+    max_deliveries: u32,
+    /// Attempts or deliveries exhausted: delivered to no one until retried.
     failed: bool,
     /// Log time at which it last turned pending: its place among its priority.
     pending_since: Option<u64>,
@@ -257,7 +265,7 @@ struct MState {
 }
 
 impl MState {
-    fn new(priority: u8, callback: bool) -> MState {
+    fn new(priority: u8, callback: bool, max_deliveries: u32) -> MState {
         MState {
             selects: Vec::new(),
             results: Vec::new(),
@@ -267,6 +275,8 @@ impl MState {
             priority,
             callback,
             attempts: 0,
+            deliveries: 0,
+            max_deliveries,
             failed: false,
             pending_since: None,
             version: 1,
@@ -306,7 +316,13 @@ impl MState {
             seen: self.selects.clone(),
         });
         self.last_token = Some(token);
+        self.deliveries += 1;
         self.version += 1;
+    }
+
+    /// Delivered as often as allowed and pending again without an update.
+    fn exhausted(&self) -> bool {
+        self.pending() && self.max_deliveries > 0 && self.deliveries >= self.max_deliveries
     }
 }
 
@@ -316,6 +332,8 @@ struct Model {
     /// Raft index of the command being followed (stamped on events).
     index: u64,
     history_limit: u32,
+    /// `max_deliveries` states are created with.
+    max_deliveries: u32,
     chans: BTreeMap<String, MChan>,
     states: BTreeMap<String, MState>,
 }
@@ -366,14 +384,19 @@ impl Model {
         }
     }
 
-    /// At the end of a command: a pending state that had no place in the pending order
-    /// takes its place now (paused or not; resuming keeps it), and a deliverable state
-    /// with a callback is leased to the dispatcher, with the token `drawn` says the
-    /// engine drew.
+    /// At the end of a command: a pending state delivered `max_deliveries` times fails;
+    /// a pending state that had no place in the pending order takes its place now
+    /// (paused or not; resuming keeps it), and a deliverable state with a callback is
+    /// leased to the dispatcher, with the token `drawn` says the engine drew.
     fn settle(&mut self, drawn: impl Fn(&str) -> Option<Uuid>) {
         let now = self.now;
         let mut dispatched = Vec::new();
+        let mut exhausted = Vec::new();
         for (id, st) in &mut self.states {
+            if st.exhausted() {
+                st.failed = true;
+                exhausted.push(id.clone());
+            }
             if st.pending() && st.pending_since.is_none() {
                 st.pending_since = Some(now);
             }
@@ -383,6 +406,9 @@ impl Model {
                 st.take_lease(token, expires_at);
                 dispatched.push((id.clone(), token, expires_at));
             }
+        }
+        for id in exhausted {
+            self.note(&id, What::Failed);
         }
         for (id, token, expires_at) in dispatched {
             let to = "callback".to_owned();
@@ -451,6 +477,7 @@ impl Model {
         }
         st.pending_since = None;
         st.attempts = 0;
+        st.deliveries = 0;
         st.version += 1;
         let version = st.version;
         self.note(id, What::Updated { version });
@@ -466,6 +493,7 @@ impl Model {
         let now = self.now;
         let st = self.state(id);
         st.attempts += 1;
+        st.deliveries = st.deliveries.saturating_sub(1);
         let attempt = st.attempts;
         let gave_up = attempt >= max_attempts;
         if gave_up {
@@ -491,6 +519,7 @@ impl Model {
         }
         st.failed = false;
         st.attempts = 0;
+        st.deliveries = 0;
         st.version += 1;
         self.note(id, What::Retried);
         Some(true)
@@ -762,7 +791,7 @@ struct Run {
 }
 
 impl Run {
-    fn new(caps: [u64; 3], history_limit: u32) -> Run {
+    fn new(caps: [u64; 3], history_limit: u32, max_deliveries: u32) -> Run {
         let mut run = Run {
             world: World::new(),
             model: Model::default(),
@@ -772,6 +801,7 @@ impl Run {
         };
         run.world.history_limit = history_limit;
         run.model.history_limit = history_limit;
+        run.model.max_deliveries = max_deliveries;
         run.model.now = run.world.now;
         for (name, cap) in CHANS.iter().zip(caps) {
             run.world.make(name, cap);
@@ -979,14 +1009,16 @@ impl Run {
                 timeout_ms: CALLBACK_TIMEOUT_MS,
             }),
             priority,
+            max_deliveries: self.model.max_deliveries,
         });
         if exists {
             return expect_err(applied.reply, "exists");
         }
         applied.reply.map_err(|e| format!("create failed: {e:?}"))?;
-        self.model
-            .states
-            .insert(id.into(), MState::new(priority, callback));
+        self.model.states.insert(
+            id.into(),
+            MState::new(priority, callback, self.model.max_deliveries),
+        );
         self.model.note(id, What::Created);
         let before = State {
             next_seq: 1,
@@ -1119,6 +1151,7 @@ impl Run {
             selects: Some(written.clone()),
             callback: None,
             priority,
+            max_deliveries: None,
         });
         if let Some(code) = error {
             return expect_err(reply.reply, code);
@@ -1361,11 +1394,23 @@ fn compare_state(world: &World, id: &str, e: &State, m: &MState) -> Result<(), S
             "{id}: engine (status, paused, priority, pending_since, lease) {got:?} != model {want:?}"
         ));
     }
-    if (e.callback.is_some(), e.attempts) != (m.callback, m.attempts) {
+    let got = (
+        e.callback.is_some(),
+        e.attempts,
+        e.deliveries,
+        e.max_deliveries,
+    );
+    let want = (m.callback, m.attempts, m.deliveries, m.max_deliveries);
+    if got != want {
         return Err(format!(
-            "{id}: engine (callback, attempts) {:?} != model {:?}",
-            (e.callback.is_some(), e.attempts),
-            (m.callback, m.attempts)
+            "{id}: engine (callback, attempts, deliveries, max_deliveries) {got:?} != model {want:?}"
+        ));
+    }
+    let dead_letter = e.failed && e.last_error.as_deref() == Some("max deliveries reached");
+    if m.failed && m.attempts == 0 && !dead_letter {
+        return Err(format!(
+            "{id}: failed without a failed callback attempt, but last_error is {:?}",
+            e.last_error
         ));
     }
     if e.version != m.version {
@@ -1523,9 +1568,10 @@ proptest! {
     fn the_engine_agrees_with_the_reference_model(
         caps in [0u64..3, 0u64..3, 0u64..3],
         history_limit in prop::sample::select(&HISTORY_LIMITS[..]),
+        max_deliveries in prop::sample::select(&MAX_DELIVERIES[..]),
         steps in prop::collection::vec(step(), 1..70),
     ) {
-        let mut run = Run::new(caps, history_limit);
+        let mut run = Run::new(caps, history_limit, max_deliveries);
         for (i, s) in steps.iter().enumerate() {
             let outcome = run.step(s).and_then(|_| compare(&mut run));
             prop_assert!(outcome.is_ok(), "step {i} {s:?}: {}", outcome.unwrap_err());

@@ -22,6 +22,7 @@ fn create_with(w: &mut World, id: &str, priority: u8, callback: Option<Callback>
         selects: vec![sel("g", vec![default()])],
         callback,
         priority,
+        max_deliveries: 0,
     });
 }
 
@@ -84,6 +85,7 @@ fn a_paused_state_gets_no_callback_and_its_lease_runs_out_normally() {
         selects: vec![sel("g", vec![recv("c")])],
         callback: Some(callback()),
         priority: 0,
+        max_deliveries: 0,
     });
     pause(&mut w, "cb");
     let sent = w.apply(Op::Send {
@@ -179,6 +181,7 @@ fn polls_hand_out_the_highest_priority_first_then_the_oldest() {
         selects: vec![],
         callback: None,
         priority: 10,
+        max_deliveries: 0,
     });
     assert_eq!(invalid.code(), "invalid");
 }

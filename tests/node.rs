@@ -95,6 +95,7 @@ fn create(id: &str, selects: Vec<Select>) -> Op {
         selects,
         callback: None,
         priority: 0,
+        max_deliveries: 0,
     }
 }
 

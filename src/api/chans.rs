@@ -10,10 +10,14 @@
 //! parked" means it completed meanwhile, and its outcome is awaited a moment longer.
 //!
 //! A caller that goes away (its connection closes, so axum drops the handler) takes
-//! its operation with it: a guard proposes [`Op::Withdraw`] from its `Drop`, so the
-//! withdrawal enters the log right behind the parking, before any later partner.
-//! Receiving from an HTTP caller is still at-most-once: a caller that disconnects
-//! after the match (or before its withdrawal commits) loses the value (design.md §3.3).
+//! its operation with it: a guard proposes [`Op::Withdraw`] from its `Drop`. A value
+//! that meets a parked receive is only *offered* to it ([`OpOutcome::Offered`]); the
+//! handler, still running and so still connected, takes it with [`Op::Claim`]. A
+//! receiver that hung up never claims, and its withdrawal — however late it enters the
+//! log — puts the value back at the head of the channel, so a send answered "sent" to a
+//! departed receiver is received by the next one. What remains at-most-once is the
+//! answer itself: a caller that disconnects after its claim committed loses the value
+//! (design.md §3.3).
 //!
 //! Parked operations are capped: [`validate::MAX_PARKED_PER_CHAN`] per channel (in the
 //! engine, so every replica agrees) and [`MAX_PARKED_PER_NODE`] per node (here); beyond
@@ -227,12 +231,33 @@ async fn blocking(
         other => return Err(unexpected(&other)),
     }
     let deadline = Instant::now() + Duration::from_secs(wait) + GRACE;
-    let outcome = match super::metrics::waiting(waiter.wait_until(deadline)).await {
+    let mut outcome = match super::metrics::waiting(waiter.wait_until(deadline)).await {
         Some(outcome) => outcome,
         None => withdraw(state, id, &mut waiter).await?,
     };
+    if outcome == OpOutcome::Offered {
+        outcome = claim(state, id).await?;
+    }
     guard.disarm();
     outcome_response(outcome)
+}
+
+/// Takes the value offered to a parked receive. Like [`withdraw`], a failure is 503
+/// `outcome_unknown`, never replayed on another leader: the claim may have committed.
+/// An offer withdrawn first (the deadline passed) is 408, its value back in the channel.
+async fn claim(state: &AppState, id: Uuid) -> ApiResult<OpOutcome> {
+    match state.write(Op::Claim { id }).await {
+        Ok(Reply::Received { data, ok }) => Ok(OpOutcome::Received { data, ok }),
+        Ok(other) => Err(unexpected(&other)),
+        Err(e) if e.code == "not_found" => Ok(OpOutcome::Expired),
+        Err(e) => Err(ApiError::unavailable(
+            "outcome_unknown",
+            format!(
+                "a value reached the receive, but taking it failed ({}): it may have been taken, or it is back in the channel",
+                e.message
+            ),
+        )),
+    }
 }
 
 /// Withdraws a parked operation if the handler is dropped before it has an outcome:
@@ -292,7 +317,7 @@ fn outcome_response(outcome: OpOutcome) -> ApiResult<Response> {
         OpOutcome::Sent => Ok(sent(StatusCode::OK)),
         OpOutcome::Received { data, ok } => Ok(received(data, ok)),
         OpOutcome::Closed => Err(Error::Closed("the channel".into()).into()),
-        OpOutcome::Expired => Err(ApiError::new(
+        OpOutcome::Expired | OpOutcome::Offered => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
             "no partner came within the wait; the operation was withdrawn",

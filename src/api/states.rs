@@ -92,6 +92,7 @@ pub async fn put(
         super::allow::check_callback(&state.config.callbacks.allow, &callback.url)?;
     }
     let priority = body.priority()?;
+    let max_deliveries = body.max_deliveries()?;
     let data = body.data;
     match token {
         Some(token) => {
@@ -102,6 +103,7 @@ pub async fn put(
                 selects,
                 callback,
                 priority,
+                max_deliveries,
             };
             state_reply(state.write(op).await?, StatusCode::OK)
         }
@@ -113,6 +115,7 @@ pub async fn put(
                 selects: selects.unwrap_or_default(),
                 callback: callback.flatten(),
                 priority: priority.unwrap_or(0),
+                max_deliveries: max_deliveries.unwrap_or(state.config.max_deliveries),
             };
             state_reply(state.write(op).await?, StatusCode::CREATED)
         }

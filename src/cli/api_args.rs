@@ -3,7 +3,7 @@
 use clap::Args;
 
 use crate::api::extract::MAX_LEASE_MS;
-use crate::api::{ApiConfig, DEFAULT_MAX_BODY};
+use crate::api::{ApiConfig, DEFAULT_MAX_BODY, DEFAULT_MAX_DELIVERIES};
 use crate::callbacks::allow::CallbackAllow;
 use crate::callbacks::{
     CallbackConfig, DEFAULT_CONCURRENCY, DEFAULT_DEFER_MS, DEFAULT_MAX_ATTEMPTS,
@@ -18,11 +18,24 @@ pub struct ApiArgs {
     pub token: Option<String>,
     /// Require `Authorization: Bearer <admin token>` on membership changes
     /// (`/cluster/learners`, `/cluster/membership`); it opens the client API too.
+    /// A node that listens beyond loopback refuses membership changes without it.
     #[arg(long, env = "SLCT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Serve `/metrics` without a token even when `--token` is set.
     #[arg(long, env = "SLCT_METRICS_PUBLIC")]
     pub metrics_public: bool,
+    /// Host names this node answers to besides IP addresses, `localhost`, and the hosts
+    /// of `--listen` and `--peers`, comma-separated (`*`: any). A request with another
+    /// `Host` is refused (403 `host_not_allowed`: DNS rebinding). Name here what clients
+    /// use to reach the node, such as a load balancer's or a Service's name.
+    #[arg(long, env = "SLCT_ALLOW_HOST", value_delimiter = ',')]
+    pub allow_host: Vec<String>,
+    /// Origins of web pages that may call this node, comma-separated
+    /// (`https://ops.example.com`). A request with any other `Origin` than the node's
+    /// own is refused (403 `origin_not_allowed`: cross-site requests); the console is
+    /// same-origin and needs none.
+    #[arg(long, env = "SLCT_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origin: Vec<String>,
     /// Largest request body in bytes (larger: 413).
     #[arg(long, env = "SLCT_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -31,8 +44,9 @@ pub struct ApiArgs {
     #[arg(long, env = "SLCT_CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
     /// Hosts and networks callbacks may target, comma-separated: CIDRs (`10.0.0.0/8`),
-    /// IP addresses, host names (`hooks.example.com`) and `*.example.com`. Without it,
-    /// any http(s) URL; with it, a PUT naming another target is refused (422).
+    /// IP addresses, host names (`hooks.example.com`) and `*.example.com`; `*` alone for
+    /// any http(s) URL. A PUT naming another target is refused (422). Required when
+    /// `--listen` is not loopback; without it on loopback, any target.
     #[arg(long, env = "SLCT_CALLBACK_ALLOW", default_value = "")]
     pub callback_allow: CallbackAllow,
     /// Failed callback attempts before a state turns `failed`.
@@ -47,6 +61,11 @@ pub struct ApiArgs {
     #[arg(long, env = "SLCT_CALLBACK_DEFER_MS", default_value_t = DEFAULT_DEFER_MS,
           value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_MS))]
     pub callback_defer_ms: u64,
+    /// Leases a state may be granted without an update before it turns `failed` with
+    /// "max deliveries reached" (the dead letter), unless its PUT sets
+    /// `max_deliveries`; 0: no limit.
+    #[arg(long, env = "SLCT_MAX_DELIVERIES", default_value_t = DEFAULT_MAX_DELIVERIES)]
+    pub max_deliveries: u32,
 }
 
 impl ApiArgs {
@@ -57,6 +76,8 @@ impl ApiArgs {
             token: self.token.clone().filter(|t| !t.is_empty()),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             metrics_public: self.metrics_public,
+            allow_hosts: self.allow_host.clone(),
+            allow_origins: self.allow_origin.clone(),
             callbacks: CallbackConfig {
                 secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 allow: self.callback_allow.clone(),
@@ -64,6 +85,7 @@ impl ApiArgs {
                 concurrency: self.callback_concurrency,
                 defer_ms: self.callback_defer_ms,
             },
+            max_deliveries: self.max_deliveries,
             ..ApiConfig::default()
         }
     }

@@ -218,6 +218,13 @@ impl Show for State {
                     String::new()
                 },
             ),
+            (
+                "DELIVERIES",
+                match self.max_deliveries {
+                    0 => self.deliveries.to_string(),
+                    max => format!("{} of {max}", self.deliveries),
+                },
+            ),
             ("LAST ERROR", self.last_error.clone().unwrap_or_default()),
             (
                 "DATA",

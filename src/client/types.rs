@@ -360,7 +360,13 @@ pub struct State {
     /// Callback attempts since the last update.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
-    /// Last callback failure.
+    /// Leases granted since the last update (less failed callback attempts).
+    #[serde(default)]
+    pub deliveries: u32,
+    /// Deliveries after which a state still not updated turns `failed` (0: no limit).
+    #[serde(default)]
+    pub max_deliveries: u32,
+    /// Last callback failure, or "max deliveries reached".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Not delivered until resumed.
@@ -394,6 +400,10 @@ pub struct StateBody {
     /// 0–9.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<u8>,
+    /// Deliveries without an update before the state turns `failed` (0: no limit;
+    /// the server's `--max-deliveries` if never set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_deliveries: Option<u32>,
 }
 
 impl StateBody {
@@ -433,6 +443,13 @@ impl StateBody {
     /// Sets the priority.
     pub fn priority(mut self, priority: u8) -> StateBody {
         self.priority = Some(priority);
+        self
+    }
+
+    /// Sets how many deliveries without an update the state may have before it turns
+    /// `failed` (0: no limit).
+    pub fn max_deliveries(mut self, max_deliveries: u32) -> StateBody {
+        self.max_deliveries = Some(max_deliveries);
         self
     }
 }

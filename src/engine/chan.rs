@@ -4,6 +4,14 @@
 //! A waiter in a queue is a blocked select of some state, a detached send, or an HTTP
 //! caller's parked send or receive. Counts of buffered values and waiters live in the
 //! channel's metadata, so readiness is decided without touching the queues.
+//!
+//! A value that meets a parked HTTP receive is *offered* to it, not given: it leaves the
+//! channel but stays in the operation's record until the caller, still connected,
+//! claims it with [`Op::Claim`](super::Op::Claim). A withdrawal (the caller hung up) or
+//! the deadline puts an offered value back at the head of the channel in the same
+//! command, so a receiver that has gone never takes a value, whatever came after it in
+//! the log (design.md §3.3). A value put back may make the buffer longer than its
+//! capacity for a while: receivers drain it first and sends block until it is back under.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -54,6 +62,9 @@ pub struct OpRecord {
     pub pos: u64,
     /// Withdrawn at this log time.
     pub deadline: Millis,
+    /// A receive's value, offered and not yet claimed: the operation has left the
+    /// queue, and a withdrawal puts the value back at the head of the channel.
+    pub offered: Option<Data>,
 }
 
 /// How a waiter's operation ended.
@@ -246,12 +257,14 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             } => self.complete_select(&state, &select, case, how),
             Waiter::Detached { data } => Ok(data),
             Waiter::Http { op, data } => {
-                let outcome = match how {
-                    Completion::Received { data, ok } => OpOutcome::Received { data, ok },
-                    Completion::Sent { ok: true } => OpOutcome::Sent,
-                    Completion::Sent { ok: false } => OpOutcome::Closed,
-                };
-                self.finish_op(op, outcome)?;
+                match how {
+                    Completion::Received { data, ok: true } => self.offer_op(op, data)?,
+                    Completion::Received { data, ok: false } => {
+                        self.finish_op(op, OpOutcome::Received { data, ok: false })?;
+                    }
+                    Completion::Sent { ok: true } => self.finish_op(op, OpOutcome::Sent)?,
+                    Completion::Sent { ok: false } => self.finish_op(op, OpOutcome::Closed)?,
+                }
                 Ok(data)
             }
         }
@@ -273,6 +286,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             sender,
             pos,
             deadline,
+            offered: None,
         };
         put_record(self.tx, Table::Ops, op.as_bytes().to_vec(), &record)?;
         let timer = keys::timer(deadline, &keys::Due::Op(op));
@@ -281,27 +295,93 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         Ok(())
     }
 
-    /// Withdraws a parked operation (deadline passed or caller gave up). Returns false if
-    /// it is no longer parked.
+    /// Withdraws a parked operation (deadline passed or caller gave up): out of its
+    /// queue, or, if a value was offered to it, the value back at the head of the
+    /// channel. Returns false if it is no longer parked.
     pub fn withdraw_op(&mut self, op: Uuid) -> Result<bool, StoreError> {
         let Some(record) = get_record::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())? else {
             return Ok(false);
         };
-        self.dequeue(&record.chan, record.sender, record.pos)?;
+        match record.offered {
+            Some(value) => self.put_back(&record.chan, value)?,
+            None => self.dequeue(&record.chan, record.sender, record.pos)?,
+        }
         self.finish_op(op, OpOutcome::Expired)?;
         Ok(true)
     }
 
+    /// The caller of a parked receive, still connected, takes the value offered to it.
+    /// `None` if nothing is offered (not parked, still waiting, or withdrawn).
+    pub fn claim_op(&mut self, op: Uuid) -> Result<Option<Data>, StoreError> {
+        let record = get_record::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())?;
+        let Some(value) = record.and_then(|r| r.offered) else {
+            return Ok(None);
+        };
+        self.forget_op(op)?;
+        Ok(Some(value))
+    }
+
+    /// A value reached the parked receive `op`: it has left the queue (done by the
+    /// caller), no longer counts against the channel's cap of parked operations, and
+    /// waits in the operation's record for [`Self::claim_op`].
+    fn offer_op(&mut self, op: Uuid, value: Data) -> Result<(), StoreError> {
+        let Some(mut record) = get_record::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())?
+        else {
+            return Err(StoreError::Invariant(format!(
+                "parked operation {op} is queued but has no record"
+            )));
+        };
+        self.update_chan(&record.chan, |c| c.parked = c.parked.saturating_sub(1))?;
+        record.offered = Some(value);
+        put_record(self.tx, Table::Ops, op.as_bytes().to_vec(), &record)?;
+        self.effects.ops.push((op, OpOutcome::Offered));
+        Ok(())
+    }
+
+    /// Puts a value taken from the channel back in front of everything else: to the
+    /// first blocked receiver, or at the head of the buffer (even past its capacity).
+    fn put_back(&mut self, name: &str, value: Data) -> Result<(), StoreError> {
+        let c = self.chan(name)?;
+        if c.receivers > 0 {
+            self.take_send(name, value)?;
+            return Ok(());
+        }
+        let head = self
+            .tx
+            .first_with_prefix(Table::Buffers, &keys::chan_prefix(name))?
+            .map(|(key, _)| keys::queue_pos(&key))
+            .transpose()?;
+        match head {
+            // Buffered values came after the receive parked (it parked on an empty
+            // buffer and took a position itself), so the position in front of the head
+            // is free; only a channel that emptied and started its positions over can
+            // have its head at 0, and then the value goes to the tail.
+            Some(pos) if pos > 0 => {
+                self.update_chan(name, |c| c.len += 1)?;
+                put_record(self.tx, Table::Buffers, keys::queue(name, pos - 1), &value)
+            }
+            _ => self.push_buffer(name, value),
+        }
+    }
+
     /// Forgets a parked operation and reports its outcome.
     fn finish_op(&mut self, op: Uuid, outcome: OpOutcome) -> Result<(), StoreError> {
+        self.forget_op(op)?;
+        self.effects.ops.push((op, outcome));
+        Ok(())
+    }
+
+    /// Forgets a parked operation: its record, its timer and its place in the cap.
+    fn forget_op(&mut self, op: Uuid) -> Result<(), StoreError> {
         if let Some(record) = get_record::<S, OpRecord>(self.tx, Table::Ops, op.as_bytes())? {
-            self.update_chan(&record.chan, |c| c.parked = c.parked.saturating_sub(1))?;
+            if record.offered.is_none() {
+                self.update_chan(&record.chan, |c| c.parked = c.parked.saturating_sub(1))?;
+            }
             self.tx.delete(Table::Ops, op.as_bytes().to_vec());
             let timer = keys::timer(record.deadline, &keys::Due::Op(op));
             self.tx.delete(Table::Timers, timer);
             self.count(Counter::Timers, -1);
         }
-        self.effects.ops.push((op, outcome));
         Ok(())
     }
 }

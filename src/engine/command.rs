@@ -74,6 +74,9 @@ pub enum Op {
         callback: Option<Callback>,
         /// 0–9: polls hand out higher priorities first.
         priority: u8,
+        /// Leases granted without an update before the state turns `failed` (0: no
+        /// limit).
+        max_deliveries: u32,
     },
     /// `PUT /state/{id}` under a lease (design.md §3.2). A field that is `None` was
     /// omitted by the client and keeps its value.
@@ -91,6 +94,8 @@ pub enum Op {
         callback: Option<Option<Callback>>,
         /// New priority.
         priority: Option<u8>,
+        /// New delivery limit.
+        max_deliveries: Option<u32>,
     },
     /// `POST /state/{id}/pause`: keep its selects, deliver it to no one.
     Pause {
@@ -193,6 +198,12 @@ pub enum Op {
     /// Time passes: fire due timers, expire leases and parked operations. (Every command
     /// does this first; a tick does nothing else.)
     Tick,
+    /// The caller of a parked receive, still connected, takes the value offered to it
+    /// ([`OpOutcome::Offered`]); replies [`Response::Received`].
+    Claim {
+        /// Operation id.
+        id: Uuid,
+    },
 }
 
 /// A successful reply.
@@ -244,6 +255,9 @@ pub enum OpOutcome {
     Closed,
     /// The deadline passed or the caller withdrew it.
     Expired,
+    /// A value reached the parked receive; the caller takes it with [`Op::Claim`]
+    /// while it is still connected (a withdrawal puts the value back instead).
+    Offered,
 }
 
 /// A state that turned deliverable: who should hear of it.

@@ -198,6 +198,18 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
                 }
                 continue;
             };
+            if is_pending(&state)
+                && state.max_deliveries > 0
+                && state.deliveries >= state.max_deliveries
+            {
+                // Delivered as often as allowed and never updated: the dead letter
+                // (design.md §3.2), instead of redelivery for ever.
+                state.failed = true;
+                state.last_error = Some(super::states::MAX_DELIVERIES_REACHED.to_owned());
+                if self.history_limit > 0 {
+                    events.push(What::Failed);
+                }
+            }
             if is_pending(&state) && state.pending_since.is_none() {
                 state.pending_since = Some(self.now);
             }
@@ -295,6 +307,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             granted_at: self.now,
             through_seq: state.results.last().map_or(0, |r| r.seq),
         });
+        state.deliveries = state.deliveries.saturating_add(1);
         state.version += 1;
         What::Leased {
             to: to.to_owned(),

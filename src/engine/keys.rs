@@ -175,6 +175,11 @@ pub fn state_seq(state: &str, seq: u64) -> Vec<u8> {
     key
 }
 
+/// The position of a (channel, position) key of a queue or buffer table.
+pub fn queue_pos(key: &[u8]) -> Result<u64, StoreError> {
+    seq_of(key)
+}
+
 /// The number of a (state id, number) key.
 pub fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
     u64_at(key, key.len().checked_sub(8).ok_or_else(|| short(key))?)

@@ -99,7 +99,8 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             selects,
             callback,
             priority,
-        } => ctx.create_state(&id, data, selects, callback, priority),
+            max_deliveries,
+        } => ctx.create_state(&id, data, selects, callback, priority, max_deliveries),
         Op::UpdateState {
             id,
             token,
@@ -107,7 +108,18 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             selects,
             callback,
             priority,
-        } => ctx.update_state(&id, token, data, selects, callback, priority),
+            max_deliveries,
+        } => ctx.update_state(
+            &id,
+            token,
+            states::Update {
+                data,
+                selects,
+                callback,
+                priority,
+                max_deliveries,
+            },
+        ),
         Op::Pause { id } => ctx.set_paused(&id, true),
         Op::Resume { id } => ctx.set_paused(&id, false),
         Op::DeleteState { id } => ctx.delete_state(&id),
@@ -141,6 +153,12 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             Err(Error::NotFound(format!("operation {id} is not parked")))
         }),
         Op::Tick => Ok(Ok(Response::Done)),
+        Op::Claim { id } => Ok(match ctx.claim_op(id)? {
+            Some(data) => Ok(Response::Received { data, ok: true }),
+            None => Err(Error::NotFound(format!(
+                "operation {id} has no value to claim"
+            ))),
+        }),
     }
 }
 

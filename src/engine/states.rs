@@ -27,6 +27,23 @@ use super::validate;
 /// What an operation returns: a deterministic reply, or a fatal storage failure.
 pub type OpResult = Result<Result<Response, Error>, StoreError>;
 
+/// What an update under a lease changes; `None` keeps the field's value.
+pub struct Update {
+    /// New data (`null` clears it).
+    pub data: Option<Data>,
+    /// Still-blocked selects (unchanged) and new ones.
+    pub selects: Option<Vec<Select>>,
+    /// New callback; `Some(None)` removes it.
+    pub callback: Option<Option<Callback>>,
+    /// New priority.
+    pub priority: Option<u8>,
+    /// New delivery limit.
+    pub max_deliveries: Option<u32>,
+}
+
+/// `last_error` of a state that was delivered `max_deliveries` times without an update.
+pub const MAX_DELIVERIES_REACHED: &str = "max deliveries reached";
+
 impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// `PUT /state/{id}` of a new state.
     pub fn create_state(
@@ -36,6 +53,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         selects: Vec<Select>,
         callback: Option<Callback>,
         priority: u8,
+        max_deliveries: u32,
     ) -> OpResult {
         let valid = validate::name("state id", id)
             .and(validate::selects(&selects))
@@ -62,6 +80,8 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             next_seq: 1,
             pending_since: None,
             attempts: 0,
+            deliveries: 0,
+            max_deliveries,
             last_error: None,
             failed: false,
             paused: false,
@@ -77,15 +97,14 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 
     /// `PUT /state/{id}` with a lease. Omitted fields (`None`) keep their values.
-    pub fn update_state(
-        &mut self,
-        id: &str,
-        token: Uuid,
-        data: Option<Data>,
-        selects: Option<Vec<Select>>,
-        callback: Option<Option<Callback>>,
-        priority: Option<u8>,
-    ) -> OpResult {
+    pub fn update_state(&mut self, id: &str, token: Uuid, update: Update) -> OpResult {
+        let Update {
+            data,
+            selects,
+            callback,
+            priority,
+            max_deliveries,
+        } = update;
         let mut state = match self.leased_state(id, token)? {
             Ok(state) => state,
             Err(e) => return Ok(Err(e)),
@@ -115,9 +134,13 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         if let Some(priority) = priority {
             state.priority = priority;
         }
+        if let Some(max_deliveries) = max_deliveries {
+            state.max_deliveries = max_deliveries;
+        }
         state.lease = None;
         state.pending_since = None;
         state.attempts = 0;
+        state.deliveries = 0;
         state.last_error = None;
         state.version += 1;
         state.updated_at = self.now;
@@ -234,6 +257,8 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             Err(e) => return Ok(Err(e)),
         };
         state.attempts += 1;
+        // The attempt is counted in `attempts`, which has its own budget.
+        state.deliveries = state.deliveries.saturating_sub(1);
         state.last_error = Some(error.clone());
         let attempt = state.attempts;
         let gave_up = attempt >= max_attempts;
@@ -252,7 +277,8 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         Ok(Ok(Response::Done))
     }
 
-    /// `POST /state/{id}/retry`: a failed state is pending again, attempts start over.
+    /// `POST /state/{id}/retry`: a failed state is pending again, attempts and
+    /// deliveries start over.
     pub fn retry_failed(&mut self, id: &str) -> OpResult {
         let Some(mut state) = self.state(id)? else {
             return Ok(Err(not_found(id)));
@@ -262,6 +288,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         }
         state.failed = false;
         state.attempts = 0;
+        state.deliveries = 0;
         state.version += 1;
         self.put_state(state)?;
         self.note(id, What::Retried);

@@ -269,7 +269,7 @@ pub enum Status {
     Leased,
     /// No selects and no results.
     Done,
-    /// Callback attempts exhausted; re-armed by `POST /state/{id}/retry`.
+    /// Callback attempts or deliveries exhausted; re-armed by `POST /state/{id}/retry`.
     Failed,
 }
 
@@ -345,9 +345,14 @@ pub struct State {
     pub pending_since: Option<Millis>,
     /// Callback attempts since the last successful update.
     pub attempts: u32,
-    /// Last callback failure, for operators.
+    /// Leases granted (to pollers or the callback dispatcher) since the last successful
+    /// update, less the failed callback attempts (those count in `attempts`).
+    pub deliveries: u32,
+    /// Deliveries after which a state still not updated turns `failed` (0: no limit).
+    pub max_deliveries: u32,
+    /// Last callback failure (or "max deliveries reached"), for operators.
     pub last_error: Option<String>,
-    /// Callback attempts exhausted.
+    /// Callback attempts or deliveries exhausted.
     pub failed: bool,
     /// Paused: its selects still complete, but it is delivered to no one (§3.6).
     pub paused: bool,
@@ -391,6 +396,8 @@ impl State {
             created_at: self.created_at,
             updated_at: self.updated_at,
             attempts: self.attempts,
+            deliveries: self.deliveries,
+            max_deliveries: self.max_deliveries,
             last_error: self.last_error.as_deref(),
             paused: self.paused,
             priority: self.priority,
@@ -438,7 +445,11 @@ pub struct StateView<'a> {
     /// Callback attempts since the last successful update.
     #[serde(skip_serializing_if = "is_zero")]
     pub attempts: u32,
-    /// Last callback failure.
+    /// Leases granted since the last update.
+    pub deliveries: u32,
+    /// Deliveries before the state turns `failed` (0: no limit).
+    pub max_deliveries: u32,
+    /// Last callback failure, or "max deliveries reached".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<&'a str>,
     /// Paused: not delivered until resumed.

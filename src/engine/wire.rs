@@ -52,6 +52,9 @@ pub struct StateBody {
     /// 0–9; `None` if absent.
     #[serde(default)]
     pub priority: Option<i64>,
+    /// Deliveries before the state turns `failed` (0: no limit); `None` if absent.
+    #[serde(default)]
+    pub max_deliveries: Option<i64>,
     /// Server-owned: the id is the path's (the seed wrote `ID`).
     #[serde(default, rename = "id", alias = "ID")]
     _id: Ignored,
@@ -73,6 +76,9 @@ pub struct StateBody {
     /// Server-owned.
     #[serde(default, rename = "attempts")]
     _attempts: Ignored,
+    /// Server-owned.
+    #[serde(default, rename = "deliveries")]
+    _deliveries: Ignored,
     /// Server-owned.
     #[serde(default, rename = "last_error")]
     _last_error: Ignored,
@@ -189,6 +195,20 @@ impl StateBody {
         };
         let p = u8::try_from(p).map_err(|_| Error::Invalid("priority must be 0 to 9".into()))?;
         validate::priority(p).map(|()| Some(p))
+    }
+
+    /// Validated delivery limit; `None` if absent.
+    pub fn max_deliveries(&self) -> Result<Option<u32>, Error> {
+        self.max_deliveries
+            .map(|n| {
+                u32::try_from(n).map_err(|_| {
+                    Error::Invalid(format!(
+                        "max_deliveries must be 0 (no limit) to {}",
+                        u32::MAX
+                    ))
+                })
+            })
+            .transpose()
     }
 
     /// The lease token in the body, if any.

@@ -6,8 +6,12 @@
 //! id and the last membership go into [`Table::Meta`] of the same overlay, and
 //! [`SledStore::commit`] writes it all in one sled transaction. So `kill -9` at any
 //! instant leaves a replica at an entry boundary, never between a command's writes and
-//! the applied index that says it happened (design.md §4). The commit is not flushed: the
-//! log is, and a crash only makes the replica apply the lost tail again.
+//! the applied index that says it happened (design.md §4). The commit is not flushed:
+//! the entries are durable in the Raft log, and a checkpoint every
+//! `--checkpoint-interval` flushes the tables and publishes the durable applied index
+//! ([`Checkpoints`]); after a crash the node replays the log from there (openraft
+//! re-applies from the applied id it reads back up to the committed one), and the log
+//! is never purged past it. A build also checkpoints, and an install ends flushed.
 //!
 //! A storage failure while applying is returned to openraft, which stops the node: a
 //! replica that cannot write its state must stop rather than diverge.
@@ -78,61 +82,6 @@ pub struct StateMachine {
     one_snapshot: Arc<Mutex<()>>,
     effects: broadcast::Sender<Arc<Effects>>,
     progress: watch::Sender<Progress>,
-    /// Whether a snapshot is being received or installed (see [`InstallGate`]).
-    installing: InstallGate,
-}
-
-/// Tells the log store whether a snapshot from the leader is being received or
-/// installed, so it can keep a purge past the applied index from becoming durable
-/// before the install is (`log_store` module docs, "Snapshot installs").
-#[derive(Clone, Debug, Default)]
-pub struct InstallGate(Arc<watch::Sender<Installs>>);
-
-/// What the state machine has said about snapshot transfers so far.
-#[derive(Clone, Copy, Debug, Default)]
-struct Installs {
-    /// Transfers begun (each may be abandoned by its leader).
-    begun: u64,
-    /// The transfer whose install finished last (0: none).
-    finished: u64,
-}
-
-impl InstallGate {
-    /// Whether the latest transfer has not been installed yet.
-    pub fn is_open(&self) -> bool {
-        let installs = *self.0.borrow();
-        installs.begun > installs.finished
-    }
-
-    /// Resolves when the next install finishes (or fails), counting from this call.
-    pub fn next_install(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.0.subscribe();
-        async move {
-            // The gate's sender outlives every install, so a closed channel only means
-            // the node is shutting down: stop waiting.
-            let _ = rx.changed().await;
-        }
-    }
-
-    /// A transfer begins; returns its number.
-    fn begin(&self) -> u64 {
-        let mut begun = 0;
-        self.0.send_modify(|installs| {
-            installs.begun += 1;
-            begun = installs.begun;
-        });
-        begun
-    }
-
-    /// The install of transfer `transfer` is over.
-    fn finish(&self, transfer: u64) {
-        self.0.send_modify(|installs| installs.finished = transfer);
-    }
-
-    /// The latest transfer's number.
-    fn latest(&self) -> u64 {
-        self.0.borrow().begun
-    }
 }
 
 /// The applied log id recorded in `store` (what a restart resumes from).
@@ -173,7 +122,6 @@ impl StateMachine {
             one_snapshot: Arc::default(),
             effects,
             progress,
-            installing: InstallGate::default(),
         })
     }
 
@@ -181,11 +129,6 @@ impl StateMachine {
     /// node to run) and the durable applied index (for the log's purges).
     pub fn checkpoints(&self) -> Checkpoints {
         self.checkpoints.clone()
-    }
-
-    /// The gate this state machine opens while a snapshot is received and installed.
-    pub fn install_gate(&self) -> InstallGate {
-        self.installing.clone()
     }
 
     /// Follows the log clock and the next deadline.
@@ -355,7 +298,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         // openraft receives one snapshot at a time: a new one supersedes any unfinished.
-        self.installing.begin();
         self.remove_received()?;
         let file = tokio::fs::OpenOptions::new()
             .read(true)
@@ -376,12 +318,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let _only_one = one_snapshot.lock().await;
         let lock = self.lock.clone();
         let _install = lock.write().await;
-        // The transfer this install received (a later one may have begun meanwhile).
-        let transfer = self.installing.latest();
-        let installed = self.install(meta, received).await;
-        // Installed or failed, the install is over (a failure stops Raft anyway).
-        self.installing.finish(transfer);
-        installed
+        self.install(meta, received).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -73,6 +73,7 @@ impl World {
             selects,
             callback: None,
             priority: 0,
+            max_deliveries: 0,
         }) {
             Response::State(s) => *s,
             other => panic!("unexpected {other:?}"),
@@ -156,6 +157,7 @@ impl World {
             selects: Some(selects),
             callback: Some(state.callback.clone()),
             priority: None,
+            max_deliveries: None,
         })
         .reply
     }

@@ -350,6 +350,8 @@ async function state(r) {
           : 'none'],
         ['callback', s.callback ? `${s.callback.url} (timeout ${s.callback.timeout_ms} ms)` : 'none (polled)'],
         ['attempts', s.attempts ? String(s.attempts) : undefined],
+        ['deliveries', s.max_deliveries
+          ? `${s.deliveries} of ${s.max_deliveries}` : `${s.deliveries ?? 0} (no limit)`],
         ['last error', s.last_error ? el('span', { class: 'bad' }, s.last_error) : undefined],
       ]),
       stateActions(s)),

@@ -13,7 +13,7 @@
 //! so a flushed write survives a process crash (`kill -9`: the page cache survives
 //! anyway) but not necessarily a power loss or kernel crash. [`SledStore::flush_durable`]
 //! therefore follows `flush` with `fdatasync` on sled's data file, which does both; the
-//! Raft log store calls it before it reports an append as flushed.
+//! state machine calls it after each applied batch.
 //!
 //! # Blobs
 //! sled writes a page larger than a quarter of its segment (2 MiB with our
@@ -76,7 +76,7 @@ const SLED_DATA_FILE: &str = "db";
 /// The directory where sled keeps pages too large for its log segments.
 const SLED_BLOBS_DIR: &str = "blobs";
 
-/// A sled database holding the state machine tables (and, in other trees, the Raft log).
+/// A sled database holding the state machine tables.
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
@@ -230,14 +230,22 @@ impl SledStore {
         sled_err(e, &self.data_path())
     }
 
-    /// The underlying database (the Raft log store keeps its own trees in it).
-    pub fn db(&self) -> &sled::Db {
-        &self.db
+    /// The tree of a table.
+    fn tree(&self, table: Table) -> &sled::Tree {
+        &self.trees[table.index()]
     }
 
-    /// The tree of a table.
-    pub fn tree(&self, table: Table) -> &sled::Tree {
-        &self.trees[table.index()]
+    /// Writes `records` (key, value) into `table` in one batch, sealed; for loading a
+    /// snapshot into tables that [`SledStore::clear`] emptied. Not atomic across
+    /// tables (the caller marks the load so that a crash halfway repeats it).
+    pub fn load(&self, table: Table, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in records {
+            batch.insert(key.as_slice(), seal::seal(key, value));
+        }
+        self.tree(table)
+            .apply_batch(batch)
+            .map_err(|e| self.read_err(e))
     }
 
     /// Commits staged writes to every touched tree in one atomic transaction (after
@@ -519,7 +527,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         // Above a quarter of a segment (SLED_SEGMENT_BYTES).
-        store.db().insert(b"big", vec![7u8; 3 << 20]).unwrap();
+        store.db.insert(b"big", vec![7u8; 3 << 20]).unwrap();
         store.flush_durable().unwrap();
 
         let on_disk: HashMap<String, u64> = std::fs::read_dir(store.blobs_dir())
