@@ -104,6 +104,8 @@ impl Checkpoints {
     /// once more.
     pub async fn run(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut applied = self.applied.subscribe();
+        // Whatever was applied before this task began is checkpointed too.
+        applied.mark_changed();
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
