@@ -56,12 +56,15 @@ fn stop_tracing(mut strace: std::process::Child) {
 }
 
 /// At one connection, every write waits for its own sync of the write-ahead log on the
-/// leader — one `fdatasync` of a segment file per write, no more — and nothing of the
-/// state machine is synced on the way (checkpoints are an hour apart here, so any sync
-/// of `sm/` would be on the write path).
+/// leader — one `fdatasync` of a segment file per write, no more — and the state
+/// machine is not made durable on the way: no `fsync`/`fdatasync` of `sm/`
+/// (checkpoints are an hour apart here, so any would be on the write path). sled 0.34
+/// itself still calls `sync_file_range` on its data file as it writes out a commit's
+/// log buffer (which only starts writeback, without a cache flush); the test prints
+/// how many.
 #[tokio::test]
 async fn each_write_is_in_a_synced_log_segment_before_it_is_acknowledged() {
-    let cluster = Cluster::start(3, &["--checkpoint-interval", "1h"]);
+    let cluster = Cluster::start(3, &["--checkpoint-interval", "60m"]);
     let leader = cluster.leader().await;
     cluster.create("warm-up", json!("x")).await;
     let data = cluster.nodes[&leader].data.clone();
@@ -85,14 +88,22 @@ async fn each_write_is_in_a_synced_log_segment_before_it_is_acknowledged() {
         (WRITES..=WRITES + 1).contains(&wal_syncs),
         "{wal_syncs} syncs of the write-ahead log for {WRITES} writes\n{syncs}"
     );
-    let sm = data.join(slct::storage::SM_DIR);
+    let sm = format!("<{}/", data.join(slct::storage::SM_DIR).display());
     let sm_syncs: Vec<&str> = syncs
         .lines()
-        .filter(|l| l.contains(&format!("<{}/", sm.display())))
+        .filter(|l| l.contains(&sm) && (l.contains("fsync(") || l.contains("fdatasync(")))
         .collect();
     assert!(
         sm_syncs.is_empty(),
         "the state machine was synced on the write path: {sm_syncs:#?}"
+    );
+    let ranges = syncs
+        .lines()
+        .filter(|l| l.contains(&sm) && l.contains("sync_file_range("))
+        .count();
+    eprintln!(
+        "{WRITES} writes at one connection, on the leader: {wal_syncs} fdatasync of the \
+         write-ahead log, 0 fsync/fdatasync of sm/, {ranges} sync_file_range of sm/ by sled"
     );
 }
 
