@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! slct dev &                                   # three nodes on 127.0.0.1:7001-7003
-//! cargo run --example order_worker             # or SLCT_SERVER=http://host:port
+//! cargo run --example order_worker             # or SLCT_SERVER=http://a:7001,http://b:7001
 //! ```
 //!
 //! Three orders start; two are paid, one is not. The worker long-polls the orders'
@@ -23,8 +23,11 @@ const PAYMENT_TIMEOUT_MS: u64 = 3_000;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = std::env::var("SLCT_SERVER").unwrap_or_else(|_| "http://127.0.0.1:7001".into());
-    let mut builder = Client::builder(server);
+    // Every node the client may use, comma-separated: it fails over between them.
+    let servers = std::env::var("SLCT_SERVER").unwrap_or_else(|_| {
+        "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003".into()
+    });
+    let mut builder = Client::builder(servers);
     if let Ok(token) = std::env::var("SLCT_TOKEN") {
         builder = builder.token(token);
     }

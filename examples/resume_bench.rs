@@ -44,9 +44,15 @@ use tokio::sync::Notify;
 /// Resumption benchmark (see the module docs).
 #[derive(Parser, Debug, Clone)]
 struct Args {
-    /// Any node of the cluster.
-    #[arg(long, env = "SLCT_SERVER", default_value = "http://127.0.0.1:7001")]
-    server: String,
+    /// Nodes of the cluster, comma-separated: the first that names a leader is used
+    /// to find the others.
+    #[arg(
+        long,
+        env = "SLCT_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003"
+    )]
+    server: Vec<String>,
     /// Node A, where the long-poll waits (default: the leader).
     #[arg(long)]
     poll_node: Option<String>,
@@ -114,8 +120,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn discover(http: &reqwest::Client, server: &str) -> Cluster {
-        for _ in 0..300 {
+    async fn discover(http: &reqwest::Client, servers: &[String]) -> Cluster {
+        for round in 0..300 {
+            let server = servers[round % servers.len()].trim_end_matches('/');
             if let Ok(response) = http.get(format!("{server}/cluster")).send().await {
                 if let Ok(info) = response.json::<Value>().await {
                     let leader = info["leader"].to_string();
@@ -135,7 +142,7 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no leader at {server} after 30 s");
+        panic!("no leader at {} after 30 s", servers.join(", "));
     }
 
     fn all(&self) -> impl Iterator<Item = &String> {

@@ -16,13 +16,21 @@
 //! an answer for at most [`MAX_CACHE`]. Names are looked up only when a connection is
 //! opened (pooled connections are reused), so that costs a query per new connection
 //! at most.
+//!
+//! The same resolver serves [`connector`], the hyper connector a follower relays client
+//! requests to the leader with (reqwest would rewrite their paths; see
+//! `api::forward`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hickory_resolver::config::LookupIpStrategy;
 use hickory_resolver::{ResolveError, TokioResolver};
+use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::OnceCell;
 
@@ -50,14 +58,49 @@ pub struct Resolver {
 
 impl Resolve for Resolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let cell = self.resolver.clone();
+        let resolver = self.clone();
         Box::pin(async move {
-            let resolver = cell.get_or_try_init(|| async { system_resolver() }).await?;
-            let lookup = resolver.lookup_ip(name.as_str()).await?;
-            let addrs: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, 0)).collect();
-            let addrs: Addrs = Box::new(addrs.into_iter());
+            let addrs: Addrs = Box::new(resolver.lookup(name.as_str()).await?.into_iter());
             Ok(addrs)
         })
+    }
+}
+
+/// A hyper connector whose host names are resolved as this module describes, giving
+/// up on a connection after `connect_timeout`.
+pub fn connector(connect_timeout: Duration) -> HttpConnector<Resolver> {
+    let mut connector = HttpConnector::new_with_resolver(Resolver::default());
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector
+}
+
+impl Resolver {
+    async fn lookup(&self, name: &str) -> Result<Vec<SocketAddr>, ResolveError> {
+        let resolver = self
+            .resolver
+            .get_or_try_init(|| async { system_resolver() })
+            .await?;
+        let lookup = resolver.lookup_ip(name).await?;
+        Ok(lookup.iter().map(|ip| SocketAddr::new(ip, 0)).collect())
+    }
+}
+
+type Lookup =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, ResolveError>> + Send>>;
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ResolveError;
+    type Future = Lookup;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ResolveError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Lookup {
+        let resolver = self.clone();
+        Box::pin(async move { Ok(resolver.lookup(name.as_str()).await?.into_iter()) })
     }
 }
 

@@ -3,7 +3,8 @@
 //! numbers as sent, a poll that finds nothing writes nothing, large concurrent writes
 //! all commit, an update keeps what it omits, a channel bounds its parked receivers.
 //! And issue 15's: metric labels come from a closed set (and the long-poll is its own
-//! route, its wait apart from its service time).
+//! route, its wait apart from its service time); a follower forwards a path exactly as
+//! received, and `.` and `..` are never ids.
 
 mod common;
 
@@ -408,5 +409,49 @@ async fn a_long_poll_is_its_own_route_and_its_wait_is_not_service_time() {
         assert!(waited >= 1.5, "node {node} waited {waited} s");
         assert!(served < 1.0, "node {node}: service time {served} s");
     }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_are_never_ids_and_a_follower_forwards_the_path_as_received() {
+    let c = Cluster::start().await;
+    let json = [("Content-Type", "application/json")];
+    for node in [c.leader(), c.follower()] {
+        for (method, target, body) in [
+            ("PUT", "/state/..", "{}"),
+            ("PUT", "/state/.", "{}"),
+            ("PUT", "/state/%2e%2E", "{}"),
+            ("GET", "/state/..", ""),
+            ("DELETE", "/state/..", ""),
+            ("POST", "/state/../pause", ""),
+            ("PUT", "/chan/..", r#"{"capacity": 1}"#),
+            ("POST", "/chan/./send", "1"),
+            ("POST", "/chan/../recv?wait=0", ""),
+        ] {
+            let answer = c.exact(node, method, target, &json, body.as_bytes()).await;
+            assert_eq!(
+                (answer.status, answer.code()),
+                (StatusCode::BAD_REQUEST, "invalid"),
+                "{method} {target} on node {node}: {:?}",
+                answer.body
+            );
+            let message = answer.body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("`..`"), "{message}");
+        }
+    }
+    // A channel named `..` in a select is refused too: it could never be addressed.
+    let select = r#"{"selects": [{"id": "s", "cases": [{"op": "recv", "chan": ".."}]}]}"#;
+    let answer = c
+        .exact(c.follower(), "PUT", "/state/s", &json, select.as_bytes())
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", answer.body);
+    // A target a URL parser would rewrite (`\` to `/`) reaches the leader unchanged.
+    let created = c
+        .exact(c.follower(), "PUT", "/state/a\\b", &json, b"{}")
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["id"], "a\\b");
+    let read = c.call(c.leader(), Method::GET, "/state/a%5Cb", None).await;
+    assert_eq!(read.status, StatusCode::OK);
     c.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! `slct::client` against a real three-node cluster: every call, the error variants
-//! the API's codes map to, the token, and which 503s are retried.
+//! the API's codes map to, the token, which 503s are retried, and failover between
+//! nodes.
 
 mod common;
 
@@ -271,4 +272,56 @@ async fn reads_are_retried_and_writes_of_unknown_outcome_are_not() {
     assert!(matches!(read, Error::Unavailable { .. }), "{read:?}");
     assert_eq!(answered(&c, leader, "GET", "/state/{id}", 503).await, 3);
     c.stop_node(leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_several_nodes_skips_a_dead_one_and_rides_out_the_loss_of_the_leader() {
+    let c = Cluster::start().await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let leader = c.leader();
+    // The dead node first, then the leader: after the leader stops, the client's
+    // requests meet a refused connection twice before a node that can answer.
+    let mut servers = vec![dead.clone(), c.urls[leader].clone()];
+    servers.extend((0..3).filter(|&i| i != leader).map(|i| c.urls[i].clone()));
+    let client = Client::builder_for(servers).build().unwrap();
+    client
+        .put_state(
+            "ride",
+            &StateBody::new().select(Select::new("g").case(Case::recv("ride/in"))),
+        )
+        .await
+        .unwrap();
+
+    c.stop_node(leader).await;
+    // A write with an idempotency key is retried like a read: on a refused connection
+    // and on any 503, node after node, until a new leader answers.
+    let keyed = client.with_idempotency_key("ride-in-1");
+    assert_eq!(
+        keyed
+            .send("ride/in", &json!(1), SendMode::Detached)
+            .await
+            .unwrap(),
+        Sent::Sent
+    );
+    // Once a node has answered, the client (and its clones) stay with it.
+    assert_eq!(
+        client.get_state("ride").await.unwrap().status,
+        Status::Pending
+    );
+    client.put_state("ride-2", &StateBody::new()).await.unwrap();
+
+    let alone = Client::builder(dead.as_str())
+        .retry(Retry {
+            attempts: 2,
+            max_wait: Duration::from_millis(10),
+        })
+        .build()
+        .unwrap();
+    let refused = alone.get_state("ride").await.unwrap_err();
+    assert!(matches!(refused, Error::Transport(_)), "{refused:?}");
+    assert!(refused.nothing_applied() && !refused.outcome_unknown());
+    c.shutdown().await;
 }

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::engine::validate;
 
 /// Deepest JSON nesting accepted in a request body.
 pub const MAX_DEPTH: usize = 64;
@@ -182,7 +183,8 @@ pub fn depth(bytes: &[u8]) -> usize {
     max
 }
 
-/// Path parameters (percent-decoded by axum); a rejection is 400 `invalid`.
+/// Path parameters (percent-decoded by axum); a rejection is 400 `invalid`, and so is
+/// a parameter that is `.` or `..` (never a name, design.md §3.2), on every route.
 #[derive(Debug)]
 pub struct Path<T>(pub T);
 
@@ -195,6 +197,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("bad path: {}", e.body_text())))?;
+        if let Some((_, dots)) = raw.iter().find(|(_, v)| validate::is_dot_segment(v)) {
+            return Err(ApiError::invalid(format!(
+                "{dots:?} is not a state id or channel name: `.` and `..` are path segments \
+                 that URL parsers remove, so they are never names"
+            )));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))

@@ -81,47 +81,68 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     }
 }
 
-/// Sends the request to `addr` and relays its answer.
+/// The client a follower relays requests with: hyper's, because it sends the request
+/// target exactly as given (reqwest's URL parsing would drop `.` and `..` segments and
+/// turn `\` into `/`, so the leader would answer another route than the client asked).
+pub type RelayClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector<crate::http_client::Resolver>,
+    Body,
+>;
+
+/// A [`RelayClient`] (connections pooled, names resolved as `http_client` does).
+pub fn relay_client() -> RelayClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(crate::http_client::connector(Duration::from_secs(2)))
+}
+
+/// Sends the request to `addr`, its method, path, query and headers as received, and
+/// relays its answer.
 async fn relay(
     state: &AppState,
     addr: &str,
     parts: &axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let url = format!("http://{addr}{path}");
-    let mut headers = strip_hop_by_hop(&parts.headers);
-    headers.insert(FORWARDED, header::HeaderValue::from_static("1"));
-    let sent = state
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    let answer = match sent {
-        Ok(answer) => answer,
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = match format!("http://{addr}{target}").parse::<axum::http::Uri>() {
+        Ok(uri) => uri,
         Err(e) => return leader_unreachable(addr, &e).into_response(),
     };
-    let status = answer.status();
-    let mut headers = strip_hop_by_hop(answer.headers());
+    let mut request = axum::http::Request::new(Body::from(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = strip_hop_by_hop(&parts.headers);
+    request
+        .headers_mut()
+        .insert(FORWARDED, header::HeaderValue::from_static("1"));
+    let exchange = async {
+        let answer = state
+            .relay
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = answer.into_parts();
+        let body = axum::body::to_bytes(Body::new(body), usize::MAX)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((parts, body))
+    };
+    let (answer, body) = match tokio::time::timeout(state.config.forward_timeout, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return leader_unreachable(addr, &e).into_response(),
+        Err(_) => return leader_unreachable(addr, &"no answer in time").into_response(),
+    };
+    let mut headers = strip_hop_by_hop(&answer.headers);
     if let Some(ms) = headers
         .remove(WAITED_HEADER)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
         metrics::add_wait(Duration::from_millis(ms));
     }
-    match answer.bytes().await {
-        Ok(body) => (status, headers, body).into_response(),
-        Err(e) => leader_unreachable(addr, &e).into_response(),
-    }
+    (answer.status, headers, body).into_response()
 }
 
-fn leader_unreachable(addr: &str, e: &reqwest::Error) -> ApiError {
+fn leader_unreachable(addr: &str, e: &dyn std::fmt::Display) -> ApiError {
     ApiError::unavailable(
         "leader_unreachable",
         format!("the leader at {addr} could not be reached: {e}"),

@@ -125,7 +125,7 @@ pub struct AppState {
     /// Prometheus registry and series.
     pub metrics: Arc<metrics::Metrics>,
     /// HTTP client for forwarding to the leader.
-    pub client: reqwest::Client,
+    pub relay: forward::RelayClient,
     /// Dropped with the last clone of the router: stops the callback dispatcher.
     _stop: Arc<watch::Sender<()>>,
 }
@@ -148,11 +148,6 @@ pub fn router(node: Node) -> Router {
 /// dispatcher (which works while this node leads), both of which end when the router
 /// is dropped.
 pub fn router_with(node: Node, config: ApiConfig) -> Router {
-    let client = crate::http_client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(config.forward_timeout)
-        .build()
-        .unwrap_or_default();
     let metrics = Arc::new(metrics::Metrics::new());
     let (stop, stopped) = watch::channel(());
     callbacks::spawn(
@@ -166,7 +161,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
         hub: hub::Hub::start(node.subscribe()),
         metrics,
         config: Arc::new(config),
-        client,
+        relay: forward::relay_client(),
         node,
         _stop: Arc::new(stop),
     };

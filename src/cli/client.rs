@@ -1,5 +1,6 @@
 //! Client commands (design.md §5): `slct state|poll|chan|cluster ...` against a running
-//! node (`--server`, env `SLCT_SERVER`), through [`crate::client`].
+//! cluster (`--server`, env `SLCT_SERVER`: one node or several, comma-separated),
+//! through [`crate::client`].
 //!
 //! Each command is one call. Its answer is printed to stdout as `-o table` or
 //! `-o json` (see [`super::output`]: a table on a terminal, JSON otherwise); an error is
@@ -16,7 +17,8 @@ use crate::client::{Client, ListStates, PollOptions, SendMode, Sent};
 /// Where the server is, and how to authenticate.
 #[derive(Clone, Debug, Args)]
 pub struct ClientArgs {
-    /// Base URL of any node.
+    /// Base URL of any node, or of several separated by commas (a request that cannot
+    /// reach one, or that it cannot serve for want of a leader, goes to the next).
     #[arg(
         long,
         env = "SLCT_SERVER",

@@ -2,8 +2,9 @@
 //! `{"error": {"code", "message"}}` and its status, plus transport failures.
 //!
 //! A 503 is [`Error::Unavailable`] with its code; [`Error::nothing_applied`] says
-//! whether the code guarantees the request changed nothing (so it may be sent again),
-//! which is what the client's retries go by (see [`super`]).
+//! whether the code (or a connection that could not be made) guarantees the request
+//! changed nothing (so it may be sent again, to any node), which is what the client's
+//! retries and failover go by (see [`super`]).
 
 use std::time::Duration;
 
@@ -97,8 +98,8 @@ pub enum Error {
         message: String,
     },
     /// The request could not be sent or its answer not read (connection refused,
-    /// timed out, reset). A write that failed this way may have been applied. Shown
-    /// with its cause (see [`transport_cause`]).
+    /// timed out, reset). A write that failed after connecting may have been applied.
+    /// Shown with its cause (see [`transport_cause`]).
     #[error("{}", transport_cause(.0))]
     Transport(#[from] reqwest::Error),
     /// A 2xx answer whose body is not what the API documents.
@@ -168,19 +169,23 @@ impl Error {
         }
     }
 
-    /// Whether this is a 503 whose code guarantees the request changed nothing
-    /// ([`NOTHING_APPLIED`]), so sending it again is safe whatever it was.
+    /// Whether the request certainly changed nothing, so sending it again is safe
+    /// whatever it was: a 503 whose code says so ([`NOTHING_APPLIED`]), or a
+    /// connection that could not be made (the request reached no node).
     pub fn nothing_applied(&self) -> bool {
-        matches!(self, Error::Unavailable { code, .. } if NOTHING_APPLIED.contains(&code.as_str()))
+        match self {
+            Error::Unavailable { code, .. } => NOTHING_APPLIED.contains(&code.as_str()),
+            Error::Transport(e) => e.is_connect(),
+            _ => false,
+        }
     }
 
     /// Whether a write that failed this way may nevertheless have been applied: 503
     /// `outcome_unknown` and any other 503 not in [`NOTHING_APPLIED`], or a transport
-    /// failure. Read the state before repeating a write that is not idempotent.
+    /// failure after the connection was made. Read the state before repeating a write that is not idempotent.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            Error::Unavailable { .. } => !self.nothing_applied(),
-            Error::Transport(_) => true,
+            Error::Unavailable { .. } | Error::Transport(_) => !self.nothing_applied(),
             _ => false,
         }
     }

@@ -3,26 +3,32 @@
 //!
 //! The client speaks only the wire format: its structs live in [`types`], not in the
 //! engine, so it sits beside `cli` in the layering and uses nothing of the server.
-//! Every node serves the whole API and forwards to the leader, so one server URL is
-//! enough.
 //!
-//! # Errors and retries
-//! An error answer `{"error": {"code", "message"}}` becomes an [`Error`] variant for
-//! its code. A 503 is retried, waiting the server's `Retry-After` (capped by
-//! [`Retry::max_wait`]), at most [`Retry::attempts`] tries in all, when sending the
-//! request again cannot do what the first did not:
-//! - for any request, when the code says nothing was applied (`no_leader`,
-//!   `not_leader`, `no_quorum`, `not_ready`, `clock_jump`: [`error::NOTHING_APPLIED`]);
+//! # Nodes, failover and retries
+//! Every node serves the whole API and forwards to the leader, so any node will do;
+//! the client is given several (`Client::builder("http://a:7001,http://b:7001")`) so
+//! that it survives the loss of one. It sends each request to the node that answered
+//! last, and sends it again — to the next node — when that cannot do what the first
+//! try did not:
+//! - for any request, when it could not connect (it reached no node) or the 503's code
+//!   says nothing was applied (`no_leader`, `not_leader`, `no_quorum`, `not_ready`,
+//!   `clock_jump`: [`error::NOTHING_APPLIED`]);
 //! - for reads (GETs, polls included: a state a lost poll leased is redelivered when
 //!   its lease lapses) and idempotent writes (pause, resume, lease extension, making a
-//!   channel with the same capacity), for every 503.
+//!   channel with the same capacity), also for every other 503 and when the answer was
+//!   lost after the request was sent.
 //!
 //! Other writes answered 503 `outcome_unknown` (or `shutting_down`,
-//! `leader_unreachable`, ...) may have been applied, so they are *not* retried: a
-//! create would come back `exists`, an update `lease_lost`, a send might be sent twice.
-//! The caller gets [`Error::Unavailable`], for which [`Error::outcome_unknown`] is
-//! true, and decides (read the state, then retry or not). Transport failures are not
-//! retried either.
+//! `leader_unreachable`, ...), or whose answer was lost, may have been applied, so they
+//! are *not* retried: a create would come back `exists`, an update `lease_lost`, a send
+//! might be sent twice. The caller gets the error, for which [`Error::outcome_unknown`]
+//! is true, and decides (read the state, then retry or not) — unless the write carries
+//! an `Idempotency-Key` ([`Client::with_idempotency_key`]): then it is retried like a
+//! read, since the server answers a repeat with the first reply.
+//!
+//! A node that answered 503 is not asked again before its `Retry-After` (capped by
+//! [`Retry::max_wait`]); one that refused the connection, not for a second. Each node
+//! is tried at most [`Retry::attempts`] times per request.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), slct::client::Error> {
@@ -39,6 +45,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -62,17 +69,18 @@ pub use worker::{Worker, WorkerConfig, WorkerStats};
 /// What a client call returns.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How a 503 is retried (see the module docs for which requests are).
+/// How failed requests are retried (see the module docs for which are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retry {
-    /// Tries in all, the first included; 1 retries nothing.
+    /// Tries per node, the first included; 1 with one node retries nothing.
     pub attempts: u32,
     /// The longest wait between tries, whatever `Retry-After` says.
     pub max_wait: Duration,
 }
 
 impl Default for Retry {
-    /// Five tries, at most 2 s apart: rides out a leader election (about a second).
+    /// Five tries per node, at most 2 s apart: rides out a leader election (about a
+    /// second).
     fn default() -> Self {
         Retry {
             attempts: 5,
@@ -131,7 +139,7 @@ pub struct ListStates {
 /// Builds a [`Client`].
 #[derive(Clone)]
 pub struct ClientBuilder {
-    server: String,
+    servers: Vec<String>,
     token: Option<String>,
     retry: Retry,
     timeout: Duration,
@@ -158,43 +166,71 @@ impl ClientBuilder {
         self
     }
 
-    /// The client; fails if the server URL is not http(s).
+    /// The client; fails if there is no server URL or one is not http(s).
     pub fn build(self) -> Result<Client> {
-        let server = self.server.trim_end_matches('/').to_owned();
-        if !(server.starts_with("http://") || server.starts_with("https://")) {
-            return Err(Error::Usage(format!(
-                "server {server:?} must be an http:// or https:// URL"
-            )));
+        let mut servers = Vec::new();
+        for server in &self.servers {
+            let server = server.trim().trim_end_matches('/').to_owned();
+            if !(server.starts_with("http://") || server.starts_with("https://")) {
+                return Err(Error::Usage(format!(
+                    "server {server:?} must be an http:// or https:// URL"
+                )));
+            }
+            servers.push(server);
+        }
+        if servers.is_empty() {
+            return Err(Error::Usage(
+                "a client needs at least one server URL".into(),
+            ));
         }
         let http = crate::http_client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()?;
         Ok(Client {
             http,
-            server,
+            failover: Arc::new(Mutex::new(Failover {
+                current: 0,
+                not_before: vec![None; servers.len()],
+            })),
+            servers: servers.into(),
             token: self.token,
             retry: self.retry,
             timeout: self.timeout,
+            idempotency_key: None,
         })
     }
 }
 
 /// A client of one slct cluster, through any of its nodes. Cheap to clone (clones share
-/// connections).
+/// connections, and which node answers).
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    server: String,
+    servers: Arc<[String]>,
+    failover: Arc<Mutex<Failover>>,
     token: Option<String>,
     retry: Retry,
     timeout: Duration,
+    /// Sent as `Idempotency-Key` with every write (see
+    /// [`Client::with_idempotency_key`]).
+    idempotency_key: Option<Arc<str>>,
+}
+
+/// Which node to ask first, and when each may be asked again.
+#[derive(Debug)]
+struct Failover {
+    /// The node that answered last (or the next after one that failed).
+    current: usize,
+    /// Per node: not before this instant (its `Retry-After`, or a second after a
+    /// refused connection).
+    not_before: Vec<Option<tokio::time::Instant>>,
 }
 
 /// Shows the server and whether a token is set, never the token.
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("server", &self.server)
+            .field("servers", &self.servers)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("retry", &self.retry)
             .finish_non_exhaustive()
@@ -205,7 +241,7 @@ impl fmt::Debug for ClientBuilder {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("server", &self.server)
+            .field("servers", &self.servers)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("retry", &self.retry)
             .finish_non_exhaustive()
@@ -310,24 +346,49 @@ struct ErrorInner {
 }
 
 impl Client {
-    /// A client of the node at `server` (`http://127.0.0.1:7001`) with the defaults.
-    pub fn new(server: impl Into<String>) -> Result<Client> {
-        Client::builder(server).build()
+    /// A client of the nodes at `servers` — one URL (`http://127.0.0.1:7001`) or
+    /// several separated by commas — with the defaults.
+    pub fn new(servers: impl Into<String>) -> Result<Client> {
+        Client::builder(servers).build()
     }
 
-    /// A builder for a client of the node at `server`.
-    pub fn builder(server: impl Into<String>) -> ClientBuilder {
+    /// A builder for a client of the nodes at `servers`: one URL, or several separated
+    /// by commas (as `--server` and `SLCT_SERVER` take them).
+    pub fn builder(servers: impl Into<String>) -> ClientBuilder {
+        let servers: String = servers.into();
+        Client::builder_for(servers.split(',').filter(|s| !s.trim().is_empty()))
+    }
+
+    /// A builder for a client of the nodes at these URLs.
+    pub fn builder_for<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> ClientBuilder {
         ClientBuilder {
-            server: server.into(),
+            servers: servers.into_iter().map(Into::into).collect(),
             token: None,
             retry: Retry::default(),
             timeout: Duration::from_secs(30),
         }
     }
 
-    /// The server URL this client talks to.
+    /// The first node's URL (the one `health` and `ready` ask).
     pub fn server(&self) -> &str {
-        &self.server
+        &self.servers[0]
+    }
+
+    /// Every node's URL, in the order given.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// A clone of this client that sends `Idempotency-Key: key` with every write, and
+    /// so may repeat a write whose outcome is unknown (503 `outcome_unknown`,
+    /// `leader_unreachable`, a lost answer) on the next node: the server answers a
+    /// repeat of the same key and request with the first reply. Use one key per
+    /// logical write (`client.with_idempotency_key(format!("pay-{order}")).send(..)`).
+    pub fn with_idempotency_key(&self, key: impl Into<String>) -> Client {
+        Client {
+            idempotency_key: Some(key.into().into()),
+            ..self.clone()
+        }
     }
 
     // States (design.md §3.1).
@@ -554,15 +615,15 @@ impl Client {
         self.json(call).await
     }
 
-    /// `GET /healthz`: the process is up.
+    /// `GET /healthz` on the first node: the process is up.
     pub async fn health(&self) -> Result<()> {
         let mut call = Call::new(Method::GET, "/healthz".into());
         call.retry = RetryOn::Never;
         self.json::<Value>(call).await.map(drop)
     }
 
-    /// `GET /readyz`: the node is ready (else [`Error::Unavailable`] `not_ready`, not
-    /// retried).
+    /// `GET /readyz` on the first node: it is ready (else [`Error::Unavailable`]
+    /// `not_ready`, not retried).
     pub async fn ready(&self) -> Result<()> {
         let mut call = Call::new(Method::GET, "/readyz".into());
         call.retry = RetryOn::Never;
@@ -583,20 +644,36 @@ impl Client {
         self.send_call(&call).await.map(drop)
     }
 
-    /// Sends the call, retrying 503s as the module docs say.
+    /// Sends the call, failing over and retrying as the module docs say.
     async fn send_call(&self, call: &Call) -> Result<bytes::Bytes> {
-        let mut attempt = 1;
+        if call.retry == RetryOn::Never {
+            return self.once(0, call).await;
+        }
+        let retry = match call.retry {
+            RetryOn::NothingApplied if self.key_for(call).is_some() => RetryOn::Any503,
+            other => other,
+        };
+        let nodes = self.servers.len();
+        let start = self.failover().current;
+        let tries = nodes * usize::try_from(self.retry.attempts.max(1)).unwrap_or(usize::MAX);
+        let mut attempt = 0;
         loop {
-            let error = match self.once(call).await {
-                Ok(body) => return Ok(body),
+            let index = (start + attempt) % nodes;
+            let not_before = self.failover().not_before[index];
+            if let Some(at) = not_before {
+                let now = tokio::time::Instant::now();
+                tokio::time::sleep(at.saturating_duration_since(now).min(self.retry.max_wait))
+                    .await;
+            }
+            let error = match self.once(index, call).await {
+                Ok(body) => {
+                    self.failover().current = index;
+                    return Ok(body);
+                }
                 Err(e) => e,
             };
-            let retryable = match call.retry {
-                RetryOn::NothingApplied => error.nothing_applied(),
-                RetryOn::Any503 => matches!(error, Error::Unavailable { .. }),
-                RetryOn::Never => false,
-            };
-            if !retryable || attempt >= self.retry.attempts {
+            attempt += 1;
+            if attempt >= tries || !may_retry(retry, &error) {
                 return Err(error);
             }
             let wait = match &error {
@@ -606,16 +683,35 @@ impl Client {
                 } => *after,
                 _ => Duration::from_secs(1),
             };
-            tokio::time::sleep(wait.min(self.retry.max_wait)).await;
-            attempt += 1;
+            let mut failover = self.failover();
+            failover.not_before[index] = Some(tokio::time::Instant::now() + wait);
+            if failover.current == index {
+                failover.current = (index + 1) % nodes;
+            }
         }
     }
 
-    /// One try: the body of a 2xx, or the error of anything else.
-    async fn once(&self, call: &Call) -> Result<bytes::Bytes> {
+    /// The idempotency key a call carries: this client's, on writes.
+    fn key_for(&self, call: &Call) -> Option<&str> {
+        self.idempotency_key
+            .as_deref()
+            .filter(|_| call.method != Method::GET)
+    }
+
+    fn failover(&self) -> std::sync::MutexGuard<'_, Failover> {
+        // Nothing panics while holding the lock, so it is never poisoned; if it were,
+        // its data (a node index and instants) is still valid.
+        self.failover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One try against node `index`: the body of a 2xx, or the error of anything else.
+    async fn once(&self, index: usize, call: &Call) -> Result<bytes::Bytes> {
+        let server = &self.servers[index];
         let mut req = self
             .http
-            .request(call.method.clone(), format!("{}{}", self.server, call.path))
+            .request(call.method.clone(), format!("{server}{}", call.path))
             .query(&call.query)
             .timeout(self.timeout + call.wait);
         if let Some(token) = &self.token {
@@ -623,6 +719,9 @@ impl Client {
         }
         if let Some(lease) = call.lease {
             req = req.header("Slct-Lease", lease.to_string());
+        }
+        if let Some(key) = self.key_for(call) {
+            req = req.header("Idempotency-Key", key);
         }
         if let Some(body) = &call.body {
             req = req
@@ -654,9 +753,49 @@ impl Client {
     }
 }
 
+/// Whether a request retried `on` these terms that failed with `error` may be sent
+/// again, to this node or another (the module docs' rules).
+fn may_retry(on: RetryOn, error: &Error) -> bool {
+    match on {
+        RetryOn::NothingApplied => error.nothing_applied(),
+        RetryOn::Any503 => matches!(error, Error::Unavailable { .. } | Error::Transport(_)),
+        RetryOn::Never => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_follow_what_may_have_been_applied() {
+        let answer = |code: &str| Error::from_answer(503, code.into(), "m".into(), None);
+        for code in [
+            "no_leader",
+            "not_leader",
+            "no_quorum",
+            "not_ready",
+            "clock_jump",
+        ] {
+            assert!(may_retry(RetryOn::NothingApplied, &answer(code)), "{code}");
+            assert!(!may_retry(RetryOn::Never, &answer(code)), "{code}");
+        }
+        for code in ["leader_unreachable", "outcome_unknown", "shutting_down"] {
+            assert!(!may_retry(RetryOn::NothingApplied, &answer(code)), "{code}");
+            assert!(may_retry(RetryOn::Any503, &answer(code)), "{code}");
+        }
+        let conflict = Error::from_answer(409, "lease_lost".into(), "m".into(), None);
+        assert!(!may_retry(RetryOn::Any503, &conflict));
+    }
+
+    #[test]
+    fn several_servers_separated_by_commas() {
+        let client = Client::new("http://a:7001/, http://b:7002,").unwrap();
+        assert_eq!(client.servers(), ["http://a:7001", "http://b:7002"]);
+        assert_eq!(client.server(), "http://a:7001");
+        assert!(Client::new(" , ").is_err());
+        assert!(Client::new("http://a:7001,b:7002").is_err());
+    }
 
     #[test]
     fn names_are_percent_encoded() {

@@ -19,7 +19,8 @@ pub const MAX_LEASE_MS: u64 = 86_400_000;
 /// Most parked HTTP sends and receives on one channel.
 pub const MAX_PARKED_PER_CHAN: u64 = 1024;
 
-/// A state id, channel name or select id: 1–256 bytes of UTF-8 without control characters.
+/// A state id, channel name or select id: 1–256 bytes of UTF-8 without control
+/// characters, and neither `.` nor `..`.
 pub fn name(what: &str, value: &str) -> Result<(), Error> {
     if value.is_empty() || value.len() > MAX_NAME {
         return Err(Error::Invalid(format!(
@@ -31,7 +32,19 @@ pub fn name(what: &str, value: &str) -> Result<(), Error> {
             "{what} must not contain control characters"
         )));
     }
+    if is_dot_segment(value) {
+        return Err(Error::Invalid(format!(
+            "{what} {value:?} is not allowed: `.` and `..` are path segments that URL \
+             parsers remove, so such a name could not be addressed; choose another"
+        )));
+    }
     Ok(())
+}
+
+/// `.` and `..`, which are never names (design.md §3.2): in a URL path they are dot
+/// segments, which clients and proxies remove before the request reaches a node.
+pub fn is_dot_segment(value: &str) -> bool {
+    matches!(value, "." | "..")
 }
 
 /// The selects of one state: limits, unique ids, and each select's cases.

@@ -43,10 +43,15 @@ class LocalCluster:
         self.addrs = {i: "127.0.0.1:%d" % free_port() for i in (1, 2, 3)}
         self.peers = ",".join("%d=%s" % kv for kv in self.addrs.items())
         self.procs = {}
-        for i in self.addrs:
-            self.spawn(i)
-        for i in self.addrs:
-            eventually("node %d ready" % i, lambda i=i: self.ready(i))
+        try:
+            for i in self.addrs:
+                self.spawn(i)
+            for i in self.addrs:
+                eventually("node %d ready (logs in %s)" % (i, self.dir), lambda i=i: self.ready(i))
+        except BaseException:
+            for i in list(self.procs):
+                self.kill(i)
+            raise
 
     @property
     def urls(self):
