@@ -352,17 +352,19 @@ async fn delete_states_deletes_by_prefix_and_status_and_needs_the_admin_token() 
     let done = call(Method::DELETE, "/states?status=done".into(), "admin", None).await;
     assert_eq!(done.body, json!({"deleted": 2, "more": false}));
 
-    let metrics = c
-        .http
-        .get(format!("{}/metrics", c.urls[f]))
-        .bearer_auth("api")
-        .send()
-        .await
-        .unwrap();
-    let text = metrics.text().await.unwrap();
-    assert!(
-        text.contains("slct_states_deleted{kind=\"request\"} 7"),
-        "{text}"
-    );
+    // The follower's figure follows once it has applied the deletes.
+    eventually(
+        Duration::from_secs(10),
+        "the deletes in the metrics",
+        || async {
+            let metrics = c
+                .http
+                .get(format!("{}/metrics", c.urls[f]))
+                .bearer_auth("api");
+            let text = metrics.send().await.unwrap().text().await.unwrap();
+            text.contains("slct_states_deleted{kind=\"request\"} 7")
+        },
+    )
+    .await;
     c.shutdown().await;
 }
