@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 which=${1:-all}
-cargo build --locked --bin slct
+# The features scripts/test.sh tests with, so the binary it built is reused as it is.
+cargo build --locked --features system-tests --bin slct
 export SLCT_BIN="$PWD/target/debug/slct"
 
 # need_debian PACKAGE...: installs the Debian packages that are not installed.

@@ -296,3 +296,167 @@ fn help_does_not_print_secrets_from_the_environment() {
         }
     }
 }
+
+/// A learner's body for `POST /cluster/learners`, as JSON text.
+fn learner_body() -> String {
+    json!({"id": 4, "addr": dead_addr()}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_request_cannot_change_membership() {
+    let c = Cluster::start().await;
+    for node in [c.follower(), c.leader()] {
+        let body = learner_body();
+        let evil = [
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ];
+        let r = c
+            .exact(node, "POST", "/cluster/learners", &evil, body.as_bytes())
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::FORBIDDEN, "origin_not_allowed")
+        );
+        let null = [("Origin", "null"), ("Content-Type", "application/json")];
+        let r = c
+            .exact(node, "POST", "/cluster/learners", &null, body.as_bytes())
+            .await;
+        assert_eq!(r.code(), "origin_not_allowed");
+        // A form (or fetch with a text body) without an Origin: not JSON.
+        for headers in [&[("Content-Type", "text/plain")][..], &[]] {
+            let r = c
+                .exact(node, "POST", "/cluster/learners", headers, body.as_bytes())
+                .await;
+            assert_eq!(
+                (r.status, r.code()),
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+                "{headers:?}"
+            );
+        }
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let r = c.exact(node, "POST", "/chan/c/close", &form, b"").await;
+        assert_eq!(r.code(), "unsupported_media_type", "an empty form too");
+        let r = c
+            .exact(
+                node,
+                "PUT",
+                "/state/s",
+                &[("Content-Type", "text/plain")],
+                b"{}",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    assert!(c.nodes[c.leader()].cluster_info().learners.is_empty());
+    // The node's own origin (the console's) is answered, through a follower too.
+    let f = c.follower();
+    let own = format!("http://{}", c.addr(f));
+    let same = [
+        ("Origin", own.as_str()),
+        ("Content-Type", "application/json; charset=utf-8"),
+    ];
+    let r = c
+        .exact(
+            f,
+            "POST",
+            "/cluster/learners",
+            &same,
+            learner_body().as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = c.exact(f, "POST", "/chan/c/close", &[], b"").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "no body needs no content type: {r:?}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answers_only_the_hosts_and_origins_it_knows() {
+    let api = ApiConfig {
+        allow_hosts: vec!["slct.example".into()],
+        allow_origins: vec!["https://ops.example".into()],
+        ..ApiConfig::default()
+    };
+    let c = Cluster::start_with(api).await;
+    for node in [c.follower(), c.leader()] {
+        let port = c.addr(node).rsplit(':').next().unwrap().to_owned();
+        for host in [
+            "evil.example",
+            "slct.example.evil.example",
+            "127.0.0.1.evil.example",
+        ] {
+            let host = format!("{host}:{port}");
+            let r = c
+                .exact(node, "GET", "/states", &[("Host", &host)], b"")
+                .await;
+            assert_eq!(
+                (r.status, r.code()),
+                (StatusCode::FORBIDDEN, "host_not_allowed"),
+                "{host}"
+            );
+        }
+        for host in ["localhost", "127.0.0.1", "slct.example", "SLCT.example."] {
+            let host = format!("{host}:{port}");
+            let r = c
+                .exact(node, "GET", "/states", &[("Host", &host)], b"")
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{host}: {:?}", r.body);
+        }
+        let listed = [
+            ("Origin", "https://ops.example"),
+            ("Content-Type", "application/json"),
+        ];
+        let path = format!("/state/from-ops-{node}");
+        let r = c.exact(node, "PUT", &path, &listed, b"{}").await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let other = [("Origin", "https://ops.example.evil")];
+        let r = c.exact(node, "GET", "/states", &other, b"").await;
+        assert_eq!(r.code(), "origin_not_allowed");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_membership_needs_the_admin_token() {
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_slct"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--insecure",
+        ])
+        .args(["--callback-allow", "127.0.0.1"])
+        .arg("--data")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let ready = format!("http://{addr}/readyz");
+    common::eventually(Duration::from_secs(30), "the node is ready", || async {
+        let r = http.get(ready.as_str()).send().await;
+        r.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    let body = learner_body();
+    let json = [("Content-Type", "application/json")];
+    let r = common::exact_request(&addr, "POST", "/cluster/learners", &json, body.as_bytes()).await;
+    node.kill().unwrap();
+    node.wait().unwrap();
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--admin-token"), "{message}");
+}

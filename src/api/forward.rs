@@ -112,6 +112,8 @@ async fn relay(
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = strip_hop_by_hop(&parts.headers);
+    // Checked here (see `browser`); the leader's own origin is another.
+    request.headers_mut().remove(header::ORIGIN);
     request
         .headers_mut()
         .insert(FORWARDED, header::HeaderValue::from_static("1"));

@@ -12,7 +12,8 @@
 //!
 //! # Request path
 //! Every request passes, outermost first: a panic guard (a bug answers 503, never 500)
-//! → metrics (route, status, latency) → bearer
+//! → metrics (route, status, latency) → browser checks ([`browser`]: Host, Origin,
+//! Content-Type) → bearer
 //! auth ([`auth`]: `--token`, `--admin-token`) → forwarding (a follower sends the request to
 //! the leader, unless it is answerable locally) → the handler. Handlers run on the
 //! leader, write through [`Node::write`] and read from the local store after
@@ -25,18 +26,23 @@
 //! | `/healthz`, `/readyz`, the console's files (`/`, `/ui/...`) | open | open | open |
 //! | `/metrics` | open | API token (unless `--metrics-public`) | accepted |
 //! | client API (states, channels, `GET /cluster`) | open | API token | accepted |
-//! | membership (`POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`) and bulk deletes (`DELETE /states`) | open without `--token` | 403 without an admin token | admin token only |
+//! | membership (`POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`) and bulk deletes (`DELETE /states`) | open on loopback, 403 beyond | 403 without an admin token | admin token only |
 //!
 //! Membership is separate because it hands out the whole log: a learner at an address
 //! of the caller's choosing receives every state. The API token presented on a
 //! membership route is 403 `forbidden`, as is every request there when `--token` is set
-//! but no admin token is (a node that requires auth never leaves membership open).
+//! but no admin token is (a node that requires auth never leaves membership open), or
+//! when the node listens beyond loopback without an admin token.
+//!
+//! Before auth, [`browser`] refuses what a web page could make a browser send: a
+//! foreign `Host` or `Origin`, or a state-changing request that is not JSON.
 //! A missing or unknown token is 401 `unauthorized`. Tokens are compared in constant
 //! time. `/metrics` is guarded by default because its series reveal the workload
 //! (request rates by route, numbers of states by status); `--metrics-public` opens it
 //! for a scraper that cannot send a token.
 
 pub mod allow;
+pub mod browser;
 pub mod chans;
 pub mod cluster;
 pub mod console;
@@ -81,6 +87,11 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// `--metrics-public`: `/metrics` needs no token even with `--token`.
     pub metrics_public: bool,
+    /// `--allow-host`: host names the node answers to besides its addresses and peers
+    /// (`*`: any), see [`browser`].
+    pub allow_hosts: Vec<String>,
+    /// `--allow-origin`: origins of pages allowed to call the node, see [`browser`].
+    pub allow_origins: Vec<String>,
     /// Longest time a forwarded request may take (covers the longest long-poll).
     pub forward_timeout: Duration,
     /// Callback delivery.
@@ -105,6 +116,8 @@ impl Default for ApiConfig {
             token: None,
             admin_token: None,
             metrics_public: false,
+            allow_hosts: Vec::new(),
+            allow_origins: Vec::new(),
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
             max_deliveries: DEFAULT_MAX_DELIVERIES,
@@ -124,6 +137,10 @@ pub struct AppState {
     pub hub: Arc<hub::Hub>,
     /// Prometheus registry and series.
     pub metrics: Arc<metrics::Metrics>,
+    /// The hosts and origins this node answers to.
+    pub answers: Arc<browser::Answers>,
+    /// Whether the node listens beyond loopback (membership then needs the admin token).
+    pub exposed: bool,
     /// HTTP client for forwarding to the leader.
     pub relay: forward::RelayClient,
     /// Dropped with the last clone of the router: stops the callback dispatcher.
@@ -157,7 +174,16 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
         metrics.clone(),
         stopped,
     );
+    let answers = browser::Answers::new(
+        &node.config().listen,
+        node.config().peers.values(),
+        &config.allow_hosts,
+        &config.allow_origins,
+    );
+    let exposed = !node.config().listen.ip().is_loopback();
     let state = AppState {
+        answers: Arc::new(answers),
+        exposed,
         hub: hub::Hub::start(node.subscribe()),
         metrics,
         config: Arc::new(config),
@@ -174,6 +200,10 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
             forward::middleware,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            browser::middleware,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::middleware,
@@ -280,7 +310,13 @@ enum Refusal {
 }
 
 /// Decides a request from the configured tokens and the bearer token `given`.
-fn authorize(config: &ApiConfig, guard: Guard, given: Option<&str>) -> Result<(), Refusal> {
+/// `exposed`: the node listens beyond loopback, where open membership is never allowed.
+fn authorize(
+    config: &ApiConfig,
+    exposed: bool,
+    guard: Guard,
+    given: Option<&str>,
+) -> Result<(), Refusal> {
     let is = |token: &Option<String>| matches!((token, given), (Some(t), Some(g)) if bool::from(t.as_bytes().ct_eq(g.as_bytes())));
     let (admin, client) = (is(&config.admin_token), is(&config.token));
     match guard {
@@ -298,6 +334,10 @@ fn authorize(config: &ApiConfig, guard: Guard, given: Option<&str>) -> Result<()
                 "membership changes and bulk deletes are disabled: this node has --token but \
                  no --admin-token",
             )),
+            (None, None) if exposed => Err(Refusal::Forbidden(
+                "membership changes and bulk deletes need --admin-token on a node that listens \
+                 beyond loopback",
+            )),
             (None, None) => Ok(()),
         },
     }
@@ -310,7 +350,12 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match authorize(&state.config, guard(req.method(), req.uri().path()), given) {
+    match authorize(
+        &state.config,
+        state.exposed,
+        guard(req.method(), req.uri().path()),
+        given,
+    ) {
         Ok(()) => next.run(req).await,
         Err(Refusal::Forbidden(why)) => {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response()
@@ -410,53 +455,59 @@ mod tests {
     fn without_tokens_everything_is_open() {
         let open = config(None, None, false);
         for g in [Guard::Probe, Guard::Metrics, Guard::Admin, Guard::Client] {
-            assert_eq!(authorize(&open, g, None), Ok(()));
+            assert_eq!(authorize(&open, false, g, None), Ok(()));
         }
     }
 
     #[test]
     fn the_api_token_opens_the_client_api_and_not_membership() {
         let api = config(Some("api"), None, false);
-        assert_eq!(authorize(&api, Guard::Client, Some("api")), Ok(()));
-        assert_eq!(authorize(&api, Guard::Metrics, Some("api")), Ok(()));
-        assert_eq!(authorize(&api, Guard::Probe, None), Ok(()));
+        assert_eq!(authorize(&api, false, Guard::Client, Some("api")), Ok(()));
+        assert_eq!(authorize(&api, false, Guard::Metrics, Some("api")), Ok(()));
+        assert_eq!(authorize(&api, false, Guard::Probe, None), Ok(()));
         assert_eq!(
-            authorize(&api, Guard::Client, Some("apx")),
+            authorize(&api, false, Guard::Client, Some("apx")),
             Err(Refusal::Unauthenticated)
         );
         assert_eq!(
-            authorize(&api, Guard::Client, Some("ap")),
+            authorize(&api, false, Guard::Client, Some("ap")),
             Err(Refusal::Unauthenticated)
         );
         assert_eq!(
-            authorize(&api, Guard::Metrics, None),
+            authorize(&api, false, Guard::Metrics, None),
             Err(Refusal::Unauthenticated)
         );
         assert!(matches!(
-            authorize(&api, Guard::Admin, Some("api")),
+            authorize(&api, false, Guard::Admin, Some("api")),
             Err(Refusal::Forbidden(_))
         ));
         let public = config(Some("api"), None, true);
-        assert_eq!(authorize(&public, Guard::Metrics, None), Ok(()));
+        assert_eq!(authorize(&public, false, Guard::Metrics, None), Ok(()));
     }
 
     #[test]
     fn the_admin_token_opens_membership_and_the_rest() {
         let both = config(Some("api"), Some("root"), false);
-        assert_eq!(authorize(&both, Guard::Admin, Some("root")), Ok(()));
-        assert_eq!(authorize(&both, Guard::Client, Some("root")), Ok(()));
+        assert_eq!(authorize(&both, false, Guard::Admin, Some("root")), Ok(()));
+        assert_eq!(authorize(&both, false, Guard::Client, Some("root")), Ok(()));
         assert!(matches!(
-            authorize(&both, Guard::Admin, Some("api")),
+            authorize(&both, false, Guard::Admin, Some("api")),
             Err(Refusal::Forbidden(_))
         ));
         assert_eq!(
-            authorize(&both, Guard::Admin, None),
+            authorize(&both, false, Guard::Admin, None),
             Err(Refusal::Unauthenticated)
         );
+        let open = config(None, None, false);
+        assert!(matches!(
+            authorize(&open, true, Guard::Admin, None),
+            Err(Refusal::Forbidden(_))
+        ));
+        assert_eq!(authorize(&open, true, Guard::Client, None), Ok(()));
         let admin_only = config(None, Some("root"), false);
-        assert_eq!(authorize(&admin_only, Guard::Client, None), Ok(()));
+        assert_eq!(authorize(&admin_only, false, Guard::Client, None), Ok(()));
         assert_eq!(
-            authorize(&admin_only, Guard::Admin, Some("guess")),
+            authorize(&admin_only, false, Guard::Admin, Some("guess")),
             Err(Refusal::Unauthenticated)
         );
     }

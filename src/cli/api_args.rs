@@ -19,11 +19,24 @@ pub struct ApiArgs {
     pub token: Option<String>,
     /// Require `Authorization: Bearer <admin token>` on membership changes
     /// (`/cluster/learners`, `/cluster/membership`); it opens the client API too.
+    /// A node that listens beyond loopback refuses membership changes without it.
     #[arg(long, env = "SLCT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Serve `/metrics` without a token even when `--token` is set.
     #[arg(long, env = "SLCT_METRICS_PUBLIC")]
     pub metrics_public: bool,
+    /// Host names this node answers to besides IP addresses, `localhost`, and the hosts
+    /// of `--listen` and `--peers`, comma-separated (`*`: any). A request with another
+    /// `Host` is refused (403 `host_not_allowed`: DNS rebinding). Name here what clients
+    /// use to reach the node, such as a load balancer's or a Service's name.
+    #[arg(long, env = "SLCT_ALLOW_HOST", value_delimiter = ',')]
+    pub allow_host: Vec<String>,
+    /// Origins of web pages that may call this node, comma-separated
+    /// (`https://ops.example.com`). A request with any other `Origin` than the node's
+    /// own is refused (403 `origin_not_allowed`: cross-site requests); the console is
+    /// same-origin and needs none.
+    #[arg(long, env = "SLCT_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origin: Vec<String>,
     /// Largest request body in bytes (larger: 413).
     #[arg(long, env = "SLCT_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -98,6 +111,8 @@ impl ApiArgs {
             token: self.token.clone().filter(|t| !t.is_empty()),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             metrics_public: self.metrics_public,
+            allow_hosts: self.allow_host.clone(),
+            allow_origins: self.allow_origin.clone(),
             callbacks: CallbackConfig {
                 secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 allow: self.callback_allow.clone(),
