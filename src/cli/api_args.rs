@@ -45,8 +45,9 @@ pub struct ApiArgs {
     #[arg(long, env = "SLCT_CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
     /// Hosts and networks callbacks may target, comma-separated: CIDRs (`10.0.0.0/8`),
-    /// IP addresses, host names (`hooks.example.com`) and `*.example.com`. Without it,
-    /// any http(s) URL; with it, a PUT naming another target is refused (422).
+    /// IP addresses, host names (`hooks.example.com`) and `*.example.com`; `*` alone for
+    /// any http(s) URL. A PUT naming another target is refused (422). Required when
+    /// `--listen` is not loopback; without it on loopback, any target.
     #[arg(long, env = "SLCT_CALLBACK_ALLOW", default_value = "")]
     pub callback_allow: CallbackAllow,
     /// Failed callback attempts before a state turns `failed`.
