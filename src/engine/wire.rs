@@ -27,8 +27,9 @@ use super::validate;
 
 /// Default per-attempt timeout of a callback.
 pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 10_000;
-/// Longest per-attempt timeout of a callback.
-pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 300_000;
+/// Longest per-attempt timeout of a callback: a minute, so that one attempt holds a
+/// slot of its target host (and the lease) for no longer.
+pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 60_000;
 
 /// A server-owned field a client may send back: accepted and ignored.
 pub type Ignored = Option<IgnoredAny>;
