@@ -388,6 +388,7 @@ async fn apply_update(
         callback,
         priority: body.priority().map_err(invalid)?,
         max_deliveries: body.max_deliveries().map_err(invalid)?,
+        retain_ms: body.retain_ms().map_err(invalid)?,
         data: body.data,
     };
     match d.node.write(op).await {

@@ -213,3 +213,158 @@ async fn a_poison_state_turns_failed_after_max_deliveries_and_retry_rearms_it() 
     );
     c.shutdown().await;
 }
+
+/// The value of `slct_states_deleted{kind}` on node `i`.
+async fn deleted_metric(c: &Cluster, i: usize, kind: &str) -> u64 {
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.urls[i]))
+        .send()
+        .await
+        .unwrap();
+    let text = text.text().await.unwrap();
+    let series = format!("slct_states_deleted{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_states_are_deleted_after_retain_ms_in_log_time() {
+    let c = Cluster::start().await;
+    let f = c.follower();
+    let short = c
+        .call(
+            f,
+            Method::PUT,
+            "/state/short",
+            Some(json!({"retain_ms": 300})),
+        )
+        .await;
+    assert_eq!(
+        (
+            short.body["status"].as_str(),
+            short.body["retain_ms"].as_u64()
+        ),
+        (Some("done"), Some(300))
+    );
+    let kept = c
+        .call(f, Method::PUT, "/state/kept", Some(json!({"retain_ms": 0})))
+        .await;
+    assert_eq!(kept.body["retain_ms"], 0);
+    let default = c.call(f, Method::PUT, "/state/week", Some(json!({}))).await;
+    assert_eq!(
+        default.body["retain_ms"],
+        7 * 86_400_000u64,
+        "--retain-done by default"
+    );
+    // A waiting state with a retention is not deleted: only a done one is.
+    let waiting = json!({"retain_ms": 1, "selects": [{"id": "g", "cases": [{"op": "recv", "chan": "never"}]}]});
+    c.call(f, Method::PUT, "/state/waiting", Some(waiting))
+        .await;
+
+    eventually(
+        Duration::from_secs(10),
+        "the retention to delete short",
+        || async {
+            c.call(f, Method::GET, "/state/short", None).await.status == StatusCode::NOT_FOUND
+        },
+    )
+    .await;
+    for id in ["kept", "week", "waiting"] {
+        let r = c.call(f, Method::GET, &format!("/state/{id}"), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{id}");
+    }
+    eventually(Duration::from_secs(10), "every replica's count", || async {
+        let mut all = true;
+        for i in 0..3 {
+            all &= deleted_metric(&c, i, "retention").await == 1;
+        }
+        all
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_states_deletes_by_prefix_and_status_and_needs_the_admin_token() {
+    let c = Cluster::start_with(slct::api::ApiConfig {
+        token: Some("api".into()),
+        admin_token: Some("admin".into()),
+        ..slct::api::ApiConfig::default()
+    })
+    .await;
+    let f = c.follower();
+    let call =
+        |method: Method, path: String, token: &'static str, body: Option<serde_json::Value>| {
+            let mut req = c
+                .http
+                .request(method, format!("{}{path}", c.urls[f]))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            async move { common::answer(req.send().await.unwrap()).await }
+        };
+    let blocked = json!({"selects": [{"id": "g", "cases": [{"op": "recv", "chan": "never"}]}]});
+    for i in 0..5 {
+        let r = call(
+            Method::PUT,
+            format!("/state/bulk-{i}"),
+            "api",
+            Some(blocked.clone()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    for id in ["bulk-done", "other-1"] {
+        call(Method::PUT, format!("/state/{id}"), "api", Some(json!({}))).await;
+    }
+
+    let forbidden = call(Method::DELETE, "/states?prefix=bulk-".into(), "api", None).await;
+    assert_eq!(
+        (forbidden.status, forbidden.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let unnamed = call(Method::DELETE, "/states".into(), "admin", None).await;
+    assert_eq!(
+        (unnamed.status, unnamed.code()),
+        (StatusCode::BAD_REQUEST, "invalid")
+    );
+
+    let waiting = call(
+        Method::DELETE,
+        "/states?prefix=bulk-&status=waiting".into(),
+        "admin",
+        None,
+    )
+    .await;
+    assert_eq!(waiting.status, StatusCode::OK, "{:?}", waiting.body);
+    assert_eq!(waiting.body, json!({"deleted": 5, "more": false}));
+    let left = call(Method::GET, "/states".into(), "api", None).await;
+    let ids: Vec<&str> = left.body["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bulk-done", "other-1"]);
+    let done = call(Method::DELETE, "/states?status=done".into(), "admin", None).await;
+    assert_eq!(done.body, json!({"deleted": 2, "more": false}));
+
+    // The follower's figure follows once it has applied the deletes.
+    eventually(
+        Duration::from_secs(10),
+        "the deletes in the metrics",
+        || async {
+            let metrics = c
+                .http
+                .get(format!("{}/metrics", c.urls[f]))
+                .bearer_auth("api");
+            let text = metrics.send().await.unwrap().text().await.unwrap();
+            text.contains("slct_states_deleted{kind=\"request\"} 7")
+        },
+    )
+    .await;
+    c.shutdown().await;
+}

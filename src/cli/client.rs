@@ -150,6 +150,16 @@ pub enum StateCommand {
         #[arg(long)]
         full: bool,
     },
+    /// Delete every state with an id prefix and/or a status (`DELETE /states`; the
+    /// admin token where one is set).
+    Purge {
+        /// Only ids starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only this status (waiting, pending, leased, done, failed), or paused.
+        #[arg(long)]
+        status: Option<String>,
+    },
 }
 
 /// `slct poll`: lease pending states.
@@ -313,6 +323,20 @@ pub async fn state(args: StateArgs) -> Result<(), String> {
                 ..ListStates::default()
             };
             print(format, &client.list_states(&options).await.map_err(failed)?);
+        }
+        StateCommand::Purge { prefix, status } => {
+            let mut deleted = 0;
+            loop {
+                let batch = client.delete_states(&prefix, status.as_deref()).await;
+                let batch = batch.map_err(failed)?;
+                deleted += batch.deleted;
+                if !batch.more {
+                    break;
+                }
+            }
+            let text = format!("deleted {deleted} states");
+            let json = json!({ "deleted": deleted });
+            print(format, &Note { json, text });
         }
     }
     Ok(())

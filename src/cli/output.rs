@@ -225,6 +225,13 @@ impl Show for State {
                     max => format!("{} of {max}", self.deliveries),
                 },
             ),
+            (
+                "RETAIN",
+                match self.retain_ms {
+                    0 => "for ever once done".to_owned(),
+                    ms => format!("{ms} ms once done"),
+                },
+            ),
             ("LAST ERROR", self.last_error.clone().unwrap_or_default()),
             (
                 "DATA",

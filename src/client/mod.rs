@@ -61,8 +61,8 @@ pub mod worker;
 
 pub use error::Error;
 pub use types::{
-    Callback, Case, Chan, ChanPage, ClusterInfo, History, HistoryEvent, Lease, RawJson, Received,
-    Select, SelectResult, SendMode, Sent, State, StateBody, StatePage, Status,
+    Callback, Case, Chan, ChanPage, ClusterInfo, Deleted, History, HistoryEvent, Lease, RawJson,
+    Received, Select, SelectResult, SendMode, Sent, State, StateBody, StatePage, Status,
 };
 pub use worker::{Worker, WorkerConfig, WorkerStats};
 
@@ -431,6 +431,18 @@ impl Client {
     pub async fn delete_state(&self, id: &str) -> Result<()> {
         self.empty(Call::new(Method::DELETE, format!("/state/{}", seg(id))))
             .await
+    }
+
+    /// Deletes states whose id starts with `prefix` and that have `status` (a status or
+    /// `paused`) — at least one of the two — in batches: up to 100,000 a call, with
+    /// `more` set if matching states remain (call again). Needs the admin token where
+    /// the server has one.
+    pub async fn delete_states(&self, prefix: &str, status: Option<&str>) -> Result<Deleted> {
+        let call = Call::new(Method::DELETE, "/states".into())
+            .query("prefix", prefix)
+            .query_opt("status", status)
+            .idempotent();
+        self.json(call).await
     }
 
     /// One page of states.

@@ -1,5 +1,6 @@
 //! Running totals of what the state machine holds — states by status, blocked senders
-//! and receivers, armed timers — kept in [`Table::Meta`] as commands change them.
+//! and receivers, armed timers — and of the states deleted (by request, by retention),
+//! kept in [`Table::Meta`] as commands change them.
 //!
 //! `/metrics` reads them in constant time; counting the tables instead would walk a
 //! million entries per scrape on a node with a million waiting selects. They are part of
@@ -22,6 +23,17 @@ pub enum Counter {
     Receivers,
     /// Armed timers: blocked selects with a timer, and parked HTTP operations.
     Timers,
+    /// States deleted since the log began, for this reason (only ever grows).
+    Deleted(DeleteReason),
+}
+
+/// Why a state was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeleteReason {
+    /// `DELETE /state/{id}` or `DELETE /states`.
+    Request,
+    /// It was `done` for its `retain_ms`.
+    Retention,
 }
 
 impl Counter {
@@ -35,6 +47,8 @@ impl Counter {
             Counter::Senders => b"count/senders",
             Counter::Receivers => b"count/receivers",
             Counter::Timers => b"count/timers",
+            Counter::Deleted(DeleteReason::Request) => b"count/deleted/request",
+            Counter::Deleted(DeleteReason::Retention) => b"count/deleted/retention",
         }
     }
 }
@@ -58,6 +72,10 @@ pub struct Counts {
     pub receivers: u64,
     /// Armed timers.
     pub timers: u64,
+    /// States deleted by `DELETE /state/{id}` and `DELETE /states`, ever.
+    pub deleted_by_request: u64,
+    /// States deleted when their retention ran out, ever.
+    pub deleted_by_retention: u64,
 }
 
 impl Counts {
@@ -82,6 +100,8 @@ pub fn counts<S: Store + ?Sized>(store: &S) -> Result<Counts, StoreError> {
         senders: get(Counter::Senders)?,
         receivers: get(Counter::Receivers)?,
         timers: get(Counter::Timers)?,
+        deleted_by_request: get(Counter::Deleted(DeleteReason::Request))?,
+        deleted_by_retention: get(Counter::Deleted(DeleteReason::Retention))?,
     })
 }
 

@@ -32,8 +32,9 @@
 //!
 //! # On disk
 //! `data_dir` is a [`DataDir`]: locked while the node runs, in one format version.
-//! `sm/` holds one sled database: the Raft log, vote and committed index
-//! ([`crate::raft::log_store`]) and the state machine tables. `snapshots/` holds the
+//! `wal/` holds the Raft log, vote and committed index in the write-ahead log
+//! ([`crate::raft::log_store`] over [`crate::storage::wal`]); `sm/` holds the state
+//! machine's tables in one sled database. `snapshots/` holds the
 //! current snapshot file ([`crate::raft::state_machine`]).
 
 mod batcher;
@@ -240,7 +241,7 @@ impl Node {
         let snapshots = data.snapshots_dir();
         let state_machine = StateMachine::open(store.clone(), &snapshots, effects.clone())
             .map_err(|e| fatal(&e))?;
-        let log = LogStore::open(&store)
+        let log = LogStore::open(&data.wal_dir(), &store)
             .map_err(|e| fatal(&e))?
             .follow_installs(state_machine.install_gate());
         let progress = state_machine.progress();

@@ -352,6 +352,7 @@ async function state(r) {
         ['attempts', s.attempts ? String(s.attempts) : undefined],
         ['deliveries', s.max_deliveries
           ? `${s.deliveries} of ${s.max_deliveries}` : `${s.deliveries ?? 0} (no limit)`],
+        ['kept when done', s.retain_ms ? `${s.retain_ms} ms` : 'for ever'],
         ['last error', s.last_error ? el('span', { class: 'bad' }, s.last_error) : undefined],
       ]),
       stateActions(s)),
