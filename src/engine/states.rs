@@ -318,6 +318,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             Ok(state) => state,
             Err(e) => return Ok(Err(e)),
         };
+        let error = validate::last_error(error);
         state.attempts += 1;
         // The attempt is counted in `attempts`, which has its own budget.
         state.deliveries = state.deliveries.saturating_sub(1);

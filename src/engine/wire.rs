@@ -30,8 +30,9 @@ pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 10_000;
 /// Longest retention of a `done` state: 2^53 - 1 ms, the largest integer every JSON
 /// client reads exactly.
 pub const MAX_RETAIN_MS: u64 = (1 << 53) - 1;
-/// Longest per-attempt timeout of a callback.
-pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 300_000;
+/// Longest per-attempt timeout of a callback: a minute, so that one attempt holds a
+/// slot of its target host (and the lease) for no longer.
+pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 60_000;
 
 /// A server-owned field a client may send back: accepted and ignored.
 pub type Ignored = Option<IgnoredAny>;
