@@ -540,7 +540,7 @@ async fn an_idempotency_key_makes_a_retried_write_apply_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_client_repeats_a_keyed_write_and_gets_the_first_reply() {
     let c = Cluster::start().await;
-    let client = slct::client::Client::builder(&c.urls.join(","))
+    let client = slct::client::Client::builder(c.urls.join(","))
         .build()
         .unwrap();
     let keyed = client.with_idempotency_key("create-x");
