@@ -368,3 +368,72 @@ async fn delete_states_deletes_by_prefix_and_status_and_needs_the_admin_token() 
     .await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_channel_reports_the_detached_sends_it_discards() {
+    let c = Cluster::start().await;
+    let f = c.follower();
+    c.call(f, Method::PUT, "/chan/orders", Some(json!({"capacity": 1})))
+        .await;
+    let a = c
+        .call(f, Method::POST, "/chan/orders/send", Some(json!("a")))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "buffered");
+    let b = c
+        .call(f, Method::POST, "/chan/orders/send", Some(json!("b")))
+        .await;
+    assert_eq!(b.status, StatusCode::ACCEPTED, "parked");
+    let closed = c.call(f, Method::POST, "/chan/orders/close", None).await;
+    assert_eq!(closed.status, StatusCode::OK, "{:?}", closed.body);
+    assert_eq!(closed.body["discarded_count"], 1);
+    let discarded = closed.body["discarded"].as_array().unwrap();
+    assert_eq!(discarded.len(), 1);
+    assert_eq!(discarded[0]["data"], "b");
+    assert!(discarded[0]["sent_at"].as_u64().unwrap() > 0);
+    // The buffered value still drains, then the channel reads closed.
+    let first = c
+        .call(f, Method::POST, "/chan/orders/recv?wait=0", None)
+        .await;
+    assert_eq!(first.body, json!({"data": "a", "ok": true}));
+    let then = c
+        .call(f, Method::POST, "/chan/orders/recv?wait=0", None)
+        .await;
+    assert_eq!(then.body, json!({"data": null, "ok": false}));
+    let info = c.call(f, Method::GET, "/chan/orders", None).await;
+    assert_eq!(info.body["discarded"], 1);
+    eventually(
+        Duration::from_secs(10),
+        "the discard in the metrics",
+        || async {
+            let text = c
+                .http
+                .get(format!("{}/metrics", c.urls[f]))
+                .send()
+                .await
+                .unwrap();
+            text.text()
+                .await
+                .unwrap()
+                .lines()
+                .any(|l| l == "slct_sends_discarded 1")
+        },
+    )
+    .await;
+
+    // Many: the list is bounded, the count is not.
+    for i in 0..150 {
+        let r = c
+            .call(f, Method::POST, "/chan/many/send", Some(json!(i)))
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+    let closed = c.call(f, Method::POST, "/chan/many/close", None).await;
+    assert_eq!(closed.body["discarded_count"], 150);
+    let listed = closed.body["discarded"].as_array().unwrap();
+    assert_eq!(
+        (listed.len(), &listed[0]["data"]),
+        (100, &json!(0)),
+        "the oldest first"
+    );
+    c.shutdown().await;
+}

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 use serde_json::json;
-use slct::engine::chan::Waiter;
+use slct::engine::chan::{Discarded, DiscardedSend, Waiter};
 use slct::engine::history::{self, Event, What};
 use slct::engine::poll::candidates;
 use slct::engine::types::{Callback, Case, Select, State, Status};
@@ -224,7 +224,8 @@ enum MWaiter {
         select: String,
         case: usize,
     },
-    Detached(Data),
+    /// A detached send: its value and when it was sent.
+    Detached(Data, u64),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -234,6 +235,8 @@ struct MChan {
     buf: VecDeque<Data>,
     sendq: VecDeque<MWaiter>,
     recvq: VecDeque<MWaiter>,
+    /// Detached sends its close discarded.
+    discarded: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -720,7 +723,7 @@ impl Model {
             case,
         } = w
         else {
-            let MWaiter::Detached(v) = w else {
+            let MWaiter::Detached(v, _) = w else {
                 unreachable!()
             };
             return v;
@@ -746,18 +749,25 @@ impl Model {
         }
     }
 
-    fn close(&mut self, chan: &str) -> bool {
+    /// Closes `chan`: the detached sends it discards (value, sent at), or `None` if it
+    /// was closed already.
+    fn close(&mut self, chan: &str) -> Option<Vec<(Data, u64)>> {
         if self.chan(chan).closed {
-            return false;
+            return None;
         }
         self.chan(chan).closed = true;
         while let Some(w) = self.chan(chan).recvq.pop_front() {
             self.finish(w, Data::null(), false);
         }
+        let mut discarded = Vec::new();
         while let Some(w) = self.chan(chan).sendq.pop_front() {
+            if let MWaiter::Detached(v, at) = &w {
+                discarded.push((v.clone(), *at));
+            }
             self.finish(w, Data::null(), false);
         }
-        true
+        self.chan(chan).discarded += discarded.len() as u64;
+        Some(discarded)
     }
 
     /// Fires due timers in (deadline, state, select) order, then expires leases. Among
@@ -1012,10 +1022,15 @@ impl Run {
             Step::Close { chan } => {
                 let name = CHANS[*chan];
                 let reply = self.apply(Op::CloseChan { name: name.into() }).reply;
-                if self.model.close(name) {
-                    expect(reply, Response::Done)
-                } else {
-                    expect_err(reply, "closed")
+                match self.model.close(name) {
+                    Some(discarded) => {
+                        let count = discarded.len() as u64;
+                        let values = (discarded.into_iter())
+                            .map(|(data, sent_at)| DiscardedSend { data, sent_at })
+                            .collect();
+                        expect(reply, Response::Closed(Discarded { values, count }))
+                    }
+                    None => expect_err(reply, "closed"),
                 }
             }
             Step::Advance { ms } => self.pass(*ms),
@@ -1148,7 +1163,9 @@ impl Run {
             self.model.send(chan, v);
             expect(reply, Response::Sent)
         } else {
-            self.model.chan(chan).sendq.push_back(MWaiter::Detached(v));
+            let now = self.model.now;
+            let sendq = &mut self.model.chan(chan).sendq;
+            sendq.push_back(MWaiter::Detached(v, now));
             expect(reply, Response::Parked)
         }
     }
@@ -1462,11 +1479,20 @@ fn compare(run: &mut Run) -> Result<(), String> {
     }
     compare_chans(run)?;
     let kept = slct::engine::counts(&run.world.store).unwrap();
-    let got = (kept.deleted_by_request, kept.deleted_by_retention);
-    let want = (run.model.deleted_by_request, run.model.deleted_by_retention);
+    let got = (
+        kept.deleted_by_request,
+        kept.deleted_by_retention,
+        kept.discarded,
+    );
+    let discarded = run.model.chans.values().map(|c| c.discarded).sum();
+    let want = (
+        run.model.deleted_by_request,
+        run.model.deleted_by_retention,
+        discarded,
+    );
     if got != want {
         return Err(format!(
-            "deleted (by request, by retention) {got:?} != model {want:?}"
+            "(deleted by request, by retention, sends discarded) {got:?} != model {want:?}"
         ));
     }
     invariants(run)
@@ -1543,16 +1569,17 @@ fn compare_chans(run: &mut Run) -> Result<(), String> {
     for name in CHANS {
         let m = run.model.chan(name).clone();
         let e = run.world.chan(name).unwrap();
-        let got = (e.len, e.senders, e.receivers, e.closed);
+        let got = (e.len, e.senders, e.receivers, e.closed, e.discarded);
         let want = (
             m.buf.len() as u64,
             m.sendq.len() as u64,
             m.recvq.len() as u64,
             m.closed,
+            m.discarded,
         );
         if got != want {
             return Err(format!(
-                "chan {name}: engine (len, senders, receivers, closed) {got:?} != model {want:?}"
+                "chan {name}: engine (len, senders, receivers, closed, discarded) {got:?} != model {want:?}"
             ));
         }
         let buffered: Vec<Data> = entries(&run.world, Table::Buffers, name)
@@ -1614,6 +1641,7 @@ fn counts_match_the_tables(world: &World) -> Result<(), String> {
     // Deletions are not in the tables: the model counts them.
     tally.deleted_by_request = kept.deleted_by_request;
     tally.deleted_by_retention = kept.deleted_by_retention;
+    tally.discarded = kept.discarded;
     if kept != tally {
         return Err(format!("counters {kept:?} != tables {tally:?}"));
     }

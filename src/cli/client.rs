@@ -389,15 +389,17 @@ pub async fn chan(args: ChanArgs) -> Result<(), String> {
             print(format, &client.recv(&name, wait).await.map_err(failed)?);
         }
         ChanCommand::Close { name } => {
-            client.close_chan(&name).await.map_err(failed)?;
-            let text = format!("closed {name}");
-            print(
-                format,
-                &Note {
-                    json: json!({ "closed": true }),
-                    text,
-                },
-            );
+            let closed = client.close_chan(&name).await.map_err(failed)?;
+            let text = match closed.discarded_count {
+                0 => format!("closed {name}"),
+                n => format!("closed {name}, discarding {n} parked detached sends"),
+            };
+            let json = json!({
+                "closed": true,
+                "discarded": closed.discarded,
+                "discarded_count": closed.discarded_count,
+            });
+            print(format, &Note { json, text });
         }
         ChanCommand::Info { name } => {
             print(format, &client.get_chan(&name).await.map_err(failed)?);

@@ -322,7 +322,15 @@ impl Show for History {
 }
 
 fn chans_table(chans: &[Chan]) -> String {
-    let mut table = Table::new(&["NAME", "CAPACITY", "LEN", "CLOSED", "SENDERS", "RECEIVERS"]);
+    let mut table = Table::new(&[
+        "NAME",
+        "CAPACITY",
+        "LEN",
+        "CLOSED",
+        "SENDERS",
+        "RECEIVERS",
+        "DISCARDED",
+    ]);
     for c in chans {
         table.row(vec![
             c.name.clone(),
@@ -331,6 +339,7 @@ fn chans_table(chans: &[Chan]) -> String {
             c.closed.to_string(),
             c.senders.to_string(),
             c.receivers.to_string(),
+            c.discarded.to_string(),
         ]);
     }
     table.render()

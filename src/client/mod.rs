@@ -61,8 +61,9 @@ pub mod worker;
 
 pub use error::Error;
 pub use types::{
-    Callback, Case, Chan, ChanPage, ClusterInfo, Deleted, History, HistoryEvent, Lease, RawJson,
-    Received, Select, SelectResult, SendMode, Sent, State, StateBody, StatePage, Status,
+    Callback, Case, Chan, ChanPage, Closed, ClusterInfo, Deleted, Discarded, History, HistoryEvent,
+    Lease, RawJson, Received, Select, SelectResult, SendMode, Sent, State, StateBody, StatePage,
+    Status,
 };
 pub use worker::{Worker, WorkerConfig, WorkerStats};
 
@@ -564,10 +565,12 @@ impl Client {
         self.json(call).await
     }
 
-    /// Closes a channel; [`Error::Closed`] if it is closed already.
-    pub async fn close_chan(&self, name: &str) -> Result<()> {
+    /// Closes a channel; [`Error::Closed`] if it is closed already. Returns the parked
+    /// detached sends the close discarded (their senders are gone, so the closer is
+    /// told): the first 100 and how many in all.
+    pub async fn close_chan(&self, name: &str) -> Result<Closed> {
         let call = Call::new(Method::POST, format!("/chan/{}/close", seg(name)));
-        self.json::<Value>(call).await.map(drop)
+        self.json(call).await
     }
 
     /// One page of stored channels.

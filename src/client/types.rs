@@ -537,6 +537,30 @@ pub struct Chan {
     pub senders: u64,
     /// Blocked receivers.
     pub receivers: u64,
+    /// Detached sends its close discarded.
+    #[serde(default)]
+    pub discarded: u64,
+}
+
+/// What `POST /chan/{name}/close` discarded: parked detached sends, whose senders are
+/// gone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Closed {
+    /// The first 100 discarded values, oldest first.
+    #[serde(default)]
+    pub discarded: Vec<Discarded>,
+    /// How many were discarded in all.
+    #[serde(default)]
+    pub discarded_count: u64,
+}
+
+/// One discarded detached send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Discarded {
+    /// The value.
+    pub data: Value,
+    /// When it was sent (Unix ms, log time).
+    pub sent_at: u64,
 }
 
 /// How `POST /chan/{name}/send` waits.

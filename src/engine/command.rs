@@ -250,6 +250,8 @@ pub enum Response {
     },
     /// The operation waits in the channel's queue; its outcome comes in [`Effects::ops`].
     Parked,
+    /// The channel is closed; this is what the close discarded.
+    Closed(super::chan::Discarded),
     /// A batch of a bulk delete.
     Deleted {
         /// States deleted.

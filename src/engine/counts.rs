@@ -25,6 +25,8 @@ pub enum Counter {
     Timers,
     /// States deleted since the log began, for this reason (only ever grows).
     Deleted(DeleteReason),
+    /// Detached sends discarded by closes since the log began.
+    Discarded,
 }
 
 /// Why a state was deleted.
@@ -49,6 +51,7 @@ impl Counter {
             Counter::Timers => b"count/timers",
             Counter::Deleted(DeleteReason::Request) => b"count/deleted/request",
             Counter::Deleted(DeleteReason::Retention) => b"count/deleted/retention",
+            Counter::Discarded => b"count/discarded",
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct Counts {
     pub deleted_by_request: u64,
     /// States deleted when their retention ran out, ever.
     pub deleted_by_retention: u64,
+    /// Detached sends discarded by closes, ever.
+    pub discarded: u64,
 }
 
 impl Counts {
@@ -102,6 +107,7 @@ pub fn counts<S: Store + ?Sized>(store: &S) -> Result<Counts, StoreError> {
         timers: get(Counter::Timers)?,
         deleted_by_request: get(Counter::Deleted(DeleteReason::Request))?,
         deleted_by_retention: get(Counter::Deleted(DeleteReason::Retention))?,
+        discarded: get(Counter::Discarded)?,
     })
 }
 

@@ -209,10 +209,9 @@ fn close_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str) -> OpResu
     if let Err(e) = validate::name("channel name", name) {
         return Ok(Err(e));
     }
-    Ok(if ctx.close(name)? {
-        Ok(Response::Done)
-    } else {
-        Err(Error::Closed(name.to_owned()))
+    Ok(match ctx.close(name)? {
+        Some(discarded) => Ok(Response::Closed(discarded)),
+        None => Err(Error::Closed(name.to_owned())),
     })
 }
 
@@ -235,7 +234,8 @@ fn send<S: Store + ?Sized>(
     match mode {
         SendMode::Try => return Ok(Err(Error::WouldBlock)),
         SendMode::Detached => {
-            ctx.enqueue(name, true, &chan::Waiter::Detached { data })?;
+            let sent_at = ctx.now;
+            ctx.enqueue(name, true, &chan::Waiter::Detached { data, sent_at })?;
         }
         SendMode::Park(op) => {
             if let Err(e) = park(ctx, name, true, &op, data)? {

@@ -492,6 +492,8 @@ pub struct Chan {
     pub parked: u64,
     /// Next position in this channel's buffer and queues; keeps FIFO order.
     pub next_pos: u64,
+    /// Detached sends its close discarded.
+    pub discarded: u64,
 }
 
 impl Chan {
@@ -516,4 +518,6 @@ pub struct ChanView {
     pub senders: u64,
     /// Blocked receivers.
     pub receivers: u64,
+    /// Detached sends that its close discarded (their senders were gone).
+    pub discarded: u64,
 }
