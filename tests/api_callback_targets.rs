@@ -410,7 +410,10 @@ async fn a_slow_target_does_not_delay_callbacks_to_others() {
             .await
             .body;
         assert_eq!(
-            (state["attempts"].as_u64().unwrap_or(0), &state["last_error"]),
+            (
+                state["attempts"].as_u64().unwrap_or(0),
+                &state["last_error"]
+            ),
             (0, &Value::Null),
             "tarpit-{i} had an attempt end before the healthy callback landed"
         );
