@@ -55,6 +55,8 @@ pub struct Cluster {
     _dir: TempDir,
     peers: String,
     extra: Vec<String>,
+    /// `ulimit -n` for every node (soft and hard), if set.
+    open_files: Option<u64>,
     pub nodes: BTreeMap<u64, Proc>,
     pub http: reqwest::Client,
 }
@@ -62,6 +64,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts nodes `1..=n` with `extra` flags.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Self::start_limited(n, extra, None)
+    }
+
+    /// Starts nodes `1..=n` with `extra` flags, each with an open-files limit (soft and
+    /// hard: the node cannot raise it) of `open_files` if given.
+    pub fn start_limited(n: u64, extra: &[&str], open_files: Option<u64>) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let nodes: BTreeMap<u64, Proc> = (1..=n)
             .map(|id| {
@@ -82,6 +90,7 @@ impl Cluster {
             _dir: dir,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            open_files,
             nodes,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -104,7 +113,16 @@ impl Cluster {
             .append(true)
             .open(proc.data.with_extension("log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_slct"))
+        let mut command = match self.open_files {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", r#"ulimit -n "$0" && exec "$@""#, &n.to_string()]);
+                sh.arg(env!("CARGO_BIN_EXE_slct"));
+                sh
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_slct")),
+        };
+        let child = command
             .arg("serve")
             .args(["--id", &id.to_string(), "--listen", &proc.addr])
             .arg("--data")
