@@ -482,7 +482,7 @@ async fn a_node_bounds_its_connections_and_closes_silent_ones() {
     use std::time::Instant;
     use tokio::net::TcpStream;
     let flags = ["--header-read-timeout", "1s", "--idle-timeout", "3s"];
-    let c = cluster_harness::Cluster::start_limited(3, &flags, Some(512));
+    let c = cluster_harness::Cluster::start_limited(3, &flags, 512);
     let leader = c.leader().await;
     let addr = c.nodes[&leader].addr.clone();
     assert!(

@@ -2,11 +2,12 @@
 //! file, and the other two nodes keep taking writes (README "Guarantees").
 //!
 //! Each test runs three real `slct serve` processes, stops one follower with `kill -9`,
-//! damages its sled data file (`<data>/sm/db`) and starts it again. The damage: one
-//! flipped byte in the newest state-machine record, one flipped byte in a Raft log
-//! record, or the file's last pages cut off. sled 0.34 alone would either panic in
-//! recovery or, worse, open the file without the writes after the damage — Raft entries
-//! the node acknowledged among them (see `src/storage/marker.rs`).
+//! damages its data and starts it again. The damage: one flipped byte in the newest
+//! state-machine record of the sled data file (`<data>/sm/db`), one flipped byte in a
+//! Raft log record of the write-ahead log (`<data>/wal/*.wal`), or the sled data file's
+//! last pages cut off. sled 0.34 alone would either panic in recovery or, worse, open
+//! the file without the writes after the damage (see `src/storage/marker.rs`); the
+//! write-ahead log checks every record's CRC-32C (`src/storage/wal/mod.rs`).
 
 mod cluster_harness;
 
@@ -29,9 +30,12 @@ async fn cluster_with_a_stopped_follower() -> (Cluster, u64) {
         cluster.create(&format!("s{i:05}"), data).await;
     }
     let follower = cluster.other_than(leader);
-    cluster
-        .await_state(follower, &format!("s{:05}", STATES - 1))
-        .await;
+    // One more write after them: a follower applies (and flushes) it only after the
+    // flush of the last marked state is done, so killing it then cannot land between
+    // that state's commit and its flush — where sled drops the damaged record and the
+    // node rightly replays it from its log rather than refusing.
+    cluster.create("after-the-marks", json!("x")).await;
+    cluster.await_state(follower, "after-the-marks").await;
     (cluster, follower)
 }
 
@@ -40,6 +44,19 @@ fn data_file(cluster: &Cluster, id: u64) -> PathBuf {
         .data
         .join(slct::storage::SM_DIR)
         .join("db")
+}
+
+/// The write-ahead log segment in `wal` that holds `needle`, if one does.
+fn log_segment_holding(wal: &Path, needle: &[u8]) -> Option<PathBuf> {
+    std::fs::read_dir(wal).ok()?.find_map(|entry| {
+        let path = entry.ok()?.path();
+        let holds = path.extension().is_some_and(|e| e == "wal")
+            && std::fs::read(&path)
+                .ok()?
+                .windows(needle.len())
+                .any(|w| w == needle);
+        holds.then_some(path)
+    })
 }
 
 /// Flips one bit in the last place `needle` occurs in the file.
@@ -61,8 +78,7 @@ fn flip_last(file: &Path, needle: &[u8]) {
 
 /// Restarts `victim` and checks that it exits non-zero naming its data file, and that the
 /// other two nodes still take writes.
-async fn refuses_to_start_and_the_rest_continue(mut cluster: Cluster, victim: u64) {
-    let file = data_file(&cluster, victim);
+async fn refuses_to_start_and_the_rest_continue(mut cluster: Cluster, victim: u64, file: &Path) {
     cluster.spawn(victim);
     let status = cluster.exit_status(victim, Duration::from_secs(30)).await;
     let log = cluster.log(victim);
@@ -99,8 +115,9 @@ async fn a_flipped_byte_in_a_state_machine_record_is_refused() {
     // The newest copy of the last state's data: the state-machine record written when the
     // follower applied the entry, after it appended the entry to its log.
     let needle = format!("STATEMARK-{:05}", STATES - 1);
-    flip_last(&data_file(&cluster, victim), needle.as_bytes());
-    refuses_to_start_and_the_rest_continue(cluster, victim).await;
+    let file = data_file(&cluster, victim);
+    flip_last(&file, needle.as_bytes());
+    refuses_to_start_and_the_rest_continue(cluster, victim, &file).await;
 }
 
 #[tokio::test]
@@ -111,21 +128,23 @@ async fn a_flipped_byte_in_a_log_record_is_refused() {
     let leader = cluster.leader().await;
     let body = json!({ "data": "LOGONLY-payload" });
     assert_eq!(cluster.put_state(leader, "s00000", &body).await, Some(409));
-    let file = data_file(&cluster, victim);
-    eventually(
+    let wal = cluster.nodes[&victim].data.join(slct::storage::WAL_DIR);
+    let file = eventually(
         "the follower logged the refused write",
         Duration::from_secs(30),
         || {
-            let logged = std::fs::read(&file)
-                .map(|b| b.windows(15).any(|w| w == b"LOGONLY-payload"))
-                .unwrap_or(false);
-            async move { logged.then_some(()) }
+            let logged = log_segment_holding(&wal, b"LOGONLY-payload");
+            async move { logged }
         },
     )
     .await;
+    // A record after it, so the damage is not at the very end of the log, where it
+    // would look like a write torn by a crash.
+    cluster.create("after-the-refused-write", json!("x")).await;
+    cluster.await_state(victim, "after-the-refused-write").await;
     cluster.kill(victim);
     flip_last(&file, b"LOGONLY-payload");
-    refuses_to_start_and_the_rest_continue(cluster, victim).await;
+    refuses_to_start_and_the_rest_continue(cluster, victim, &file).await;
 }
 
 #[tokio::test]
@@ -139,5 +158,5 @@ async fn a_data_file_cut_short_is_refused() {
         .open(&file)
         .and_then(|f| f.set_len(len.saturating_sub(16 << 10)))
         .expect("cut the data file");
-    refuses_to_start_and_the_rest_continue(cluster, victim).await;
+    refuses_to_start_and_the_rest_continue(cluster, victim, &file).await;
 }

@@ -1,7 +1,8 @@
 //! Every acknowledged byte reaches the disk, shown on real `slct serve` processes by
-//! tracing their sync calls with strace: a page too large for sled's log segments
-//! lives in a blob file, and the leader syncs that file and its directory before it
-//! acknowledges the write. A single value fits a segment (8 MiB, `store` module docs),
+//! tracing their sync calls with strace: each write is in a synced segment of the
+//! leader's write-ahead log before it is acknowledged; a failed sync stops the node; and
+//! a page too large for sled's log segments lives in a blob file, which the leader
+//! syncs with its directory before it acknowledges the write. A single value fits a segment (8 MiB, `store` module docs),
 //! but a leaf of sled's tree holds up to 16 of them and is rewritten whole now and then:
 //! a dozen 300 KiB values in a row make leaves above the blob threshold.
 
@@ -43,6 +44,35 @@ fn stop_tracing(mut strace: std::process::Child) {
         .expect("kill");
     assert!(status.success());
     strace.wait().expect("strace exits");
+}
+
+/// At one connection, every write waits for its own sync of the write-ahead log on the
+/// leader: as many `fdatasync`s of a segment file as writes, or more.
+#[tokio::test]
+async fn each_write_is_in_a_synced_log_segment_before_it_is_acknowledged() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    cluster.create("warm-up", json!("x")).await;
+    let data = cluster.nodes[&leader].data.clone();
+    let trace = data.with_extension("strace");
+    let strace = trace_syncs(cluster.pid(leader), &trace);
+    const WRITES: usize = 20;
+    for i in 0..WRITES {
+        let body = json!({ "data": i });
+        let status = cluster.put_state(leader, &format!("w{i:02}"), &body).await;
+        assert_eq!(status, Some(201));
+    }
+    stop_tracing(strace);
+    let syncs = std::fs::read_to_string(&trace).expect("strace output");
+    let wal = data.join(slct::storage::WAL_DIR);
+    let wal_syncs = syncs
+        .lines()
+        .filter(|l| l.contains("fdatasync(") && l.contains(&format!("<{}/", wal.display())))
+        .count();
+    assert!(
+        wal_syncs >= WRITES,
+        "{wal_syncs} syncs of the write-ahead log for {WRITES} writes\n{syncs}"
+    );
 }
 
 #[tokio::test]
@@ -94,4 +124,68 @@ async fn large_values_are_in_synced_blobs_before_they_are_acknowledged() {
         syncs.contains(&format!("<{blobs}>)")),
         "the blobs directory was not synced\n{syncs}"
     );
+}
+
+/// An `fdatasync` that fails (EIO, injected into the leader by strace) stops the node
+/// for good: it acknowledges no write from then on, exits non-zero naming the error,
+/// and restarts cleanly from what is on disk. The write-ahead log never retries a
+/// failed sync (`src/storage/wal/sync.rs`): only the first one fails here, so a retry
+/// would "succeed" over pages the kernel may have dropped.
+#[tokio::test]
+async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    cluster.create("before", json!("ok")).await;
+
+    let mut strace = Command::new("strace")
+        .args(["-f", "-e", "trace=fdatasync", "-e"])
+        .arg("inject=fdatasync:error=EIO:when=1")
+        .args(["-p", &cluster.pid(leader).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace is installed (scripts/test.sh installs it)");
+    let stderr = strace.stderr.take().expect("strace's stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines
+        .next()
+        .expect("strace says something")
+        .expect("stderr");
+    assert!(first.contains("attached"), "strace did not attach: {first}");
+    std::thread::sleep(Duration::from_millis(300));
+    // Drain strace's output, or it blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let body = json!({ "data": "after the failed sync" });
+    for i in 0..5 {
+        let status = cluster
+            .put_state(leader, &format!("during-{i}"), &body)
+            .await;
+        assert!(
+            !matches!(status, Some(200..=299)),
+            "write {i} acknowledged after the failed fdatasync: {status:?}"
+        );
+    }
+    let status = cluster.exit_status(leader, Duration::from_secs(30)).await;
+    strace.wait().expect("strace exits with the node");
+    let log = cluster.log(leader);
+    assert!(
+        !status.success(),
+        "node {leader} exited with {status}: {log}"
+    );
+    assert!(
+        log.contains("write-ahead log: fdatasync") && log.contains("Input/output error"),
+        "the node names the failed fdatasync: {log}"
+    );
+    let refusal = log.lines().rev().find(|l| l.starts_with("slct:"));
+    println!("node {leader}: {status}, {}", refusal.unwrap_or_default());
+
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    cluster.create("after", json!("ok")).await;
+    cluster.spawn(leader);
+    let state = cluster.await_state(leader, "after").await;
+    assert_eq!(state["data"], json!("ok"));
+    let state = cluster.await_state(leader, "before").await;
+    assert_eq!(state["data"], json!("ok"));
 }

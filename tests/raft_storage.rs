@@ -1,4 +1,5 @@
-//! openraft's own storage suite against slct's sled log store and state machine.
+//! openraft's own storage suite against slct's log store (the write-ahead log) and
+//! state machine (sled).
 
 use openraft::testing::{StoreBuilder, Suite};
 use slct::raft::log_store::LogStore;
@@ -15,7 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = SledStore::open(&dir.path().join(slct::storage::SM_DIR)).expect("open sled");
-        let log = LogStore::open(&store)?;
+        let log = LogStore::open(&dir.path().join("wal"), &store)?;
         let (effects, _) = broadcast::channel(16);
         let state_machine = StateMachine::open(store, &dir.path().join("snapshots"), effects)?;
         Ok((dir, log, state_machine))
@@ -80,6 +81,7 @@ async fn an_interrupted_install_is_finished_on_restart() {
             callback: None,
             priority: 0,
             max_deliveries: 0,
+            retain_ms: 0,
         },
     };
     let entry = Entry::<TypeConfig> {
@@ -160,6 +162,7 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
             callback: None,
             priority: 0,
             max_deliveries: 0,
+            retain_ms: 0,
         })];
         if i > 1000 {
             batch.push(command(Op::DeleteState {

@@ -1,20 +1,20 @@
-//! The Raft log, vote, committed index and purge point, in sled trees beside the state
-//! machine's.
+//! The Raft log, vote, committed index and purge point: a thin openraft adapter over the
+//! write-ahead log ([`crate::storage::wal`]), which keeps its files in `wal/` of the data
+//! directory, apart from the state machine's sled database.
 //!
-//! Entries live in the `raft_log` tree under their index in big-endian bytes, so sled's
-//! key order is log order and the last entry is the tree's last key. The vote, the
-//! committed log id and the last purged log id live in `raft_state`. Entries are in the
-//! binary [`codec`]; the vote and log ids are small JSON.
+//! Entries are stored in the binary [`codec`]; the vote and log ids as small JSON. The
+//! log checks every record with its CRC-32C, so an entry or vote that comes back damaged
+//! is a storage error naming the segment file and offset, never applied or sent.
 //!
 //! # Durability
 //! openraft may count an entry towards a majority as soon as the flush callback of
-//! [`RaftLogStorage::append`] fires, so the callback fires only after
-//! [`SledStore::flush_durable`] returned: sled's own flush, which on Linux uses
-//! `sync_file_range` and so survives a process crash but not a power loss (sled issue
-//! #1452), followed by `fdatasync` of sled's data file, which does. A vote is flushed the
-//! same way before `save_vote` returns. Truncation and purging are not flushed by
-//! themselves: a crash may bring back truncated (never committed) or purged (already in a
-//! snapshot) entries, which Raft tolerates, and the next append flushes them anyway.
+//! [`RaftLogStorage::append`] fires, so the callback fires from the log's sync thread
+//! once the `fdatasync` covering the entry returned; appends that arrive meanwhile share
+//! the next one. `append` itself returns once the entries are written. A vote is
+//! durable before `save_vote` returns. The committed id, truncations and purges ride on
+//! the next sync: a crash may bring back truncated (never committed) or purged (already
+//! in a snapshot) entries, which Raft tolerates. A failed `fdatasync` stops the log for
+//! good; openraft gets the error and stops, and so does the node.
 //!
 //! # Snapshot installs
 //! A follower that gets a snapshot from the leader is told by openraft 0.9, in one step,
@@ -22,22 +22,17 @@
 //! snapshot's last entry (here). Were that purge point durable before the install, a
 //! `kill -9` in between would leave a node whose state machine stands before the purge
 //! point with the entries between gone: it could never restart. So while the state
-//! machine's [`InstallGate`] is open, a purge past the applied index removes the entries
-//! but keeps the purge point in memory only. The next append waits until the state
-//! machine has applied up to that point; only then does it record the purge point and
+//! machine's [`InstallGate`] is open, a purge past the applied index is held in memory
+//! only (the log reports it, reads skip the entries). The next append waits until the
+//! state machine has applied up to that point; only then does it purge the log and
 //! acknowledge anything. A crash in between restarts from the old purge point, with
 //! `committed` cut back to what the log can replay from the applied index (no entry past
 //! the snapshot was acknowledged, so none is lost), and the leader sends the snapshot
 //! again.
-//!
-//! Every value is [`seal`]ed: an entry or vote that comes back damaged is a storage
-//! error naming the data file, never applied or sent to a follower.
-//!
-//! The flush runs on the blocking pool, so a slow disk stalls Raft's log I/O — as it
-//! must — but not the runtime's other tasks.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -49,43 +44,35 @@ use serde::Serialize;
 use super::state_machine::{applied_log_id, InstallGate};
 use super::{StorageError, TypeConfig};
 use crate::engine::codec;
-use crate::storage::{seal, sm::SledStore};
+use crate::storage::sm::SledStore;
+use crate::storage::wal::{self, Wal, WalError};
 
-/// sled tree of log entries.
-const LOG_TREE: &str = "raft_log";
-/// sled tree of the vote, committed and purged log ids.
-const STATE_TREE: &str = "raft_state";
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_PURGED: &[u8] = b"purged";
-
-/// The log storage of one node. Clones share the trees (the clone is the log reader).
+/// The log storage of one node. Clones share the log (the clone is the log reader).
 #[derive(Clone)]
 pub struct LogStore {
+    wal: Wal,
+    /// The state machine's store, for its applied index (see "Snapshot installs").
     store: SledStore,
-    log: sled::Tree,
-    state: sled::Tree,
     /// The committed index + 1 (0: none), for readiness checks outside openraft.
     committed: Arc<AtomicU64>,
     /// Open while the state machine receives or installs a snapshot.
     installing: InstallGate,
-    /// A purge point past the applied index, made during an install and not yet stored.
+    /// A purge point past the applied index, made during an install and not yet done.
     pending_purge: Arc<Mutex<Option<LogId<u64>>>>,
 }
 
 impl LogStore {
-    /// Opens the log trees in the store's database.
-    pub fn open(store: &SledStore) -> Result<Self, StorageError> {
-        let open = |name| store.db().open_tree(name).map_err(|e| read_err(&e));
+    /// Opens (or creates) the write-ahead log in `dir`, beside the state machine `store`.
+    pub fn open(dir: &Path, store: &SledStore) -> Result<Self, StorageError> {
+        let wal = Wal::open(dir, wal::Options::default()).map_err(|e| read_err(&e))?;
         let log_store = LogStore {
+            wal,
             store: store.clone(),
-            log: open(LOG_TREE)?,
-            state: open(STATE_TREE)?,
             committed: Arc::new(AtomicU64::new(0)),
             installing: InstallGate::default(),
             pending_purge: Arc::default(),
         };
-        let committed: Option<LogId<u64>> = log_store.get_json(KEY_COMMITTED)?;
+        let committed = log_store.stored_committed()?;
         log_store.note_committed(committed);
         Ok(log_store)
     }
@@ -100,8 +87,8 @@ impl LogStore {
         self.pending_purge.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores a purge point held back during an install, once the state machine has
-    /// applied up to it (the install is durable).
+    /// Purges up to a purge point held back during an install, once the state machine
+    /// has applied up to it (the install is durable).
     async fn settle_purge(&self) -> Result<(), StorageError> {
         loop {
             let Some(pending) = *self.pending_purge() else {
@@ -110,7 +97,7 @@ impl LogStore {
             // Subscribe before reading, so an install that ends in between wakes us.
             let next_install = self.installing.next_install();
             if applied_log_id(&self.store)? >= Some(pending) {
-                self.put_json(KEY_PURGED, &pending)?;
+                self.purge_log(pending)?;
                 *self.pending_purge() = None;
                 return Ok(());
             }
@@ -118,17 +105,9 @@ impl LogStore {
         }
     }
 
-    /// The last index that the log holds without a gap after the applied entry.
-    fn replayable_through(&self, applied: u64) -> Result<u64, StorageError> {
-        let mut through = applied;
-        for entry in self.log.range(index_key(applied + 1)..) {
-            let (key, _) = entry.map_err(|e| read_err(&e))?;
-            if parse_index(&key)? != through + 1 {
-                break;
-            }
-            through += 1;
-        }
-        Ok(through)
+    fn purge_log(&self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        let id = json(&log_id).map_err(|e| write_err(&e))?;
+        self.wal.purge(log_id.index, id).map_err(|e| write_err(&e))
     }
 
     /// The highest index this node knows to be committed, if any.
@@ -141,66 +120,42 @@ impl LogStore {
         self.committed.fetch_max(value, Ordering::AcqRel);
     }
 
-    fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.state.get(key).map_err(|e| read_err(&e))? {
-            Some(stored) => {
-                let bytes = self
-                    .store
-                    .unseal(&self.state, key, stored)
-                    .map_err(|e| read_err(&e))?;
-                Ok(Some(
-                    serde_json::from_slice(&bytes).map_err(|e| read_err(&e))?,
-                ))
-            }
+    fn stored_committed(&self) -> Result<Option<LogId<u64>>, StorageError> {
+        match self.wal.log_state().committed {
+            Some(bytes) => from_json::<Option<LogId<u64>>>(&bytes),
             None => Ok(None),
         }
     }
 
-    fn put_json<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| write_err(&e))?;
-        self.state
-            .insert(key, seal::seal(key, &bytes))
-            .map_err(|e| write_err(&e))?;
-        Ok(())
+    /// The purge point: what the log stored, or one held back (module docs).
+    fn purged(&self, state: &wal::LogState) -> Result<Option<LogId<u64>>, StorageError> {
+        let stored = match &state.purged {
+            Some((_, id)) => Some(from_json::<LogId<u64>>(id)?),
+            None => None,
+        };
+        Ok(stored.max(*self.pending_purge()))
     }
 
-    /// The entry stored under `key`, checked and decoded.
-    fn decode_entry(
-        &self,
-        key: &[u8],
-        stored: sled::IVec,
-    ) -> Result<Entry<TypeConfig>, StorageError> {
-        let bytes = self
-            .store
-            .unseal(&self.log, key, stored)
-            .map_err(|e| read_err(&e))?;
-        codec::decode(&bytes).map_err(|e| read_err(&e))
-    }
-
-    fn last_entry_id(&self) -> Result<Option<LogId<u64>>, StorageError> {
-        match self.log.last().map_err(|e| read_err(&e))? {
-            Some((key, stored)) => Ok(Some(self.decode_entry(&key, stored)?.log_id)),
-            None => Ok(None),
+    /// The entries with indexes in `start..end` that the log holds, decoded.
+    fn read(&self, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let start = match *self.pending_purge() {
+            Some(pending) => start.max(pending.index + 1),
+            None => start,
+        };
+        if start >= end {
+            return Ok(Vec::new());
         }
+        let found = self.wal.read(start..end).map_err(|e| read_err(&e))?;
+        found
+            .iter()
+            .map(|(_, bytes)| codec::decode(bytes).map_err(|e| read_err(&e)))
+            .collect()
     }
 
-    /// Removes every entry with an index in `range`.
-    fn remove_range(&self, range: impl RangeBounds<Vec<u8>>) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for entry in self.log.range(range) {
-            let (key, _) = entry.map_err(|e| read_err(&e))?;
-            batch.remove(key);
-        }
-        self.log.apply_batch(batch).map_err(|e| write_err(&e))
-    }
-
-    /// Waits for [`SledStore::flush_durable`] on the blocking pool.
-    async fn flush(&self) -> Result<(), StorageError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush_durable())
-            .await
-            .map_err(|e| write_err(&e))?
-            .map_err(|e| write_err(&e))
+    /// The log id of entry `index`, if the log holds it.
+    fn log_id_at(&self, index: u64) -> Result<Option<LogId<u64>>, StorageError> {
+        let end = index.saturating_add(1);
+        Ok(self.read(index, end)?.pop().map(|entry| entry.log_id))
     }
 }
 
@@ -214,15 +169,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let mut entries = Vec::new();
-        for item in self.log.range(index_key(start)..) {
-            let (key, stored) = item.map_err(|e| read_err(&e))?;
-            if !range.contains(&parse_index(&key)?) {
-                break;
-            }
-            entries.push(self.decode_entry(&key, stored)?);
-        }
-        Ok(entries)
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.read(start, end)
     }
 }
 
@@ -230,12 +182,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let stored: Option<LogId<u64>> = self.get_json(KEY_PURGED)?;
-        let last_purged_log_id = stored.max(*self.pending_purge());
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        let state = self.wal.log_state();
+        let last_purged_log_id = self.purged(&state)?;
+        let last_held = match state.next_index.checked_sub(1) {
+            Some(last) if state.next_index > state.first_index => self.log_id_at(last)?,
+            _ => None,
+        };
         Ok(LogState {
             last_purged_log_id,
-            last_log_id,
+            last_log_id: last_held.max(last_purged_log_id),
         })
     }
 
@@ -244,16 +199,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        self.put_json(KEY_VOTE, vote)?;
-        self.flush().await
+        let bytes = json(vote).map_err(|e| vote_err(&e))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.wal
+            .save_vote(bytes, move |result| {
+                let _ = tx.send(result);
+            })
+            .map_err(|e| vote_err(&e))?;
+        rx.await
+            .unwrap_or(Err(WalError::Closed))
+            .map_err(|e| vote_err(&e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.get_json(KEY_VOTE)
+        match self.wal.log_state().vote {
+            Some(bytes) => Ok(Some(from_json(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        self.put_json(KEY_COMMITTED, &committed)?;
+        let bytes = json(&committed).map_err(|e| write_err(&e))?;
+        self.wal.save_committed(bytes).map_err(|e| write_err(&e))?;
         self.note_committed(committed);
         Ok(())
     }
@@ -261,9 +228,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// The stored committed log id, cut back to what can be replayed: after a crash
     /// during a snapshot install it may lie past a gap (module docs).
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
-        let committed = self
-            .get_json::<Option<LogId<u64>>>(KEY_COMMITTED)?
-            .flatten();
+        let committed = self.stored_committed()?;
         let Some(committed_id) = committed else {
             return Ok(None);
         };
@@ -272,7 +237,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if committed_id.index <= from {
             return Ok(committed);
         }
-        let through = self.replayable_through(from)?;
+        let state = self.wal.log_state();
+        let through = if state.first_index <= from + 1 {
+            state.next_index.saturating_sub(1).max(from)
+        } else {
+            from
+        };
         if through >= committed_id.index {
             return Ok(committed);
         }
@@ -285,11 +255,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if through == from {
             return Ok(applied);
         }
-        let stored = self.log.get(index_key(through)).map_err(|e| read_err(&e))?;
-        match stored {
-            Some(stored) => Ok(Some(self.decode_entry(&index_key(through), stored)?.log_id)),
-            None => Ok(applied),
-        }
+        Ok(self.log_id_at(through)?.or(applied))
     }
 
     async fn append<I>(
@@ -302,44 +268,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         self.settle_purge().await?;
-        let mut batch = sled::Batch::default();
-        for entry in entries {
+        let first = self.wal.log_state().first_index;
+        let mut encoded = Vec::new();
+        // Entries below the purge point are already in the state machine (openraft's
+        // storage suite appends such).
+        for entry in entries.into_iter().filter(|e| e.log_id.index >= first) {
             let bytes = codec::encode(&entry).map_err(|e| write_err(&e))?;
-            let key = index_key(entry.log_id.index);
-            let stored = seal::seal(&key, &bytes);
-            batch.insert(key, stored);
+            encoded.push((entry.log_id.index, bytes));
         }
-        self.log.apply_batch(batch).map_err(|e| write_err(&e))?;
-        self.flush().await?;
-        callback.log_io_completed(Ok(()));
-        Ok(())
+        self.wal
+            .append(encoded, move |result| {
+                callback.log_io_completed(result.map_err(std::io::Error::other));
+            })
+            .map_err(|e| write_err(&e))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        self.remove_range(index_key(log_id.index)..)
+        if log_id.index >= self.wal.log_state().next_index {
+            return Ok(());
+        }
+        self.wal.truncate(log_id.index).map_err(|e| write_err(&e))
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         let applied = applied_log_id(&self.store)?;
         if self.installing.is_open() && Some(log_id) > applied {
-            *self.pending_purge() = Some(log_id);
-        } else {
-            self.put_json(KEY_PURGED, &log_id)?;
+            let mut pending = self.pending_purge();
+            *pending = (*pending).max(Some(log_id));
+            return Ok(());
         }
-        self.remove_range(..=index_key(log_id.index))
+        self.purge_log(log_id)
     }
 }
 
-/// The sled key of a log index: big-endian, so key order is index order.
-fn index_key(index: u64) -> Vec<u8> {
-    index.to_be_bytes().to_vec()
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(value)
 }
 
-fn parse_index(key: &[u8]) -> Result<u64, StorageError> {
-    let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| StorageIOError::read_logs(openraft::AnyError::error("bad log key")))?;
-    Ok(u64::from_be_bytes(bytes))
+fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| read_err(&e))
 }
 
 fn read_err(e: &(impl std::error::Error + 'static)) -> StorageError {
@@ -348,4 +315,8 @@ fn read_err(e: &(impl std::error::Error + 'static)) -> StorageError {
 
 fn write_err(e: &(impl std::error::Error + 'static)) -> StorageError {
     StorageIOError::write_logs(e).into()
+}
+
+fn vote_err(e: &(impl std::error::Error + 'static)) -> StorageError {
+    StorageIOError::write_vote(e).into()
 }

@@ -1,4 +1,4 @@
-//! Replication: the engine's commands in an openraft 0.9 log, on sled, over HTTP.
+//! Replication: the engine's commands in an openraft 0.9 log, over HTTP.
 //!
 //! # How a write travels
 //! A client's [`Op`](crate::engine::Op) reaches [`Node::write`](crate::node::Node::write)
@@ -19,10 +19,12 @@
 //!
 //! # Layout
 //! - [`auth`]: the MAC on every `/raft/*` request.
-//! - [`log_store`]: entries, vote, committed index and purge point in sled trees.
+//! - [`log_store`]: entries, vote, committed index and purge point, over the
+//!   write-ahead log ([`crate::storage::wal`]).
 //! - [`state_machine`]: applying batches, building and installing snapshots.
 //! - [`snapshot`]: the snapshot file format, streamed to and from the sled trees.
 //! - [`network`]: the reqwest client for `/raft/*`.
+//! - [`peers`]: which peers answer it, logged once per outage.
 //! - [`server`]: the axum handlers for `/raft/*`.
 
 // openraft's traits return its `StorageError` (over 200 bytes); helpers return it too.
@@ -31,6 +33,7 @@
 pub mod auth;
 pub mod log_store;
 pub mod network;
+pub mod peers;
 pub mod server;
 pub mod snapshot;
 pub mod state_machine;

@@ -6,8 +6,9 @@
 //! id and the last membership go into [`Table::Meta`] of the same overlay, and
 //! [`SledStore::commit`] writes it all in one sled transaction. So `kill -9` at any
 //! instant leaves a replica at an entry boundary, never between a command's writes and
-//! the applied index that says it happened (design.md §4). The commit is not flushed: the
-//! log is, and a crash only makes the replica apply the lost tail again.
+//! the applied index that says it happened (design.md §4). The commit is then flushed
+//! durably ([`SledStore::flush_durable`]) before the replies go back: the Raft log is in
+//! its own write-ahead log now, whose syncs no longer flush sled.
 //!
 //! A storage failure while applying is returned to openraft, which stops the node: a
 //! replica that cannot write its state must stop rather than diverge.
@@ -302,6 +303,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.store
             .commit(tx.into_writes())
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        // The Raft log no longer shares sled's flush, so the batch is made durable here.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush_durable())
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(&e))?
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         for effect in effects {
             // Nobody listening is fine: effects are notifications, not state.

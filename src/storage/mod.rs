@@ -12,10 +12,9 @@
 //!   machine together — is refused with a message that says so and what to do; so is
 //!   one from a newer version.
 //! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`].
+//! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
+//!   commit.
 //! - `snapshots/` — the snapshot served to lagging nodes and the one being installed.
-//!
-//! [`wal`] is the write-ahead log that the Raft log moves into: segment files of
-//! checksummed records with group commit.
 //!
 //! Every value kept in sled is [`seal`]ed with a checksum, so damage is refused, never
 //! served.
@@ -38,6 +37,8 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const FORMAT_FILE: &str = "FORMAT";
 /// The state machine's sled database.
 pub const SM_DIR: &str = "sm";
+/// The Raft log's write-ahead log.
+pub const WAL_DIR: &str = "wal";
 /// Snapshots.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 /// Format 1's sled database (Raft log and state machine in one).
@@ -135,6 +136,11 @@ impl DataDir {
     /// The state machine's sled database.
     pub fn sm_dir(&self) -> PathBuf {
         self.dir.join(SM_DIR)
+    }
+
+    /// The Raft log's write-ahead log.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.dir.join(WAL_DIR)
     }
 
     /// Where snapshots are kept.

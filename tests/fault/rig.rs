@@ -286,6 +286,7 @@ impl Rig {
             .arg("--data")
             .arg(&node.data)
             .args(["--peers", &self.peers, "--cluster-secret", SECRET])
+            .args(["--callback-allow", "*"])
             .args(["--snapshot-threshold", &threshold])
             .env("RUST_LOG", "warn,slct=info")
             .env("LD_PRELOAD", LIBFAKETIME)

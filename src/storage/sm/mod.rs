@@ -13,7 +13,7 @@
 //! so a flushed write survives a process crash (`kill -9`: the page cache survives
 //! anyway) but not necessarily a power loss or kernel crash. [`SledStore::flush_durable`]
 //! therefore follows `flush` with `fdatasync` on sled's data file, which does both; the
-//! Raft log store calls it before it reports an append as flushed.
+//! state machine calls it after each applied batch.
 //!
 //! # Blobs
 //! sled writes a page larger than a quarter of its segment (2 MiB with our
@@ -75,7 +75,7 @@ const SLED_DATA_FILE: &str = "db";
 /// The directory where sled keeps pages too large for its log segments.
 const SLED_BLOBS_DIR: &str = "blobs";
 
-/// A sled database holding the state machine tables (and, in other trees, the Raft log).
+/// A sled database holding the state machine tables.
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,

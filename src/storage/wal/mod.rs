@@ -27,12 +27,13 @@
 //!
 //! # Opening
 //! Every segment is read and every record checked. The end of the last segment may
-//! hold a write that a crash tore: a damaged record there whose bytes include a
-//! sector-sized run of zeros (a sector the disk never wrote, as etcd checks) or that
-//! runs past the end of the file is cut off, and the rest of the segment zeroed. Any
-//! other damaged record, an entry out of sequence, or a segment missing from the
-//! middle refuses to open, naming the file and the offset. A damaged length field of
-//! the last segment's last records cannot be told from a torn write.
+//! hold a write that a crash tore: a damaged record there with no good record after it,
+//! or with a whole zero sector inside it (a sector the disk never wrote while a later
+//! one landed, as etcd checks), is cut off with everything after it, and the rest of the
+//! segment zeroed. Any other damaged record, an entry out of sequence, or a segment
+//! missing from the middle refuses to open, naming the file and the offset. Damage to
+//! the very last record (or to a length field, which hides the record after it) cannot
+//! be told from a torn write, and is cut as one.
 //!
 //! # Failures
 //! An I/O error while writing or syncing stops the log for good (never retried, see
@@ -59,7 +60,7 @@ use record::{Found, Record, SegmentHead};
 use sync::Shared;
 
 /// Size of a segment file (a record larger than a segment gets a segment of its own size).
-pub const DEFAULT_SEGMENT_SIZE: u64 = 32 << 20;
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
 /// The torn-write check looks for an all-zero run this long, aligned in the file.
 const SECTOR: usize = 512;
@@ -177,6 +178,11 @@ impl Index {
     }
 
     fn push(&mut self, index: u64, loc: Loc) -> Result<(), String> {
+        if self.locs.is_empty() && index > self.next() {
+            // An empty log may begin anywhere (openraft's storage suite does).
+            self.base = index;
+            self.first = self.first.max(index);
+        }
         if index != self.next() {
             return Err(format!(
                 "entry {index} where entry {} was expected",
@@ -333,7 +339,8 @@ impl Wal {
         }
     }
 
-    /// Appends entries (each with its index, in sequence after the last one) and calls
+    /// Appends entries (each with its index, in sequence after the last one; an empty log
+    /// may begin anywhere past its end) and calls
     /// `done` once they are durable, on the sync thread. Returns once they are written.
     pub fn append(
         &self,
@@ -342,12 +349,16 @@ impl Wal {
     ) -> Result<(), WalError> {
         let mut state = self.state();
         let mut records = Vec::new();
-        for (next, (index, data)) in (state.index.next()..).zip(entries) {
-            if index != next {
+        let mut next = state.index.next();
+        for (index, data) in entries {
+            // An empty log may begin at any index past its end.
+            let begins = records.is_empty() && state.index.locs.is_empty() && index > next;
+            if index != next && !begins {
                 return Err(WalError::Invalid(format!(
                     "append of entry {index} where entry {next} comes next"
                 )));
             }
+            next = index + 1;
             records.push(Record::Entry { index, data });
         }
         let seq = self.write(&mut state, records)?;
@@ -772,19 +783,18 @@ impl State {
     }
 }
 
-/// Whether a damaged record at the end of the last segment is a write the crash tore:
-/// it runs past the end of the file, or a sector-aligned part of it is all zeros.
+/// Whether a damaged record of the last segment is a write the crash tore: nothing
+/// whole follows it (it runs to the end of the file, or what lies past it is no good
+/// record), or a whole sector inside it is zeros (a sector the disk never wrote while a
+/// later one landed, as etcd checks). A damaged record followed by a good one, with no
+/// zero sector, was written whole and damaged since.
 fn looks_torn(buf: &[u8], extent: Range<usize>) -> bool {
-    if extent.end >= buf.len() {
+    if extent.end >= buf.len() || !matches!(record::read_at(buf, extent.end), Found::Record(..)) {
         return true;
     }
-    let mut at = extent.start;
-    while at < extent.end {
-        let chunk_end = ((at / SECTOR + 1) * SECTOR).min(extent.end);
-        if buf[at..chunk_end].iter().all(|&b| b == 0) {
-            return true;
-        }
-        at = chunk_end;
-    }
-    false
+    let first_sector = extent.start.div_ceil(SECTOR) * SECTOR;
+    (first_sector..extent.end)
+        .step_by(SECTOR)
+        .filter(|at| at + SECTOR <= extent.end)
+        .any(|at| buf[at..at + SECTOR].iter().all(|&b| b == 0))
 }
