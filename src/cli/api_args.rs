@@ -54,7 +54,8 @@ pub struct ApiArgs {
     #[arg(long, env = "SLCT_CALLBACK_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub callback_max_attempts: u32,
-    /// Callback attempts in flight at once.
+    /// Callback attempts in flight at once, across targets (at most 8 per target
+    /// `host:port`; a slow target's other states wait in its own queue).
     #[arg(long, env = "SLCT_CALLBACK_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub callback_concurrency: usize,
     /// After a callback answers 202 or 204, milliseconds the receiver has to PUT the
