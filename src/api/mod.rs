@@ -93,6 +93,8 @@ pub struct ApiConfig {
     pub allow_hosts: Vec<String>,
     /// `--allow-origin`: origins of pages allowed to call the node, see [`browser`].
     pub allow_origins: Vec<String>,
+    /// Connection limits and timeouts of the server ([`crate::server`]).
+    pub connections: crate::server::Limits,
     /// Longest time a forwarded request may take (covers the longest long-poll).
     pub forward_timeout: Duration,
     /// Callback delivery.
@@ -128,6 +130,7 @@ impl Default for ApiConfig {
             metrics_public: false,
             allow_hosts: Vec::new(),
             allow_origins: Vec::new(),
+            connections: crate::server::Limits::default(),
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
             max_deliveries: DEFAULT_MAX_DELIVERIES,
@@ -389,6 +392,16 @@ fn authorize(
 }
 
 /// `--token` and `--admin-token`: `Authorization: Bearer <token>`.
+/// Whether a request carries the admin token (`--admin-token` set and presented):
+/// what it may see beyond the client API, e.g. callback attempt durations.
+pub fn has_admin_token(config: &ApiConfig, headers: &header::HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    matches!((&config.admin_token, given), (Some(t), Some(g)) if bool::from(t.as_bytes().ct_eq(g.as_bytes())))
+}
+
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let given = req
         .headers()
