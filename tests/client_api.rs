@@ -272,7 +272,10 @@ async fn reads_and_writes_of_unknown_outcome_are_retried_writes_with_their_key()
     // A blocking receive takes no key and is not repeated on an unknown outcome.
     let recv = client.recv("nobody", 1).await.unwrap_err();
     assert!(recv.outcome_unknown(), "{recv:?}");
-    assert_eq!(answered(&c, leader, "POST", "/chan/{name}/recv", 503).await, 1);
+    assert_eq!(
+        answered(&c, leader, "POST", "/chan/{name}/recv", 503).await,
+        1
+    );
 
     let read = client.get_state("before").await.unwrap_err();
     assert!(matches!(read, Error::Unavailable { .. }), "{read:?}");
