@@ -28,8 +28,11 @@
 //! `--max-body` bytes (the same limit as a PUT; the rest is never buffered), and
 //! `last_error` says only "no valid HTTP answer" for every transport failure — it does
 //! not tell a refused connection from a timeout or a non-HTTP service, so it cannot be
-//! used to map which ports of the leader's network are open. `--callback-allow`
-//! ([`allow`]) restricts targets to listed hosts and networks.
+//! used to map which ports of the leader's network are open. Every other `last_error`
+//! is a fixed sentence with the answer's HTTP status and nothing of the answer's
+//! content (not even a parser's quote of it), at most 200 bytes: what a client reads
+//! back of a target is its status. `--callback-allow` ([`allow`]) restricts targets to
+//! listed hosts and networks.
 //!
 //! # Why the lease is short, and extended on deferral
 //! If the leader dies with an attempt in flight, nobody records its outcome: the new
@@ -281,11 +284,11 @@ async fn attempt(d: &Dispatcher, id: &str, last: Option<Uuid>) -> Option<Uuid> {
         return None;
     }
     let error = match post(d, &state, token).await {
-        Ok(None) => {
+        Ok((_, None)) => {
             defer(d, id, token).await;
             return Some(token);
         }
-        Ok(Some(update)) => match apply_update(d, id, token, update).await {
+        Ok((status, Some(update))) => match apply_update(d, id, token, status, update).await {
             Ok(()) => {
                 d.metrics.callback("applied");
                 return Some(token);
@@ -298,14 +301,22 @@ async fn attempt(d: &Dispatcher, id: &str, last: Option<Uuid>) -> Option<Uuid> {
     Some(token)
 }
 
-/// POSTs the state; `Ok(Some(body))` is an update to apply, `Ok(None)` a deferral.
-async fn post(d: &Dispatcher, state: &State, token: Uuid) -> Result<Option<StateBody>, String> {
+/// POSTs the state; answers the status and `Some(body)`, an update to apply, or `None`,
+/// a deferral. An error is `last_error`: a fixed sentence, the status at most.
+async fn post(
+    d: &Dispatcher,
+    state: &State,
+    token: Uuid,
+) -> Result<(u16, Option<StateBody>), String> {
     let callback = state
         .callback
         .as_ref()
         .ok_or("the state lost its callback")?;
-    d.config.allow.check(&callback.url)?;
-    let body = serde_json::to_vec(&state.view(true)).map_err(|e| e.to_string())?;
+    if d.config.allow.check(&callback.url).is_err() {
+        return Err("the callback url is not in --callback-allow (narrowed since the PUT)".into());
+    }
+    let body = serde_json::to_vec(&state.view(true))
+        .map_err(|_| "the state could not be encoded".to_owned())?;
     let mut request = d
         .client
         .post(&callback.url)
@@ -329,17 +340,25 @@ async fn post(d: &Dispatcher, state: &State, token: Uuid) -> Result<Option<State
             "callback answered HTTP {code} (redirects are not followed)"
         ));
     }
-    if !status.is_success() {
-        return Err(format!("callback answered HTTP {}", status.as_u16()));
+    let status = status.as_u16();
+    if !(200..300).contains(&status) {
+        return Err(format!("callback answered HTTP {status}"));
     }
-    let bytes = read_limited(&mut response, d.max_answer).await?;
-    if status.as_u16() == 202 || status.as_u16() == 204 || bytes.iter().all(u8::is_ascii_whitespace)
-    {
-        return Ok(None);
+    let bytes = read_limited(&mut response, d.max_answer)
+        .await
+        .map_err(|e| format!("callback answered HTTP {status}; {e}"))?;
+    if status == 202 || status == 204 || bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((status, None));
     }
-    crate::api::extract::parse::<StateBody>(&bytes)
-        .map(Some)
-        .map_err(|e| format!("callback answered an invalid state: {}", e.message))
+    match crate::api::extract::parse::<StateBody>(&bytes) {
+        Ok(update) => Ok((status, Some(update))),
+        Err(e) => {
+            tracing::debug!(id = %state.id, error = %e.message, "callback answered an invalid state");
+            Err(format!(
+                "callback answered HTTP {status} with a body that is not a valid state update"
+            ))
+        }
+    }
 }
 
 /// A failure to get an answer, as `last_error` (see [`NO_VALID_ANSWER`]); the detail
@@ -352,7 +371,7 @@ fn transport(e: reqwest::Error) -> String {
 /// Reads an answer's body, refusing one longer than `max` bytes: by its
 /// `Content-Length` before reading, else as soon as the chunks read pass `max`.
 async fn read_limited(response: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let too_large = || format!("callback answer larger than {max} bytes");
+    let too_large = || format!("the answer is larger than {max} bytes");
     if response.content_length().is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
@@ -366,20 +385,29 @@ async fn read_limited(response: &mut reqwest::Response, max: usize) -> Result<Ve
     Ok(bytes)
 }
 
-/// Applies the callback's answer as the update under its lease.
+/// Applies the callback's answer (HTTP `status`) as the update under its lease. An
+/// error names the engine's error code, never its message (which may quote the answer).
 async fn apply_update(
     d: &Dispatcher,
     id: &str,
     token: Uuid,
+    status: u16,
     body: StateBody,
 ) -> Result<(), String> {
-    let invalid = |e: Error| format!("callback answered an invalid update: {e}");
+    let invalid = |e: Error| {
+        tracing::debug!(id, error = %e, "callback answered an update that was refused");
+        format!(
+            "callback answered HTTP {status} with an update that was refused ({})",
+            e.code()
+        )
+    };
     let callback = body.callback().map_err(invalid)?;
     if let Some(Some(callback)) = &callback {
-        d.config
-            .allow
-            .check(&callback.url)
-            .map_err(|e| format!("callback answered an invalid update: {e}"))?;
+        if d.config.allow.check(&callback.url).is_err() {
+            return Err(format!(
+                "callback answered HTTP {status} with a callback url not in --callback-allow"
+            ));
+        }
     }
     let op = Op::UpdateState {
         id: id.to_owned(),
@@ -388,11 +416,17 @@ async fn apply_update(
         callback,
         priority: body.priority().map_err(invalid)?,
         max_deliveries: body.max_deliveries().map_err(invalid)?,
+        retain_ms: body.retain_ms().map_err(invalid)?,
         data: body.data,
     };
     match d.node.write(op).await {
         Ok(applied) => applied.reply.map(|_| ()).map_err(invalid),
-        Err(e) => Err(format!("the update could not be applied: {e}")),
+        Err(e) => {
+            tracing::info!(id, error = %e, "a callback's update was not committed");
+            Err(format!(
+                "callback answered HTTP {status}; its update could not be committed"
+            ))
+        }
     }
 }
 

@@ -261,3 +261,90 @@ async fn a_callback_outside_the_allow_list_is_refused_at_put() {
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     c.shutdown().await;
 }
+
+/// A target whose answers carry a marker: a 500 with it as the body, a 200 whose
+/// `selects` is the marker (a parser's error would quote it), a 200 whose update the
+/// engine refuses with the marker as duplicate select ids.
+async fn echoing(marker: &'static str) -> String {
+    let app = Router::new()
+        .route(
+            "/status",
+            post(move || async move { (AxStatus::INTERNAL_SERVER_ERROR, marker) }),
+        )
+        .route(
+            "/not-a-state",
+            post(move || async move { json!({"selects": marker}).to_string() }),
+        )
+        .route(
+            "/refused",
+            post(move || async move {
+                let select = json!({"id": &marker[..200], "cases": [{"op": "default"}]});
+                json!({"selects": [select, select]}).to_string()
+            }),
+        );
+    format!("http://{}", serve(app).await)
+}
+
+/// `last_error` and the history's attempt events are a short fixed sentence with the
+/// HTTP status: nothing of the answer, at most 200 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_error_says_the_status_and_nothing_of_the_answer() {
+    let c = cluster("").await;
+    let marker: &'static str = Box::leak("MARKER".repeat(5_000).into_boxed_str());
+    let base = echoing(marker).await;
+    for (id, status) in [("status", 500), ("not-a-state", 200), ("refused", 200)] {
+        let put = c
+            .call(
+                c.follower(),
+                Method::PUT,
+                &format!("/state/{id}"),
+                Some(start_now(&format!("{base}/{id}"))),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{id}: {:?}", put.body);
+        let state = settled(&c, id).await;
+        assert_eq!(state["status"], "failed", "{id}");
+        let error = state["last_error"].as_str().unwrap();
+        assert!(error.len() <= 200, "{id}: {} bytes", error.len());
+        assert!(error.contains(&format!("HTTP {status}")), "{id}: {error}");
+        assert!(!error.contains("MARKER"), "{id}: {error}");
+        let history = c
+            .call(0, Method::GET, &format!("/state/{id}/history"), None)
+            .await;
+        let attempts: Vec<&Value> = history.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "callback_failed")
+            .collect();
+        assert_eq!(attempts.len(), 2, "{id}: {:?}", history.body);
+        for event in attempts {
+            assert_eq!(event["error"], error, "{id}");
+        }
+        assert!(
+            !history.body.to_string().contains("MARKER"),
+            "{id}: the history quotes the answer"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_timeout_above_a_minute_is_refused() {
+    let c = cluster("").await;
+    let body = |timeout_ms: u64| json!({"data": 0, "callback": {"url": "http://127.0.0.1:1/cb", "timeout_ms": timeout_ms}});
+    let refused = c
+        .call(c.follower(), Method::PUT, "/state/slow", Some(body(60_001)))
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::BAD_REQUEST, "invalid"),
+        "{:?}",
+        refused.body
+    );
+    let created = c
+        .call(c.follower(), Method::PUT, "/state/slow", Some(body(60_000)))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    c.shutdown().await;
+}

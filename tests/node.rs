@@ -95,6 +95,7 @@ fn create(id: &str, selects: Vec<Select>) -> Op {
         callback: None,
         priority: 0,
         max_deliveries: 0,
+        retain_ms: 0,
     }
 }
 

@@ -101,13 +101,21 @@ pub async fn info(
         .ok_or_else(|| ApiError::not_found(format!("no channel {name:?}")))
 }
 
-/// `POST /chan/{name}/close` → 200; 409 `closed` if already closed.
+/// `POST /chan/{name}/close` → 200 `{"closed": true, "discarded": [{"data",
+/// "sent_at"}...], "discarded_count"}`: the parked detached sends the close dropped
+/// (the first 100, and how many in all); 409 `closed` if already closed.
 pub async fn close(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<JsonOut<Value>> {
-    state.write(Op::CloseChan { name }).await?;
-    Ok(JsonOut(json!({"closed": true})))
+    match state.write(Op::CloseChan { name }).await? {
+        Reply::Closed(discarded) => Ok(JsonOut(json!({
+            "closed": true,
+            "discarded": discarded.values,
+            "discarded_count": discarded.count,
+        }))),
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// `?wait=` of send and receive.

@@ -26,7 +26,7 @@
 //! | `/healthz`, `/readyz`, the console's files (`/`, `/ui/...`) | open | open | open |
 //! | `/metrics` | open | API token (unless `--metrics-public`) | accepted |
 //! | client API (states, channels, `GET /cluster`) | open | API token | accepted |
-//! | membership (`POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`) | open on loopback, 403 beyond | 403 without an admin token | admin token only |
+//! | membership (`POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`) and bulk deletes (`DELETE /states`) | open on loopback, 403 beyond | 403 without an admin token | admin token only |
 //!
 //! Membership is separate because it hands out the whole log: a learner at an address
 //! of the caller's choosing receives every state. The API token presented on a
@@ -58,7 +58,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
@@ -99,7 +99,12 @@ pub struct ApiConfig {
     /// `max_deliveries` of a state created without one (`--max-deliveries`; 0: no
     /// limit).
     pub max_deliveries: u32,
+    /// `retain_ms` of a state created without one (`--retain-done`; 0: kept).
+    pub retain_done_ms: u64,
 }
+
+/// Default of `--retain-done`: a week.
+pub const DEFAULT_RETAIN_DONE_MS: u64 = 7 * 24 * 3_600_000;
 
 /// Default of `--max-deliveries`.
 pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
@@ -116,6 +121,7 @@ impl Default for ApiConfig {
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
             max_deliveries: DEFAULT_MAX_DELIVERIES,
+            retain_done_ms: DEFAULT_RETAIN_DONE_MS,
         }
     }
 }
@@ -225,6 +231,7 @@ fn table() -> Vec<Route> {
         ("post", "/state/:id/resume", post(states::resume)),
         ("get", "/state/:id/history", get(states::history)),
         ("get", "/states", get(states::list)),
+        ("delete", "/states", delete(states::delete_many)),
         ("put", "/chan/:name", put(chans::make)),
         ("get", "/chan/:name", get(chans::info)),
         ("post", "/chan/:name/send", post(chans::send)),
@@ -281,8 +288,9 @@ enum Guard {
     Client,
 }
 
-fn guard(path: &str) -> Guard {
+fn guard(method: &Method, path: &str) -> Guard {
     match path {
+        "/states" if method == Method::DELETE => Guard::Admin,
         "/healthz" | "/readyz" | "/" => Guard::Probe,
         _ if path.starts_with("/ui/") => Guard::Probe,
         "/metrics" => Guard::Metrics,
@@ -319,14 +327,16 @@ fn authorize(
         Guard::Admin => match (&config.admin_token, &config.token) {
             (Some(_), _) if admin => Ok(()),
             (Some(_), _) if client => Err(Refusal::Forbidden(
-                "membership changes need the admin token, not the API token",
+                "membership changes and bulk deletes need the admin token, not the API token",
             )),
             (Some(_), _) => Err(Refusal::Unauthenticated),
             (None, Some(_)) => Err(Refusal::Forbidden(
-                "membership changes are disabled: this node has --token but no --admin-token",
+                "membership changes and bulk deletes are disabled: this node has --token but \
+                 no --admin-token",
             )),
             (None, None) if exposed => Err(Refusal::Forbidden(
-                "membership changes need --admin-token on a node that listens beyond loopback",
+                "membership changes and bulk deletes need --admin-token on a node that listens \
+                 beyond loopback",
             )),
             (None, None) => Ok(()),
         },
@@ -340,7 +350,12 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match authorize(&state.config, state.exposed, guard(req.uri().path()), given) {
+    match authorize(
+        &state.config,
+        state.exposed,
+        guard(req.method(), req.uri().path()),
+        given,
+    ) {
         Ok(()) => next.run(req).await,
         Err(Refusal::Forbidden(why)) => {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response()
@@ -420,15 +435,20 @@ mod tests {
 
     #[test]
     fn routes_are_guarded_by_path() {
-        assert_eq!(guard("/readyz"), Guard::Probe);
-        assert_eq!(guard("/metrics"), Guard::Metrics);
-        assert_eq!(guard("/"), Guard::Probe);
-        assert_eq!(guard("/ui/console.js"), Guard::Probe);
-        assert_eq!(guard("/cluster/learners"), Guard::Admin);
-        assert_eq!(guard("/cluster/learners/4"), Guard::Admin);
-        assert_eq!(guard("/cluster/membership"), Guard::Admin);
-        assert_eq!(guard("/cluster"), Guard::Client);
-        assert_eq!(guard("/state/cluster/learners"), Guard::Client);
+        assert_eq!(guard(&Method::GET, "/readyz"), Guard::Probe);
+        assert_eq!(guard(&Method::GET, "/metrics"), Guard::Metrics);
+        assert_eq!(guard(&Method::GET, "/"), Guard::Probe);
+        assert_eq!(guard(&Method::GET, "/ui/console.js"), Guard::Probe);
+        assert_eq!(guard(&Method::GET, "/cluster/learners"), Guard::Admin);
+        assert_eq!(guard(&Method::GET, "/cluster/learners/4"), Guard::Admin);
+        assert_eq!(guard(&Method::GET, "/cluster/membership"), Guard::Admin);
+        assert_eq!(guard(&Method::GET, "/cluster"), Guard::Client);
+        assert_eq!(guard(&Method::GET, "/states"), Guard::Client);
+        assert_eq!(guard(&Method::DELETE, "/states"), Guard::Admin);
+        assert_eq!(
+            guard(&Method::GET, "/state/cluster/learners"),
+            Guard::Client
+        );
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub async fn put(
     }
     let priority = body.priority()?;
     let max_deliveries = body.max_deliveries()?;
+    let retain_ms = body.retain_ms()?;
     let data = body.data;
     match token {
         Some(token) => {
@@ -104,6 +105,7 @@ pub async fn put(
                 callback,
                 priority,
                 max_deliveries,
+                retain_ms,
             };
             state_reply(state.write(op).await?, StatusCode::OK)
         }
@@ -116,6 +118,7 @@ pub async fn put(
                 callback: callback.flatten(),
                 priority: priority.unwrap_or(0),
                 max_deliveries: max_deliveries.unwrap_or(state.config.max_deliveries),
+                retain_ms: retain_ms.unwrap_or(state.config.retain_done_ms),
             };
             state_reply(state.write(op).await?, StatusCode::CREATED)
         }
@@ -194,6 +197,58 @@ pub async fn release_lease(
     let token = parse_token(&token)?;
     state.write(Op::ReleaseLease { id, token }).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `DELETE /states`.
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    /// Only ids starting with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Only states with this status, or `paused`.
+    pub status: Option<String>,
+}
+
+/// States one command of `DELETE /states` deletes.
+pub const DELETE_BATCH: u32 = 1000;
+/// Batches one `DELETE /states` request runs before it answers `"more": true`.
+pub const DELETE_BATCHES: usize = 100;
+
+/// `DELETE /states?prefix=&status=` → `{"deleted": n, "more": bool}`: deletes the
+/// matching states in batches of [`DELETE_BATCH`] (one Raft command each), up to
+/// [`DELETE_BATCHES`] batches; `more` says matching states remain (ask again).
+pub async fn delete_many(
+    State(state): State<AppState>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<JsonOut<serde_json::Value>> {
+    if q.prefix.is_empty() && q.status.is_none() {
+        return Err(ApiError::invalid(
+            "name the states to delete with prefix= or status= (or both); to delete every \
+             state, delete each status in turn",
+        ));
+    }
+    if let Some(s) = q.status.as_deref() {
+        Listed::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}")))?;
+    }
+    let (mut deleted, mut more) = (0, true);
+    for _ in 0..DELETE_BATCHES {
+        let op = Op::DeleteStates {
+            prefix: q.prefix.clone(),
+            status: q.status.clone(),
+            limit: DELETE_BATCH,
+        };
+        match state.write(op).await? {
+            Reply::Deleted { count, more: left } => {
+                deleted += count;
+                more = left;
+            }
+            other => return Err(unexpected(&other)),
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(JsonOut(json!({"deleted": deleted, "more": more})))
 }
 
 /// `POST /state/{id}/pause` → 200 with the state (idempotent).

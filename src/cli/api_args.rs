@@ -8,6 +8,7 @@ use crate::callbacks::allow::CallbackAllow;
 use crate::callbacks::{
     CallbackConfig, DEFAULT_CONCURRENCY, DEFAULT_DEFER_MS, DEFAULT_MAX_ATTEMPTS,
 };
+use crate::engine::wire::MAX_RETAIN_MS;
 
 /// API flags.
 #[derive(Clone, Debug, Args)]
@@ -44,8 +45,9 @@ pub struct ApiArgs {
     #[arg(long, env = "SLCT_CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
     /// Hosts and networks callbacks may target, comma-separated: CIDRs (`10.0.0.0/8`),
-    /// IP addresses, host names (`hooks.example.com`) and `*.example.com`. Without it,
-    /// any http(s) URL; with it, a PUT naming another target is refused (422).
+    /// IP addresses, host names (`hooks.example.com`) and `*.example.com`; `*` alone for
+    /// any http(s) URL. A PUT naming another target is refused (422). Required when
+    /// `--listen` is not loopback; without it on loopback, any target.
     #[arg(long, env = "SLCT_CALLBACK_ALLOW", default_value = "")]
     pub callback_allow: CallbackAllow,
     /// Failed callback attempts before a state turns `failed`.
@@ -65,6 +67,41 @@ pub struct ApiArgs {
     /// `max_deliveries`; 0: no limit.
     #[arg(long, env = "SLCT_MAX_DELIVERIES", default_value_t = DEFAULT_MAX_DELIVERIES)]
     pub max_deliveries: u32,
+    /// How long a `done` state is kept (in log time, after its last change) before it
+    /// is deleted, unless its PUT sets `retain_ms`: e.g. `7d`, `12h`, `30m`; 0 keeps
+    /// done states for ever.
+    #[arg(long, env = "SLCT_RETAIN_DONE", default_value = "7d", value_parser = parse_retention)]
+    pub retain_done: u64,
+}
+
+/// A retention in ms: `0`, or a number with a unit (`ms`, `s`, `m`, `h`, `d`).
+fn parse_retention(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(0);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m, h or d (e.g. 7d), or is 0"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 7d"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m, h or d"
+            ))
+        }
+    };
+    n.checked_mul(unit_ms)
+        .filter(|ms| *ms <= MAX_RETAIN_MS)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 impl ApiArgs {
@@ -85,7 +122,22 @@ impl ApiArgs {
                 defer_ms: self.callback_defer_ms,
             },
             max_deliveries: self.max_deliveries,
+            retain_done_ms: self.retain_done,
             ..ApiConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retentions() {
+        assert_eq!(parse_retention("0"), Ok(0));
+        assert_eq!(parse_retention("7d"), Ok(7 * 86_400_000));
+        assert_eq!(parse_retention("250ms"), Ok(250));
+        assert!(parse_retention("7").is_err());
+        assert!(parse_retention("7w").is_err());
     }
 }

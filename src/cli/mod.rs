@@ -149,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 &key,
                 args.tuning.insecure,
             )?;
+            crate::callbacks::allow::check_exposure(&config.listen, &args.api.callback_allow)?;
             run_nodes(vec![config], args.api.config()).await
         }
         Command::Dev(args) => run_nodes(dev_configs(&args), args.api.config()).await,

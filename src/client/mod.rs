@@ -61,8 +61,9 @@ pub mod worker;
 
 pub use error::Error;
 pub use types::{
-    Callback, Case, Chan, ChanPage, ClusterInfo, History, HistoryEvent, Lease, RawJson, Received,
-    Select, SelectResult, SendMode, Sent, State, StateBody, StatePage, Status,
+    Callback, Case, Chan, ChanPage, Closed, ClusterInfo, Deleted, Discarded, History, HistoryEvent,
+    Lease, RawJson, Received, Select, SelectResult, SendMode, Sent, State, StateBody, StatePage,
+    Status,
 };
 pub use worker::{Worker, WorkerConfig, WorkerStats};
 
@@ -433,6 +434,18 @@ impl Client {
             .await
     }
 
+    /// Deletes states whose id starts with `prefix` and that have `status` (a status or
+    /// `paused`) — at least one of the two — in batches: up to 100,000 a call, with
+    /// `more` set if matching states remain (call again). Needs the admin token where
+    /// the server has one.
+    pub async fn delete_states(&self, prefix: &str, status: Option<&str>) -> Result<Deleted> {
+        let call = Call::new(Method::DELETE, "/states".into())
+            .query("prefix", prefix)
+            .query_opt("status", status)
+            .idempotent();
+        self.json(call).await
+    }
+
     /// One page of states.
     pub async fn list_states(&self, options: &ListStates) -> Result<StatePage> {
         let call = Call::new(Method::GET, "/states".into())
@@ -552,10 +565,12 @@ impl Client {
         self.json(call).await
     }
 
-    /// Closes a channel; [`Error::Closed`] if it is closed already.
-    pub async fn close_chan(&self, name: &str) -> Result<()> {
+    /// Closes a channel; [`Error::Closed`] if it is closed already. Returns the parked
+    /// detached sends the close discarded (their senders are gone, so the closer is
+    /// told): the first 100 and how many in all.
+    pub async fn close_chan(&self, name: &str) -> Result<Closed> {
         let call = Call::new(Method::POST, format!("/chan/{}/close", seg(name)));
-        self.json::<Value>(call).await.map(drop)
+        self.json(call).await
     }
 
     /// One page of stored channels.

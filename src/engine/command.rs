@@ -77,6 +77,8 @@ pub enum Op {
         /// Leases granted without an update before the state turns `failed` (0: no
         /// limit).
         max_deliveries: u32,
+        /// A `done` state is deleted this long after its last change (0: kept).
+        retain_ms: u64,
     },
     /// `PUT /state/{id}` under a lease (design.md §3.2). A field that is `None` was
     /// omitted by the client and keeps its value.
@@ -96,6 +98,8 @@ pub enum Op {
         priority: Option<u8>,
         /// New delivery limit.
         max_deliveries: Option<u32>,
+        /// New retention.
+        retain_ms: Option<u64>,
     },
     /// `POST /state/{id}/pause`: keep its selects, deliver it to no one.
     Pause {
@@ -111,6 +115,17 @@ pub enum Op {
     DeleteState {
         /// State id.
         id: String,
+    },
+    /// One batch of `DELETE /states?prefix=&status=`: deletes up to `limit` states
+    /// whose id starts with `prefix` (and that have `status`, or are paused), in id
+    /// order. Replies [`Response::Deleted`].
+    DeleteStates {
+        /// Only ids starting with this.
+        prefix: String,
+        /// Only states with this status, or `paused`.
+        status: Option<String>,
+        /// Most states deleted by this command.
+        limit: u32,
     },
     /// A long-poll: lease up to one state per token, the best deliverable polled
     /// states whose id starts with `prefix` (highest priority, then oldest pending), as
@@ -235,6 +250,15 @@ pub enum Response {
     },
     /// The operation waits in the channel's queue; its outcome comes in [`Effects::ops`].
     Parked,
+    /// The channel is closed; this is what the close discarded.
+    Closed(super::chan::Discarded),
+    /// A batch of a bulk delete.
+    Deleted {
+        /// States deleted.
+        count: u64,
+        /// Whether states that match remain (another batch is needed).
+        more: bool,
+    },
     /// Done, nothing to report.
     Done,
 }

@@ -59,6 +59,7 @@ pub use time::{clock, next_deadline, MAX_CLOCK_JUMP_MS};
 
 pub use ctx::CALLBACK_LEASE_MARGIN_MS;
 
+use counts::DeleteReason;
 use ctx::Ctx;
 use states::OpResult;
 use types::Chan;
@@ -100,7 +101,18 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             callback,
             priority,
             max_deliveries,
-        } => ctx.create_state(&id, data, selects, callback, priority, max_deliveries),
+            retain_ms,
+        } => ctx.create_state(
+            &id,
+            data,
+            selects,
+            callback,
+            states::Settings {
+                priority,
+                max_deliveries,
+                retain_ms,
+            },
+        ),
         Op::UpdateState {
             id,
             token,
@@ -109,6 +121,7 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             callback,
             priority,
             max_deliveries,
+            retain_ms,
         } => ctx.update_state(
             &id,
             token,
@@ -118,11 +131,17 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
                 callback,
                 priority,
                 max_deliveries,
+                retain_ms,
             },
         ),
         Op::Pause { id } => ctx.set_paused(&id, true),
         Op::Resume { id } => ctx.set_paused(&id, false),
-        Op::DeleteState { id } => ctx.delete_state(&id),
+        Op::DeleteState { id } => ctx.delete_state(&id, DeleteReason::Request),
+        Op::DeleteStates {
+            prefix,
+            status,
+            limit,
+        } => ctx.delete_states(&prefix, status.as_deref(), limit),
         Op::LeasePending {
             prefix,
             min_priority,
@@ -190,10 +209,9 @@ fn close_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str) -> OpResu
     if let Err(e) = validate::name("channel name", name) {
         return Ok(Err(e));
     }
-    Ok(if ctx.close(name)? {
-        Ok(Response::Done)
-    } else {
-        Err(Error::Closed(name.to_owned()))
+    Ok(match ctx.close(name)? {
+        Some(discarded) => Ok(Response::Closed(discarded)),
+        None => Err(Error::Closed(name.to_owned())),
     })
 }
 
@@ -216,7 +234,8 @@ fn send<S: Store + ?Sized>(
     match mode {
         SendMode::Try => return Ok(Err(Error::WouldBlock)),
         SendMode::Detached => {
-            ctx.enqueue(name, true, &chan::Waiter::Detached { data })?;
+            let sent_at = ctx.now;
+            ctx.enqueue(name, true, &chan::Waiter::Detached { data, sent_at })?;
         }
         SendMode::Park(op) => {
             if let Err(e) = park(ctx, name, true, &op, data)? {

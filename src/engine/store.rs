@@ -46,11 +46,14 @@ pub enum Table {
     History,
     /// Engine bookkeeping (log clock) and, for the Raft layer, applied index and membership.
     Meta,
+    /// (deadline, state id) → (): `done` states to delete once their `retain_ms` has
+    /// passed, by deadline.
+    Retention,
 }
 
 impl Table {
     /// Every table, in a fixed order (snapshots and sled trees follow it).
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::States,
         Table::Chans,
         Table::Buffers,
@@ -64,6 +67,7 @@ impl Table {
         Table::Ops,
         Table::History,
         Table::Meta,
+        Table::Retention,
     ];
 
     /// Stable name, used for sled tree names.
@@ -82,6 +86,7 @@ impl Table {
             Table::Ops => "sm_ops",
             Table::History => "sm_history",
             Table::Meta => "sm_meta",
+            Table::Retention => "sm_retention",
         }
     }
 

@@ -229,6 +229,7 @@ fn spawn(id: u64, node: &NodeProc, launch: &Launch) -> (Child, u64) {
         .arg("--data")
         .arg(&node.data)
         .args(["--peers", &launch.peers, "--cluster-secret", SECRET])
+        .args(["--callback-allow", "*"])
         .args([
             "--snapshot-threshold",
             &launch.snapshot_threshold.to_string(),

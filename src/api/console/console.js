@@ -352,6 +352,7 @@ async function state(r) {
         ['attempts', s.attempts ? String(s.attempts) : undefined],
         ['deliveries', s.max_deliveries
           ? `${s.deliveries} of ${s.max_deliveries}` : `${s.deliveries ?? 0} (no limit)`],
+        ['kept when done', s.retain_ms ? `${s.retain_ms} ms` : 'for ever'],
         ['last error', s.last_error ? el('span', { class: 'bad' }, s.last_error) : undefined],
       ]),
       stateActions(s)),
@@ -412,7 +413,7 @@ async function chans(r) {
   const prefix = el('input', { value: q.get('prefix') || '', placeholder: 'name prefix' });
   const rows = page.chans.map((c) => el('tr', {},
     el('td', { class: 'id' }, c.name),
-    num(c.capacity), num(c.len), num(c.senders), num(c.receivers),
+    num(c.capacity), num(c.len), num(c.senders), num(c.receivers), num(c.discarded ?? 0),
     el('td', {}, c.closed ? el('span', { class: 'bad' }, 'closed') : 'open')));
   return [
     el('h2', {}, 'Channels'),
@@ -424,7 +425,8 @@ async function chans(r) {
       },
     }, el('label', {}, 'prefix', prefix), el('button', { type: 'submit' }, 'Filter'),
     el('button', { type: 'button', onclick: () => render() }, 'Refresh')),
-    table(['name', 'capacity#', 'length#', 'waiting senders#', 'waiting receivers#', ''],
+    table(['name', 'capacity#', 'length#', 'waiting senders#', 'waiting receivers#',
+      'discarded by close#', ''],
       rows, 'No channels: an implicit channel that is empty and has no waiters stores nothing.'),
     pager(q, page.next),
   ];
