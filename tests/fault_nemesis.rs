@@ -177,8 +177,8 @@ async fn commit_latency_under_link_delay() {
 
 /// The rig's supervisor (`tests/fault/rig.rs`, "Supervision"): a node that exits by
 /// itself (SIGTERM, so it shuts down cleanly) is started again after a back-off and the
-/// exit is recorded; a node with a damaged record in its data file exits naming the
-/// damage and stays down, also through `heal_all`.
+/// exit is recorded; a node with a damaged record in its write-ahead log exits naming
+/// the damage and stays down, also through `heal_all`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn supervisor_restarts_an_exited_node_and_leaves_a_damaged_one_down() {
     let _rig = ONE_RIG.lock().await;
@@ -203,21 +203,35 @@ async fn supervisor_restarts_an_exited_node_and_leaves_a_damaged_one_down() {
     assert!(back[0].restart_after.is_some(), "{back:?}");
     eprintln!("exit: {:?}", back[0]);
 
-    // Damage while it is down: one flipped bit in the newest copy of the last state's
-    // data in its state machine's file (as `tests/disk_damage.rs` does).
+    // Damage while it is down: one flipped bit in the last marked state's record in its
+    // write-ahead log (as `tests/disk_damage.rs` does), with a record after it so the
+    // damage does not look like a write torn at the log's end.
+    let url = rig.url(leader, "/state/after-the-marks");
+    let body = serde_json::json!({ "data": "x" });
+    let response = rig.http.put(url).json(&body).send().await.expect("create");
+    assert!(response.status().is_success(), "create after-the-marks");
+    let seen = rig.url(victim, "/state/after-the-marks?stale=true");
+    eventually(Duration::from_secs(30), || async {
+        let response = rig.http.get(&seen).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await
+    .expect("the restarted node caught up");
     rig.kill(victim);
-    let file = rig.nodes[&victim]
-        .data
-        .join(slct::storage::SM_DIR)
-        .join("db");
-    let mut bytes = std::fs::read(&file).expect("read the data file");
+    let wal = rig.nodes[&victim].data.join(slct::storage::WAL_DIR);
     let needle = b"SUPERVISEMARK-00049";
+    let (file, mut bytes) = std::fs::read_dir(&wal)
+        .expect("the write-ahead log")
+        .flatten()
+        .filter_map(|entry| Some((entry.path(), std::fs::read(entry.path()).ok()?)))
+        .find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .expect("a log segment holding the last marked state");
     let at = bytes
         .windows(needle.len())
         .rposition(|w| w == needle)
-        .expect("the last state's data in the file");
+        .expect("the needle");
     bytes[at + needle.len() - 1] ^= 0x01;
-    std::fs::write(&file, bytes).expect("write the data file");
+    std::fs::write(&file, bytes).expect("write the log segment");
     rig.start_node(victim);
     let exits = eventually(Duration::from_secs(30), || async {
         let exits = rig.exits();
