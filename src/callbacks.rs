@@ -51,10 +51,18 @@
 //! a leased state whose POST never happened (this node lost leadership, or fell behind
 //! the effects broadcast) is delivered when its lease lapses.
 //!
-//! Attempts run on their own tasks, at most `concurrency` at once, each bounded by
-//! the callback's `timeout_ms`; the apply path only ever sends to a broadcast channel.
+//! # Why a slow target delays no other
+//! Attempts are grouped by target (`host:port` of the URL): at most
+//! [`PER_TARGET`] run at once for one target, the rest of its states wait in that
+//! target's own queue, and a target's worker takes the next one when an attempt ends.
+//! Across targets at most `concurrency` attempts run at once, each bounded by the
+//! callback's `timeout_ms` (at most a minute). So 64 callbacks to a tarpit hold 8 slots
+//! and their queue, and a healthy target's callback starts at once. The effects loop
+//! never waits: it reads the state's target and queues it; past [`MAX_QUEUED`] waiting
+//! states it drops the dispatch, and the lease's expiry delivers the state again later.
+//! The apply path only ever sends to a broadcast channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +91,10 @@ pub const BACKOFF_BASE_MS: u64 = 200;
 pub const BACKOFF_MAX_MS: u64 = 60_000;
 /// Default `--callback-defer-ms`.
 pub const DEFAULT_DEFER_MS: u64 = 30_000;
+/// Most attempts in flight to one target (`host:port`) at once.
+pub const PER_TARGET: usize = 8;
+/// Most states waiting in the targets' queues, across targets.
+pub const MAX_QUEUED: usize = 10_000;
 
 /// How callbacks are delivered.
 #[derive(Clone, Debug)]
@@ -158,13 +170,59 @@ struct Dispatcher {
     metrics: Arc<Metrics>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
-    /// States with an attempt in flight → whether another was asked for meanwhile.
+    /// States with an attempt in flight or queued → whether another was asked for
+    /// meanwhile.
     in_flight: Mutex<HashMap<String, bool>>,
+    /// Per target (`host:port`): attempts running and states waiting.
+    targets: Mutex<HashMap<String, Target>>,
+}
+
+/// One callback target's share of the dispatcher.
+#[derive(Default)]
+struct Target {
+    /// Workers running for it (at most [`PER_TARGET`]).
+    running: usize,
+    /// States waiting for one of its workers, in arrival order.
+    waiting: VecDeque<String>,
 }
 
 impl Dispatcher {
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_targets(&self) -> std::sync::MutexGuard<'_, HashMap<String, Target>> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An attempt for `id` ended: true if it is done with, false if another attempt
+    /// was asked for meanwhile.
+    fn finished(&self, id: &str) -> bool {
+        let mut in_flight = self.lock_in_flight();
+        match in_flight.get_mut(id) {
+            Some(again) if *again => {
+                *again = false;
+                false
+            }
+            _ => {
+                in_flight.remove(id);
+                true
+            }
+        }
+    }
+
+    /// The next state for a worker of `target`, or `None` and the worker stops.
+    fn next_for(&self, target: &str) -> Option<String> {
+        let mut targets = self.lock_targets();
+        let t = targets.get_mut(target)?;
+        if let Some(id) = t.waiting.pop_front() {
+            return Some(id);
+        }
+        t.running -= 1;
+        if t.running == 0 {
+            targets.remove(target);
+        }
+        None
     }
 
     /// If an attempt for `id` is in flight, asks it to look again when it ends.
@@ -196,6 +254,7 @@ pub fn spawn(
         permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
         client,
         in_flight: Mutex::default(),
+        targets: Mutex::default(),
         node,
         config,
         max_answer,
@@ -225,7 +284,7 @@ async fn lead(d: &Arc<Dispatcher>) {
         match effects.recv().await {
             Ok(e) => {
                 for p in e.pending.iter().filter(|p| p.callback) {
-                    dispatch(d, &p.id).await;
+                    dispatch(d, &p.id);
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -239,39 +298,73 @@ async fn lead(d: &Arc<Dispatcher>) {
     }
 }
 
-/// Starts an attempt for `id` once a permit is free, or asks the attempt in flight
-/// to look again when it ends. Waiting for a permit holds up the caller (the effects
-/// loop): effects then queue up, and if they overflow, what was missed is delivered
-/// when its lease lapses. So memory stays bounded however many are due.
-async fn dispatch(d: &Arc<Dispatcher>, id: &str) {
+/// Hands `id` to a worker of its target, or queues it there, or asks the attempt in
+/// flight to look again when it ends. Never waits (see "Why a slow target delays no
+/// other" above); a state it drops is delivered when its lease lapses.
+fn dispatch(d: &Arc<Dispatcher>, id: &str) {
     if d.ask_again(id) {
         return;
     }
-    let Ok(permit) = d.permits.clone().acquire_owned().await else {
+    let Some(target) = target_of(d, id) else {
         return;
     };
-    // Registered only now that nothing is awaited before the spawn: a dispatch dropped
-    // while it waits for a permit (leadership lost) leaves nothing behind.
-    if d.ask_again(id) {
-        return;
+    let mut targets = d.lock_targets();
+    let t = targets.entry(target.clone()).or_default();
+    if t.running < PER_TARGET.min(d.config.concurrency.max(1)) {
+        t.running += 1;
+        d.lock_in_flight().insert(id.to_owned(), false);
+        tokio::spawn(work(d.clone(), target, id.to_owned()));
+    } else if d.lock_in_flight().len() < MAX_QUEUED {
+        t.waiting.push_back(id.to_owned());
+        d.lock_in_flight().insert(id.to_owned(), false);
+    } else {
+        tracing::warn!(
+            id,
+            "callback queues are full; the state is delivered when its lease lapses"
+        );
     }
-    d.lock_in_flight().insert(id.to_owned(), false);
-    let (d, id) = (d.clone(), id.to_owned());
-    tokio::spawn(async move {
-        let _permit = permit;
-        let mut last = None;
-        loop {
-            last = attempt(&d, &id, last).await.or(last);
-            let mut in_flight = d.lock_in_flight();
-            match in_flight.get_mut(&id) {
-                Some(again) if *again => *again = false,
-                _ => {
-                    in_flight.remove(&id);
-                    return;
+}
+
+/// The target (`host:port`) of the callback of the state `id`, if it has one.
+fn target_of(d: &Dispatcher, id: &str) -> Option<String> {
+    let state = crate::engine::load_state(d.node.store(), id).ok()??;
+    let url = reqwest::Url::parse(&state.callback?.url).ok()?;
+    Some(format!(
+        "{}:{}",
+        url.host_str()?,
+        url.port_or_known_default()?
+    ))
+}
+
+/// A worker of `target`: attempts `id`, then the target's next waiting state, until
+/// its queue is empty. While this node does not lead it attempts nothing: the states
+/// it drops are delivered by the next leader when their leases lapse.
+async fn work(d: Arc<Dispatcher>, target: String, mut id: String) {
+    loop {
+        let permit = if d.node.is_leader() {
+            d.permits.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
+        match permit {
+            Some(_permit) => {
+                let mut last = None;
+                loop {
+                    last = attempt(&d, &id, last).await.or(last);
+                    if d.finished(&id) {
+                        break;
+                    }
                 }
             }
+            None => {
+                d.lock_in_flight().remove(&id);
+            }
         }
-    });
+        match d.next_for(&target) {
+            Some(next) => id = next,
+            None => return,
+        }
+    }
 }
 
 /// One delivery attempt of the lease the state holds, unless it is the lease `last`

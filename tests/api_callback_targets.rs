@@ -348,3 +348,80 @@ async fn a_callback_timeout_above_a_minute_is_refused() {
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     c.shutdown().await;
 }
+
+/// A tarpit: accepts connections, reads what comes, never answers; counts connections.
+async fn tarpit(accepted: Arc<AtomicUsize>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut sink = vec![0; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// 64 callbacks to a target that never answers (15 s timeouts) take that target's
+/// slots only: a healthy target's callback completes while every tarpit attempt is
+/// still open (none has failed yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_target_does_not_delay_callbacks_to_others() {
+    let c = cluster("").await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let slow = format!("http://{}/cb", tarpit(accepted.clone()).await);
+    for i in 0..64 {
+        let body = json!({"data": 0, "callback": {"url": slow, "timeout_ms": 15_000},
+                          "selects": [{"id": "g", "cases": [{"op": "default"}]}]});
+        let put = c
+            .call(
+                c.leader(),
+                Method::PUT,
+                &format!("/state/tarpit-{i}"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED);
+    }
+    eventually(Duration::from_secs(10), "tarpit attempts open", || async {
+        accepted.load(Ordering::SeqCst) >= slct::callbacks::PER_TARGET
+    })
+    .await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let healthy = format!("http://{}/target", receiver(hits.clone()).await);
+    let put = c
+        .call(
+            c.leader(),
+            Method::PUT,
+            "/state/healthy",
+            Some(start_now(&healthy)),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    assert_eq!(settled(&c, "healthy").await["status"], "done");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    for i in 0..64 {
+        let state = c
+            .call(c.leader(), Method::GET, &format!("/state/tarpit-{i}"), None)
+            .await
+            .body;
+        assert_eq!(
+            (
+                state["attempts"].as_u64().unwrap_or(0),
+                &state["last_error"]
+            ),
+            (0, &Value::Null),
+            "tarpit-{i} had an attempt end before the healthy callback landed"
+        );
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) <= slct::callbacks::PER_TARGET,
+        "at most {} attempts open to one target",
+        slct::callbacks::PER_TARGET
+    );
+    c.shutdown().await;
+}

@@ -4,8 +4,10 @@
 //! all commit, an update keeps what it omits, a channel bounds its parked receivers.
 //! And issue 15's: metric labels come from a closed set (and the long-poll is its own
 //! route, its wait apart from its service time); a follower forwards a path exactly as
-//! received, and `.` and `..` are never ids.
+//! received, and `.` and `..` are never ids; a node bounds its connections and closes
+//! silent ones, on `slct serve` processes with a low open-files limit.
 
+mod cluster_harness;
 mod common;
 
 use std::time::Duration;
@@ -454,4 +456,96 @@ async fn dot_segments_are_never_ids_and_a_follower_forwards_the_path_as_received
     let read = c.call(c.leader(), Method::GET, "/state/a%5Cb", None).await;
     assert_eq!(read.status, StatusCode::OK);
     c.shutdown().await;
+}
+
+/// Opens a connection to `addr`, sends `bytes`, and waits up to `limit` for the node to
+/// answer or close it: what it sent (empty if it closed without a word), or `None`
+/// if the connection is still open.
+async fn send_and_wait(
+    stream: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+    limit: Duration,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !bytes.is_empty() {
+        stream.write_all(bytes).await.ok()?;
+    }
+    let mut got = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut got)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_bounds_its_connections_and_closes_silent_ones() {
+    use std::time::Instant;
+    use tokio::net::TcpStream;
+    let flags = ["--header-read-timeout", "1s", "--idle-timeout", "3s"];
+    let c = cluster_harness::Cluster::start_limited(3, &flags, 512);
+    let leader = c.leader().await;
+    let addr = c.nodes[&leader].addr.clone();
+    assert!(
+        c.log(leader)
+            .contains("open-files limit 512; at most 384 client connections"),
+        "{}",
+        c.log(leader)
+    );
+
+    // A head that never ends is cut at the header-read timeout, not the idle one.
+    let started = Instant::now();
+    let mut half = TcpStream::connect(&addr).await.unwrap();
+    let closed = send_and_wait(
+        &mut half,
+        b"GET /healthz HTTP/1.1\r\nHo",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(closed.is_some(), "a half-sent head is not kept");
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A body that stops coming fails the request at the idle timeout.
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    let head = "PUT /state/stalled HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"data\":";
+    let answer = send_and_wait(&mut stalled, head.as_bytes(), Duration::from_secs(15)).await;
+    let answer = answer.expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A long-poll outlives the idle timeout: it is a request in progress.
+    let url = c.url(leader, "/state/poll?prefix=none-&wait=5");
+    let polled = reqwest::Client::new().get(url).send().await.unwrap();
+    assert_eq!(polled.status(), StatusCode::OK);
+    assert_eq!(polled.text().await.unwrap(), "[]");
+
+    // 1,100 silent connections: more than the node's 512 descriptors. The excess is
+    // refused at accept (503) and the rest closed once idle; the node lives on.
+    let mut silent = Vec::new();
+    for _ in 0..1100 {
+        if let Ok(stream) = TcpStream::connect(&addr).await {
+            silent.push(stream);
+        }
+    }
+    let mut refused = 0;
+    let mut closed = 0;
+    for stream in &mut silent {
+        match send_and_wait(stream, b"", Duration::from_secs(10)).await {
+            Some(answer) if answer.starts_with("HTTP/1.1 503") => refused += 1,
+            Some(_) => closed += 1,
+            None => panic!("a silent connection is still open after the idle timeout"),
+        }
+    }
+    assert!(refused >= 1100 - 384, "{refused} refused, {closed} closed");
+    drop(silent);
+    assert!(c.running().contains(&leader), "the leader is still running");
+    c.create("after-the-flood", serde_json::json!(1)).await;
+    for id in c.running() {
+        c.await_state(id, "after-the-flood").await;
+    }
+    let status = c.cluster_info(leader).await.expect("the leader answers");
+    assert_eq!(status["leader"], leader);
+    assert!(!c.log(leader).contains("raft stopped"), "{}", c.log(leader));
 }

@@ -64,8 +64,10 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let forwarded = req.headers().contains_key(FORWARDED);
     let (parts, body) = req.into_parts();
     let max = state.config.max_body;
-    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
-        return too_large(max).into_response();
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => bytes,
+        Err(e) if stalled(&e) => return body_stalled().into_response(),
+        Err(_) => return too_large(max).into_response(),
     };
     if !state.node.is_leader() && !forwarded {
         return match state.node.leader() {
@@ -79,6 +81,28 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         Some(NotLeader(_, addr)) if !forwarded => relay(&state, addr, &parts, bytes).await,
         _ => response,
     }
+}
+
+/// Whether reading a body failed because it stopped coming (the server's idle
+/// timeout, see [`crate::server`]).
+fn stalled(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// 408 `timeout` for a body that stopped coming.
+fn body_stalled() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        "timeout",
+        "the request body stopped coming for longer than the node's --idle-timeout",
+    )
 }
 
 /// The client a follower relays requests with: hyper's, because it sends the request

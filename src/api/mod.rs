@@ -92,6 +92,8 @@ pub struct ApiConfig {
     pub allow_hosts: Vec<String>,
     /// `--allow-origin`: origins of pages allowed to call the node, see [`browser`].
     pub allow_origins: Vec<String>,
+    /// Connection limits and timeouts of the server ([`crate::server`]).
+    pub connections: crate::server::Limits,
     /// Longest time a forwarded request may take (covers the longest long-poll).
     pub forward_timeout: Duration,
     /// Callback delivery.
@@ -118,6 +120,7 @@ impl Default for ApiConfig {
             metrics_public: false,
             allow_hosts: Vec::new(),
             allow_origins: Vec::new(),
+            connections: crate::server::Limits::default(),
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
             max_deliveries: DEFAULT_MAX_DELIVERIES,

@@ -1,5 +1,7 @@
 //! The flags of `serve` and `dev` that shape the HTTP API and callback delivery.
 
+use std::time::Duration;
+
 use clap::Args;
 
 use crate::api::extract::MAX_LEASE_MS;
@@ -37,6 +39,21 @@ pub struct ApiArgs {
     /// same-origin and needs none.
     #[arg(long, env = "SLCT_ALLOW_ORIGIN", value_delimiter = ',')]
     pub allow_origin: Vec<String>,
+    /// How long a client may take to send a request's head once it has begun, e.g.
+    /// `10s`; the connection is closed after that.
+    #[arg(long, env = "SLCT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = super::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a connection may sit with no request in progress and no bytes either way
+    /// before it is closed, e.g. `60s`. A request in progress (a long-poll) is never cut,
+    /// but its body must not stall longer than this.
+    #[arg(long, env = "SLCT_IDLE_TIMEOUT", default_value = "60s", value_parser = super::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most client connections a node holds at once; one more is answered 503 and
+    /// closed. Default and ceiling: the open-files limit (raised to its hard maximum
+    /// at start) less a quarter (64 to 1024) kept for the node's files and peers,
+    /// shared among the nodes of `slct dev`.
+    #[arg(long, env = "SLCT_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     /// Largest request body in bytes (larger: 413).
     #[arg(long, env = "SLCT_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -54,7 +71,8 @@ pub struct ApiArgs {
     #[arg(long, env = "SLCT_CALLBACK_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub callback_max_attempts: u32,
-    /// Callback attempts in flight at once.
+    /// Callback attempts in flight at once, across targets (at most 8 per target
+    /// `host:port`; a slow target's other states wait in its own queue).
     #[arg(long, env = "SLCT_CALLBACK_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub callback_concurrency: usize,
     /// After a callback answers 202 or 204, milliseconds the receiver has to PUT the
@@ -114,6 +132,14 @@ impl ApiArgs {
             metrics_public: self.metrics_public,
             allow_hosts: self.allow_host.clone(),
             allow_origins: self.allow_origin.clone(),
+            connections: crate::server::Limits {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self
+                    .max_connections
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(usize::MAX),
+            },
             callbacks: CallbackConfig {
                 secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 allow: self.callback_allow.clone(),
