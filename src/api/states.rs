@@ -17,6 +17,7 @@ use serde_json::json;
 use super::error::{unexpected, ApiError, ApiResult};
 use super::extract::{default_lease_ms, lease_ms, Json, Path, Query};
 use super::AppState;
+use crate::engine::history::What;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
 use crate::engine::{
@@ -107,7 +108,7 @@ pub async fn put(
                 max_deliveries,
                 retain_ms,
             };
-            state_reply(state.write(op).await?, StatusCode::OK)
+            state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
         }
         None if id == RESERVED_ID => Err(reserved()),
         None => {
@@ -120,7 +121,7 @@ pub async fn put(
                 max_deliveries: max_deliveries.unwrap_or(state.config.max_deliveries),
                 retain_ms: retain_ms.unwrap_or(state.config.retain_done_ms),
             };
-            state_reply(state.write(op).await?, StatusCode::CREATED)
+            state_reply(state.write_keyed(&headers, op).await?, StatusCode::CREATED)
         }
     }
 }
@@ -142,9 +143,10 @@ pub async fn put_reserved() -> ApiError {
 /// `DELETE /state/{id}` → 204.
 pub async fn delete(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.write(Op::DeleteState { id }).await?;
+    state.write_keyed(&headers, Op::DeleteState { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -162,6 +164,7 @@ pub struct ExtendBody {
 /// `POST /state/{id}/lease`: heartbeat → 200 `{"token", "expires_at"}`.
 pub async fn extend_lease(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<ExtendBody>,
 ) -> ApiResult<Response> {
@@ -170,7 +173,7 @@ pub async fn extend_lease(
         token: parse_token(&body.token)?,
         extend_ms: lease_ms(body.extend_ms, "extend_ms")?,
     };
-    match state.write(op).await? {
+    match state.write_keyed(&headers, op).await? {
         Reply::Lease(l) => {
             Ok(JsonOut(json!({"token": l.token, "expires_at": l.expires_at})).into_response())
         }
@@ -188,6 +191,7 @@ pub struct TokenQuery {
 /// `DELETE /state/{id}/lease?token=`: give the state back → 204.
 pub async fn release_lease(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<StatusCode> {
@@ -195,7 +199,9 @@ pub async fn release_lease(
         .token
         .ok_or_else(|| ApiError::invalid("token is required"))?;
     let token = parse_token(&token)?;
-    state.write(Op::ReleaseLease { id, token }).await?;
+    state
+        .write_keyed(&headers, Op::ReleaseLease { id, token })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -252,13 +258,23 @@ pub async fn delete_many(
 }
 
 /// `POST /state/{id}/pause` → 200 with the state (idempotent).
-pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::Pause { id }).await?, StatusCode::OK)
+pub async fn pause(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::Pause { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// `POST /state/{id}/resume` → 200 with the state (idempotent).
-pub async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::Resume { id }).await?, StatusCode::OK)
+pub async fn resume(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::Resume { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// Query of `GET /state/{id}/history`.
@@ -274,9 +290,12 @@ pub struct HistoryQuery {
 }
 
 /// `GET /state/{id}/history` → `{"events": [...], "next": number|null}`, newest first.
+/// A callback attempt's `duration_ms` is shown only to the admin token: it tells a
+/// closed port from a silent listener (README, "Callbacks").
 pub async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<JsonOut<serde_json::Value>> {
     let limit = page_limit(q.limit)?;
@@ -285,15 +304,27 @@ pub async fn history(
     if load_state(store, &id)?.is_none() {
         return Err(ApiError::not_found(format!("no state {id:?}")));
     }
-    let events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
+    let mut events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
     let next = (events.len() > limit).then(|| events[limit - 1].seq);
-    let events = &events[..events.len().min(limit)];
+    events.truncate(limit);
+    if !super::has_admin_token(&state.config, &headers) {
+        for event in &mut events {
+            if let What::CallbackFailed { duration_ms, .. } = &mut event.what {
+                *duration_ms = None;
+            }
+        }
+    }
     Ok(JsonOut(json!({"events": events, "next": next})))
 }
 
 /// `POST /state/{id}/retry`: re-arm a failed state → 200 with the state.
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::RetryFailed { id }).await?, StatusCode::OK)
+pub async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::RetryFailed { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// Query of `GET /states`.
