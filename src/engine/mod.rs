@@ -38,6 +38,7 @@ pub mod data;
 pub mod error;
 pub mod history;
 pub mod keys;
+pub mod list;
 pub mod poll;
 mod rng;
 mod select;
