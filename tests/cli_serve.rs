@@ -1,5 +1,7 @@
 //! `slct serve` refuses a configuration that would leave the Raft port open: a
-//! non-loopback address without `--cluster-secret`, unless `--insecure`; and it exits
+//! non-loopback address without `--cluster-secret`, unless `--insecure`; one that would
+//! let callbacks reach any service: a non-loopback address without `--callback-allow`
+//! (`'*'` says "any" explicitly); and it exits
 //! non-zero when its Raft stops on a fatal error, so that a supervisor restarts it.
 
 use std::process::Command;
@@ -12,9 +14,23 @@ fn serve(args: &[&str]) -> std::process::Child {
         .args(["--data", dir.path().to_str().unwrap()])
         .args(args)
         .env_remove("SLCT_CLUSTER_SECRET")
+        .env_remove("SLCT_CALLBACK_ALLOW")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run slct")
+}
+
+#[test]
+fn a_node_on_a_public_address_needs_a_callback_allow_list() {
+    let out = serve(&["--listen", "0.0.0.0:0", "--cluster-secret", "s3cret"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success(), "started without --callback-allow");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--callback-allow") && stderr.contains("'*'"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -40,7 +56,10 @@ fn a_node_on_a_public_address_needs_a_cluster_secret() {
 
 #[tokio::test]
 async fn with_a_secret_or_insecure_it_starts() {
-    for extra in [["--cluster-secret", "s3cret"], ["--insecure", "--id=1"]] {
+    for extra in [
+        ["--cluster-secret", "s3cret", "--callback-allow", "*"],
+        ["--insecure", "--id=1", "--callback-allow", "10.0.0.0/8"],
+    ] {
         let port = std::net::TcpListener::bind("0.0.0.0:0")
             .and_then(|l| l.local_addr())
             .unwrap()

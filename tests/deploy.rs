@@ -88,7 +88,12 @@ fn serve_args(args: &[&str], env: &BTreeMap<String, String>) -> ServeArgs {
         }
     }
     match Cli::try_parse_from(&argv).map(|cli| cli.command) {
-        Ok(Command::Serve(args)) => args,
+        Ok(Command::Serve(args)) => {
+            // A node listening beyond loopback starts only with a callback allow list.
+            slct::callbacks::allow::check_exposure(&args.listen, &args.api.callback_allow)
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            args
+        }
         Ok(other) => panic!("{argv:?} is not serve: {other:?}"),
         Err(e) => panic!("{argv:?}: {e}"),
     }

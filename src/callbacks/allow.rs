@@ -14,21 +14,29 @@
 //! Names are compared as written, not resolved: the list trusts whoever controls the
 //! names it allows (their DNS answers included). Ports are not restricted.
 //!
+//! `*` alone says "any target" explicitly. A node that listens beyond loopback refuses
+//! to start with no list at all ([`check_exposure`]): there, whoever may PUT a state
+//! could make the leader POST into its network and read the answer back as state data,
+//! so "any" must be a choice, as an open Raft port must be (`--insecure`).
+//!
 //! The API refuses a PUT whose callback is not allowed (422 `callback_not_allowed`), and
 //! the dispatcher checks again before every POST, so a state created before the list
 //! was narrowed fails its attempts instead of reaching a target that is now refused.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::IpNet;
 use reqwest::Url;
 
-/// The parsed `--callback-allow` list. Empty: every `http(s)` target is allowed.
+/// The parsed `--callback-allow` list. Empty: every `http(s)` target is allowed, as
+/// with `*` — but only `*` is allowed on a node that listens beyond loopback.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallbackAllow {
     entries: Vec<Entry>,
+    /// `*`: any target, said explicitly.
+    any: bool,
 }
 
 /// One entry of the list.
@@ -43,9 +51,14 @@ enum Entry {
 }
 
 impl CallbackAllow {
-    /// Whether there is no list (everything allowed).
+    /// Whether every target is allowed (no list, or `*`).
     pub fn is_open(&self) -> bool {
-        self.entries.is_empty()
+        self.any || self.entries.is_empty()
+    }
+
+    /// Whether the flag was given: a list, or `*`.
+    pub fn is_given(&self) -> bool {
+        self.any || !self.entries.is_empty()
     }
 
     /// Whether `url` may be a callback target; `Err` says why not.
@@ -96,15 +109,43 @@ impl FromStr for CallbackAllow {
 
     /// Parses `10.0.0.0/8,192.0.2.7,hooks.example.com,*.example.com` (blank entries are
     /// skipped, so an empty string is no list).
+    /// `*` alone allows any target.
     fn from_str(text: &str) -> Result<Self, String> {
-        let entries = text
+        let texts: Vec<&str> = text
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
+            .collect();
+        if texts == ["*"] {
+            return Ok(CallbackAllow {
+                entries: Vec::new(),
+                any: true,
+            });
+        }
+        if texts.contains(&"*") {
+            return Err("`*` allows every target: give it alone, or list the targets".into());
+        }
+        let entries = texts
+            .into_iter()
             .map(parse_entry)
             .collect::<Result<_, _>>()?;
-        Ok(CallbackAllow { entries })
+        Ok(CallbackAllow {
+            entries,
+            any: false,
+        })
     }
+}
+
+/// Refuses to start a node that listens beyond loopback with no `--callback-allow`.
+pub fn check_exposure(listen: &SocketAddr, allow: &CallbackAllow) -> Result<(), String> {
+    if allow.is_given() || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "{listen} is not a loopback address, so callbacks could be aimed at any service \
+         this node can reach: give --callback-allow (env SLCT_CALLBACK_ALLOW) the hosts \
+         and networks callbacks may target, or --callback-allow '*' to allow any"
+    ))
 }
 
 fn parse_entry(text: &str) -> Result<Entry, String> {
@@ -143,6 +184,9 @@ fn parse_entry(text: &str) -> Result<Entry, String> {
 
 impl fmt::Display for CallbackAllow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.any {
+            return f.write_str("*");
+        }
         let texts: Vec<String> = self
             .entries
             .iter()
@@ -171,6 +215,30 @@ mod tests {
         assert!(open
             .check("http://169.254.169.254/latest/meta-data")
             .is_ok());
+    }
+
+    #[test]
+    fn a_star_allows_everything_explicitly() {
+        let any = allow(" * ");
+        assert!(any.is_open() && any.is_given());
+        assert!(any.check("http://169.254.169.254/").is_ok());
+        assert_eq!(any.to_string(), "*");
+        assert!(!allow("").is_given());
+    }
+
+    #[test]
+    fn beyond_loopback_the_list_must_be_given() {
+        let public: SocketAddr = "0.0.0.0:7001".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let err = check_exposure(&public, &allow("")).unwrap_err();
+        assert!(
+            err.contains("--callback-allow") && err.contains("'*'"),
+            "{err}"
+        );
+        assert!(check_exposure(&public, &allow("*")).is_ok());
+        assert!(check_exposure(&public, &allow("10.0.0.0/8")).is_ok());
+        assert!(check_exposure(&local, &allow("")).is_ok());
+        assert!(check_exposure(&"[::1]:7001".parse().unwrap(), &allow("")).is_ok());
     }
 
     #[test]
@@ -219,7 +287,15 @@ mod tests {
 
     #[test]
     fn bad_entries_are_refused() {
-        for bad in ["http://x", "a b", "*.", "10.0.0.0/33", "x..y", "*"] {
+        for bad in [
+            "http://x",
+            "a b",
+            "*.",
+            "10.0.0.0/33",
+            "x..y",
+            "*,10.0.0.0/8",
+            "**",
+        ] {
             assert!(bad.parse::<CallbackAllow>().is_err(), "{bad}");
         }
         assert_eq!(
