@@ -48,6 +48,7 @@ fn main() {
         callback: None,
         priority: 0,
         max_deliveries: 0,
+        retain_ms: 0,
     });
     run("blocked selects", &store, &mut now, blocked, batch);
     store.flush_durable().expect("flush");
@@ -66,6 +67,7 @@ fn main() {
             callback: None,
             priority: 0,
             max_deliveries: 0,
+            retain_ms: 0,
         };
         [
             one(format!("rx-{i:08}"), Case::Recv { chan: chan.clone() }),

@@ -28,8 +28,11 @@
 //! `--max-body` bytes (the same limit as a PUT; the rest is never buffered), and
 //! `last_error` says only "no valid HTTP answer" for every transport failure — it does
 //! not tell a refused connection from a timeout or a non-HTTP service, so it cannot be
-//! used to map which ports of the leader's network are open. `--callback-allow`
-//! ([`allow`]) restricts targets to listed hosts and networks.
+//! used to map which ports of the leader's network are open. Every other `last_error`
+//! is a fixed sentence with the answer's HTTP status and nothing of the answer's
+//! content (not even a parser's quote of it), at most 200 bytes: what a client reads
+//! back of a target is its status. `--callback-allow` ([`allow`]) restricts targets to
+//! listed hosts and networks.
 //!
 //! # Why the lease is short, and extended on deferral
 //! If the leader dies with an attempt in flight, nobody records its outcome: the new
@@ -48,10 +51,18 @@
 //! a leased state whose POST never happened (this node lost leadership, or fell behind
 //! the effects broadcast) is delivered when its lease lapses.
 //!
-//! Attempts run on their own tasks, at most `concurrency` at once, each bounded by
-//! the callback's `timeout_ms`; the apply path only ever sends to a broadcast channel.
+//! # Why a slow target delays no other
+//! Attempts are grouped by target (`host:port` of the URL): at most
+//! [`PER_TARGET`] run at once for one target, the rest of its states wait in that
+//! target's own queue, and a target's worker takes the next one when an attempt ends.
+//! Across targets at most `concurrency` attempts run at once, each bounded by the
+//! callback's `timeout_ms` (at most a minute). So 64 callbacks to a tarpit hold 8 slots
+//! and their queue, and a healthy target's callback starts at once. The effects loop
+//! never waits: it reads the state's target and queues it; past [`MAX_QUEUED`] waiting
+//! states it drops the dispatch, and the lease's expiry delivers the state again later.
+//! The apply path only ever sends to a broadcast channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,6 +91,10 @@ pub const BACKOFF_BASE_MS: u64 = 200;
 pub const BACKOFF_MAX_MS: u64 = 60_000;
 /// Default `--callback-defer-ms`.
 pub const DEFAULT_DEFER_MS: u64 = 30_000;
+/// Most attempts in flight to one target (`host:port`) at once.
+pub const PER_TARGET: usize = 8;
+/// Most states waiting in the targets' queues, across targets.
+pub const MAX_QUEUED: usize = 10_000;
 
 /// How callbacks are delivered.
 #[derive(Clone, Debug)]
@@ -155,13 +170,59 @@ struct Dispatcher {
     metrics: Arc<Metrics>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
-    /// States with an attempt in flight → whether another was asked for meanwhile.
+    /// States with an attempt in flight or queued → whether another was asked for
+    /// meanwhile.
     in_flight: Mutex<HashMap<String, bool>>,
+    /// Per target (`host:port`): attempts running and states waiting.
+    targets: Mutex<HashMap<String, Target>>,
+}
+
+/// One callback target's share of the dispatcher.
+#[derive(Default)]
+struct Target {
+    /// Workers running for it (at most [`PER_TARGET`]).
+    running: usize,
+    /// States waiting for one of its workers, in arrival order.
+    waiting: VecDeque<String>,
 }
 
 impl Dispatcher {
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_targets(&self) -> std::sync::MutexGuard<'_, HashMap<String, Target>> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An attempt for `id` ended: true if it is done with, false if another attempt
+    /// was asked for meanwhile.
+    fn finished(&self, id: &str) -> bool {
+        let mut in_flight = self.lock_in_flight();
+        match in_flight.get_mut(id) {
+            Some(again) if *again => {
+                *again = false;
+                false
+            }
+            _ => {
+                in_flight.remove(id);
+                true
+            }
+        }
+    }
+
+    /// The next state for a worker of `target`, or `None` and the worker stops.
+    fn next_for(&self, target: &str) -> Option<String> {
+        let mut targets = self.lock_targets();
+        let t = targets.get_mut(target)?;
+        if let Some(id) = t.waiting.pop_front() {
+            return Some(id);
+        }
+        t.running -= 1;
+        if t.running == 0 {
+            targets.remove(target);
+        }
+        None
     }
 
     /// If an attempt for `id` is in flight, asks it to look again when it ends.
@@ -193,6 +254,7 @@ pub fn spawn(
         permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
         client,
         in_flight: Mutex::default(),
+        targets: Mutex::default(),
         node,
         config,
         max_answer,
@@ -222,7 +284,7 @@ async fn lead(d: &Arc<Dispatcher>) {
         match effects.recv().await {
             Ok(e) => {
                 for p in e.pending.iter().filter(|p| p.callback) {
-                    dispatch(d, &p.id).await;
+                    dispatch(d, &p.id);
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -236,39 +298,73 @@ async fn lead(d: &Arc<Dispatcher>) {
     }
 }
 
-/// Starts an attempt for `id` once a permit is free, or asks the attempt in flight
-/// to look again when it ends. Waiting for a permit holds up the caller (the effects
-/// loop): effects then queue up, and if they overflow, what was missed is delivered
-/// when its lease lapses. So memory stays bounded however many are due.
-async fn dispatch(d: &Arc<Dispatcher>, id: &str) {
+/// Hands `id` to a worker of its target, or queues it there, or asks the attempt in
+/// flight to look again when it ends. Never waits (see "Why a slow target delays no
+/// other" above); a state it drops is delivered when its lease lapses.
+fn dispatch(d: &Arc<Dispatcher>, id: &str) {
     if d.ask_again(id) {
         return;
     }
-    let Ok(permit) = d.permits.clone().acquire_owned().await else {
+    let Some(target) = target_of(d, id) else {
         return;
     };
-    // Registered only now that nothing is awaited before the spawn: a dispatch dropped
-    // while it waits for a permit (leadership lost) leaves nothing behind.
-    if d.ask_again(id) {
-        return;
+    let mut targets = d.lock_targets();
+    let t = targets.entry(target.clone()).or_default();
+    if t.running < PER_TARGET.min(d.config.concurrency.max(1)) {
+        t.running += 1;
+        d.lock_in_flight().insert(id.to_owned(), false);
+        tokio::spawn(work(d.clone(), target, id.to_owned()));
+    } else if d.lock_in_flight().len() < MAX_QUEUED {
+        t.waiting.push_back(id.to_owned());
+        d.lock_in_flight().insert(id.to_owned(), false);
+    } else {
+        tracing::warn!(
+            id,
+            "callback queues are full; the state is delivered when its lease lapses"
+        );
     }
-    d.lock_in_flight().insert(id.to_owned(), false);
-    let (d, id) = (d.clone(), id.to_owned());
-    tokio::spawn(async move {
-        let _permit = permit;
-        let mut last = None;
-        loop {
-            last = attempt(&d, &id, last).await.or(last);
-            let mut in_flight = d.lock_in_flight();
-            match in_flight.get_mut(&id) {
-                Some(again) if *again => *again = false,
-                _ => {
-                    in_flight.remove(&id);
-                    return;
+}
+
+/// The target (`host:port`) of the callback of the state `id`, if it has one.
+fn target_of(d: &Dispatcher, id: &str) -> Option<String> {
+    let state = crate::engine::load_state(d.node.store(), id).ok()??;
+    let url = reqwest::Url::parse(&state.callback?.url).ok()?;
+    Some(format!(
+        "{}:{}",
+        url.host_str()?,
+        url.port_or_known_default()?
+    ))
+}
+
+/// A worker of `target`: attempts `id`, then the target's next waiting state, until
+/// its queue is empty. While this node does not lead it attempts nothing: the states
+/// it drops are delivered by the next leader when their leases lapse.
+async fn work(d: Arc<Dispatcher>, target: String, mut id: String) {
+    loop {
+        let permit = if d.node.is_leader() {
+            d.permits.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
+        match permit {
+            Some(_permit) => {
+                let mut last = None;
+                loop {
+                    last = attempt(&d, &id, last).await.or(last);
+                    if d.finished(&id) {
+                        break;
+                    }
                 }
             }
+            None => {
+                d.lock_in_flight().remove(&id);
+            }
         }
-    });
+        match d.next_for(&target) {
+            Some(next) => id = next,
+            None => return,
+        }
+    }
 }
 
 /// One delivery attempt of the lease the state holds, unless it is the lease `last`
@@ -280,12 +376,13 @@ async fn attempt(d: &Dispatcher, id: &str, last: Option<Uuid>) -> Option<Uuid> {
     if Some(token) == last {
         return None;
     }
+    let started = tokio::time::Instant::now();
     let error = match post(d, &state, token).await {
-        Ok(None) => {
+        Ok((_, None)) => {
             defer(d, id, token).await;
             return Some(token);
         }
-        Ok(Some(update)) => match apply_update(d, id, token, update).await {
+        Ok((status, Some(update))) => match apply_update(d, id, token, status, update).await {
             Ok(()) => {
                 d.metrics.callback("applied");
                 return Some(token);
@@ -294,18 +391,35 @@ async fn attempt(d: &Dispatcher, id: &str, last: Option<Uuid>) -> Option<Uuid> {
         },
         Err(e) => e,
     };
-    fail(d, &state, token, error).await;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if error == NO_VALID_ANSWER {
+        // A refused connection fails in milliseconds, a silent listener at the timeout:
+        // recorded at the timeout either way, the log time of the failure (in the
+        // history, `updated_at`, the retry time) does not tell them apart.
+        if let Some(callback) = &state.callback {
+            tokio::time::sleep_until(started + Duration::from_millis(callback.timeout_ms)).await;
+        }
+    }
+    fail(d, &state, token, error, duration_ms).await;
     Some(token)
 }
 
-/// POSTs the state; `Ok(Some(body))` is an update to apply, `Ok(None)` a deferral.
-async fn post(d: &Dispatcher, state: &State, token: Uuid) -> Result<Option<StateBody>, String> {
+/// POSTs the state; answers the status and `Some(body)`, an update to apply, or `None`,
+/// a deferral. An error is `last_error`: a fixed sentence, the status at most.
+async fn post(
+    d: &Dispatcher,
+    state: &State,
+    token: Uuid,
+) -> Result<(u16, Option<StateBody>), String> {
     let callback = state
         .callback
         .as_ref()
         .ok_or("the state lost its callback")?;
-    d.config.allow.check(&callback.url)?;
-    let body = serde_json::to_vec(&state.view(true)).map_err(|e| e.to_string())?;
+    if d.config.allow.check(&callback.url).is_err() {
+        return Err("the callback url is not in --callback-allow (narrowed since the PUT)".into());
+    }
+    let body = serde_json::to_vec(&state.view(true))
+        .map_err(|_| "the state could not be encoded".to_owned())?;
     let mut request = d
         .client
         .post(&callback.url)
@@ -329,17 +443,25 @@ async fn post(d: &Dispatcher, state: &State, token: Uuid) -> Result<Option<State
             "callback answered HTTP {code} (redirects are not followed)"
         ));
     }
-    if !status.is_success() {
-        return Err(format!("callback answered HTTP {}", status.as_u16()));
+    let status = status.as_u16();
+    if !(200..300).contains(&status) {
+        return Err(format!("callback answered HTTP {status}"));
     }
-    let bytes = read_limited(&mut response, d.max_answer).await?;
-    if status.as_u16() == 202 || status.as_u16() == 204 || bytes.iter().all(u8::is_ascii_whitespace)
-    {
-        return Ok(None);
+    let bytes = read_limited(&mut response, d.max_answer)
+        .await
+        .map_err(|e| format!("callback answered HTTP {status}; {e}"))?;
+    if status == 202 || status == 204 || bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((status, None));
     }
-    crate::api::extract::parse::<StateBody>(&bytes)
-        .map(Some)
-        .map_err(|e| format!("callback answered an invalid state: {}", e.message))
+    match crate::api::extract::parse::<StateBody>(&bytes) {
+        Ok(update) => Ok((status, Some(update))),
+        Err(e) => {
+            tracing::debug!(id = %state.id, error = %e.message, "callback answered an invalid state");
+            Err(format!(
+                "callback answered HTTP {status} with a body that is not a valid state update"
+            ))
+        }
+    }
 }
 
 /// A failure to get an answer, as `last_error` (see [`NO_VALID_ANSWER`]); the detail
@@ -352,7 +474,7 @@ fn transport(e: reqwest::Error) -> String {
 /// Reads an answer's body, refusing one longer than `max` bytes: by its
 /// `Content-Length` before reading, else as soon as the chunks read pass `max`.
 async fn read_limited(response: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let too_large = || format!("callback answer larger than {max} bytes");
+    let too_large = || format!("the answer is larger than {max} bytes");
     if response.content_length().is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
@@ -366,20 +488,29 @@ async fn read_limited(response: &mut reqwest::Response, max: usize) -> Result<Ve
     Ok(bytes)
 }
 
-/// Applies the callback's answer as the update under its lease.
+/// Applies the callback's answer (HTTP `status`) as the update under its lease. An
+/// error names the engine's error code, never its message (which may quote the answer).
 async fn apply_update(
     d: &Dispatcher,
     id: &str,
     token: Uuid,
+    status: u16,
     body: StateBody,
 ) -> Result<(), String> {
-    let invalid = |e: Error| format!("callback answered an invalid update: {e}");
+    let invalid = |e: Error| {
+        tracing::debug!(id, error = %e, "callback answered an update that was refused");
+        format!(
+            "callback answered HTTP {status} with an update that was refused ({})",
+            e.code()
+        )
+    };
     let callback = body.callback().map_err(invalid)?;
     if let Some(Some(callback)) = &callback {
-        d.config
-            .allow
-            .check(&callback.url)
-            .map_err(|e| format!("callback answered an invalid update: {e}"))?;
+        if d.config.allow.check(&callback.url).is_err() {
+            return Err(format!(
+                "callback answered HTTP {status} with a callback url not in --callback-allow"
+            ));
+        }
     }
     let op = Op::UpdateState {
         id: id.to_owned(),
@@ -388,11 +519,17 @@ async fn apply_update(
         callback,
         priority: body.priority().map_err(invalid)?,
         max_deliveries: body.max_deliveries().map_err(invalid)?,
+        retain_ms: body.retain_ms().map_err(invalid)?,
         data: body.data,
     };
     match d.node.write(op).await {
         Ok(applied) => applied.reply.map(|_| ()).map_err(invalid),
-        Err(e) => Err(format!("the update could not be applied: {e}")),
+        Err(e) => {
+            tracing::info!(id, error = %e, "a callback's update was not committed");
+            Err(format!(
+                "callback answered HTTP {status}; its update could not be committed"
+            ))
+        }
     }
 }
 
@@ -416,7 +553,7 @@ async fn defer(d: &Dispatcher, id: &str, token: Uuid) {
 }
 
 /// Records a failed attempt: retry later, or give up.
-async fn fail(d: &Dispatcher, state: &State, token: Uuid, error: String) {
+async fn fail(d: &Dispatcher, state: &State, token: Uuid, error: String, duration_ms: u64) {
     let backoff_ms = backoff_ms(state.attempts, &mut rand::thread_rng());
     let gave_up = state.attempts + 1 >= d.config.max_attempts;
     tracing::info!(id = %state.id, attempt = state.attempts + 1, %error, "callback failed");
@@ -426,6 +563,7 @@ async fn fail(d: &Dispatcher, state: &State, token: Uuid, error: String) {
         error,
         max_attempts: d.config.max_attempts,
         backoff_ms,
+        duration_ms,
     };
     match d.node.write(op).await.map(|a| a.reply) {
         Ok(Ok(_)) => d

@@ -84,7 +84,7 @@ async fn make_info_close_and_list() {
     assert_eq!(info.status, StatusCode::OK);
     assert_eq!(
         info.body,
-        json!({"name": "payments/order-42", "capacity": 2, "len": 2, "closed": false, "senders": 1, "receivers": 0})
+        json!({"name": "payments/order-42", "capacity": 2, "len": 2, "closed": false, "senders": 1, "receivers": 0, "discarded": 0})
     );
     let missing = c.call(f, Method::GET, "/chan/never-used", None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);

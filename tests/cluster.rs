@@ -1,5 +1,6 @@
 //! Three real `slct serve` processes on loopback: replication, leader failure with
-//! `kill -9`, catching up from the log and by snapshot, and a kill loop under writes.
+//! `kill -9`, catching up from the log and by snapshot, a kill loop under writes, and
+//! what a survivor logs about a dead peer.
 
 mod cluster_harness;
 
@@ -294,4 +295,74 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_follower() {
     )
     .await;
     assert_eq!(info["leader"], json!(new));
+}
+
+/// Lines of `log` at `level` that contain `text`.
+fn lines_at<'a>(log: &'a str, level: &str, text: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter(|line| line.contains(level) && line.contains(text))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dead_peer_is_one_warn_when_it_goes_and_one_info_when_it_returns() {
+    let mut cluster = Cluster::start_logging(3, &[], None);
+    let leader = cluster.leader().await;
+    let victim = cluster.other_than(leader);
+    let reachable = |info: Value| info["peers"][victim.to_string()]["reachable"].as_bool();
+
+    cluster.kill(victim);
+    eventually(
+        "the leader finds the victim unreachable",
+        Duration::from_secs(20),
+        || async {
+            let info = cluster.cluster_info(leader).await?;
+            let heard = info["peers"][victim.to_string()]["last_heard_ms"].as_u64();
+            (reachable(info) == Some(false) && heard.is_some()).then_some(())
+        },
+    )
+    .await;
+    // The outage itself: the leader retries the dead peer every 200 ms meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.spawn(victim);
+    let peer = format!("peer {victim} ");
+    eventually(
+        "the leader logs the victim's return",
+        Duration::from_secs(30),
+        || async {
+            let log = cluster.log(leader);
+            (!lines_at(&log, "INFO", &peer).is_empty()).then_some(())
+        },
+    )
+    .await;
+    let info = cluster.cluster_info(leader).await.expect("GET /cluster");
+    assert_eq!(info["leader"], json!(leader), "leadership held throughout");
+    assert_eq!(reachable(info), Some(true));
+
+    let log = cluster.log(leader);
+    let warns = lines_at(&log, "WARN", &peer);
+    assert_eq!(warns.len(), 1, "one WARN for the outage:\n{log}");
+    assert!(warns[0].contains("does not answer"), "{}", warns[0]);
+    let back = lines_at(&log, "INFO", &peer);
+    assert_eq!(back.len(), 1, "one INFO for the return:\n{log}");
+    let failures: u64 = back[0]
+        .split("after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a failure count: {}", back[0]));
+    assert!(failures >= 5, "3 s of retries every 200 ms: {}", back[0]);
+    for id in (1..=3).filter(|id| *id != victim) {
+        let log = cluster.log(id);
+        assert!(
+            lines_at(&log, "WARN", &peer).len() <= 1,
+            "node {id}:\n{log}"
+        );
+        assert!(lines_at(&log, "ERROR", "").is_empty(), "node {id}:\n{log}");
+    }
+    assert!(!lines_at(&log, "INFO", "is the leader").is_empty(), "{log}");
+    assert!(
+        !lines_at(&log, "INFO", "membership voters [1, 2, 3]").is_empty(),
+        "{log}"
+    );
 }

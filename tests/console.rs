@@ -150,6 +150,9 @@ fn button(label: &str) -> String {
     format!("//button[normalize-space()='{label}']")
 }
 
+/// The row of channel `jobs` on the channels page.
+const JOBS_ROW: &str = "//tr[td[normalize-space()='jobs']]";
+
 async fn put_state(cluster: &Cluster, id: &str, body: Value) {
     let put = cluster
         .call(0, Method::PUT, &format!("/state/{}", enc(id)), Some(body))
@@ -179,6 +182,20 @@ async fn the_console_lists_shows_and_acts_on_states() {
     })
     .await;
     put_state(&cluster, "order-1", waiting_on("payments/order-1")).await;
+    put_state(&cluster, "order-10", waiting_on("payments/order-10")).await;
+    let mut timed = waiting_on("payments/order-2");
+    timed["selects"][0]["cases"]
+        .as_array_mut()
+        .expect("cases")
+        .push(json!({"op": "timer", "after_ms": 3_600_000}));
+    put_state(&cluster, "order-2", timed).await;
+    // Enough events for two pages of history (20 a page).
+    for _ in 0..12 {
+        for action in ["pause", "resume"] {
+            let path = format!("/state/order-2/{action}");
+            assert_eq!(cluster.call(0, Method::POST, &path, None).await.status, 200);
+        }
+    }
     put_state(&cluster, HOSTILE, waiting_on(HOSTILE)).await;
     // A callback nobody answers (port 1 refuses) and one attempt: failed at once.
     let mut failing = waiting_on("never");
@@ -203,13 +220,18 @@ async fn the_console_lists_shows_and_acts_on_states() {
     browser
         .until(
             "the states listed",
-            "return [...document.querySelectorAll('#view a.id')].length === 3;",
+            "return [...document.querySelectorAll('#view a.id')].length === 5;",
         )
         .await;
     let ids = browser
         .eval("return [...document.querySelectorAll('#view a.id')].map(a => a.textContent);")
         .await;
-    assert_eq!(ids, json!([HOSTILE, "job-failed", "order-1"]));
+    assert_eq!(
+        ids,
+        json!([HOSTILE, "job-failed", "order-1", "order-2", "order-10"]),
+        "ids in natural order"
+    );
+    states_list_columns(&browser).await;
     assert_hostile_inert(&browser).await;
 
     browser
@@ -233,14 +255,8 @@ async fn the_console_lists_shows_and_acts_on_states() {
 
     pause_and_resume(&cluster, &browser, &base).await;
     retry(&cluster, &browser, &base).await;
-
-    browser.goto(&format!("{base}/#/chans")).await;
-    browser
-        .until(
-            "the channel listed",
-            "return [...document.querySelectorAll('#view td')].some(td => td.textContent === 'jobs');",
-        )
-        .await;
+    state_page_cases_and_history(&browser, &base).await;
+    channel_actions(&cluster, &browser, &base).await;
 
     browser.goto(&format!("{base}/#/cluster")).await;
     browser
@@ -251,6 +267,20 @@ async fn the_console_lists_shows_and_acts_on_states() {
                     cells.filter(c => c === 'in sync').length === 2;",
         )
         .await;
+    // The other follower stops: shown as unreachable, with when it was last heard.
+    let gone = (0..3)
+        .find(|i| *i != cluster.leader() && *i != cluster.follower())
+        .expect("a third node");
+    cluster.stop_node(gone).await;
+    browser
+        .until(
+            "the stopped member shown unreachable",
+            r"return [...document.querySelectorAll('#view tbody td')].some(td =>
+                 /^unreachable, last heard \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC \(/
+                   .test(td.textContent));",
+        )
+        .await;
+    browser.screenshot("cluster").await;
 
     browser.goto(&format!("{base}/#/metrics")).await;
     browser
@@ -262,6 +292,154 @@ async fn the_console_lists_shows_and_acts_on_states() {
     browser.screenshot("states").await;
     browser.assert_no_errors().await;
     browser.close().await;
+}
+
+/// The states list says what each state waits on, its attempts, last error and times
+/// in UTC with a relative hint; without a token the token box is hidden.
+async fn states_list_columns(browser: &Browser) {
+    let rows = browser
+        .eval(
+            "return Object.fromEntries([...document.querySelectorAll('#view tbody tr')].map(tr =>
+               [tr.querySelector('a.id').textContent, [...tr.children].map(td => td.textContent)]));",
+        )
+        .await;
+    let row = |id: &str| rows[id].as_array().cloned().unwrap_or_default();
+    let waits = |id: &str| row(id)[2].as_str().unwrap_or_default().to_owned();
+    assert_eq!(waits("order-1"), "recv payments/order-1");
+    assert!(
+        waits("order-2").starts_with("recv payments/order-2 · timer in 59 min"),
+        "{}",
+        waits("order-2")
+    );
+    let failed = row("job-failed");
+    assert_eq!(failed[3], "1", "one callback attempt: {failed:?}");
+    assert!(
+        !failed[4].as_str().unwrap_or_default().is_empty(),
+        "last error: {failed:?}"
+    );
+    let updated = row("order-1")[7].as_str().unwrap_or_default().to_owned();
+    let format = regex_like_time(&updated);
+    assert!(format, "UTC time with a hint: {updated:?}");
+    let login_hidden = browser
+        .eval("return document.getElementById('login').checkVisibility() === false;")
+        .await;
+    assert_eq!(login_hidden, true, "no token box on a node without a token");
+}
+
+/// `YYYY-MM-DD hh:mm:ss.mmm UTC (…)`.
+fn regex_like_time(text: &str) -> bool {
+    let shape: String = text
+        .chars()
+        .take(27)
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    shape == "9999-99-99 99:99:99.999 UTC" && text[27..].starts_with(" (") && text.ends_with(')')
+}
+
+/// A state's selects and results are tables of cases, and its history is paged.
+async fn state_page_cases_and_history(browser: &Browser, base: &str) {
+    browser.open_state(base, "order-2").await;
+    let cases = browser
+        .eval("return [...document.querySelectorAll('#view td.case')].map(td => td.textContent);")
+        .await;
+    let cases: Vec<String> = serde_json::from_value(cases).expect("case texts");
+    assert_eq!(cases.len(), 2, "{cases:?}");
+    assert_eq!(cases[0], "recv payments/order-2");
+    assert!(
+        cases[1].starts_with("timer ") && regex_like_time(&cases[1][6..]),
+        "{cases:?}"
+    );
+    let raw = browser
+        .eval("return document.querySelectorAll('#view pre').length;")
+        .await;
+    assert_eq!(raw, json!(1), "only the data is raw JSON");
+    let first_page = "return document.querySelectorAll('#view tbody tr').length;";
+    browser
+        .until(
+            "a full page of history",
+            "return [...document.querySelectorAll('#view a')].some(a => a.textContent === 'older →');",
+        )
+        .await;
+    let rows_before = browser.eval(first_page).await;
+    browser.click("//a[normalize-space()='older →']").await;
+    browser
+        .until(
+            "the older page",
+            "return location.hash.includes('before=') &&
+                    [...document.querySelectorAll('#view a')].some(a => a.textContent === '← newer');",
+        )
+        .await;
+    let seqs = browser
+        .eval(
+            "const rows = [...document.querySelectorAll('#view table')].pop().querySelectorAll('tbody tr');
+             return [...rows].map(tr => Number(tr.children[0].textContent));",
+        )
+        .await;
+    let seqs: Vec<u64> = serde_json::from_value(seqs).expect("seqs");
+    assert!(
+        !seqs.is_empty() && seqs[0] < 10,
+        "older events: {seqs:?} ({rows_before})"
+    );
+    browser.assert_no_errors().await;
+}
+
+/// Send, try-receive and close from the channels page, each confirmed first.
+async fn channel_actions(cluster: &Cluster, browser: &Browser, base: &str) {
+    browser.goto(&format!("{base}/#/chans")).await;
+    browser
+        .until(
+            "the channel listed",
+            "return [...document.querySelectorAll('#view td')].some(td => td.textContent === 'jobs');",
+        )
+        .await;
+    browser
+        .eval("window.asked = []; window.confirm = (q) => { window.asked.push(q); return true; };")
+        .await;
+    let field = browser
+        .0
+        .find(Locator::XPath(&format!("{JOBS_ROW}//input")))
+        .await
+        .expect("the value field");
+    field.send_keys("{\"n\": 1}").await.expect("typing");
+    browser
+        .click(&format!("{JOBS_ROW}{}", button("Send")))
+        .await;
+    let len = || async { cluster.call(0, Method::GET, "/chan/jobs", None).await.body["len"] == 1 };
+    eventually(PATIENCE, "the value sent", len).await;
+    browser
+        .until(
+            "the send noted",
+            "return document.getElementById('notice').textContent.startsWith('Sent on jobs');",
+        )
+        .await;
+    browser
+        .click(&format!("{JOBS_ROW}{}", button("Receive")))
+        .await;
+    browser
+        .until(
+            "the value received",
+            "return document.getElementById('notice').textContent === 'Received from jobs: {\"n\":1}';",
+        )
+        .await;
+    browser
+        .click(&format!("{JOBS_ROW}{}", button("Receive")))
+        .await;
+    browser
+        .until(
+            "nothing left",
+            "return document.getElementById('notice').textContent === 'Nothing to receive on jobs now.';",
+        )
+        .await;
+    browser
+        .click(&format!("{JOBS_ROW}{}", button("Close")))
+        .await;
+    eventually(PATIENCE, "jobs closed", || async {
+        cluster.call(0, Method::GET, "/chan/jobs", None).await.body["closed"] == true
+    })
+    .await;
+    let asked = browser.eval("return window.asked.length;").await;
+    assert_eq!(asked, json!(4), "every action confirmed first");
+    browser.assert_no_errors().await;
 }
 
 /// The hostile id is on the page as text, and nothing in it ran or became an element.

@@ -35,6 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
             callback: None,
             priority: 0,
             max_deliveries: 0,
+            retain_ms: 0,
         }),
         2 => (0..3usize, 0..1000u32).prop_map(|(c, v)| Op::Send { chan: CHANS[c].into(), data: json!(v).into(), mode: SendMode::Detached }),
         2 => (0..3usize).prop_map(|c| Op::Recv { chan: CHANS[c].into(), mode: RecvMode::Try }),

@@ -94,6 +94,7 @@ fn a_result_that_arrives_during_the_lease_is_kept_and_the_state_is_pending_again
         callback: None,
         priority: None,
         max_deliveries: None,
+        retain_ms: None,
     });
     let Ok(Response::State(s)) = applied.reply else {
         panic!("{:?}", applied.reply)
@@ -120,6 +121,7 @@ fn an_unknown_or_expired_token_is_lease_lost_and_changes_nothing() {
         callback: None,
         priority: None,
         max_deliveries: None,
+        retain_ms: None,
     });
     assert_eq!((unknown.code(), unknown.status()), ("lease_lost", 409));
     let before = w.state("p");
@@ -179,6 +181,7 @@ fn polls_filter_by_prefix_and_skip_states_with_callbacks() {
         }),
         priority: 0,
         max_deliveries: 0,
+        retain_ms: 0,
     });
     assert_eq!(
         slct::engine::poll::candidates(&w.store, "order-", 0, 5).unwrap(),
@@ -259,6 +262,7 @@ fn a_callback_is_retried_after_its_backoff_then_fails_and_can_be_rearmed() {
         callback: Some(callback),
         priority: 0,
         max_deliveries: 0,
+        retain_ms: 0,
     });
     assert!(
         created.effects.pending[0].callback,
@@ -281,6 +285,7 @@ fn a_callback_is_retried_after_its_backoff_then_fails_and_can_be_rearmed() {
             error: "HTTP 500".into(),
             max_attempts: 3,
             backoff_ms: 200,
+            duration_ms: 12,
         });
         if attempt < 3 {
             assert_eq!(
@@ -319,6 +324,7 @@ fn creating_an_existing_state_is_refused() {
         callback: None,
         priority: 0,
         max_deliveries: 0,
+        retain_ms: 0,
     });
     assert_eq!((err.code(), err.status()), ("exists", 409));
 }
@@ -333,6 +339,7 @@ fn a_state_delivered_max_deliveries_times_without_an_update_fails_until_retried(
         callback: None,
         priority: 0,
         max_deliveries: 2,
+        retain_ms: 0,
     });
     for delivery in 1..=2 {
         let got = w.poll(1, 100);

@@ -19,6 +19,10 @@
 //! its choices among ready cases. Every lease granted counts as a delivery (a failed
 //! callback attempt counts in the attempts instead); a state that turns pending again
 //! after `max_deliveries` deliveries without an update is failed (the dead letter).
+//! A `done` state is deleted `retain_ms` after its last change, and bulk deletes take
+//! the matching states in id order, a batch at a time. Detached sends may carry an
+//! idempotency key: a repeat within the window gets the first reply and sends nothing,
+//! another send under the key is refused, and the key is free once the window passed.
 
 mod support;
 
@@ -27,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 use serde_json::json;
-use slct::engine::chan::Waiter;
+use slct::engine::chan::{Discarded, DiscardedSend, Waiter};
 use slct::engine::history::{self, Event, What};
 use slct::engine::poll::candidates;
 use slct::engine::types::{Callback, Case, Select, State, Status};
@@ -46,12 +50,20 @@ const MIN_PRIORITIES: [u8; 6] = [0, 0, 0, 1, 5, 6];
 const HISTORY_LIMITS: [u32; 4] = [0, 1, 3, 100];
 /// `max_deliveries` of the states of a run: no limit, or a few deliveries.
 const MAX_DELIVERIES: [u32; 4] = [0, 1, 2, 4];
+/// `retain_ms` of the states of a run: kept, or deleted soon after they are done.
+const RETAIN_MS: [u64; 4] = [0, 0, 5, 40];
+/// How long idempotency keys are remembered in the model's runs.
+const KEY_WINDOW_MS: u64 = 30;
+/// What a bulk delete may filter by.
+const LISTED: [&str; 6] = ["waiting", "pending", "leased", "done", "failed", "paused"];
 /// How long one callback attempt may take; its lease lasts this plus the engine's margin.
 const CALLBACK_TIMEOUT_MS: u64 = 20;
 /// A jump of time that outlasts a callback lease.
 const LONG_PAUSE_MS: u64 = CALLBACK_TIMEOUT_MS + CALLBACK_LEASE_MARGIN_MS + 50;
 /// What the dispatcher reports of a failed attempt.
 const CALLBACK_ERROR: &str = "503 from the process";
+/// How long every failed callback attempt of the model took.
+const CALLBACK_DURATION_MS: u64 = 7;
 
 #[derive(Clone, Debug)]
 enum CaseSpec {
@@ -71,6 +83,13 @@ enum Step {
     },
     DetachedSend {
         chan: usize,
+    },
+    /// A detached send with an idempotency key: a retry of the key's last send, or a
+    /// new value (refused while the key is live).
+    KeyedSend {
+        chan: usize,
+        key: usize,
+        retry: bool,
     },
     TryRecv {
         chan: usize,
@@ -130,6 +149,13 @@ enum Step {
     Delete {
         state: usize,
     },
+    /// One batch of `DELETE /states`: a state's prefix (or all), a status or `paused`
+    /// (or any).
+    DeleteStates {
+        prefix: Option<usize>,
+        status: Option<&'static str>,
+        limit: u32,
+    },
 }
 
 fn case_spec() -> impl Strategy<Value = CaseSpec> {
@@ -174,6 +200,8 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (state(), prop::collection::vec(cases(), 1..=2), priority(), prop::bool::weighted(0.3))
             .prop_map(|(state, selects, priority, callback)| Step::Create { state, selects, priority, callback }),
         2 => (0..CHANS.len()).prop_map(|chan| Step::DetachedSend { chan }),
+        2 => (0..CHANS.len(), 0..2usize, prop::bool::weighted(0.7))
+            .prop_map(|(chan, key, retry)| Step::KeyedSend { chan, key, retry }),
         2 => (0..CHANS.len()).prop_map(|chan| Step::TryRecv { chan }),
         1 => (0..CHANS.len()).prop_map(|chan| Step::Close { chan }),
         2 => prop_oneof![9 => 0u64..40, 1 => Just(LONG_PAUSE_MS)].prop_map(|ms| Step::Advance { ms }),
@@ -193,6 +221,12 @@ fn step() -> impl Strategy<Value = Step> {
         2 => state().prop_map(|state| Step::Pause { state }),
         2 => state().prop_map(|state| Step::Resume { state }),
         1 => state().prop_map(|state| Step::Delete { state }),
+        1 => (
+            prop::option::of(state()),
+            prop::option::of(prop::sample::select(&LISTED[..])),
+            1u32..3,
+        )
+            .prop_map(|(prefix, status, limit)| Step::DeleteStates { prefix, status, limit }),
     ]
 }
 
@@ -205,7 +239,8 @@ enum MWaiter {
         select: String,
         case: usize,
     },
-    Detached(Data),
+    /// A detached send: its value and when it was sent.
+    Detached(Data, u64),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -215,6 +250,8 @@ struct MChan {
     buf: VecDeque<Data>,
     sendq: VecDeque<MWaiter>,
     recvq: VecDeque<MWaiter>,
+    /// Detached sends its close discarded.
+    discarded: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -252,6 +289,11 @@ struct MState {
     deliveries: u32,
     /// Deliveries after which a state that turns pending fails instead (0: no limit).
     max_deliveries: u32,
+    /// Deleted this long after its last change once `done` (0: kept).
+    retain_ms: u64,
+    /// Log time of its creation, its last update, pause or resume (a `done` state
+    /// changes no other way).
+    updated_at: u64,
     /// Attempts or deliveries exhausted: delivered to no one until retried.
     failed: bool,
     /// Log time at which it last turned pending: its place among its priority.
@@ -265,7 +307,7 @@ struct MState {
 }
 
 impl MState {
-    fn new(priority: u8, callback: bool, max_deliveries: u32) -> MState {
+    fn new(priority: u8, callback: bool, max_deliveries: u32, retain_ms: u64, now: u64) -> MState {
         MState {
             selects: Vec::new(),
             results: Vec::new(),
@@ -277,6 +319,8 @@ impl MState {
             attempts: 0,
             deliveries: 0,
             max_deliveries,
+            retain_ms,
+            updated_at: now,
             failed: false,
             pending_since: None,
             version: 1,
@@ -334,6 +378,14 @@ struct Model {
     history_limit: u32,
     /// `max_deliveries` states are created with.
     max_deliveries: u32,
+    /// `retain_ms` states are created with.
+    retain_ms: u64,
+    /// States deleted by request and by retention, ever.
+    deleted_by_request: u64,
+    deleted_by_retention: u64,
+    /// Idempotency keys: the send they were first used for (channel, value), its reply
+    /// and when the key is free again.
+    keys: BTreeMap<usize, (usize, u64, Result<Response, String>, u64)>,
     chans: BTreeMap<String, MChan>,
     states: BTreeMap<String, MState>,
 }
@@ -459,6 +511,7 @@ impl Model {
     /// Returns the selects of `written` to register: those neither blocked nor
     /// completed during the lease.
     fn update(&mut self, id: &str, written: Vec<Select>, priority: Option<u8>) -> Vec<Select> {
+        let now = self.now;
         let st = self.state(id);
         let lease = st.lease.take().unwrap();
         let known: BTreeSet<String> = st
@@ -478,6 +531,7 @@ impl Model {
         st.pending_since = None;
         st.attempts = 0;
         st.deliveries = 0;
+        st.updated_at = now;
         st.version += 1;
         let version = st.version;
         self.note(id, What::Updated { version });
@@ -504,7 +558,15 @@ impl Model {
         }
         st.version += 1;
         let error = CALLBACK_ERROR.to_owned();
-        self.note(id, What::CallbackFailed { attempt, error });
+        let duration_ms = Some(CALLBACK_DURATION_MS);
+        self.note(
+            id,
+            What::CallbackFailed {
+                attempt,
+                error,
+                duration_ms,
+            },
+        );
         if gave_up {
             self.note(id, What::Failed);
         }
@@ -546,6 +608,7 @@ impl Model {
         };
         if st.paused != paused {
             st.paused = paused;
+            st.updated_at = self.now;
             st.version += 1;
             self.note(id, if paused { What::Paused } else { What::Resumed });
         }
@@ -686,7 +749,7 @@ impl Model {
             case,
         } = w
         else {
-            let MWaiter::Detached(v) = w else {
+            let MWaiter::Detached(v, _) = w else {
                 unreachable!()
             };
             return v;
@@ -712,18 +775,25 @@ impl Model {
         }
     }
 
-    fn close(&mut self, chan: &str) -> bool {
+    /// Closes `chan`: the detached sends it discards (value, sent at), or `None` if it
+    /// was closed already.
+    fn close(&mut self, chan: &str) -> Option<Vec<(Data, u64)>> {
         if self.chan(chan).closed {
-            return false;
+            return None;
         }
         self.chan(chan).closed = true;
         while let Some(w) = self.chan(chan).recvq.pop_front() {
             self.finish(w, Data::null(), false);
         }
+        let mut discarded = Vec::new();
         while let Some(w) = self.chan(chan).sendq.pop_front() {
+            if let MWaiter::Detached(v, at) = &w {
+                discarded.push((v.clone(), *at));
+            }
             self.finish(w, Data::null(), false);
         }
-        true
+        self.chan(chan).discarded += discarded.len() as u64;
+        Some(discarded)
     }
 
     /// Fires due timers in (deadline, state, select) order, then expires leases. Among
@@ -777,6 +847,49 @@ impl Model {
             st.version += 1;
             self.note(&id, What::LeaseExpired);
         }
+        let retained: Vec<String> = self
+            .states
+            .iter()
+            .filter(|(_, st)| {
+                st.status() == Status::Done
+                    && st.retain_ms > 0
+                    && st.updated_at + st.retain_ms <= now
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in retained {
+            self.states.remove(&id);
+            self.deleted_by_retention += 1;
+        }
+        self.keys.retain(|_, k| k.3 > now);
+    }
+
+    /// One batch of a bulk delete: the ids it deletes, and whether more match.
+    fn delete_states(&mut self, prefix: &str, status: Option<&str>, limit: u32) -> (u64, bool) {
+        let matching: Vec<String> = self
+            .states
+            .iter()
+            .filter(|(id, st)| {
+                id.starts_with(prefix)
+                    && match status {
+                        None => true,
+                        Some("paused") => st.paused,
+                        Some(s) => Status::parse(s) == Some(st.status()),
+                    }
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let more = matching.len() > limit as usize;
+        let mut count = 0;
+        for id in matching.into_iter().take(limit as usize) {
+            let st = self.states.remove(&id).unwrap();
+            for s in &st.selects {
+                self.leave_queues(&id, &s.id);
+            }
+            count += 1;
+        }
+        self.deleted_by_request += count;
+        (count, more)
     }
 }
 
@@ -791,7 +904,7 @@ struct Run {
 }
 
 impl Run {
-    fn new(caps: [u64; 3], history_limit: u32, max_deliveries: u32) -> Run {
+    fn new(caps: [u64; 3], history_limit: u32, max_deliveries: u32, retain_ms: u64) -> Run {
         let mut run = Run {
             world: World::new(),
             model: Model::default(),
@@ -802,6 +915,7 @@ impl Run {
         run.world.history_limit = history_limit;
         run.model.history_limit = history_limit;
         run.model.max_deliveries = max_deliveries;
+        run.model.retain_ms = retain_ms;
         run.model.now = run.world.now;
         for (name, cap) in CHANS.iter().zip(caps) {
             run.world.make(name, cap);
@@ -916,6 +1030,7 @@ impl Run {
                 callback,
             } => self.create(STATES[*state], selects, *priority, *callback),
             Step::DetachedSend { chan } => self.detached_send(CHANS[*chan]),
+            Step::KeyedSend { chan, key, retry } => self.keyed_send(*chan, *key, *retry),
             Step::TryRecv { chan } => {
                 let reply = self
                     .apply(Op::Recv {
@@ -935,10 +1050,15 @@ impl Run {
             Step::Close { chan } => {
                 let name = CHANS[*chan];
                 let reply = self.apply(Op::CloseChan { name: name.into() }).reply;
-                if self.model.close(name) {
-                    expect(reply, Response::Done)
-                } else {
-                    expect_err(reply, "closed")
+                match self.model.close(name) {
+                    Some(discarded) => {
+                        let count = discarded.len() as u64;
+                        let values = (discarded.into_iter())
+                            .map(|(data, sent_at)| DiscardedSend { data, sent_at })
+                            .collect();
+                        expect(reply, Response::Closed(Discarded { values, count }))
+                    }
+                    None => expect_err(reply, "closed"),
                 }
             }
             Step::Advance { ms } => self.pass(*ms),
@@ -984,9 +1104,26 @@ impl Run {
                         for s in &st.selects {
                             self.model.leave_queues(id, &s.id);
                         }
+                        self.model.deleted_by_request += 1;
                         expect(reply, Response::Done)
                     }
                 }
+            }
+            Step::DeleteStates {
+                prefix,
+                status,
+                limit,
+            } => {
+                let prefix = prefix.map_or("", |s| STATES[s]);
+                let reply = self
+                    .apply(Op::DeleteStates {
+                        prefix: prefix.into(),
+                        status: status.map(str::to_owned),
+                        limit: *limit,
+                    })
+                    .reply;
+                let (count, more) = self.model.delete_states(prefix, *status, *limit);
+                expect(reply, Response::Deleted { count, more })
             }
         }
     }
@@ -1010,21 +1147,94 @@ impl Run {
             }),
             priority,
             max_deliveries: self.model.max_deliveries,
+            retain_ms: self.model.retain_ms,
         });
         if exists {
             return expect_err(applied.reply, "exists");
         }
         applied.reply.map_err(|e| format!("create failed: {e:?}"))?;
-        self.model.states.insert(
-            id.into(),
-            MState::new(priority, callback, self.model.max_deliveries),
+        let (max_deliveries, retain_ms) = (self.model.max_deliveries, self.model.retain_ms);
+        let st = MState::new(
+            priority,
+            callback,
+            max_deliveries,
+            retain_ms,
+            self.model.now,
         );
+        self.model.states.insert(id.into(), st);
         self.model.note(id, What::Created);
         let before = State {
             next_seq: 1,
             ..self.world.state(id)
         };
         self.register_all(id, &before, selects)
+    }
+
+    /// A keyed detached send: the model decides whether it is a repeat (the first
+    /// reply, nothing sent), a reuse (refused) or new (sent and remembered).
+    fn keyed_send(&mut self, chan: usize, key: usize, retry: bool) -> Result<(), String> {
+        let live = self.model.keys.get(&key).cloned();
+        let (chan, value) = match (&live, retry) {
+            (Some((c, v, _, _)), true) => (*c, *v),
+            _ => {
+                self.next_value += 1;
+                (chan, self.next_value)
+            }
+        };
+        let op = Op::Send {
+            chan: CHANS[chan].into(),
+            data: Data::from(json!(value)),
+            mode: SendMode::Detached,
+        };
+        let digest = format!("{op:?}").into_bytes();
+        let reply = self
+            .apply(Op::Keyed {
+                key: format!("key-{key}"),
+                digest,
+                window_ms: KEY_WINDOW_MS,
+                op: Box::new(op),
+            })
+            .reply;
+        match live {
+            Some((c, v, first, _)) if (c, v) == (chan, value) => {
+                let got = reply.map_err(|e| e.code().to_owned());
+                if got != first {
+                    return Err(format!(
+                        "repeat of key {key}: {got:?}, first reply {first:?}"
+                    ));
+                }
+                Ok(())
+            }
+            Some(_) => expect_err(reply, "idempotency_key_reused"),
+            None => {
+                let expires_at = self.model.now + KEY_WINDOW_MS;
+                // The model's own send decides the reply; the engine must agree.
+                let name = CHANS[chan];
+                let v = Data::from(json!(value));
+                let want = if self.model.chan(name).closed {
+                    Err("closed".to_owned())
+                } else if self.model.ready(&Case::Send {
+                    chan: name.into(),
+                    data: v.clone(),
+                }) {
+                    self.model.send(name, v);
+                    Ok(Response::Sent)
+                } else {
+                    let now = self.model.now;
+                    self.model
+                        .chan(name)
+                        .sendq
+                        .push_back(MWaiter::Detached(v, now));
+                    Ok(Response::Parked)
+                };
+                let got = reply.map_err(|e| e.code().to_owned());
+                if got != want {
+                    return Err(format!("keyed send: {got:?}, model {want:?}"));
+                }
+                self.model.keys.insert(key, (chan, value, want, expires_at));
+                Ok(())
+            }
+        }
     }
 
     fn detached_send(&mut self, chan: &str) -> Result<(), String> {
@@ -1048,7 +1258,9 @@ impl Run {
             self.model.send(chan, v);
             expect(reply, Response::Sent)
         } else {
-            self.model.chan(chan).sendq.push_back(MWaiter::Detached(v));
+            let now = self.model.now;
+            let sendq = &mut self.model.chan(chan).sendq;
+            sendq.push_back(MWaiter::Detached(v, now));
             expect(reply, Response::Parked)
         }
     }
@@ -1152,6 +1364,7 @@ impl Run {
             callback: None,
             priority,
             max_deliveries: None,
+            retain_ms: None,
         });
         if let Some(code) = error {
             return expect_err(reply.reply, code);
@@ -1206,6 +1419,7 @@ impl Run {
                 error: CALLBACK_ERROR.into(),
                 max_attempts,
                 backoff_ms,
+                duration_ms: CALLBACK_DURATION_MS,
             })
             .reply;
         if let Some(code) = self.lease_error(id) {
@@ -1360,6 +1574,23 @@ fn compare(run: &mut Run) -> Result<(), String> {
         return Err(format!("poll order {polled:?} != model {want:?}"));
     }
     compare_chans(run)?;
+    let kept = slct::engine::counts(&run.world.store).unwrap();
+    let got = (
+        kept.deleted_by_request,
+        kept.deleted_by_retention,
+        kept.discarded,
+    );
+    let discarded = run.model.chans.values().map(|c| c.discarded).sum();
+    let want = (
+        run.model.deleted_by_request,
+        run.model.deleted_by_retention,
+        discarded,
+    );
+    if got != want {
+        return Err(format!(
+            "(deleted by request, by retention, sends discarded) {got:?} != model {want:?}"
+        ));
+    }
     invariants(run)
 }
 
@@ -1434,16 +1665,17 @@ fn compare_chans(run: &mut Run) -> Result<(), String> {
     for name in CHANS {
         let m = run.model.chan(name).clone();
         let e = run.world.chan(name).unwrap();
-        let got = (e.len, e.senders, e.receivers, e.closed);
+        let got = (e.len, e.senders, e.receivers, e.closed, e.discarded);
         let want = (
             m.buf.len() as u64,
             m.sendq.len() as u64,
             m.recvq.len() as u64,
             m.closed,
+            m.discarded,
         );
         if got != want {
             return Err(format!(
-                "chan {name}: engine (len, senders, receivers, closed) {got:?} != model {want:?}"
+                "chan {name}: engine (len, senders, receivers, closed, discarded) {got:?} != model {want:?}"
             ));
         }
         let buffered: Vec<Data> = entries(&run.world, Table::Buffers, name)
@@ -1502,6 +1734,10 @@ fn counts_match_the_tables(world: &World) -> Result<(), String> {
     tally.receivers = world.store.len(Table::Receivers) as u64;
     tally.timers = world.store.len(Table::Timers) as u64;
     let kept = slct::engine::counts(&world.store).unwrap();
+    // Deletions are not in the tables: the model counts them.
+    tally.deleted_by_request = kept.deleted_by_request;
+    tally.deleted_by_retention = kept.deleted_by_retention;
+    tally.discarded = kept.discarded;
     if kept != tally {
         return Err(format!("counters {kept:?} != tables {tally:?}"));
     }
@@ -1569,9 +1805,10 @@ proptest! {
         caps in [0u64..3, 0u64..3, 0u64..3],
         history_limit in prop::sample::select(&HISTORY_LIMITS[..]),
         max_deliveries in prop::sample::select(&MAX_DELIVERIES[..]),
+        retain_ms in prop::sample::select(&RETAIN_MS[..]),
         steps in prop::collection::vec(step(), 1..70),
     ) {
-        let mut run = Run::new(caps, history_limit, max_deliveries);
+        let mut run = Run::new(caps, history_limit, max_deliveries, retain_ms);
         for (i, s) in steps.iter().enumerate() {
             let outcome = run.step(s).and_then(|_| compare(&mut run));
             prop_assert!(outcome.is_ok(), "step {i} {s:?}: {}", outcome.unwrap_err());

@@ -23,6 +23,7 @@ fn create_with(w: &mut World, id: &str, priority: u8, callback: Option<Callback>
         callback,
         priority,
         max_deliveries: 0,
+        retain_ms: 0,
     });
 }
 
@@ -86,6 +87,7 @@ fn a_paused_state_gets_no_callback_and_its_lease_runs_out_normally() {
         callback: Some(callback()),
         priority: 0,
         max_deliveries: 0,
+        retain_ms: 0,
     });
     pause(&mut w, "cb");
     let sent = w.apply(Op::Send {
@@ -144,6 +146,7 @@ fn pause_and_resume_are_idempotent_and_failed_states_can_be_paused() {
         error: "HTTP 500".into(),
         max_attempts: 1,
         backoff_ms: 100,
+        duration_ms: 12,
     });
     assert_eq!(w.state("f").status(), Status::Failed);
     pause(&mut w, "f");
@@ -182,6 +185,7 @@ fn polls_hand_out_the_highest_priority_first_then_the_oldest() {
         callback: None,
         priority: 10,
         max_deliveries: 0,
+        retain_ms: 0,
     });
     assert_eq!(invalid.code(), "invalid");
 }

@@ -81,6 +81,7 @@ async fn an_interrupted_install_is_finished_on_restart() {
             callback: None,
             priority: 0,
             max_deliveries: 0,
+            retain_ms: 0,
         },
     };
     let entry = Entry::<TypeConfig> {
@@ -161,6 +162,7 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
             callback: None,
             priority: 0,
             max_deliveries: 0,
+            retain_ms: 0,
         })];
         if i > 1000 {
             batch.push(command(Op::DeleteState {

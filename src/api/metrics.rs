@@ -79,6 +79,8 @@ pub struct Metrics {
     raft_last_applied: Gauge,
     raft_is_leader: Gauge,
     states: Family<KindLabel, Gauge>,
+    deleted: Family<KindLabel, Gauge>,
+    discarded: Gauge,
     waiters: Family<KindLabel, Gauge>,
     long_pollers: Gauge<i64, AtomicI64>,
     long_pollers_waiting: Gauge,
@@ -107,6 +109,8 @@ impl Metrics {
             raft_last_applied: Gauge::default(),
             raft_is_leader: Gauge::default(),
             states: Family::default(),
+            deleted: Family::default(),
+            discarded: Gauge::default(),
             waiters: Family::default(),
             long_pollers: Gauge::default(),
             long_pollers_waiting: Gauge::default(),
@@ -149,6 +153,16 @@ impl Metrics {
             "states",
             "States by status (waiting, pending, leased, done, failed) and in all (all)",
             m.states.clone(),
+        );
+        r.register(
+            "states_deleted",
+            "States deleted since the cluster began (kept by the state machine), by request (DELETE /state/{id}, DELETE /states) or by retention (done for retain_ms)",
+            m.deleted.clone(),
+        );
+        r.register(
+            "sends_discarded",
+            "Parked detached sends discarded by closing their channel, since the cluster began (kept by the state machine)",
+            m.discarded.clone(),
         );
         r.register(
             "queued",
@@ -212,6 +226,10 @@ impl Metrics {
                 Self::set(&self.states, "done", c.done);
                 Self::set(&self.states, "failed", c.failed);
                 Self::set(&self.states, "all", c.states());
+                Self::set(&self.deleted, "request", c.deleted_by_request);
+                Self::set(&self.deleted, "retention", c.deleted_by_retention);
+                self.discarded
+                    .set(i64::try_from(c.discarded).unwrap_or(i64::MAX));
                 Self::set(&self.waiters, "senders", c.senders);
                 Self::set(&self.waiters, "receivers", c.receivers);
                 Self::set(&self.waiters, "timers", c.timers);

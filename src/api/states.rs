@@ -11,18 +11,16 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{unexpected, ApiError, ApiResult};
 use super::extract::{default_lease_ms, lease_ms, Json, Path, Query};
 use super::AppState;
+use crate::engine::history::What;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
-use crate::engine::{
-    codec, keys, load_state, validate, Op, Response as Reply, Store, StoreError, Table,
-};
-use crate::storage::sm::SledStore;
+use crate::engine::{list, load_state, validate, Op, Response as Reply, StoreError};
 
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
 pub const LEASE_HEADER: &str = "slct-lease";
@@ -93,6 +91,7 @@ pub async fn put(
     }
     let priority = body.priority()?;
     let max_deliveries = body.max_deliveries()?;
+    let retain_ms = body.retain_ms()?;
     let data = body.data;
     match token {
         Some(token) => {
@@ -104,8 +103,9 @@ pub async fn put(
                 callback,
                 priority,
                 max_deliveries,
+                retain_ms,
             };
-            state_reply(state.write(op).await?, StatusCode::OK)
+            state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
         }
         None if id == RESERVED_ID => Err(reserved()),
         None => {
@@ -116,8 +116,9 @@ pub async fn put(
                 callback: callback.flatten(),
                 priority: priority.unwrap_or(0),
                 max_deliveries: max_deliveries.unwrap_or(state.config.max_deliveries),
+                retain_ms: retain_ms.unwrap_or(state.config.retain_done_ms),
             };
-            state_reply(state.write(op).await?, StatusCode::CREATED)
+            state_reply(state.write_keyed(&headers, op).await?, StatusCode::CREATED)
         }
     }
 }
@@ -139,9 +140,10 @@ pub async fn put_reserved() -> ApiError {
 /// `DELETE /state/{id}` → 204.
 pub async fn delete(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.write(Op::DeleteState { id }).await?;
+    state.write_keyed(&headers, Op::DeleteState { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,6 +161,7 @@ pub struct ExtendBody {
 /// `POST /state/{id}/lease`: heartbeat → 200 `{"token", "expires_at"}`.
 pub async fn extend_lease(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<ExtendBody>,
 ) -> ApiResult<Response> {
@@ -167,7 +170,7 @@ pub async fn extend_lease(
         token: parse_token(&body.token)?,
         extend_ms: lease_ms(body.extend_ms, "extend_ms")?,
     };
-    match state.write(op).await? {
+    match state.write_keyed(&headers, op).await? {
         Reply::Lease(l) => {
             Ok(JsonOut(json!({"token": l.token, "expires_at": l.expires_at})).into_response())
         }
@@ -185,6 +188,7 @@ pub struct TokenQuery {
 /// `DELETE /state/{id}/lease?token=`: give the state back → 204.
 pub async fn release_lease(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<StatusCode> {
@@ -192,18 +196,82 @@ pub async fn release_lease(
         .token
         .ok_or_else(|| ApiError::invalid("token is required"))?;
     let token = parse_token(&token)?;
-    state.write(Op::ReleaseLease { id, token }).await?;
+    state
+        .write_keyed(&headers, Op::ReleaseLease { id, token })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Query of `DELETE /states`.
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    /// Only ids starting with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Only states with this status, or `paused`.
+    pub status: Option<String>,
+}
+
+/// States one command of `DELETE /states` deletes.
+pub const DELETE_BATCH: u32 = 1000;
+/// Batches one `DELETE /states` request runs before it answers `"more": true`.
+pub const DELETE_BATCHES: usize = 100;
+
+/// `DELETE /states?prefix=&status=` → `{"deleted": n, "more": bool}`: deletes the
+/// matching states in batches of [`DELETE_BATCH`] (one Raft command each), up to
+/// [`DELETE_BATCHES`] batches; `more` says matching states remain (ask again).
+pub async fn delete_many(
+    State(state): State<AppState>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<JsonOut<serde_json::Value>> {
+    if q.prefix.is_empty() && q.status.is_none() {
+        return Err(ApiError::invalid(
+            "name the states to delete with prefix= or status= (or both); to delete every \
+             state, delete each status in turn",
+        ));
+    }
+    if let Some(s) = q.status.as_deref() {
+        Listed::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}")))?;
+    }
+    let (mut deleted, mut more) = (0, true);
+    for _ in 0..DELETE_BATCHES {
+        let op = Op::DeleteStates {
+            prefix: q.prefix.clone(),
+            status: q.status.clone(),
+            limit: DELETE_BATCH,
+        };
+        match state.write(op).await? {
+            Reply::Deleted { count, more: left } => {
+                deleted += count;
+                more = left;
+            }
+            other => return Err(unexpected(&other)),
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(JsonOut(json!({"deleted": deleted, "more": more})))
+}
+
 /// `POST /state/{id}/pause` → 200 with the state (idempotent).
-pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::Pause { id }).await?, StatusCode::OK)
+pub async fn pause(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::Pause { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// `POST /state/{id}/resume` → 200 with the state (idempotent).
-pub async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::Resume { id }).await?, StatusCode::OK)
+pub async fn resume(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::Resume { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// Query of `GET /state/{id}/history`.
@@ -219,9 +287,12 @@ pub struct HistoryQuery {
 }
 
 /// `GET /state/{id}/history` → `{"events": [...], "next": number|null}`, newest first.
+/// A callback attempt's `duration_ms` is shown only to the admin token: it tells a
+/// closed port from a silent listener (README, "Callbacks").
 pub async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<JsonOut<serde_json::Value>> {
     let limit = page_limit(q.limit)?;
@@ -230,15 +301,27 @@ pub async fn history(
     if load_state(store, &id)?.is_none() {
         return Err(ApiError::not_found(format!("no state {id:?}")));
     }
-    let events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
+    let mut events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
     let next = (events.len() > limit).then(|| events[limit - 1].seq);
-    let events = &events[..events.len().min(limit)];
+    events.truncate(limit);
+    if !super::has_admin_token(&state.config, &headers) {
+        for event in &mut events {
+            if let What::CallbackFailed { duration_ms, .. } = &mut event.what {
+                *duration_ms = None;
+            }
+        }
+    }
     Ok(JsonOut(json!({"events": events, "next": next})))
 }
 
 /// `POST /state/{id}/retry`: re-arm a failed state → 200 with the state.
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::RetryFailed { id }).await?, StatusCode::OK)
+pub async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::RetryFailed { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// Query of `GET /states`.
@@ -284,98 +367,32 @@ pub async fn list(
         .map(|s| Listed::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}"))))
         .transpose()?;
     read_barrier(&state, q.stale).await?;
+    let query = list::StatesQuery {
+        prefix: q.prefix,
+        status,
+        min_priority: q.min_priority.unwrap_or(0),
+        after: q.after,
+        limit,
+        full: q.full,
+    };
     let store = state.node.store().clone();
-    let body = tokio::task::spawn_blocking(move || list_page(&store, &q, status, limit))
-        .await
-        .map_err(|e| ApiError::unavailable("internal", e.to_string()))??;
+    let body = blocking(move || list::states_page(&store, &query)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// One page of `GET /states`, encoded. With a status, the by-status index gives the
-/// ids, so only the states listed are decoded.
-fn list_page(
-    store: &SledStore,
-    q: &ListQuery,
-    status: Option<Listed>,
-    limit: usize,
-) -> ApiResult<Vec<u8>> {
-    let min_priority = q.min_priority.unwrap_or(0);
-    let from = start_key(&q.prefix, q.after.as_deref());
-    let mut records = Vec::new();
-    let mut next = None;
-    let mut take = |id: String, record: Option<StateRecord>| {
-        if records.len() == limit {
-            next = records.last().map(|r: &StateRecord| r.id.clone());
-            return false;
-        }
-        records.extend(record.filter(|r| r.id == id && r.priority >= min_priority));
-        true
-    };
-    match status {
-        Some(status) => {
-            let prefix = keys::by_status(status.tag(), &q.prefix);
-            let from = keys::by_status(status.tag(), &String::from_utf8_lossy(&from));
-            for entry in store.scan_from(Table::ByStatus, &from) {
-                let (key, _) = entry?;
-                if !key.starts_with(&prefix) {
-                    break;
-                }
-                let id = String::from_utf8_lossy(&key[1..]).into_owned();
-                let record = load_state(store, &id)?;
-                if !take(id, record) {
-                    break;
-                }
-            }
-        }
-        None => {
-            for entry in store.scan_from(Table::States, &from) {
-                let (key, bytes) = entry?;
-                if !key.starts_with(q.prefix.as_bytes()) {
-                    break;
-                }
-                let record: StateRecord = codec::decode(&bytes).map_err(StoreError::from)?;
-                if !take(record.id.clone(), Some(record)) {
-                    break;
-                }
-            }
-        }
-    }
-    let page = Page {
-        states: records.iter().map(|r| r.view(q.full)).collect(),
-        next,
-    };
-    serde_json::to_vec(&page).map_err(|e| ApiError::unavailable("internal", e.to_string()))
-}
-
-/// The body of `GET /states`.
-#[derive(Serialize)]
-struct Page<'a> {
-    states: Vec<StateView<'a>>,
-    next: Option<String>,
-}
-
-/// Where a listing starts: the prefix, or just after the cursor if that is later.
-pub fn start_key(prefix: &str, after: Option<&str>) -> Vec<u8> {
-    match after {
-        Some(after) if after.as_bytes() >= prefix.as_bytes() => {
-            let mut key = after.as_bytes().to_vec();
-            key.push(0);
-            key
-        }
-        _ => prefix.as_bytes().to_vec(),
-    }
+/// Runs a storage read on the blocking pool (reads may touch the disk).
+pub async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| ApiError::unavailable("internal", e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listing_starts_after_the_cursor() {
-        assert_eq!(start_key("a", None), b"a");
-        assert_eq!(start_key("a", Some("ab")), b"ab\0");
-        assert_eq!(start_key("b", Some("a")), b"b");
-    }
 
     #[test]
     fn limits() {

@@ -150,6 +150,16 @@ pub enum StateCommand {
         #[arg(long)]
         full: bool,
     },
+    /// Delete every state with an id prefix and/or a status (`DELETE /states`; the
+    /// admin token where one is set).
+    Purge {
+        /// Only ids starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only this status (waiting, pending, leased, done, failed), or paused.
+        #[arg(long)]
+        status: Option<String>,
+    },
 }
 
 /// `slct poll`: lease pending states.
@@ -314,6 +324,20 @@ pub async fn state(args: StateArgs) -> Result<(), String> {
             };
             print(format, &client.list_states(&options).await.map_err(failed)?);
         }
+        StateCommand::Purge { prefix, status } => {
+            let mut deleted = 0;
+            loop {
+                let batch = client.delete_states(&prefix, status.as_deref()).await;
+                let batch = batch.map_err(failed)?;
+                deleted += batch.deleted;
+                if !batch.more {
+                    break;
+                }
+            }
+            let text = format!("deleted {deleted} states");
+            let json = json!({ "deleted": deleted });
+            print(format, &Note { json, text });
+        }
     }
     Ok(())
 }
@@ -365,15 +389,17 @@ pub async fn chan(args: ChanArgs) -> Result<(), String> {
             print(format, &client.recv(&name, wait).await.map_err(failed)?);
         }
         ChanCommand::Close { name } => {
-            client.close_chan(&name).await.map_err(failed)?;
-            let text = format!("closed {name}");
-            print(
-                format,
-                &Note {
-                    json: json!({ "closed": true }),
-                    text,
-                },
-            );
+            let closed = client.close_chan(&name).await.map_err(failed)?;
+            let text = match closed.discarded_count {
+                0 => format!("closed {name}"),
+                n => format!("closed {name}, discarding {n} parked detached sends"),
+            };
+            let json = json!({
+                "closed": true,
+                "discarded": closed.discarded,
+                "discarded_count": closed.discarded_count,
+            });
+            print(format, &Note { json, text });
         }
         ChanCommand::Info { name } => {
             print(format, &client.get_chan(&name).await.map_err(failed)?);

@@ -187,8 +187,40 @@ fn dev_configs(args: &DevArgs) -> Vec<NodeConfig> {
         .collect()
 }
 
+/// Raises the open-files limit to its hard maximum and caps `api`'s connections per
+/// node below it (see [`crate::server`]), saying so on stderr.
+fn fit_connections(api: &mut ApiConfig, nodes: usize) {
+    let open_files = match crate::server::raise_open_files_limit() {
+        Ok((before, now)) if before != now => {
+            eprintln!("slct: raised the open-files limit from {before} to {now}");
+            now
+        }
+        Ok((_, now)) => now,
+        Err(e) => {
+            eprintln!("slct: could not raise the open-files limit: {e}");
+            rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(u64::MAX)
+        }
+    };
+    let within = crate::server::connections_within(open_files, nodes);
+    let asked = api.connections.max_connections;
+    if asked != usize::MAX && asked > within {
+        eprintln!(
+            "slct: --max-connections {asked} does not fit the open-files limit {open_files}; \
+             using {within}"
+        );
+    }
+    api.connections.max_connections = asked.min(within);
+    eprintln!(
+        "slct: open-files limit {open_files}; at most {} client connections per node",
+        api.connections.max_connections
+    );
+}
+
 /// Binds, starts and serves every node until Ctrl-C or SIGTERM, then stops them all.
-async fn run_nodes(configs: Vec<NodeConfig>, api: ApiConfig) -> Result<(), String> {
+async fn run_nodes(configs: Vec<NodeConfig>, mut api: ApiConfig) -> Result<(), String> {
+    fit_connections(&mut api, configs.len());
     let mut listeners = Vec::new();
     for config in &configs {
         let listener = TcpListener::bind(config.listen)

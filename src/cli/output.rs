@@ -225,6 +225,13 @@ impl Show for State {
                     max => format!("{} of {max}", self.deliveries),
                 },
             ),
+            (
+                "RETAIN",
+                match self.retain_ms {
+                    0 => "for ever once done".to_owned(),
+                    ms => format!("{ms} ms once done"),
+                },
+            ),
             ("LAST ERROR", self.last_error.clone().unwrap_or_default()),
             (
                 "DATA",
@@ -315,7 +322,15 @@ impl Show for History {
 }
 
 fn chans_table(chans: &[Chan]) -> String {
-    let mut table = Table::new(&["NAME", "CAPACITY", "LEN", "CLOSED", "SENDERS", "RECEIVERS"]);
+    let mut table = Table::new(&[
+        "NAME",
+        "CAPACITY",
+        "LEN",
+        "CLOSED",
+        "SENDERS",
+        "RECEIVERS",
+        "DISCARDED",
+    ]);
     for c in chans {
         table.row(vec![
             c.name.clone(),
@@ -324,6 +339,7 @@ fn chans_table(chans: &[Chan]) -> String {
             c.closed.to_string(),
             c.senders.to_string(),
             c.receivers.to_string(),
+            c.discarded.to_string(),
         ]);
     }
     table.render()

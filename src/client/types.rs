@@ -366,6 +366,9 @@ pub struct State {
     /// Deliveries after which a state still not updated turns `failed` (0: no limit).
     #[serde(default)]
     pub max_deliveries: u32,
+    /// A `done` state is deleted this long after its last change (0: kept).
+    #[serde(default)]
+    pub retain_ms: u64,
     /// Last callback failure, or "max deliveries reached".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -404,6 +407,10 @@ pub struct StateBody {
     /// the server's `--max-deliveries` if never set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_deliveries: Option<u32>,
+    /// Milliseconds a `done` state is kept before it is deleted (0: for ever; the
+    /// server's `--retain-done` if never set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retain_ms: Option<u64>,
 }
 
 impl StateBody {
@@ -452,6 +459,21 @@ impl StateBody {
         self.max_deliveries = Some(max_deliveries);
         self
     }
+
+    /// Sets how long the state is kept once `done` (0: for ever).
+    pub fn retain_ms(mut self, retain_ms: u64) -> StateBody {
+        self.retain_ms = Some(retain_ms);
+        self
+    }
+}
+
+/// What `DELETE /states` deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// States deleted.
+    pub deleted: u64,
+    /// Matching states remain: call again.
+    pub more: bool,
 }
 
 /// One page of `GET /states`.
@@ -515,6 +537,30 @@ pub struct Chan {
     pub senders: u64,
     /// Blocked receivers.
     pub receivers: u64,
+    /// Detached sends its close discarded.
+    #[serde(default)]
+    pub discarded: u64,
+}
+
+/// What `POST /chan/{name}/close` discarded: parked detached sends, whose senders are
+/// gone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Closed {
+    /// The first 100 discarded values, oldest first.
+    #[serde(default)]
+    pub discarded: Vec<Discarded>,
+    /// How many were discarded in all.
+    #[serde(default)]
+    pub discarded_count: u64,
+}
+
+/// One discarded detached send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Discarded {
+    /// The value.
+    pub data: Value,
+    /// When it was sent (Unix ms, log time).
+    pub sent_at: u64,
 }
 
 /// How `POST /chan/{name}/send` waits.

@@ -41,6 +41,8 @@ pub enum Waiter {
     Detached {
         /// The value.
         data: Data,
+        /// Log time of the send (reported if a close discards it).
+        sent_at: Millis,
     },
     /// An HTTP caller's parked send (`data`) or receive (`data` null).
     Http {
@@ -65,6 +67,27 @@ pub struct OpRecord {
     /// A receive's value, offered and not yet claimed: the operation has left the
     /// queue, and a withdrawal puts the value back at the head of the channel.
     pub offered: Option<Data>,
+}
+
+/// Most discarded values a close lists (it counts them all).
+pub const MAX_DISCARDED_LISTED: usize = 100;
+
+/// What a close discarded: parked detached sends, whose senders are gone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Discarded {
+    /// The first [`MAX_DISCARDED_LISTED`], oldest first.
+    pub values: Vec<DiscardedSend>,
+    /// All of them.
+    pub count: u64,
+}
+
+/// One discarded detached send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiscardedSend {
+    /// The value.
+    pub data: Data,
+    /// Log time it was sent.
+    pub sent_at: Millis,
 }
 
 /// How a waiter's operation ended.
@@ -175,11 +198,15 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 
     /// `close(ch)`: every blocked receiver gets `ok: false`, every blocked sender fails.
-    pub fn close(&mut self, name: &str) -> Result<bool, StoreError> {
+    /// A detached send has no sender left to fail: its value is discarded, and the
+    /// first [`MAX_DISCARDED_LISTED`] of them (with their number) are returned for the
+    /// closer to hear of (design.md §3.3). `None` if the channel was closed already.
+    pub fn close(&mut self, name: &str) -> Result<Option<Discarded>, StoreError> {
         let mut c = self.chan(name)?;
         if c.closed {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut discarded = Discarded::default();
         c.closed = true;
         self.put_chan(name, c)?;
         // Completing one waiter withdraws its select's other entries, possibly in this
@@ -194,9 +221,22 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         }
         while self.chan(name)?.senders > 0 {
             let sender = self.pop_waiter(name, true)?;
+            if let Waiter::Detached { data, sent_at } = &sender {
+                if discarded.values.len() < MAX_DISCARDED_LISTED {
+                    discarded.values.push(DiscardedSend {
+                        data: data.clone(),
+                        sent_at: *sent_at,
+                    });
+                }
+                discarded.count += 1;
+            }
             self.complete_waiter(sender, Completion::Sent { ok: false })?;
         }
-        Ok(true)
+        if discarded.count > 0 {
+            self.update_chan(name, |c| c.discarded += discarded.count)?;
+            self.count(Counter::Discarded, discarded.count as i64);
+        }
+        Ok(Some(discarded))
     }
 
     /// The channel as clients see it, or `None` if nothing is stored for it.
@@ -255,7 +295,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 select,
                 case,
             } => self.complete_select(&state, &select, case, how),
-            Waiter::Detached { data } => Ok(data),
+            Waiter::Detached { data, .. } => Ok(data),
             Waiter::Http { op, data } => {
                 match how {
                     Completion::Received { data, ok: true } => self.offer_op(op, data)?,
@@ -395,5 +435,6 @@ pub fn view(name: &str, c: &Chan) -> ChanView {
         closed: c.closed,
         senders: c.senders,
         receivers: c.receivers,
+        discarded: c.discarded,
     }
 }

@@ -77,6 +77,8 @@ pub enum Op {
         /// Leases granted without an update before the state turns `failed` (0: no
         /// limit).
         max_deliveries: u32,
+        /// A `done` state is deleted this long after its last change (0: kept).
+        retain_ms: u64,
     },
     /// `PUT /state/{id}` under a lease (design.md §3.2). A field that is `None` was
     /// omitted by the client and keeps its value.
@@ -96,6 +98,8 @@ pub enum Op {
         priority: Option<u8>,
         /// New delivery limit.
         max_deliveries: Option<u32>,
+        /// New retention.
+        retain_ms: Option<u64>,
     },
     /// `POST /state/{id}/pause`: keep its selects, deliver it to no one.
     Pause {
@@ -111,6 +115,17 @@ pub enum Op {
     DeleteState {
         /// State id.
         id: String,
+    },
+    /// One batch of `DELETE /states?prefix=&status=`: deletes up to `limit` states
+    /// whose id starts with `prefix` (and that have `status`, or are paused), in id
+    /// order. Replies [`Response::Deleted`].
+    DeleteStates {
+        /// Only ids starting with this.
+        prefix: String,
+        /// Only states with this status, or `paused`.
+        status: Option<String>,
+        /// Most states deleted by this command.
+        limit: u32,
     },
     /// A long-poll: lease up to one state per token, the best deliverable polled
     /// states whose id starts with `prefix` (highest priority, then oldest pending), as
@@ -156,6 +171,8 @@ pub enum Op {
         max_attempts: u32,
         /// Delay before the next attempt (chosen by the proposer, with jitter).
         backoff_ms: u64,
+        /// How long the attempt took, for the history (shown to the admin token only).
+        duration_ms: u64,
     },
     /// `POST /state/{id}/retry`: re-arm a failed state.
     RetryFailed {
@@ -195,6 +212,19 @@ pub enum Op {
         /// Operation id.
         id: Uuid,
     },
+    /// A write sent with `Idempotency-Key` (see [`super::idempotency`]): `op` is applied
+    /// at most once per key within `window_ms`; a repeat with the same `digest` gets
+    /// the first reply, one with another is refused.
+    Keyed {
+        /// The client's key.
+        key: String,
+        /// Digest of the request (the proposer's SHA-256 of the encoded `op`).
+        digest: Vec<u8>,
+        /// How long the key is remembered, in log time.
+        window_ms: u64,
+        /// The write.
+        op: Box<Op>,
+    },
     /// Time passes: fire due timers, expire leases and parked operations. (Every command
     /// does this first; a tick does nothing else.)
     Tick,
@@ -204,6 +234,33 @@ pub enum Op {
         /// Operation id.
         id: Uuid,
     },
+}
+
+impl Op {
+    /// The kind of operation, as idempotency records name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateState { .. } => "create state",
+            Op::UpdateState { .. } => "update state",
+            Op::Pause { .. } => "pause",
+            Op::Resume { .. } => "resume",
+            Op::DeleteState { .. } => "delete state",
+            Op::DeleteStates { .. } => "delete states",
+            Op::LeasePending { .. } => "poll",
+            Op::ExtendLease { .. } => "extend lease",
+            Op::ReleaseLease { .. } => "release lease",
+            Op::CallbackFailed { .. } => "callback failed",
+            Op::RetryFailed { .. } => "retry",
+            Op::MakeChan { .. } => "make channel",
+            Op::CloseChan { .. } => "close channel",
+            Op::Send { .. } => "send",
+            Op::Recv { .. } => "receive",
+            Op::Withdraw { .. } => "withdraw",
+            Op::Claim { .. } => "claim",
+            Op::Keyed { .. } => "keyed",
+            Op::Tick => "tick",
+        }
+    }
 }
 
 /// A successful reply.
@@ -235,6 +292,15 @@ pub enum Response {
     },
     /// The operation waits in the channel's queue; its outcome comes in [`Effects::ops`].
     Parked,
+    /// The channel is closed; this is what the close discarded.
+    Closed(super::chan::Discarded),
+    /// A batch of a bulk delete.
+    Deleted {
+        /// States deleted.
+        count: u64,
+        /// Whether states that match remain (another batch is needed).
+        more: bool,
+    },
     /// Done, nothing to report.
     Done,
 }

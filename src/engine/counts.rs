@@ -1,5 +1,6 @@
 //! Running totals of what the state machine holds — states by status, blocked senders
-//! and receivers, armed timers — kept in [`Table::Meta`] as commands change them.
+//! and receivers, armed timers — and of the states deleted (by request, by retention),
+//! kept in [`Table::Meta`] as commands change them.
 //!
 //! `/metrics` reads them in constant time; counting the tables instead would walk a
 //! million entries per scrape on a node with a million waiting selects. They are part of
@@ -22,6 +23,19 @@ pub enum Counter {
     Receivers,
     /// Armed timers: blocked selects with a timer, and parked HTTP operations.
     Timers,
+    /// States deleted since the log began, for this reason (only ever grows).
+    Deleted(DeleteReason),
+    /// Detached sends discarded by closes since the log began.
+    Discarded,
+}
+
+/// Why a state was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeleteReason {
+    /// `DELETE /state/{id}` or `DELETE /states`.
+    Request,
+    /// It was `done` for its `retain_ms`.
+    Retention,
 }
 
 impl Counter {
@@ -35,6 +49,9 @@ impl Counter {
             Counter::Senders => b"count/senders",
             Counter::Receivers => b"count/receivers",
             Counter::Timers => b"count/timers",
+            Counter::Deleted(DeleteReason::Request) => b"count/deleted/request",
+            Counter::Deleted(DeleteReason::Retention) => b"count/deleted/retention",
+            Counter::Discarded => b"count/discarded",
         }
     }
 }
@@ -58,6 +75,12 @@ pub struct Counts {
     pub receivers: u64,
     /// Armed timers.
     pub timers: u64,
+    /// States deleted by `DELETE /state/{id}` and `DELETE /states`, ever.
+    pub deleted_by_request: u64,
+    /// States deleted when their retention ran out, ever.
+    pub deleted_by_retention: u64,
+    /// Detached sends discarded by closes, ever.
+    pub discarded: u64,
 }
 
 impl Counts {
@@ -82,6 +105,9 @@ pub fn counts<S: Store + ?Sized>(store: &S) -> Result<Counts, StoreError> {
         senders: get(Counter::Senders)?,
         receivers: get(Counter::Receivers)?,
         timers: get(Counter::Timers)?,
+        deleted_by_request: get(Counter::Deleted(DeleteReason::Request))?,
+        deleted_by_retention: get(Counter::Deleted(DeleteReason::Retention))?,
+        discarded: get(Counter::Discarded)?,
     })
 }
 

@@ -332,6 +332,7 @@ pub fn is_deliverable(state: &State) -> bool {
 }
 
 /// The index entries a state implies: its status (and whether it is paused), its lease,
+/// when it is to be deleted if it is `done` with a retention,
 /// its place in a pending queue if it is deliverable (by priority and time, and for
 /// polled states by id too), and one timer entry per blocked select (at the select's
 /// earliest timer).
@@ -344,6 +345,9 @@ fn index_keys(state: &State) -> BTreeSet<(Table, Vec<u8>)> {
     }
     if let Some(lease) = &state.lease {
         keys.insert((Table::Leases, keys::at_state(lease.expires_at, &state.id)));
+    }
+    if let Some(at) = state.delete_at() {
+        keys.insert((Table::Retention, keys::at_state(at, &state.id)));
     }
     let polled = state.callback.is_none();
     if let (true, true, Some(since)) = (polled, is_deliverable(state), state.pending_since) {

@@ -37,7 +37,9 @@ mod ctx;
 pub mod data;
 pub mod error;
 pub mod history;
+pub mod idempotency;
 pub mod keys;
+pub mod list;
 pub mod poll;
 mod rng;
 mod select;
@@ -59,6 +61,7 @@ pub use time::{clock, next_deadline, MAX_CLOCK_JUMP_MS};
 
 pub use ctx::CALLBACK_LEASE_MARGIN_MS;
 
+use counts::DeleteReason;
 use ctx::Ctx;
 use states::OpResult;
 use types::Chan;
@@ -100,7 +103,18 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             callback,
             priority,
             max_deliveries,
-        } => ctx.create_state(&id, data, selects, callback, priority, max_deliveries),
+            retain_ms,
+        } => ctx.create_state(
+            &id,
+            data,
+            selects,
+            callback,
+            states::Settings {
+                priority,
+                max_deliveries,
+                retain_ms,
+            },
+        ),
         Op::UpdateState {
             id,
             token,
@@ -109,6 +123,7 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             callback,
             priority,
             max_deliveries,
+            retain_ms,
         } => ctx.update_state(
             &id,
             token,
@@ -118,11 +133,17 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
                 callback,
                 priority,
                 max_deliveries,
+                retain_ms,
             },
         ),
         Op::Pause { id } => ctx.set_paused(&id, true),
         Op::Resume { id } => ctx.set_paused(&id, false),
-        Op::DeleteState { id } => ctx.delete_state(&id),
+        Op::DeleteState { id } => ctx.delete_state(&id, DeleteReason::Request),
+        Op::DeleteStates {
+            prefix,
+            status,
+            limit,
+        } => ctx.delete_states(&prefix, status.as_deref(), limit),
         Op::LeasePending {
             prefix,
             min_priority,
@@ -141,7 +162,8 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             error,
             max_attempts,
             backoff_ms,
-        } => ctx.callback_failed(&id, token, error, max_attempts, backoff_ms),
+            duration_ms,
+        } => ctx.callback_failed(&id, token, error, max_attempts, backoff_ms, duration_ms),
         Op::RetryFailed { id } => ctx.retry_failed(&id),
         Op::MakeChan { name, capacity } => make_chan(ctx, &name, capacity),
         Op::CloseChan { name } => close_chan(ctx, &name),
@@ -152,6 +174,12 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
         } else {
             Err(Error::NotFound(format!("operation {id} is not parked")))
         }),
+        Op::Keyed {
+            key,
+            digest,
+            window_ms,
+            op,
+        } => keyed(ctx, &key, digest, window_ms, *op),
         Op::Tick => Ok(Ok(Response::Done)),
         Op::Claim { id } => Ok(match ctx.claim_op(id)? {
             Some(data) => Ok(Response::Received { data, ok: true }),
@@ -160,6 +188,47 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             ))),
         }),
     }
+}
+
+/// A write with an idempotency key: the first reply again for a repeat within the
+/// window, a refusal for another request under the same key, else the write, recorded.
+fn keyed<S: Store + ?Sized>(
+    ctx: &mut Ctx<'_, '_, S>,
+    key: &str,
+    digest: Vec<u8>,
+    window_ms: u64,
+    op: Op,
+) -> OpResult {
+    let valid = idempotency::check_key(key).and(idempotency::check_window(window_ms));
+    if let Err(e) = valid {
+        return Ok(Err(e));
+    }
+    if matches!(op, Op::Keyed { .. } | Op::Tick) {
+        return Ok(Err(Error::Invalid(format!(
+            "{} cannot carry a key",
+            op.kind()
+        ))));
+    }
+    let route = op.kind();
+    if let Some(first) = ctx.idempotency_record(key)? {
+        if first.route == route && first.digest == digest {
+            return Ok(first.reply);
+        }
+        return Ok(Err(Error::IdempotencyKeyReused(format!(
+            "Idempotency-Key {key:?} was used for another request ({}) less than its \
+             window ago; nothing was applied: use a new key for a new request",
+            first.route
+        ))));
+    }
+    let reply = run(ctx, &op)?;
+    let record = idempotency::Record {
+        route: route.to_owned(),
+        digest,
+        reply: reply.clone(),
+        expires_at: ctx.now.saturating_add(window_ms),
+    };
+    ctx.record_idempotency(key, &record)?;
+    Ok(reply)
 }
 
 fn make_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, capacity: u64) -> OpResult {
@@ -190,10 +259,9 @@ fn close_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str) -> OpResu
     if let Err(e) = validate::name("channel name", name) {
         return Ok(Err(e));
     }
-    Ok(if ctx.close(name)? {
-        Ok(Response::Done)
-    } else {
-        Err(Error::Closed(name.to_owned()))
+    Ok(match ctx.close(name)? {
+        Some(discarded) => Ok(Response::Closed(discarded)),
+        None => Err(Error::Closed(name.to_owned())),
     })
 }
 
@@ -216,7 +284,8 @@ fn send<S: Store + ?Sized>(
     match mode {
         SendMode::Try => return Ok(Err(Error::WouldBlock)),
         SendMode::Detached => {
-            ctx.enqueue(name, true, &chan::Waiter::Detached { data })?;
+            let sent_at = ctx.now;
+            ctx.enqueue(name, true, &chan::Waiter::Detached { data, sent_at })?;
         }
         SendMode::Park(op) => {
             if let Err(e) = park(ctx, name, true, &op, data)? {

@@ -16,16 +16,28 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::command::Response;
+use super::counts::{Counter, DeleteReason};
 use super::ctx::Ctx;
 use super::data::Data;
 use super::error::Error;
 use super::history::What;
-use super::store::{Store, StoreError};
-use super::types::{Callback, Select, State};
+use super::keys;
+use super::store::{Store, StoreError, Table};
+use super::types::{Callback, Listed, Select, State};
 use super::validate;
 
 /// What an operation returns: a deterministic reply, or a fatal storage failure.
 pub type OpResult = Result<Result<Response, Error>, StoreError>;
+
+/// The settings a new state is created with.
+pub struct Settings {
+    /// 0–9: polls hand out higher priorities first.
+    pub priority: u8,
+    /// Deliveries without an update before the state turns `failed` (0: no limit).
+    pub max_deliveries: u32,
+    /// A `done` state is deleted this long after its last change (0: kept).
+    pub retain_ms: u64,
+}
 
 /// What an update under a lease changes; `None` keeps the field's value.
 pub struct Update {
@@ -39,7 +51,12 @@ pub struct Update {
     pub priority: Option<u8>,
     /// New delivery limit.
     pub max_deliveries: Option<u32>,
+    /// New retention.
+    pub retain_ms: Option<u64>,
 }
+
+/// Most states one command of a bulk delete removes, so no entry grows large.
+pub const MAX_DELETE_BATCH: u32 = 1000;
 
 /// `last_error` of a state that was delivered `max_deliveries` times without an update.
 pub const MAX_DELIVERIES_REACHED: &str = "max deliveries reached";
@@ -52,9 +69,13 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         data: Data,
         selects: Vec<Select>,
         callback: Option<Callback>,
-        priority: u8,
-        max_deliveries: u32,
+        settings: Settings,
     ) -> OpResult {
+        let Settings {
+            priority,
+            max_deliveries,
+            retain_ms,
+        } = settings;
         let valid = validate::name("state id", id)
             .and(validate::selects(&selects))
             .and(validate::priority(priority));
@@ -82,6 +103,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             attempts: 0,
             deliveries: 0,
             max_deliveries,
+            retain_ms,
             last_error: None,
             failed: false,
             paused: false,
@@ -104,6 +126,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             callback,
             priority,
             max_deliveries,
+            retain_ms,
         } = update;
         let mut state = match self.leased_state(id, token)? {
             Ok(state) => state,
@@ -137,6 +160,9 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         if let Some(max_deliveries) = max_deliveries {
             state.max_deliveries = max_deliveries;
         }
+        if let Some(retain_ms) = retain_ms {
+            state.retain_ms = retain_ms;
+        }
         state.lease = None;
         state.pending_since = None;
         state.attempts = 0;
@@ -153,8 +179,9 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         self.reply_state(id)
     }
 
-    /// `DELETE /state/{id}`: the state goes, and its selects leave every queue.
-    pub fn delete_state(&mut self, id: &str) -> OpResult {
+    /// `DELETE /state/{id}`, or its retention ran out: the state goes, and its selects
+    /// leave every queue.
+    pub fn delete_state(&mut self, id: &str, reason: DeleteReason) -> OpResult {
         let Some(state) = self.state(id)? else {
             return Ok(Err(not_found(id)));
         };
@@ -162,7 +189,42 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             self.leave_queues(select, None)?;
         }
         self.remove_state(id)?;
+        self.count(Counter::Deleted(reason), 1);
         Ok(Ok(Response::Done))
+    }
+
+    /// One batch of `DELETE /states`: up to `limit` states of `prefix` (with `status`,
+    /// if given), in id order.
+    pub fn delete_states(&mut self, prefix: &str, status: Option<&str>, limit: u32) -> OpResult {
+        let listed = match status.map(|s| Listed::parse(s).ok_or(s)).transpose() {
+            Ok(listed) => listed,
+            Err(s) => return Ok(Err(Error::Invalid(format!("unknown status {s:?}")))),
+        };
+        if limit == 0 || limit > MAX_DELETE_BATCH {
+            return Ok(Err(Error::Invalid(format!(
+                "a batch deletes 1 to {MAX_DELETE_BATCH} states"
+            ))));
+        }
+        self.flush()?;
+        let (table, scan_prefix) = match listed {
+            Some(listed) => (Table::ByStatus, keys::by_status(listed.tag(), prefix)),
+            None => (Table::States, prefix.as_bytes().to_vec()),
+        };
+        let skip = usize::from(listed.is_some());
+        let ids: Vec<String> = self
+            .tx
+            .scan_prefix(table, &scan_prefix)
+            .take(limit as usize + 1)
+            .map(|e| e.map(|(key, _)| String::from_utf8_lossy(&key[skip..]).into_owned()))
+            .collect::<Result<_, _>>()?;
+        let more = ids.len() > limit as usize;
+        let mut count = 0;
+        for id in ids.iter().take(limit as usize) {
+            if self.delete_state(id, DeleteReason::Request)?.is_ok() {
+                count += 1;
+            }
+        }
+        Ok(Ok(Response::Deleted { count, more }))
     }
 
     /// A poll: lease the best deliverable polled states with `prefix` (one per token).
@@ -248,6 +310,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         error: String,
         max_attempts: u32,
         backoff_ms: u64,
+        duration_ms: u64,
     ) -> OpResult {
         if let Err(e) = validate::lease_ms(backoff_ms) {
             return Ok(Err(e));
@@ -256,6 +319,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             Ok(state) => state,
             Err(e) => return Ok(Err(e)),
         };
+        let error = validate::last_error(error);
         state.attempts += 1;
         // The attempt is counted in `attempts`, which has its own budget.
         state.deliveries = state.deliveries.saturating_sub(1);
@@ -270,7 +334,14 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         }
         state.version += 1;
         self.put_state(state)?;
-        self.note(id, What::CallbackFailed { attempt, error });
+        self.note(
+            id,
+            What::CallbackFailed {
+                attempt,
+                error,
+                duration_ms: Some(duration_ms),
+            },
+        );
         if gave_up {
             self.note(id, What::Failed);
         }

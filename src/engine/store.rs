@@ -46,11 +46,18 @@ pub enum Table {
     History,
     /// Engine bookkeeping (log clock) and, for the Raft layer, applied index and membership.
     Meta,
+    /// (deadline, state id) → (): `done` states to delete once their `retain_ms` has
+    /// passed, by deadline.
+    Retention,
+    /// Idempotency key → the first reply of the write sent with it.
+    Idempotency,
+    /// (expiry, idempotency key) → (): idempotency records by expiry.
+    IdempotencyExpiry,
 }
 
 impl Table {
     /// Every table, in a fixed order (snapshots and sled trees follow it).
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 16] = [
         Table::States,
         Table::Chans,
         Table::Buffers,
@@ -64,6 +71,9 @@ impl Table {
         Table::Ops,
         Table::History,
         Table::Meta,
+        Table::Retention,
+        Table::Idempotency,
+        Table::IdempotencyExpiry,
     ];
 
     /// Stable name, used for sled tree names.
@@ -82,6 +92,9 @@ impl Table {
             Table::Ops => "sm_ops",
             Table::History => "sm_history",
             Table::Meta => "sm_meta",
+            Table::Retention => "sm_retention",
+            Table::Idempotency => "sm_idempotency",
+            Table::IdempotencyExpiry => "sm_idempotency_expiry",
         }
     }
 

@@ -1,4 +1,5 @@
-//! The passing of log time: timers fire, parked HTTP operations and leases expire.
+//! The passing of log time: timers fire, parked HTTP operations and leases expire, and
+//! `done` states whose retention ran out are deleted.
 //!
 //! Every command first advances the log clock to its `now` (never backwards) and does
 //! whatever fell due up to then, in deadline order, before its own work. So a timer due
@@ -6,6 +7,7 @@
 //! as if time had been continuous; a `tick` is a command that does only this.
 
 use super::chan::Completion;
+use super::counts::DeleteReason;
 use super::ctx::{get_record, put_record, Ctx};
 use super::error::Error;
 use super::history::What;
@@ -18,15 +20,22 @@ pub fn clock<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Millis, StoreError> {
     Ok(get_record(tx, Table::Meta, keys::META_CLOCK)?.unwrap_or(0))
 }
 
-/// The earliest deadline (timer, parked operation or lease) still to come, so the leader
-/// knows when to propose a tick.
+/// The earliest deadline (timer, parked operation, lease, retention or idempotency
+/// record) still to come, so the leader knows when to propose a tick.
 pub fn next_deadline<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Option<Millis>, StoreError> {
     let timer = tx.scan_from(Table::Timers, &[]).next().transpose()?;
     let lease = tx.scan_from(Table::Leases, &[]).next().transpose()?;
+    let retention = tx.scan_from(Table::Retention, &[]).next().transpose()?;
+    let keys = tx
+        .scan_from(Table::IdempotencyExpiry, &[])
+        .next()
+        .transpose()?;
     let at = |entry: Option<(Vec<u8>, Vec<u8>)>| entry.map(|(k, _)| keys::deadline(&k));
     let timer = at(timer).transpose()?;
     let lease = at(lease).transpose()?;
-    Ok([timer, lease].into_iter().flatten().min())
+    let retention = at(retention).transpose()?;
+    let keys = at(keys).transpose()?;
+    Ok([timer, lease, retention, keys].into_iter().flatten().min())
 }
 
 /// How far one command may move log time ahead. A leader whose clock is further ahead
@@ -95,6 +104,23 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                     self.note(&id, What::LeaseExpired);
                 }
             }
+        }
+        // `done` states whose retention ran out (design.md §3.2). Nothing above can
+        // change a `done` state, so the index read here is current.
+        for due in self.due(Table::Retention)? {
+            let (_, id) = keys::parse_at_state(&due)?;
+            let state = self.state(&id)?;
+            let expired = state
+                .and_then(|s| s.delete_at())
+                .is_some_and(|at| at <= self.now);
+            if expired {
+                // The state is there: this cannot be `not_found`.
+                let _ = self.delete_state(&id, DeleteReason::Retention)?;
+            }
+        }
+        for due in self.due(Table::IdempotencyExpiry)? {
+            let (_, key) = keys::parse_at_state(&due)?;
+            self.forget_idempotency(&key)?;
         }
         self.flush()
     }

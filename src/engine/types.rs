@@ -350,6 +350,8 @@ pub struct State {
     pub deliveries: u32,
     /// Deliveries after which a state still not updated turns `failed` (0: no limit).
     pub max_deliveries: u32,
+    /// A `done` state is deleted this long after its last change, in log time (0: kept).
+    pub retain_ms: u64,
     /// Last callback failure (or "max deliveries reached"), for operators.
     pub last_error: Option<String>,
     /// Callback attempts or deliveries exhausted.
@@ -378,6 +380,12 @@ impl State {
         }
     }
 
+    /// When a `done` state with a retention is deleted (log time), else `None`.
+    pub fn delete_at(&self) -> Option<Millis> {
+        (self.status() == Status::Done && self.retain_ms > 0)
+            .then(|| self.updated_at.saturating_add(self.retain_ms))
+    }
+
     /// The client-facing form (full, or a summary without `data`).
     pub fn view(&self, full: bool) -> StateView<'_> {
         StateView {
@@ -398,6 +406,7 @@ impl State {
             attempts: self.attempts,
             deliveries: self.deliveries,
             max_deliveries: self.max_deliveries,
+            retain_ms: self.retain_ms,
             last_error: self.last_error.as_deref(),
             paused: self.paused,
             priority: self.priority,
@@ -449,6 +458,8 @@ pub struct StateView<'a> {
     pub deliveries: u32,
     /// Deliveries before the state turns `failed` (0: no limit).
     pub max_deliveries: u32,
+    /// A `done` state is deleted this long after its last change (0: kept).
+    pub retain_ms: u64,
     /// Last callback failure, or "max deliveries reached".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<&'a str>,
@@ -481,6 +492,8 @@ pub struct Chan {
     pub parked: u64,
     /// Next position in this channel's buffer and queues; keeps FIFO order.
     pub next_pos: u64,
+    /// Detached sends its close discarded.
+    pub discarded: u64,
 }
 
 impl Chan {
@@ -505,4 +518,6 @@ pub struct ChanView {
     pub senders: u64,
     /// Blocked receivers.
     pub receivers: u64,
+    /// Detached sends that its close discarded (their senders were gone).
+    pub discarded: u64,
 }

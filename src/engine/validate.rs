@@ -98,6 +98,23 @@ pub fn lease_ms(ms: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Longest `last_error`, in bytes.
+pub const MAX_LAST_ERROR: usize = 200;
+
+/// A failed callback's `last_error` as stored and shown (and kept in history): at most
+/// [`MAX_LAST_ERROR`] bytes, cut at a character boundary. The dispatcher writes short
+/// fixed sentences; the engine does not trust that.
+pub fn last_error(mut error: String) -> String {
+    if error.len() > MAX_LAST_ERROR {
+        let mut end = MAX_LAST_ERROR;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+    }
+    error
+}
+
 /// A priority: 0 to [`MAX_PRIORITY`].
 pub fn priority(priority: u8) -> Result<(), Error> {
     if priority > MAX_PRIORITY {
@@ -116,5 +133,18 @@ pub fn capacity(capacity: i64) -> Result<u64, Error> {
             "capacity must be at most {MAX_CAPACITY}"
         ))),
         Err(_) => Err(Error::Invalid("capacity must not be negative".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_error_is_cut_to_200_bytes_at_a_character_boundary() {
+        assert_eq!(last_error("short".into()), "short");
+        assert_eq!(last_error("x".repeat(900_000)).len(), MAX_LAST_ERROR);
+        let cut = last_error(format!("{}é", "x".repeat(MAX_LAST_ERROR - 1)));
+        assert_eq!(cut, "x".repeat(MAX_LAST_ERROR - 1));
     }
 }

@@ -27,8 +27,12 @@ use super::validate;
 
 /// Default per-attempt timeout of a callback.
 pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 10_000;
-/// Longest per-attempt timeout of a callback.
-pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 300_000;
+/// Longest retention of a `done` state: 2^53 - 1 ms, the largest integer every JSON
+/// client reads exactly.
+pub const MAX_RETAIN_MS: u64 = (1 << 53) - 1;
+/// Longest per-attempt timeout of a callback: a minute, so that one attempt holds a
+/// slot of its target host (and the lease) for no longer.
+pub const MAX_CALLBACK_TIMEOUT_MS: u64 = 60_000;
 
 /// A server-owned field a client may send back: accepted and ignored.
 pub type Ignored = Option<IgnoredAny>;
@@ -55,6 +59,9 @@ pub struct StateBody {
     /// Deliveries before the state turns `failed` (0: no limit); `None` if absent.
     #[serde(default)]
     pub max_deliveries: Option<i64>,
+    /// Milliseconds a `done` state is kept (0: for ever); `None` if absent.
+    #[serde(default)]
+    pub retain_ms: Option<i64>,
     /// Server-owned: the id is the path's (the seed wrote `ID`).
     #[serde(default, rename = "id", alias = "ID")]
     _id: Ignored,
@@ -207,6 +214,18 @@ impl StateBody {
                         u32::MAX
                     ))
                 })
+            })
+            .transpose()
+    }
+
+    /// Validated retention; `None` if absent.
+    pub fn retain_ms(&self) -> Result<Option<u64>, Error> {
+        self.retain_ms
+            .map(|ms| match u64::try_from(ms) {
+                Ok(ms) if ms <= MAX_RETAIN_MS => Ok(ms),
+                _ => Err(Error::Invalid(format!(
+                    "retain_ms must be 0 (keep) to {MAX_RETAIN_MS}"
+                ))),
             })
             .transpose()
     }

@@ -24,7 +24,9 @@
 //!   deadline passes.
 //! - `bootstrap`: forms the cluster on first start (smallest id, once all peers are
 //!   fresh), or leaves a node with data to rejoin.
-//! - leadership: keeps [`Node::leadership`] in step with Raft.
+//! - leadership: keeps [`Node::leadership`] in step with Raft, and logs at INFO each
+//!   change of leader, of membership and of the snapshot (openraft's own log is off by
+//!   default, see [`crate::raft::peers`]).
 //!
 //! All of them stop on one shutdown signal ([`Node::shutdown`]).
 //!
@@ -56,6 +58,7 @@ use crate::engine::{Applied, Effects, Op};
 use crate::raft::auth::ClusterKey;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
+use crate::raft::peers::PeerHealth;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Raft, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
 use crate::storage::sm::SledStore;
@@ -191,6 +194,20 @@ pub struct ClusterInfo {
     /// is known to hold (`null` until it first answers). Absent on other nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<BTreeMap<NodeId, Option<u64>>>,
+    /// On the leader only: for every other member, whether it answers and when it last
+    /// did. Absent on other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<BTreeMap<NodeId, PeerContact>>,
+}
+
+/// Whether a member answers the leader (`GET /cluster`'s `peers`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerContact {
+    /// `false` once an RPC to it has failed, until it answers one again.
+    pub reachable: bool,
+    /// Unix ms at which it last answered an RPC; `null` if never since this node
+    /// started.
+    pub last_heard_ms: Option<u64>,
 }
 
 /// A running replica. Cheap to clone.
@@ -206,6 +223,7 @@ struct Inner {
     store: SledStore,
     effects: broadcast::Sender<Arc<Effects>>,
     raft: Raft,
+    peers: PeerHealth,
     log: LogStore,
     proposals: mpsc::Sender<Proposal>,
     leadership: watch::Sender<bool>,
@@ -232,7 +250,9 @@ impl Node {
         let progress = state_machine.progress();
         let checkpoints = state_machine.checkpoints();
         let raft_config = raft_config(&config)?;
-        let network = Network::new(ClusterKey::new(config.cluster_secret.as_deref()));
+        let peers = PeerHealth::new(config.id);
+        let key = ClusterKey::new(config.cluster_secret.as_deref());
+        let network = Network::new(key, peers.clone());
         let raft = Raft::new(config.id, raft_config, network, log.clone(), state_machine)
             .await
             .map_err(|e| fatal(&e))?;
@@ -275,6 +295,7 @@ impl Node {
                 store,
                 effects,
                 raft,
+                peers,
                 log,
                 proposals,
                 leadership,
@@ -385,6 +406,19 @@ impl Node {
                 r.iter()
                     .filter(|(id, _)| **id != self.inner.config.id)
                     .map(|(id, matched)| (*id, matched.map(|l| l.index)))
+                    .collect()
+            }),
+            peers: metrics.replication.as_ref().map(|r| {
+                let heard = self.inner.peers.last_heard();
+                r.keys()
+                    .filter(|id| **id != self.inner.config.id)
+                    .map(|id| {
+                        let contact = PeerContact {
+                            reachable: !self.inner.peers.is_down(*id),
+                            last_heard_ms: heard.get(id).copied(),
+                        };
+                        (*id, contact)
+                    })
                     .collect()
             }),
         }
@@ -643,17 +677,20 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
     Ok(Arc::new(valid))
 }
 
-/// Keeps the leadership watch in step with Raft's metrics, and says loudly when Raft
-/// stopped on a fatal (storage) error.
+/// Keeps the leadership watch in step with Raft's metrics, logs each change of leader,
+/// membership and snapshot at INFO, and says loudly when Raft stopped on a fatal
+/// (storage) error.
 async fn follow_leadership(
     raft: Raft,
     leadership: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut metrics = raft.metrics();
+    let mut seen = Seen::default();
     loop {
         let (leader, stopped) = {
             let m = metrics.borrow_and_update();
+            seen.log_changes(&m);
             (
                 m.state == ServerState::Leader,
                 m.running_state.clone().err(),
@@ -675,6 +712,48 @@ async fn follow_leadership(
         }
     }
     leadership.send_if_modified(|was| std::mem::replace(was, false));
+}
+
+/// What [`follow_leadership`] last logged.
+#[derive(Default)]
+struct Seen {
+    leader: Option<NodeId>,
+    membership: Option<openraft::LogId<NodeId>>,
+    snapshot: Option<openraft::LogId<NodeId>>,
+}
+
+impl Seen {
+    /// Logs at INFO what changed in `m` since the last call.
+    fn log_changes(&mut self, m: &openraft::RaftMetrics<NodeId, BasicNode>) {
+        if m.current_leader != self.leader {
+            self.leader = m.current_leader;
+            let (me, term) = (m.id, m.current_term);
+            match m.current_leader {
+                Some(id) if id == me => tracing::info!("node {me} is the leader (term {term})"),
+                Some(id) => tracing::info!("node {me} follows leader {id} (term {term})"),
+                None => tracing::info!("node {me} knows no leader (term {term})"),
+            }
+        }
+        let membership = m.membership_config.log_id();
+        if *membership != self.membership {
+            self.membership = *membership;
+            let config = m.membership_config.membership();
+            let voters: Vec<_> = config.voter_ids().collect();
+            let learners: Vec<_> = config.learner_ids().collect();
+            let index = membership.map_or(0, |l| l.index);
+            tracing::info!(
+                "node {}: membership voters {voters:?}, learners {learners:?} (log index \
+                 {index})",
+                m.id
+            );
+        }
+        if m.snapshot != self.snapshot {
+            self.snapshot = m.snapshot;
+            if let Some(at) = m.snapshot {
+                tracing::info!("node {}: snapshot up to log index {}", m.id, at.index);
+            }
+        }
+    }
 }
 
 /// Runs the bootstrap plan, logging why it failed if it did.

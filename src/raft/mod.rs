@@ -24,6 +24,7 @@
 //! - [`state_machine`]: applying batches, building and installing snapshots.
 //! - [`snapshot`]: the snapshot file format, streamed to and from the sled trees.
 //! - [`network`]: the reqwest client for `/raft/*`.
+//! - [`peers`]: which peers answer it, logged once per outage.
 //! - [`server`]: the axum handlers for `/raft/*`.
 
 // openraft's traits return its `StorageError` (over 200 bytes); helpers return it too.
@@ -32,6 +33,7 @@
 pub mod auth;
 pub mod log_store;
 pub mod network;
+pub mod peers;
 pub mod server;
 pub mod snapshot;
 pub mod state_machine;

@@ -7,7 +7,8 @@
 //! status (401 for a wrong secret, 413, 5xx), is reported as [`Unreachable`], which
 //! makes openraft back off instead of retrying in a tight loop; any other transport
 //! failure is a [`NetworkError`], retried on the next heartbeat. A peer's error result
-//! (say, a higher vote) comes back as a [`RemoteError`].
+//! (say, a higher vote) comes back as a [`RemoteError`]. Whether each peer answers is
+//! recorded in [`PeerHealth`], which logs a peer's going and coming back once each.
 //!
 //! An append carries entries up to [`APPEND_BUDGET_BYTES`] (openraft 0.9 allows an
 //! append only the heartbeat interval); when it had to leave some out, a success is
@@ -38,7 +39,8 @@ use reqwest::header::{HeaderValue, InvalidHeaderValue, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{ClusterKey, AUTH_HEADER};
+use super::auth::{digest, ClusterKey, AUTH_HEADER, DIGEST_HEADER};
+use super::peers::PeerHealth;
 use super::snapshot::Meta;
 use super::{TypeConfig, APPEND_BUDGET_BYTES};
 use crate::engine::codec::{self, CodecError};
@@ -54,14 +56,17 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
 pub struct Network {
     http: reqwest::Client,
     key: ClusterKey,
+    health: PeerHealth,
 }
 
 impl Network {
-    /// A network authenticating its requests with `key`.
-    pub fn new(key: ClusterKey) -> Self {
+    /// A network authenticating its requests with `key`, recording in `health` which
+    /// peers answer.
+    pub fn new(key: ClusterKey, health: PeerHealth) -> Self {
         Network {
             http: crate::http_client::client(),
             key,
+            health,
         }
     }
 }
@@ -100,16 +105,18 @@ impl PeerClient {
     ) -> reqwest::RequestBuilder {
         let url = format!("http://{}/raft/{route}", self.node.addr);
         let header_bytes = header.as_ref().map_or(&[][..], HeaderValue::as_bytes);
+        let digest = digest(&body);
         let tag = self
             .network
             .key
-            .sign(self.target, route, &[header_bytes, &body]);
+            .sign(self.target, route, &[header_bytes, digest.as_bytes()]);
         let mut http = self
             .network
             .http
             .post(url)
             .timeout(option.hard_ttl())
-            .header(CONTENT_TYPE, "application/octet-stream");
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(DIGEST_HEADER, digest);
         if let Some(tag) = tag {
             http = http.header(AUTH_HEADER, tag);
         }
@@ -119,8 +126,24 @@ impl PeerClient {
         http.body(body)
     }
 
-    /// Sends `http` and decodes the `Result` the peer's Raft returned.
+    /// Sends `http` and decodes the `Result` the peer's Raft returned; records whether
+    /// the peer answered.
     async fn send<Resp, E>(&self, http: reqwest::RequestBuilder) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result = self.exchange(http).await;
+        let health = &self.network.health;
+        match &result {
+            Ok(_) | Err(RPCError::RemoteError(_)) => health.answered(self.target, &self.node.addr),
+            Err(e) => health.failed(self.target, &self.node.addr, e),
+        }
+        result
+    }
+
+    /// [`Self::send`] but for the record.
+    async fn exchange<Resp, E>(&self, http: reqwest::RequestBuilder) -> RpcResult<Resp, E>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,

@@ -55,13 +55,33 @@ pub struct Cluster {
     _dir: TempDir,
     peers: String,
     extra: Vec<String>,
+    /// `RUST_LOG` of every node; `None`: the binary's default filter.
+    rust_log: Option<String>,
+    /// `ulimit -n` for every node (soft and hard), if set.
+    open_files: Option<u64>,
     pub nodes: BTreeMap<u64, Proc>,
     pub http: reqwest::Client,
 }
 
 impl Cluster {
-    /// Starts nodes `1..=n` with `extra` flags.
+    /// Starts nodes `1..=n` with `extra` flags, logging at `warn,slct=info`.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_logging(n, extra, Some("warn,slct=info"))
+    }
+
+    /// Starts nodes `1..=n` with `extra` flags and `RUST_LOG=rust_log` (`None`: unset,
+    /// the binary's default filter).
+    pub fn start_logging(n: u64, extra: &[&str], rust_log: Option<&str>) -> Cluster {
+        Cluster::launch(n, extra, rust_log, None)
+    }
+
+    /// Starts nodes `1..=n` with `extra` flags, logging at `warn,slct=info`, each with
+    /// an open-files limit (soft and hard: the node cannot raise it) of `open_files`.
+    pub fn start_limited(n: u64, extra: &[&str], open_files: u64) -> Cluster {
+        Cluster::launch(n, extra, Some("warn,slct=info"), Some(open_files))
+    }
+
+    fn launch(n: u64, extra: &[&str], rust_log: Option<&str>, open_files: Option<u64>) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let nodes: BTreeMap<u64, Proc> = (1..=n)
             .map(|id| {
@@ -82,6 +102,8 @@ impl Cluster {
             _dir: dir,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            rust_log: rust_log.map(str::to_owned),
+            open_files,
             nodes,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -104,14 +126,26 @@ impl Cluster {
             .append(true)
             .open(proc.data.with_extension("log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_slct"))
+        let mut command = match self.open_files {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", r#"ulimit -n "$0" && exec "$@""#, &n.to_string()]);
+                sh.arg(env!("CARGO_BIN_EXE_slct"));
+                sh
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_slct")),
+        };
+        match &self.rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .arg("serve")
             .args(["--id", &id.to_string(), "--listen", &proc.addr])
             .arg("--data")
             .arg(&proc.data)
             .args(["--peers", &self.peers])
             .args(&self.extra)
-            .env("RUST_LOG", "warn,slct=info")
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .spawn()

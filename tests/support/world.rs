@@ -74,6 +74,7 @@ impl World {
             callback: None,
             priority: 0,
             max_deliveries: 0,
+            retain_ms: 0,
         }) {
             Response::State(s) => *s,
             other => panic!("unexpected {other:?}"),
@@ -158,6 +159,7 @@ impl World {
             callback: Some(state.callback.clone()),
             priority: None,
             max_deliveries: None,
+            retain_ms: None,
         })
         .reply
     }

@@ -23,6 +23,7 @@ window.addEventListener('securitypolicyviolation', (e) =>
 
 const TOKEN_KEY = 'slct.token';
 const PAGE = 50;
+const HISTORY_PAGE = 20;
 const STATUSES = ['waiting', 'pending', 'leased', 'done', 'failed', 'paused'];
 
 /** An answer of the API that is not 2xx. */
@@ -34,12 +35,15 @@ class ApiFailure extends Error {
   }
 }
 
-/** Calls the API on this node; JSON in and out (text when opts.text). */
+/**
+ * Calls the API on this node; JSON in and out (text when opts.text). Every write says
+ * `Content-Type: application/json`, with a body or without, as the node asks of writes.
+ */
 async function api(method, path, body, opts = {}) {
   const headers = {};
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = 'Bearer ' + token;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (body !== undefined || method !== 'GET') headers['Content-Type'] = 'application/json';
   const res = await fetch(path, {
     method,
     headers,
@@ -108,17 +112,83 @@ function failure(e) {
   }
 }
 
+/**
+ * The token box appears only once the node has asked for a token (a 401); signed in,
+ * only the sign-out button shows.
+ */
 function showLogin(needed) {
   const form = document.getElementById('login');
   const signedIn = Boolean(sessionStorage.getItem(TOKEN_KEY));
-  document.getElementById('token').hidden = signedIn && !needed;
-  form.querySelector('button[type=submit]').hidden = signedIn && !needed;
+  form.hidden = !needed && !signedIn;
+  document.getElementById('token').hidden = !needed;
+  form.querySelector('button[type=submit]').hidden = !needed;
   document.getElementById('logout').hidden = !signedIn;
   if (needed) notice('This node requires a token: enter the API token (--token) above.');
 }
 
+/** Unix ms as UTC, the CLI's format (`YYYY-MM-DD hh:mm:ss.mmm`), with how long ago or ahead. */
 function time(ms) {
-  return ms ? new Date(ms).toLocaleString() : '';
+  if (!ms) return '';
+  const utc = new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
+  return `${utc} UTC (${relative(ms)})`;
+}
+
+/** `in 5 s`, `3 min ago`, `now`: how far `ms` is from the browser's clock. */
+function relative(ms) {
+  const delta = ms - Date.now();
+  let n = Math.abs(delta) / 1000;
+  if (n < 1) return 'now';
+  let unit = 's';
+  for (const [next, size] of [['min', 60], ['h', 60], ['d', 24]]) {
+    if (n < size) break;
+    n /= size;
+    unit = next;
+  }
+  const text = `${Math.floor(n)} ${unit}`;
+  return delta > 0 ? 'in ' + text : text + ' ago';
+}
+
+/** Orders ids as people do: `job-2` before `job-10` (runs of digits compare as numbers). */
+function naturally(a, b) {
+  const parts = (text) => text.match(/\d+|\D+/g) || [];
+  const x = parts(a);
+  const y = parts(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] === y[i]) continue;
+    const digits = /^\d/.test(x[i]) && /^\d/.test(y[i]);
+    if (digits) {
+      const p = x[i].replace(/^0+/, '');
+      const q = y[i].replace(/^0+/, '');
+      if (p.length !== q.length) return p.length - q.length;
+      if (p !== q) return p < q ? -1 : 1;
+    }
+    return x[i] < y[i] ? -1 : 1;
+  }
+  return x.length - y.length;
+}
+
+/** What a state's selects wait on: its channels and its next timer. */
+function waitsOn(s) {
+  const chans = [];
+  let timer = null;
+  for (const select of s.selects || []) {
+    for (const c of select.cases) {
+      if ((c.op === 'recv' || c.op === 'send') && !chans.includes(`${c.op} ${c.chan}`)) {
+        chans.push(`${c.op} ${c.chan}`);
+      }
+      if (c.op === 'timer' && c.at && (timer === null || c.at < timer)) timer = c.at;
+    }
+  }
+  const parts = [...chans];
+  if (timer !== null) parts.push('timer ' + relative(timer));
+  return parts.join(' · ');
+}
+
+/** The lease as one line: who holds it (by token) and until when. */
+function leaseText(s) {
+  if (!s.lease) return '';
+  const holder = s.callback ? 'callback' : 'worker';
+  return `${holder} ${s.lease.token.slice(0, 8)}…, expires ${relative(s.lease.expires_at)}`;
 }
 
 function json(value) {
@@ -224,7 +294,8 @@ async function cluster() {
     membersTable(local, leader),
     el('p', { class: 'muted' },
       'Lag is how many log entries the leader has that a member is not known to hold. ' +
-      'A member that stopped answering keeps its last index: its lag grows with every write.'),
+      'A member is unreachable from the first Raft message of the leader\'s it did not ' +
+      'answer until it answers again.'),
   ];
 }
 
@@ -253,6 +324,12 @@ function membersTable(local, leader) {
 function health(id, known, leader, matched, lag) {
   if (!leader) return el('span', { class: 'warn' }, 'unknown: no leader answered');
   if (id === known.leader) return el('span', { class: 'ok' }, 'leader');
+  const contact = leader.peers?.[id];
+  if (contact && !contact.reachable) {
+    const heard = contact.last_heard_ms
+      ? 'last heard ' + time(contact.last_heard_ms) : 'not heard from since the leader started';
+    return el('span', { class: 'bad' }, 'unreachable, ' + heard);
+  }
   if (matched === null || matched === undefined) return el('span', { class: 'bad' }, 'not answering');
   if (lag <= 10) return el('span', { class: 'ok' }, 'in sync');
   return el('span', { class: 'warn' }, `behind by ${lag}`);
@@ -267,19 +344,20 @@ async function states(r) {
     if (q.get(key)) params.set(key, q.get(key));
   }
   const page = await api('GET', '/states?' + params);
-  const rows = page.states.map((s) => el('tr', {},
+  const sorted = [...page.states].sort((a, b) => naturally(a.id, b.id));
+  const rows = sorted.map((s) => el('tr', {},
     el('td', {}, stateLink(s.id)),
-    el('td', {}, badge(s.status)),
-    el('td', {}, s.paused ? 'paused' : ''),
+    el('td', {}, badge(s.status), s.paused ? ' paused' : ''),
+    el('td', { class: 'waits' }, waitsOn(s)),
+    num(s.attempts ?? 0),
+    el('td', { class: 'bad' }, s.last_error || ''),
+    el('td', { class: 'lease' }, leaseText(s)),
     num(s.priority),
-    num(s.selects.length),
-    num(s.results.length),
-    num(s.version),
     el('td', {}, time(s.updated_at))));
   return [
     el('h2', {}, 'States'),
     stateFilters(q),
-    table(['id', 'status', 'paused', 'priority#', 'selects#', 'results#', 'version#', 'updated'],
+    table(['id', 'status', 'waits on', 'attempts#', 'last error', 'lease', 'priority#', 'updated'],
       rows, 'No states match.'),
     pager(q, page.next),
   ];
@@ -333,7 +411,9 @@ function pager(q, next) {
 async function state(r) {
   const id = r.rest;
   const s = await api('GET', '/state/' + encodeURIComponent(id));
-  const history = await api('GET', `/state/${encodeURIComponent(id)}/history?limit=50`)
+  const params = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+  if (r.query.get('before')) params.set('before', r.query.get('before'));
+  const history = await api('GET', `/state/${encodeURIComponent(id)}/history?${params}`)
     .catch(() => null);
   return [
     el('h2', {}, 'State ', el('span', { class: 'id' }, s.id)),
@@ -345,22 +425,78 @@ async function state(r) {
         ['version', String(s.version)],
         ['created', time(s.created_at)],
         ['updated', time(s.updated_at)],
+        ['waits on', waitsOn(s) || 'nothing'],
         ['lease', s.lease
-          ? `token ${s.lease.token}, taken ${time(s.lease.granted_at)}, expires ${time(s.lease.expires_at)}`
+          ? `${s.callback ? 'callback' : 'worker'}, token ${s.lease.token}, taken ` +
+            `${time(s.lease.granted_at)}, expires ${time(s.lease.expires_at)}`
           : 'none'],
         ['callback', s.callback ? `${s.callback.url} (timeout ${s.callback.timeout_ms} ms)` : 'none (polled)'],
-        ['attempts', s.attempts ? String(s.attempts) : undefined],
+        ['callback attempts', s.callback ? `${s.attempts ?? 0} since the last update` : undefined],
         ['deliveries', s.max_deliveries
           ? `${s.deliveries} of ${s.max_deliveries}` : `${s.deliveries ?? 0} (no limit)`],
+        ['kept when done', s.retain_ms ? `${s.retain_ms} ms` : 'for ever'],
         ['last error', s.last_error ? el('span', { class: 'bad' }, s.last_error) : undefined],
       ]),
       stateActions(s)),
     el('h2', {}, 'Data'), json(s.data ?? null),
-    el('h2', {}, `Selects (${s.selects.length})`), json(s.selects),
-    el('h2', {}, `Results (${s.results.length})`), json(s.results),
+    el('h2', {}, `Selects (${s.selects.length})`), selectsTable(s.selects),
+    el('h2', {}, `Results (${s.results.length})`), resultsTable(s.results),
     history && el('h2', {}, 'History (newest first)'),
     history && historyTable(history.events),
+    history && historyPager(r, history.next),
   ];
+}
+
+/** A case as a line: `recv orders`, `send jobs {"n":1}`, `timer … (in 5 s)`, `default`. */
+function caseText(c) {
+  switch (c.op) {
+    case 'recv': return `recv ${c.chan}`;
+    case 'send': return `send ${c.chan} ${JSON.stringify(c.data)}`;
+    case 'timer': return c.at ? `timer ${time(c.at)}` : `timer after ${c.after_ms} ms`;
+    default: return c.op;
+  }
+}
+
+/** One row per case: the select, the case's number and what it does. */
+function selectsTable(selects) {
+  const rows = selects.flatMap((select) => select.cases.map((c, i) => el('tr', {},
+    el('td', { class: 'id' }, i === 0 ? select.id : ''),
+    num(i),
+    el('td', { class: 'id case' }, caseText(c)))));
+  return table(['select', 'case#', 'waits for'], rows, 'No selects: the state waits on nothing.');
+}
+
+/** One row per completed select: which case fired and what it brought. */
+function resultsTable(results) {
+  const rows = results.map((res) => el('tr', {},
+    num(res.seq),
+    el('td', { class: 'id' }, res.select),
+    num(res.case),
+    el('td', { class: 'id case' }, res.chan ? `${res.op} ${res.chan}` : res.op),
+    el('td', { class: res.ok ? 'ok' : 'bad' }, res.ok ? 'ok' : 'not ok'),
+    el('td', { class: 'id' }, res.error ?? (res.data === undefined ? '' : JSON.stringify(res.data))),
+    el('td', {}, time(res.at))));
+  return table(['seq#', 'select', 'case#', 'fired', '', 'value or error', 'at'], rows,
+    'No results yet.');
+}
+
+/** Older/newer links of the history: `before` cursors, the newer ones kept in `newer`. */
+function historyPager(r, next) {
+  const base = '#/state/' + encodeURIComponent(r.rest);
+  const newer = r.query.getAll('newer');
+  const to = (before, newers) => {
+    const p = new URLSearchParams();
+    if (before) p.set('before', before);
+    for (const n of newers) p.append('newer', n);
+    return base + (p.toString() ? '?' + p : '');
+  };
+  const newerLink = newer.length || r.query.get('before')
+    ? el('a', { href: to(newer[newer.length - 1], newer.slice(0, -1)) }, '← newer')
+    : null;
+  const olderLink = next !== null && next !== undefined
+    ? el('a', { href: to(String(next), [...newer, r.query.get('before') || '']) }, 'older →')
+    : null;
+  return el('div', { class: 'pager' }, newerLink, olderLink);
 }
 
 function stateActions(s) {
@@ -412,8 +548,9 @@ async function chans(r) {
   const prefix = el('input', { value: q.get('prefix') || '', placeholder: 'name prefix' });
   const rows = page.chans.map((c) => el('tr', {},
     el('td', { class: 'id' }, c.name),
-    num(c.capacity), num(c.len), num(c.senders), num(c.receivers),
-    el('td', {}, c.closed ? el('span', { class: 'bad' }, 'closed') : 'open')));
+    num(c.capacity), num(c.len), num(c.senders), num(c.receivers), num(c.discarded ?? 0),
+    el('td', {}, c.closed ? el('span', { class: 'bad' }, 'closed') : 'open'),
+    el('td', {}, chanActions(c))));
   return [
     el('h2', {}, 'Channels'),
     el('form', {
@@ -424,10 +561,62 @@ async function chans(r) {
       },
     }, el('label', {}, 'prefix', prefix), el('button', { type: 'submit' }, 'Filter'),
     el('button', { type: 'button', onclick: () => render() }, 'Refresh')),
-    table(['name', 'capacity#', 'length#', 'waiting senders#', 'waiting receivers#', ''],
+    table(['name', 'capacity#', 'length#', 'waiting senders#', 'waiting receivers#',
+      'discarded by close#', '', 'actions'],
       rows, 'No channels: an implicit channel that is empty and has no waiters stores nothing.'),
     pager(q, page.next),
   ];
+}
+
+/**
+ * Send, try-receive and close, each after a confirmation that says what it will do; the
+ * answer is shown as a note above the view.
+ */
+function chanActions(c) {
+  const path = '/chan/' + encodeURIComponent(c.name);
+  const run = async (question, method, suffix, body, done) => {
+    if (!window.confirm(question)) return;
+    try {
+      const answer = await api(method, path + suffix, body);
+      await render();
+      notice(done(answer), true);
+    } catch (e) {
+      if (e instanceof ApiFailure && e.code === 'would_block') {
+        notice(`Nothing to receive on ${c.name} now.`, true);
+      } else {
+        failure(e);
+      }
+    }
+  };
+  const value = el('input', { class: 'value', placeholder: 'JSON value', 'aria-label': 'value to send' });
+  const send = () => {
+    let body;
+    try {
+      body = JSON.parse(value.value);
+    } catch (_) {
+      notice('The value to send must be JSON, e.g. {"n": 1} or "text".');
+      return;
+    }
+    run(`Send ${value.value} on ${c.name}?`, 'POST', '/send', body,
+      (a) => a?.status === 'parked'
+        ? `Sent on ${c.name}: parked until a receiver takes it.` : `Sent on ${c.name}.`);
+  };
+  return el('div', { class: 'actions' },
+    value,
+    el('button', { type: 'button', disabled: c.closed, onclick: send }, 'Send'),
+    el('button', {
+      type: 'button',
+      onclick: () => run(`Receive one value from ${c.name} now (try, no wait)? It is taken off the channel.`,
+        'POST', '/recv?wait=0', undefined, (a) => a.ok
+          ? `Received from ${c.name}: ${JSON.stringify(a.data)}` : `${c.name} is closed and drained.`),
+    }, 'Receive'),
+    el('button', {
+      type: 'button',
+      class: 'danger',
+      disabled: c.closed,
+      onclick: () => run(`Close ${c.name}? Waiting receivers get ok: false; parked sends are discarded.`,
+        'POST', '/close', undefined, () => `Closed ${c.name}.`),
+    }, 'Close'));
 }
 
 // ---- Metrics (the plots are drawn by metrics.js) --------------------------------------

@@ -15,7 +15,7 @@
 //! | path | file |
 //! |---|---|
 //! | `/` | `index.html`: the shell, views are `#/cluster`, `#/states`, `#/state/<id>`, `#/chans`, `#/metrics` |
-//! | `/ui/console.js` | views, actions, login |
+//! | `/ui/console.js` | views, actions (state actions, channel send/receive/close), login on a 401 |
 //! | `/ui/metrics.js` | Prometheus text parsing, the ring buffer of samples, sparklines |
 //! | `/ui/console.css` | styles |
 
