@@ -376,6 +376,7 @@ async fn attempt(d: &Dispatcher, id: &str, last: Option<Uuid>) -> Option<Uuid> {
     if Some(token) == last {
         return None;
     }
+    let started = tokio::time::Instant::now();
     let error = match post(d, &state, token).await {
         Ok((_, None)) => {
             defer(d, id, token).await;
@@ -390,7 +391,16 @@ async fn attempt(d: &Dispatcher, id: &str, last: Option<Uuid>) -> Option<Uuid> {
         },
         Err(e) => e,
     };
-    fail(d, &state, token, error).await;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if error == NO_VALID_ANSWER {
+        // A refused connection fails in milliseconds, a silent listener at the timeout:
+        // recorded at the timeout either way, the log time of the failure (in the
+        // history, `updated_at`, the retry time) does not tell them apart.
+        if let Some(callback) = &state.callback {
+            tokio::time::sleep_until(started + Duration::from_millis(callback.timeout_ms)).await;
+        }
+    }
+    fail(d, &state, token, error, duration_ms).await;
     Some(token)
 }
 
@@ -543,7 +553,7 @@ async fn defer(d: &Dispatcher, id: &str, token: Uuid) {
 }
 
 /// Records a failed attempt: retry later, or give up.
-async fn fail(d: &Dispatcher, state: &State, token: Uuid, error: String) {
+async fn fail(d: &Dispatcher, state: &State, token: Uuid, error: String, duration_ms: u64) {
     let backoff_ms = backoff_ms(state.attempts, &mut rand::thread_rng());
     let gave_up = state.attempts + 1 >= d.config.max_attempts;
     tracing::info!(id = %state.id, attempt = state.attempts + 1, %error, "callback failed");
@@ -553,6 +563,7 @@ async fn fail(d: &Dispatcher, state: &State, token: Uuid, error: String) {
         error,
         max_attempts: d.config.max_attempts,
         backoff_ms,
+        duration_ms,
     };
     match d.node.write(op).await.map(|a| a.reply) {
         Ok(Ok(_)) => d

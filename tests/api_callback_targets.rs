@@ -425,3 +425,69 @@ async fn a_slow_target_does_not_delay_callbacks_to_others() {
     );
     c.shutdown().await;
 }
+
+/// A refused connection fails in milliseconds, a silent listener at the timeout: the
+/// failure is recorded at the timeout either way, so the history's log times do not
+/// tell them apart, and the attempt's own duration is shown to the admin token only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_durations_are_shown_to_the_admin_token_only() {
+    let c = Cluster::start_with(ApiConfig {
+        admin_token: Some("root".into()),
+        callbacks: CallbackConfig {
+            max_attempts: 1,
+            ..CallbackConfig::default()
+        },
+        ..ApiConfig::default()
+    })
+    .await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let put = c
+        .call(
+            c.follower(),
+            Method::PUT,
+            "/state/closed",
+            Some(start_now(&format!("http://{closed}/cb"))),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    assert_eq!(settled(&c, "closed").await["status"], "failed");
+    let url = format!("{}/state/closed/history", c.urls[0]);
+    let events = |body: Value| body["events"].as_array().unwrap().clone();
+    let open = events(
+        common::answer(c.http.get(&url).send().await.unwrap())
+            .await
+            .body,
+    );
+    let failed = open
+        .iter()
+        .find(|e| e["event"] == "callback_failed")
+        .unwrap();
+    let leased = open.iter().find(|e| e["event"] == "leased").unwrap();
+    assert!(failed.get("duration_ms").is_none(), "{failed}");
+    // start_now's timeout_ms is 2000: the refusal is recorded no earlier.
+    let recorded_after = failed["at"].as_u64().unwrap() - leased["at"].as_u64().unwrap();
+    assert!(
+        recorded_after >= 2_000,
+        "recorded {recorded_after} ms after the lease"
+    );
+    let admin = events(
+        common::answer(c.http.get(&url).bearer_auth("root").send().await.unwrap())
+            .await
+            .body,
+    );
+    let failed = admin
+        .iter()
+        .find(|e| e["event"] == "callback_failed")
+        .unwrap();
+    let took = failed["duration_ms"]
+        .as_u64()
+        .expect("duration_ms for the admin");
+    assert!(
+        took < recorded_after,
+        "{took} ms, recorded after {recorded_after} ms"
+    );
+    c.shutdown().await;
+}

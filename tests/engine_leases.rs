@@ -285,6 +285,7 @@ fn a_callback_is_retried_after_its_backoff_then_fails_and_can_be_rearmed() {
             error: "HTTP 500".into(),
             max_attempts: 3,
             backoff_ms: 200,
+            duration_ms: 12,
         });
         if attempt < 3 {
             assert_eq!(

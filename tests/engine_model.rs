@@ -58,6 +58,8 @@ const CALLBACK_TIMEOUT_MS: u64 = 20;
 const LONG_PAUSE_MS: u64 = CALLBACK_TIMEOUT_MS + CALLBACK_LEASE_MARGIN_MS + 50;
 /// What the dispatcher reports of a failed attempt.
 const CALLBACK_ERROR: &str = "503 from the process";
+/// How long every failed callback attempt of the model took.
+const CALLBACK_DURATION_MS: u64 = 7;
 
 #[derive(Clone, Debug)]
 enum CaseSpec {
@@ -540,7 +542,15 @@ impl Model {
         }
         st.version += 1;
         let error = CALLBACK_ERROR.to_owned();
-        self.note(id, What::CallbackFailed { attempt, error });
+        let duration_ms = Some(CALLBACK_DURATION_MS);
+        self.note(
+            id,
+            What::CallbackFailed {
+                attempt,
+                error,
+                duration_ms,
+            },
+        );
         if gave_up {
             self.note(id, What::Failed);
         }
@@ -1324,6 +1334,7 @@ impl Run {
                 error: CALLBACK_ERROR.into(),
                 max_attempts,
                 backoff_ms,
+                duration_ms: CALLBACK_DURATION_MS,
             })
             .reply;
         if let Some(code) = self.lease_error(id) {

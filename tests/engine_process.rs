@@ -146,6 +146,7 @@ fn pause_and_resume_are_idempotent_and_failed_states_can_be_paused() {
         error: "HTTP 500".into(),
         max_attempts: 1,
         backoff_ms: 100,
+        duration_ms: 12,
     });
     assert_eq!(w.state("f").status(), Status::Failed);
     pause(&mut w, "f");

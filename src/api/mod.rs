@@ -347,6 +347,16 @@ fn authorize(
 }
 
 /// `--token` and `--admin-token`: `Authorization: Bearer <token>`.
+/// Whether a request carries the admin token (`--admin-token` set and presented):
+/// what it may see beyond the client API, e.g. callback attempt durations.
+pub fn has_admin_token(config: &ApiConfig, headers: &header::HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    matches!((&config.admin_token, given), (Some(t), Some(g)) if bool::from(t.as_bytes().ct_eq(g.as_bytes())))
+}
+
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let given = req
         .headers()

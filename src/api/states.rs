@@ -17,6 +17,7 @@ use serde_json::json;
 use super::error::{unexpected, ApiError, ApiResult};
 use super::extract::{default_lease_ms, lease_ms, Json, Path, Query};
 use super::AppState;
+use crate::engine::history::What;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
 use crate::engine::{
@@ -288,9 +289,12 @@ pub struct HistoryQuery {
 }
 
 /// `GET /state/{id}/history` → `{"events": [...], "next": number|null}`, newest first.
+/// A callback attempt's `duration_ms` is shown only to the admin token: it tells a
+/// closed port from a silent listener (README, "Callbacks").
 pub async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<JsonOut<serde_json::Value>> {
     let limit = page_limit(q.limit)?;
@@ -299,9 +303,16 @@ pub async fn history(
     if load_state(store, &id)?.is_none() {
         return Err(ApiError::not_found(format!("no state {id:?}")));
     }
-    let events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
+    let mut events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
     let next = (events.len() > limit).then(|| events[limit - 1].seq);
-    let events = &events[..events.len().min(limit)];
+    events.truncate(limit);
+    if !super::has_admin_token(&state.config, &headers) {
+        for event in &mut events {
+            if let What::CallbackFailed { duration_ms, .. } = &mut event.what {
+                *duration_ms = None;
+            }
+        }
+    }
     Ok(JsonOut(json!({"events": events, "next": next})))
 }
 

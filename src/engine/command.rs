@@ -171,6 +171,8 @@ pub enum Op {
         max_attempts: u32,
         /// Delay before the next attempt (chosen by the proposer, with jitter).
         backoff_ms: u64,
+        /// How long the attempt took, for the history (shown to the admin token only).
+        duration_ms: u64,
     },
     /// `POST /state/{id}/retry`: re-arm a failed state.
     RetryFailed {

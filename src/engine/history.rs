@@ -90,6 +90,10 @@ pub enum What {
         attempt: u32,
         /// What went wrong.
         error: String,
+        /// How long the attempt took. The API shows it to the admin token only: it
+        /// tells a closed port from a silent one (design.md §3.4).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
     },
     /// Callback attempts were exhausted: the state is `failed`.
     Failed,

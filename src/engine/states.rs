@@ -310,6 +310,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         error: String,
         max_attempts: u32,
         backoff_ms: u64,
+        duration_ms: u64,
     ) -> OpResult {
         if let Err(e) = validate::lease_ms(backoff_ms) {
             return Ok(Err(e));
@@ -333,7 +334,14 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         }
         state.version += 1;
         self.put_state(state)?;
-        self.note(id, What::CallbackFailed { attempt, error });
+        self.note(
+            id,
+            What::CallbackFailed {
+                attempt,
+                error,
+                duration_ms: Some(duration_ms),
+            },
+        );
         if gave_up {
             self.note(id, What::Failed);
         }
