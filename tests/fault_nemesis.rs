@@ -9,6 +9,7 @@ mod fault;
 use std::time::Duration;
 
 use fault::nemesis::{all_faults, shuffled, Fault};
+use fault::rig::Rig;
 use fault::run::{run, Config};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -171,5 +172,98 @@ async fn commit_latency_under_link_delay() {
             one_way_ms * 4,
             writes.join(", ")
         );
+    }
+}
+
+/// The rig's supervisor (`tests/fault/rig.rs`, "Supervision"): a node that exits by
+/// itself (SIGTERM, so it shuts down cleanly) is started again after a back-off and the
+/// exit is recorded; a node with a damaged record in its write-ahead log exits naming
+/// the damage and stays down, also through `heal_all`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn supervisor_restarts_an_exited_node_and_leaves_a_damaged_one_down() {
+    let _rig = ONE_RIG.lock().await;
+    let mut rig = Rig::start(100).await;
+    let leader = rig.await_leader(Duration::from_secs(30)).await;
+    let victim = leader % 3 + 1;
+    for i in 0..50 {
+        let url = rig.url(leader, &format!("/state/s-{i}"));
+        let body = serde_json::json!({ "data": { "mark": format!("SUPERVISEMARK-{i:05}") } });
+        let response = rig.http.put(url).json(&body).send().await.expect("create");
+        assert!(response.status().is_success(), "create s-{i}");
+    }
+
+    rig.terminate(victim);
+    let back = eventually(Duration::from_secs(30), || async {
+        let exits = rig.exits();
+        (exits.len() == 1 && rig.cluster_info(victim).await.is_some()).then_some(exits)
+    })
+    .await
+    .expect("the node exited and was started again");
+    assert_eq!(back[0].node, victim);
+    assert!(back[0].restart_after.is_some(), "{back:?}");
+    eprintln!("exit: {:?}", back[0]);
+
+    // Damage while it is down: one flipped bit in the last marked state's record in its
+    // write-ahead log (as `tests/disk_damage.rs` does), with a record after it so the
+    // damage does not look like a write torn at the log's end.
+    let url = rig.url(leader, "/state/after-the-marks");
+    let body = serde_json::json!({ "data": "x" });
+    let response = rig.http.put(url).json(&body).send().await.expect("create");
+    assert!(response.status().is_success(), "create after-the-marks");
+    let seen = rig.url(victim, "/state/after-the-marks?stale=true");
+    eventually(Duration::from_secs(30), || async {
+        let response = rig.http.get(&seen).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await
+    .expect("the restarted node caught up");
+    rig.kill(victim);
+    let wal = rig.nodes[&victim].data.join(slct::storage::WAL_DIR);
+    let needle = b"SUPERVISEMARK-00049";
+    let (file, mut bytes) = std::fs::read_dir(&wal)
+        .expect("the write-ahead log")
+        .flatten()
+        .filter_map(|entry| Some((entry.path(), std::fs::read(entry.path()).ok()?)))
+        .find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .expect("a log segment holding the last marked state");
+    let at = bytes
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .expect("the needle");
+    bytes[at + needle.len() - 1] ^= 0x01;
+    std::fs::write(&file, bytes).expect("write the log segment");
+    rig.start_node(victim);
+    let exits = eventually(Duration::from_secs(30), || async {
+        let exits = rig.exits();
+        (exits.len() == 2).then_some(exits)
+    })
+    .await
+    .expect("the damaged node exited");
+    eprintln!("exit: {:?}", exits[1]);
+    assert!(exits[1].message.contains("damaged"), "{exits:?}");
+    assert_eq!(exits[1].restart_after, None);
+    assert!(rig.is_retired(victim));
+    rig.heal_all();
+    // Left down: no restart within several of the longest back-offs' worth of polls.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!rig.is_running(victim));
+    assert_eq!(rig.exits().len(), 2, "{:?}", rig.exits());
+}
+
+/// Polls `check` every 100 ms until it gives a value or `timeout` passes.
+async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

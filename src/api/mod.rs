@@ -58,11 +58,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
+use sha2::{Digest, Sha256};
 
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -103,7 +104,16 @@ pub struct ApiConfig {
     pub max_deliveries: u32,
     /// `retain_ms` of a state created without one (`--retain-done`; 0: kept).
     pub retain_done_ms: u64,
+    /// How long an `Idempotency-Key` is remembered, in log time
+    /// (`--idempotency-window`).
+    pub idempotency_window_ms: u64,
 }
+
+/// Default of `--idempotency-window`: a day.
+pub const DEFAULT_IDEMPOTENCY_WINDOW_MS: u64 = 86_400_000;
+
+/// The header of idempotent writes.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Default of `--retain-done`: a week.
 pub const DEFAULT_RETAIN_DONE_MS: u64 = 7 * 24 * 3_600_000;
@@ -125,6 +135,7 @@ impl Default for ApiConfig {
             callbacks: CallbackConfig::default(),
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             retain_done_ms: DEFAULT_RETAIN_DONE_MS,
+            idempotency_window_ms: DEFAULT_IDEMPOTENCY_WINDOW_MS,
         }
     }
 }
@@ -156,6 +167,40 @@ impl AppState {
         let applied = self.node.write(op).await?;
         Ok(applied.reply?)
     }
+
+    /// Like [`AppState::write`], applied at most once per `Idempotency-Key` if the
+    /// request has one (design.md §3): the key, a digest of the operation and the reply
+    /// are recorded by the state machine, and a repeat within `--idempotency-window`
+    /// gets the first reply without applying anything.
+    pub async fn write_keyed(&self, headers: &HeaderMap, op: Op) -> ApiResult<Reply> {
+        match idempotency_key(headers)? {
+            None => self.write(op).await,
+            Some(key) => {
+                let encoded = crate::engine::codec::encode(&op)
+                    .map_err(|e| ApiError::unavailable("internal", e.to_string()))?;
+                let digest = Sha256::digest(&encoded).to_vec();
+                let op = Op::Keyed {
+                    key,
+                    digest,
+                    window_ms: self.config.idempotency_window_ms,
+                    op: Box::new(op),
+                };
+                self.write(op).await
+            }
+        }
+    }
+}
+
+/// The request's `Idempotency-Key`, checked (1 to 128 bytes of visible ASCII).
+pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?;
+    crate::engine::idempotency::check_key(key)?;
+    Ok(Some(key.to_owned()))
 }
 
 /// Every client route with default settings (see [`router_with`]).

@@ -122,7 +122,7 @@ pub async fn put(
                 max_deliveries,
                 retain_ms,
             };
-            state_reply(state.write(op).await?, StatusCode::OK)
+            state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
         }
         None if id == RESERVED_ID => Err(reserved()),
         None => {
@@ -135,7 +135,7 @@ pub async fn put(
                 max_deliveries: max_deliveries.unwrap_or(state.config.max_deliveries),
                 retain_ms: retain_ms.unwrap_or(state.config.retain_done_ms),
             };
-            state_reply(state.write(op).await?, StatusCode::CREATED)
+            state_reply(state.write_keyed(&headers, op).await?, StatusCode::CREATED)
         }
     }
 }
@@ -157,9 +157,10 @@ pub async fn put_reserved() -> ApiError {
 /// `DELETE /state/{id}` → 204.
 pub async fn delete(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.write(Op::DeleteState { id }).await?;
+    state.write_keyed(&headers, Op::DeleteState { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,6 +178,7 @@ pub struct ExtendBody {
 /// `POST /state/{id}/lease`: heartbeat → 200 `{"token", "expires_at"}`.
 pub async fn extend_lease(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<ExtendBody>,
 ) -> ApiResult<Response> {
@@ -185,7 +187,7 @@ pub async fn extend_lease(
         token: parse_token(&body.token)?,
         extend_ms: lease_ms(body.extend_ms, "extend_ms")?,
     };
-    match state.write(op).await? {
+    match state.write_keyed(&headers, op).await? {
         Reply::Lease(l) => {
             Ok(JsonOut(json!({"token": l.token, "expires_at": l.expires_at})).into_response())
         }
@@ -203,6 +205,7 @@ pub struct TokenQuery {
 /// `DELETE /state/{id}/lease?token=`: give the state back → 204.
 pub async fn release_lease(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<StatusCode> {
@@ -210,7 +213,9 @@ pub async fn release_lease(
         .token
         .ok_or_else(|| ApiError::invalid("token is required"))?;
     let token = parse_token(&token)?;
-    state.write(Op::ReleaseLease { id, token }).await?;
+    state
+        .write_keyed(&headers, Op::ReleaseLease { id, token })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -267,13 +272,23 @@ pub async fn delete_many(
 }
 
 /// `POST /state/{id}/pause` → 200 with the state (idempotent).
-pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::Pause { id }).await?, StatusCode::OK)
+pub async fn pause(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::Pause { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// `POST /state/{id}/resume` → 200 with the state (idempotent).
-pub async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::Resume { id }).await?, StatusCode::OK)
+pub async fn resume(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::Resume { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// Query of `GET /state/{id}/history`.
@@ -317,8 +332,13 @@ pub async fn history(
 }
 
 /// `POST /state/{id}/retry`: re-arm a failed state → 200 with the state.
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::RetryFailed { id }).await?, StatusCode::OK)
+pub async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::RetryFailed { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// Query of `GET /states`.

@@ -38,6 +38,18 @@
 //!   libfaketime preloaded into every node (the monotonic clock stays real, so tokio's
 //!   timers are sane); the offset file is re-read every second, so skew changes live.
 //! - [`Rig::heal_network`]: removes the network faults of one node.
+//!
+//! # Supervision
+//! As Docker's `restart: unless-stopped`, Kubernetes or the systemd unit in `deploy/`
+//! would, a thread of the rig watches the nodes: one whose process exits when the rig
+//! did not kill it (a crash, a fatal Raft error, SIGTERM from outside) is started again
+//! on the same data after a back-off of 0.5 s, doubling with each exit of that node in
+//! the last minute up to 8 s; each exit is recorded ([`Exit`]) with its status and the
+//! node's last `slct:` line. A node whose last words say its data is `damaged` (the
+//! storage's refusal to start on a damaged record or write-ahead log, README
+//! "Guarantees") stays down: restarting it would only fail again (no flapping), and
+//! nothing but an operator restoring or replacing its data directory helps. `slct
+//! serve` exits 1 for every error, so the rig decides by that message, not the code.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -45,7 +57,9 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -128,7 +142,8 @@ fn sweep_dead_runs() {
     }
 }
 
-/// One node: its address inside the rig, data directory and process.
+/// One node: its address inside the rig, data directory and namespace.
+#[derive(Clone)]
 pub struct NodeProc {
     /// `10.213.X.id:7000`.
     pub addr: String,
@@ -140,8 +155,173 @@ pub struct NodeProc {
     pub ns: String,
     /// The libfaketime offset file.
     pub clock: PathBuf,
-    child: Option<Child>,
-    paused: bool,
+    /// Where its output goes (appended across restarts).
+    pub log: PathBuf,
+}
+
+/// A node process that exited without the rig killing it.
+#[derive(Clone, Debug)]
+pub struct Exit {
+    /// The node.
+    pub node: u64,
+    /// Seconds since the rig started.
+    pub at: f64,
+    /// How it exited (`exit status: 1`, `signal: 6 (SIGABRT)`).
+    pub status: String,
+    /// Its last `slct:` line since it started (else its last line).
+    pub message: String,
+    /// Started again after this back-off; `None`: its data is damaged, left down.
+    pub restart_after: Option<Duration>,
+}
+
+/// Where a node's process stands.
+enum Proc {
+    /// Never started, or killed by the rig (a fault): the rig starts it when it heals.
+    Stopped,
+    /// Running (maybe SIGSTOPped), with how long its log was when it started.
+    Running { child: Child, log_from: u64 },
+    /// Exited on its own; the supervisor starts it again at `at`.
+    Restarting { at: Instant },
+    /// Exited because its data is damaged: stays down.
+    Retired,
+}
+
+/// What the node processes share with the supervisor thread.
+struct Procs {
+    procs: BTreeMap<u64, Proc>,
+    paused: BTreeMap<u64, bool>,
+    /// Each node's exits in the last minute (for the back-off).
+    recent: BTreeMap<u64, Vec<Instant>>,
+    exits: Vec<Exit>,
+}
+
+/// How the supervisor polls, and its back-off.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(50);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// What every node is started with.
+#[derive(Clone)]
+struct Launch {
+    peers: String,
+    snapshot_threshold: u64,
+}
+
+/// Starts node `id`'s process; returns it and how long its log was before.
+fn spawn(id: u64, node: &NodeProc, launch: &Launch) -> (Child, u64) {
+    std::fs::create_dir_all(&node.data).expect("data directory");
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .expect("log file");
+    let log_from = log.metadata().map_or(0, |m| m.len());
+    let mut command = Command::new("ip");
+    command
+        .args([
+            "netns",
+            "exec",
+            &node.ns,
+            env!("CARGO_BIN_EXE_slct"),
+            "serve",
+        ])
+        .args(["--id", &id.to_string(), "--listen", &node.addr])
+        .arg("--data")
+        .arg(&node.data)
+        .args(["--peers", &launch.peers, "--cluster-secret", SECRET])
+        .args(["--callback-allow", "*"])
+        .args([
+            "--snapshot-threshold",
+            &launch.snapshot_threshold.to_string(),
+        ])
+        .env("RUST_LOG", "warn,slct=info")
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &node.clock)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_CACHE_DURATION", "1")
+        .stdout(Stdio::from(log.try_clone().expect("log file")))
+        .stderr(Stdio::from(log));
+    // SAFETY: prctl is async-signal-safe; it only marks the child to die with the
+    // thread that starts it (a tokio worker or the supervisor, both living as long as
+    // the rig).
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    (command.spawn().expect("spawn slct"), log_from)
+}
+
+/// The last `slct:` line of `log` after byte `from`, else its last line.
+fn last_words(log: &Path, from: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let lines = || text.lines().rev().filter(|l| !l.trim().is_empty());
+    lines()
+        .find(|l| l.starts_with("slct:"))
+        .or_else(|| lines().next())
+        .unwrap_or("(no output)")
+        .to_owned()
+}
+
+/// One round of the supervisor: records exits, starts what is due.
+fn supervise(
+    procs: &Mutex<Procs>,
+    nodes: &BTreeMap<u64, NodeProc>,
+    launch: &Launch,
+    began: Instant,
+) {
+    let mut guard = procs.lock().unwrap_or_else(|e| e.into_inner());
+    let p = &mut *guard;
+    let now = Instant::now();
+    for (id, node) in nodes {
+        let state = p.procs.get_mut(id).expect("known node");
+        match state {
+            Proc::Running { child, log_from } => {
+                let Ok(Some(status)) = child.try_wait() else {
+                    continue;
+                };
+                let message = last_words(&node.log, *log_from);
+                let recent = p.recent.entry(*id).or_default();
+                recent.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+                recent.push(now);
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << (recent.len() - 1).min(5))
+                    .min(MAX_BACKOFF);
+                let damaged = message.contains("damaged");
+                let exit = Exit {
+                    node: *id,
+                    at: now.duration_since(began).as_secs_f64(),
+                    status: status.to_string(),
+                    message,
+                    restart_after: (!damaged).then_some(backoff),
+                };
+                eprintln!(
+                    "supervisor {:6.1}s: n{id} exited ({}): {}; {}",
+                    exit.at,
+                    exit.status,
+                    exit.message,
+                    match exit.restart_after {
+                        Some(after) => format!("starting it again in {after:?}"),
+                        None => "its data is damaged: left down".into(),
+                    }
+                );
+                p.exits.push(exit);
+                p.paused.insert(*id, false);
+                *state = if damaged {
+                    Proc::Retired
+                } else {
+                    Proc::Restarting { at: now + backoff }
+                };
+            }
+            Proc::Restarting { at } if now >= *at => {
+                let (child, log_from) = spawn(*id, node, launch);
+                *state = Proc::Running { child, log_from };
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The rig. Dropping it tears everything down.
@@ -149,10 +329,12 @@ pub struct Rig {
     tag: String,
     dir: TempDir,
     subnet: String,
-    peers: String,
-    snapshot_threshold: u64,
+    launch: Launch,
     /// The nodes by id.
     pub nodes: BTreeMap<u64, NodeProc>,
+    procs: Arc<Mutex<Procs>>,
+    stop: Arc<AtomicBool>,
+    supervisor: Option<JoinHandle<()>>,
     /// Delays in force, by node.
     delays: Mutex<BTreeMap<u64, Delay>>,
     /// A client with a short timeout, for the rig's own probes.
@@ -160,10 +342,12 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// Builds the network, then starts three nodes; returns once they agree on a leader.
+    /// Builds the network, then starts three nodes under supervision; returns once they
+    /// agree on a leader.
     pub async fn start(snapshot_threshold: u64) -> Rig {
         check_tools();
         sweep_dead_runs();
+        let began = Instant::now();
         let tag = format!("{PREFIX}{}", std::process::id());
         let subnet = free_subnet();
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -176,8 +360,7 @@ impl Rig {
                     data: dir.path().join(format!("n{id}")),
                     ns: format!("{tag}-n{id}"),
                     clock: dir.path().join(format!("n{id}.faketime")),
-                    child: None,
-                    paused: false,
+                    log: dir.path().join(format!("n{id}.log")),
                 };
                 (id, node)
             })
@@ -187,13 +370,36 @@ impl Rig {
             .map(|(id, n)| format!("{id}={}", n.addr))
             .collect::<Vec<_>>()
             .join(",");
+        let launch = Launch {
+            peers,
+            snapshot_threshold,
+        };
+        let procs = Arc::new(Mutex::new(Procs {
+            procs: nodes.keys().map(|id| (*id, Proc::Stopped)).collect(),
+            paused: nodes.keys().map(|id| (*id, false)).collect(),
+            recent: BTreeMap::new(),
+            exits: Vec::new(),
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let supervisor = {
+            let (procs, stop, nodes, launch) =
+                (procs.clone(), stop.clone(), nodes.clone(), launch.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    supervise(&procs, &nodes, &launch, began);
+                    std::thread::sleep(SUPERVISE_EVERY);
+                }
+            })
+        };
         let mut rig = Rig {
             tag,
             dir,
             subnet,
-            peers,
-            snapshot_threshold,
+            launch,
             nodes,
+            procs,
+            stop,
+            supervisor: Some(supervisor),
             delays: Mutex::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -207,6 +413,20 @@ impl Rig {
         }
         rig.await_leader(Duration::from_secs(30)).await;
         rig
+    }
+
+    fn procs(&self) -> std::sync::MutexGuard<'_, Procs> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every exit the supervisor saw so far.
+    pub fn exits(&self) -> Vec<Exit> {
+        self.procs().exits.clone()
+    }
+
+    /// Whether node `id` was left down because its data is damaged.
+    pub fn is_retired(&self, id: u64) -> bool {
+        matches!(self.procs().procs[&id], Proc::Retired)
     }
 
     fn switch(&self) -> String {
@@ -261,83 +481,78 @@ impl Rig {
         }
     }
 
-    /// Starts node `id` (again) on its data directory.
+    /// Starts node `id` (again) on its data directory; one waiting for its back-off
+    /// starts now, one left down for damaged data stays down.
     pub fn start_node(&mut self, id: u64) {
-        let log = self.dir.path().join(format!("n{id}.log"));
-        let threshold = self.snapshot_threshold.to_string();
-        let node = self.nodes.get_mut(&id).expect("known node");
-        assert!(node.child.is_none(), "node {id} is running");
-        std::fs::create_dir_all(&node.data).expect("data directory");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let mut command = Command::new("ip");
-        command
-            .args([
-                "netns",
-                "exec",
-                &node.ns,
-                env!("CARGO_BIN_EXE_slct"),
-                "serve",
-            ])
-            .args(["--id", &id.to_string(), "--listen", &node.addr])
-            .arg("--data")
-            .arg(&node.data)
-            .args(["--peers", &self.peers, "--cluster-secret", SECRET])
-            .args(["--callback-allow", "*"])
-            .args(["--snapshot-threshold", &threshold])
-            .env("RUST_LOG", "warn,slct=info")
-            .env("LD_PRELOAD", LIBFAKETIME)
-            .env("FAKETIME_TIMESTAMP_FILE", &node.clock)
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .env("FAKETIME_CACHE_DURATION", "1")
-            .stdout(Stdio::from(log.try_clone().expect("log file")))
-            .stderr(Stdio::from(log));
-        // SAFETY: prctl is async-signal-safe; it only marks the child to die with us.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+        let node = &self.nodes[&id];
+        let mut p = self.procs();
+        let state = p.procs.get_mut(&id).expect("known node");
+        match state {
+            Proc::Running { .. } => panic!("node {id} is running"),
+            Proc::Retired => return,
+            Proc::Stopped | Proc::Restarting { .. } => {}
         }
-        node.child = Some(command.spawn().expect("spawn slct"));
-        node.paused = false;
+        let (child, log_from) = spawn(id, node, &self.launch);
+        *state = Proc::Running { child, log_from };
+        p.paused.insert(id, false);
     }
 
-    /// `kill -9` node `id`.
+    /// `kill -9` node `id` (one waiting for its back-off is not started again).
     pub fn kill(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).expect("known node");
-        let mut child = node.child.take().expect("node is running");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        node.paused = false;
+        let mut p = self.procs();
+        let state = p.procs.get_mut(&id).expect("known node");
+        if matches!(state, Proc::Retired) {
+            return;
+        }
+        if let Proc::Running { mut child, .. } = std::mem::replace(state, Proc::Stopped) {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+        p.paused.insert(id, false);
     }
 
-    /// SIGSTOP node `id`.
+    /// SIGSTOP node `id` (if it runs).
     pub fn pause(&mut self, id: u64) {
-        self.signal(id, libc::SIGSTOP);
-        self.nodes.get_mut(&id).expect("known node").paused = true;
+        if self.signal(id, libc::SIGSTOP) {
+            self.procs().paused.insert(id, true);
+        }
     }
 
     /// SIGCONT node `id`.
     pub fn resume(&mut self, id: u64) {
         self.signal(id, libc::SIGCONT);
-        self.nodes.get_mut(&id).expect("known node").paused = false;
+        self.procs().paused.insert(id, false);
     }
 
-    fn signal(&self, id: u64, signal: i32) {
-        let child = self.nodes[&id].child.as_ref().expect("node is running");
-        // SAFETY: kill(2) on our own child's pid.
+    /// SIGTERM node `id`, as an operator or an orchestrator would: the node shuts
+    /// down by itself, an exit the supervisor did not cause.
+    pub fn terminate(&self, id: u64) {
+        self.signal(id, libc::SIGTERM);
+    }
+
+    /// Sends `signal` to node `id`'s process; whether it has one.
+    fn signal(&self, id: u64, signal: i32) -> bool {
+        // Under the lock, so the supervisor cannot reap the process meanwhile.
+        let p = self.procs();
+        let Proc::Running { child, .. } = &p.procs[&id] else {
+            return false;
+        };
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
         let rc = unsafe { libc::kill(child.id() as i32, signal) };
-        assert_eq!(rc, 0, "signal {signal} to node {id}");
+        rc == 0
+    }
+
+    fn pid(&self, id: u64) -> Option<u32> {
+        match &self.procs().procs[&id] {
+            Proc::Running { child, .. } => Some(child.id()),
+            _ => None,
+        }
     }
 
     /// The scheduler state of node `id`'s process as `/proc/{pid}/stat` shows it
     /// (`T` when stopped by SIGSTOP), if it has one.
     pub fn process_state(&self, id: u64) -> Option<char> {
-        let pid = self.nodes[&id].child.as_ref()?.id();
+        let pid = self.pid(id)?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // pid (comm) STATE ...: comm may hold spaces, so read after the last ')'.
         stat.rsplit_once(')')?
@@ -350,12 +565,12 @@ impl Rig {
 
     /// Whether node `id` has a process (paused or not) that has not exited.
     pub fn is_running(&self, id: u64) -> bool {
-        self.nodes[&id].child.is_some() && self.process_state(id) != Some('Z')
+        self.pid(id).is_some() && self.process_state(id) != Some('Z')
     }
 
     /// Whether node `id` is stopped by SIGSTOP.
     pub fn is_paused(&self, id: u64) -> bool {
-        self.nodes[&id].paused
+        self.procs().paused[&id]
     }
 
     /// The IPs of the nodes other than `id`, as an nft set.
@@ -473,7 +688,7 @@ impl Rig {
 
     /// Log entries between snapshots, as the nodes were started with.
     pub fn snapshot_threshold(&self) -> u64 {
-        self.snapshot_threshold
+        self.launch.snapshot_threshold
     }
 
     /// Removes every network fault of node `id`.
@@ -514,7 +729,8 @@ impl Rig {
         std::fs::rename(&tmp, clock).expect("replace clock offset");
     }
 
-    /// Undoes every fault: network, clocks, pauses, and restarts killed nodes.
+    /// Undoes every fault: network, clocks, pauses, and starts nodes that are down
+    /// (not one left down for damaged data).
     pub fn heal_all(&mut self) {
         for id in 1..=3 {
             self.heal_network(id);
@@ -522,7 +738,11 @@ impl Rig {
             if self.is_paused(id) {
                 self.resume(id);
             }
-            if self.nodes[&id].child.is_none() {
+            let down = matches!(
+                self.procs().procs[&id],
+                Proc::Stopped | Proc::Restarting { .. }
+            );
+            if down {
                 self.start_node(id);
             }
         }
@@ -545,7 +765,7 @@ impl Rig {
 
     /// Everything node `id` logged.
     pub fn log(&self, id: u64) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("n{id}.log"))).unwrap_or_default()
+        std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
     }
 
     /// Copies the nodes' logs to `target/tmp/fault-runs/{tag}/` and returns that
@@ -658,13 +878,19 @@ impl Drop for Rig {
         if std::thread::panicking() {
             eprintln!("node logs kept in {}", self.keep_logs().display());
         }
-        for node in self.nodes.values_mut() {
-            if let Some(mut child) = node.child.take() {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(supervisor) = self.supervisor.take() {
+            let _ = supervisor.join();
+        }
+        let mut p = self.procs();
+        for state in p.procs.values_mut() {
+            if let Proc::Running { mut child, .. } = std::mem::replace(state, Proc::Stopped) {
                 // A stopped process dies of SIGKILL too.
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
+        drop(p);
         for node in self.nodes.values() {
             try_run("ip", &["netns", "del", &node.ns]);
         }

@@ -14,7 +14,7 @@ use super::checker::linear::describe;
 use super::checker::{self, Report};
 use super::history::{Call, Op, Outcome, Recorder};
 use super::nemesis::{Fault, Nemesis, Record};
-use super::rig::Rig;
+use super::rig::{Exit, Rig};
 use super::workload::{self, Client, CHANS};
 
 /// How to run.
@@ -41,6 +41,8 @@ pub struct Finding {
     pub faults: Vec<Record>,
     /// The history.
     pub ops: Vec<Op>,
+    /// Node processes that exited without the nemesis killing them.
+    pub exits: Vec<Exit>,
 }
 
 /// Runs once and prints a summary; the caller asserts on the report.
@@ -71,7 +73,8 @@ pub async fn run(config: Config) -> Finding {
     }
     node_failures(&rig, &mut report);
     let check_time = check_began.elapsed();
-    print_summary(&ops, &faults, &report);
+    let exits = rig.exits();
+    print_summary(&ops, &faults, &exits, &report);
     eprintln!(
         "timings: setup {:.1}s, workload+nemesis until {:.1}s, heal+drain+agree until {:.1}s, \
          checks {:.1}s, total {:.1}s",
@@ -88,6 +91,7 @@ pub async fn run(config: Config) -> Finding {
         report,
         faults,
         ops,
+        exits,
     }
 }
 
@@ -285,8 +289,9 @@ async fn converge(rig: &Rig) -> (Result<String, String>, Vec<Value>) {
     )
 }
 
-/// Prints the history's size by kind and outcome, the faults, and the report.
-fn print_summary(ops: &[Op], faults: &[Record], report: &Report) {
+/// Prints the history's size by kind and outcome, the faults, the exits the rig's
+/// supervisor saw, and the report.
+fn print_summary(ops: &[Op], faults: &[Record], exits: &[Exit], report: &Report) {
     let mut by_kind: BTreeMap<String, [usize; 3]> = BTreeMap::new();
     for op in ops {
         let kind = format!("{:?}", op.call);
@@ -318,6 +323,16 @@ fn print_summary(ops: &[Op], faults: &[Record], report: &Report) {
     for f in faults {
         let mark = if f.verified { "ok " } else { "?? " };
         eprintln!("  {mark}{:?}: {}", f.fault, f.effect);
+    }
+    let restarted = exits.iter().filter(|e| e.restart_after.is_some()).count();
+    eprintln!(
+        "supervisor: {} exits the nemesis did not cause, {restarted} restarted, {} left down \
+         (damaged data):",
+        exits.len(),
+        exits.len() - restarted
+    );
+    for e in exits {
+        eprintln!("  {:6.1}s n{} {}: {}", e.at, e.node, e.status, e.message);
     }
     eprintln!("checks:\n{report}");
 }
