@@ -23,7 +23,7 @@
 //! # Who may call what
 //! | routes | no token set | `--token` | `--admin-token` |
 //! |---|---|---|---|
-//! | `/healthz`, `/readyz`, the console's files (`/`, `/ui/...`) | open | open | open |
+//! | `/healthz`, `/readyz`, the console's files (`GET /`, `GET /ui/...`) | open | open | open |
 //! | `/metrics` | open | API token (unless `--metrics-public`) | accepted |
 //! | client API (states, channels, `GET /cluster`) | open | API token | accepted |
 //! | membership (`POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`) and bulk deletes (`DELETE /states`) | open on loopback, 403 beyond | 403 without an admin token | admin token only |
@@ -76,12 +76,17 @@ use error::{ApiError, ApiResult};
 
 /// Default `--max-body`: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Default `--max-inflight-bytes`: 128 MiB.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 128 << 20;
 
 /// How the API behaves; the `serve` flags that concern it.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     /// Largest request body in bytes (`--max-body`); larger is 413.
     pub max_body: usize,
+    /// Most request body bytes held at once across requests (`--max-inflight-bytes`);
+    /// beyond it, 503 `overloaded`.
+    pub max_inflight_bytes: usize,
     /// Bearer token required on client routes (`--token`), if any.
     pub token: Option<String>,
     /// Bearer token required on membership routes (`--admin-token`), if any.
@@ -125,6 +130,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body: DEFAULT_MAX_BODY,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             token: None,
             admin_token: None,
             metrics_public: false,
@@ -155,6 +161,8 @@ pub struct AppState {
     pub answers: Arc<browser::Answers>,
     /// Whether the node listens beyond loopback (membership then needs the admin token).
     pub exposed: bool,
+    /// Request body bytes held now, capped by `--max-inflight-bytes`.
+    pub inflight: Arc<forward::Inflight>,
     /// HTTP client for forwarding to the leader.
     pub relay: forward::RelayClient,
     /// Dropped with the last clone of the router: stops the callback dispatcher.
@@ -231,6 +239,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
     let exposed = !node.config().listen.ip().is_loopback();
     let state = AppState {
         answers: Arc::new(answers),
+        inflight: forward::Inflight::new(config.max_inflight_bytes),
         exposed,
         hub: hub::Hub::start(node.subscribe()),
         metrics,
@@ -314,6 +323,25 @@ fn routes() -> Router<AppState> {
         })
 }
 
+/// Whether the router serves `method` on `route` (axum's syntax, `/state/:id`): the
+/// requests worth reading a body for. HEAD goes where GET does.
+pub fn serves(method: &Method, route: &str) -> bool {
+    type Served = std::collections::BTreeSet<(String, &'static str)>;
+    static SERVED: std::sync::OnceLock<Served> = std::sync::OnceLock::new();
+    let served = SERVED.get_or_init(|| {
+        table()
+            .into_iter()
+            .map(|(method, path, _)| (method.to_ascii_uppercase(), path))
+            .collect()
+    });
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    served.contains(&(method.to_owned(), route))
+}
+
 /// Every `(method, path)` the router serves, in openapi.yaml's syntax
 /// (`/state/{id}`).
 pub fn served_routes() -> Vec<(String, String)> {
@@ -337,10 +365,14 @@ enum Guard {
 }
 
 fn guard(method: &Method, path: &str) -> Guard {
+    let read = method == Method::GET || method == Method::HEAD;
     match path {
         "/states" if method == Method::DELETE => Guard::Admin,
-        "/healthz" | "/readyz" | "/" => Guard::Probe,
-        _ if path.starts_with("/ui/") => Guard::Probe,
+        "/healthz" | "/readyz" => Guard::Probe,
+        // The console's files are open to read; anything else sent there needs the
+        // token like any other route (and is refused before a body is read).
+        "/" if read => Guard::Probe,
+        _ if read && path.starts_with("/ui/") => Guard::Probe,
         "/metrics" => Guard::Metrics,
         "/cluster/learners" | "/cluster/membership" => Guard::Admin,
         _ if path.starts_with("/cluster/learners/") => Guard::Admin,
@@ -497,6 +529,12 @@ mod tests {
         assert_eq!(guard(&Method::GET, "/metrics"), Guard::Metrics);
         assert_eq!(guard(&Method::GET, "/"), Guard::Probe);
         assert_eq!(guard(&Method::GET, "/ui/console.js"), Guard::Probe);
+        assert_eq!(guard(&Method::POST, "/ui/console.js"), Guard::Client);
+        assert_eq!(guard(&Method::PUT, "/"), Guard::Client);
+        assert!(serves(&Method::PUT, "/state/:id"));
+        assert!(serves(&Method::HEAD, "/ui/*path"));
+        assert!(!serves(&Method::POST, "/ui/*path"));
+        assert!(!serves(&Method::PATCH, "/state/:id"));
         assert_eq!(guard(&Method::GET, "/cluster/learners"), Guard::Admin);
         assert_eq!(guard(&Method::GET, "/cluster/learners/4"), Guard::Admin);
         assert_eq!(guard(&Method::GET, "/cluster/membership"), Guard::Admin);

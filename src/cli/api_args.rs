@@ -54,6 +54,11 @@ pub struct ApiArgs {
     /// shared among the nodes of `slct dev`.
     #[arg(long, env = "SLCT_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Most bytes of request bodies a node holds in memory at once, across all
+    /// requests; a body that does not fit is answered 503 `overloaded` with
+    /// `Retry-After` (at once when its `Content-Length` says so).
+    #[arg(long, env = "SLCT_MAX_INFLIGHT_BYTES", default_value_t = crate::api::DEFAULT_MAX_INFLIGHT_BYTES)]
+    pub max_inflight_bytes: usize,
     /// Largest request body in bytes (larger: 413).
     #[arg(long, env = "SLCT_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -140,6 +145,7 @@ impl ApiArgs {
     pub fn config(&self) -> ApiConfig {
         ApiConfig {
             max_body: self.max_body,
+            max_inflight_bytes: self.max_inflight_bytes,
             token: self.token.clone().filter(|t| !t.is_empty()),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             metrics_public: self.metrics_public,
