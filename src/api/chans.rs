@@ -24,7 +24,7 @@
 //! either the caller gets 429 `too_many_waiters`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use bytes::Bytes;
@@ -37,11 +37,11 @@ use super::error::unexpected;
 use super::error::{ApiError, ApiResult};
 use super::extract::{parse_object, AnyJson, Path, Query};
 use super::hub::OpWaiter;
-use super::states::{page_limit, read_barrier, start_key, ReadQuery};
+use super::states::{blocking as read_blocking, page_limit, read_barrier, ReadQuery};
 use super::{now_ms, wait_secs, AppState};
 use crate::engine::types::ChanView;
+use crate::engine::{self, SendMode};
 use crate::engine::{validate, Data, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
-use crate::engine::{SendMode, Store, Table};
 
 /// Longest `wait` of a channel operation, in seconds.
 pub const MAX_WAIT_SECS: u64 = 300;
@@ -373,23 +373,15 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<JsonOut<Value>> {
+) -> ApiResult<Response> {
     let limit = page_limit(q.limit)?;
     read_barrier(&state, q.stale).await?;
-    let store = state.node.store();
-    let mut chans = Vec::new();
-    let mut next = None;
-    for entry in store.scan_from(Table::Chans, &start_key(&q.prefix, q.after.as_deref())) {
-        let (key, _) = entry?;
-        if !key.starts_with(q.prefix.as_bytes()) {
-            break;
-        }
-        if chans.len() == limit {
-            next = chans.last().map(|c: &ChanView| c.name.clone());
-            break;
-        }
-        let name = String::from_utf8_lossy(&key).into_owned();
-        chans.extend(crate::engine::chan_view(store, &name)?);
-    }
-    Ok(JsonOut(json!({"chans": chans, "next": next})))
+    let query = engine::list::ChansQuery {
+        prefix: q.prefix,
+        after: q.after,
+        limit,
+    };
+    let store = state.node.store().clone();
+    let body = read_blocking(move || engine::list::chans_page(&store, &query)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{unexpected, ApiError, ApiResult};
@@ -20,10 +20,7 @@ use super::AppState;
 use crate::engine::history::What;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
-use crate::engine::{
-    codec, keys, load_state, validate, Op, Response as Reply, Store, StoreError, Table,
-};
-use crate::storage::sm::SledStore;
+use crate::engine::{list, load_state, validate, Op, Response as Reply, StoreError};
 
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
 pub const LEASE_HEADER: &str = "slct-lease";
@@ -384,98 +381,32 @@ pub async fn list(
         .map(|s| Listed::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}"))))
         .transpose()?;
     read_barrier(&state, q.stale).await?;
+    let query = list::StatesQuery {
+        prefix: q.prefix,
+        status,
+        min_priority: q.min_priority.unwrap_or(0),
+        after: q.after,
+        limit,
+        full: q.full,
+    };
     let store = state.node.store().clone();
-    let body = tokio::task::spawn_blocking(move || list_page(&store, &q, status, limit))
-        .await
-        .map_err(|e| ApiError::unavailable("internal", e.to_string()))??;
+    let body = blocking(move || list::states_page(&store, &query)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// One page of `GET /states`, encoded. With a status, the by-status index gives the
-/// ids, so only the states listed are decoded.
-fn list_page(
-    store: &SledStore,
-    q: &ListQuery,
-    status: Option<Listed>,
-    limit: usize,
-) -> ApiResult<Vec<u8>> {
-    let min_priority = q.min_priority.unwrap_or(0);
-    let from = start_key(&q.prefix, q.after.as_deref());
-    let mut records = Vec::new();
-    let mut next = None;
-    let mut take = |id: String, record: Option<StateRecord>| {
-        if records.len() == limit {
-            next = records.last().map(|r: &StateRecord| r.id.clone());
-            return false;
-        }
-        records.extend(record.filter(|r| r.id == id && r.priority >= min_priority));
-        true
-    };
-    match status {
-        Some(status) => {
-            let prefix = keys::by_status(status.tag(), &q.prefix);
-            let from = keys::by_status(status.tag(), &String::from_utf8_lossy(&from));
-            for entry in store.scan_from(Table::ByStatus, &from) {
-                let (key, _) = entry?;
-                if !key.starts_with(&prefix) {
-                    break;
-                }
-                let id = String::from_utf8_lossy(&key[1..]).into_owned();
-                let record = load_state(store, &id)?;
-                if !take(id, record) {
-                    break;
-                }
-            }
-        }
-        None => {
-            for entry in store.scan_from(Table::States, &from) {
-                let (key, bytes) = entry?;
-                if !key.starts_with(q.prefix.as_bytes()) {
-                    break;
-                }
-                let record: StateRecord = codec::decode(&bytes).map_err(StoreError::from)?;
-                if !take(record.id.clone(), Some(record)) {
-                    break;
-                }
-            }
-        }
-    }
-    let page = Page {
-        states: records.iter().map(|r| r.view(q.full)).collect(),
-        next,
-    };
-    serde_json::to_vec(&page).map_err(|e| ApiError::unavailable("internal", e.to_string()))
-}
-
-/// The body of `GET /states`.
-#[derive(Serialize)]
-struct Page<'a> {
-    states: Vec<StateView<'a>>,
-    next: Option<String>,
-}
-
-/// Where a listing starts: the prefix, or just after the cursor if that is later.
-pub fn start_key(prefix: &str, after: Option<&str>) -> Vec<u8> {
-    match after {
-        Some(after) if after.as_bytes() >= prefix.as_bytes() => {
-            let mut key = after.as_bytes().to_vec();
-            key.push(0);
-            key
-        }
-        _ => prefix.as_bytes().to_vec(),
-    }
+/// Runs a storage read on the blocking pool (reads may touch the disk).
+pub async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| ApiError::unavailable("internal", e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listing_starts_after_the_cursor() {
-        assert_eq!(start_key("a", None), b"a");
-        assert_eq!(start_key("a", Some("ab")), b"ab\0");
-        assert_eq!(start_key("b", Some("a")), b"b");
-    }
 
     #[test]
     fn limits() {

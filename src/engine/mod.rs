@@ -39,6 +39,7 @@ pub mod error;
 pub mod history;
 pub mod idempotency;
 pub mod keys;
+pub mod list;
 pub mod poll;
 mod rng;
 mod select;
