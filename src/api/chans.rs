@@ -100,7 +100,9 @@ pub async fn info(
 ) -> ApiResult<JsonOut<ChanView>> {
     validate::name("channel name", &name)?;
     read_barrier(&state, q.stale).await?;
-    crate::engine::chan_view(state.node.store(), &name)?
+    let (store, key) = (state.node.store().clone(), name.clone());
+    read_blocking(move || crate::engine::chan_view(&store, &key))
+        .await?
         .map(JsonOut)
         .ok_or_else(|| ApiError::not_found(format!("no channel {name:?}")))
 }

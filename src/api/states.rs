@@ -64,7 +64,8 @@ pub async fn get(
     Query(query): Query<ReadQuery>,
 ) -> ApiResult<Response> {
     read_barrier(&state, query.stale).await?;
-    match load_state(state.node.store(), &id)? {
+    let (store, key) = (state.node.store().clone(), id.clone());
+    match blocking(move || load_state(&store, &key)).await? {
         Some(s) => Ok(JsonOut(with_max_attempts(&state, &s)?).into_response()),
         None => Err(ApiError::not_found(format!("no state {id:?}"))),
     }
@@ -311,11 +312,15 @@ pub async fn history(
 ) -> ApiResult<JsonOut<serde_json::Value>> {
     let limit = page_limit(q.limit)?;
     read_barrier(&state, q.stale).await?;
-    let store = state.node.store();
-    if load_state(store, &id)?.is_none() {
+    let (store, key, before) = (state.node.store().clone(), id.clone(), q.before);
+    let events = blocking(move || match load_state(&store, &key)? {
+        Some(_) => crate::engine::history::read(&store, &key, before, limit + 1).map(Some),
+        None => Ok(None),
+    })
+    .await?;
+    let Some(mut events) = events else {
         return Err(ApiError::not_found(format!("no state {id:?}")));
-    }
-    let mut events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
+    };
     let next = (events.len() > limit).then(|| events[limit - 1].seq);
     events.truncate(limit);
     if !super::has_admin_token(&state.config, &headers) {
