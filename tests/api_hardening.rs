@@ -5,7 +5,8 @@
 //! And issue 15's: metric labels come from a closed set (and the long-poll is its own
 //! route, its wait apart from its service time); a follower forwards a path exactly as
 //! received, and `.` and `..` are never ids; a node bounds its connections and closes
-//! silent ones, on `slct serve` processes with a low open-files limit.
+//! silent ones, on `slct serve` processes with a low open-files limit; a body is read
+//! only once the request may be served, and bodies held at once are capped.
 
 mod cluster_harness;
 mod common;
@@ -548,4 +549,114 @@ async fn a_node_bounds_its_connections_and_closes_silent_ones() {
     let status = c.cluster_info(leader).await.expect("the leader answers");
     assert_eq!(status["leader"], leader);
     assert!(!c.log(leader).contains("raft stopped"), "{}", c.log(leader));
+}
+
+/// The status of an answer that comes on `stream` within 5 s, if any.
+async fn read_status(stream: &mut tokio::net::TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got)
+            .split(' ')
+            .nth(1)?
+            .parse::<u16>()
+            .ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Sends `head` and the start of a body, `body`, on a new connection to `addr`;
+/// returns the stream.
+async fn send_part(addr: &str, head: &str, body: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_read_only_when_they_may_be_served_and_capped_in_all() {
+    use tokio::io::AsyncWriteExt;
+    let api = slct::api::ApiConfig {
+        token: Some("t0ken".into()),
+        max_inflight_bytes: 1_000_000,
+        ..Default::default()
+    };
+    let c = Cluster::start_with(api).await;
+    let node = c.follower();
+    let addr = c.addr(node).to_owned();
+    let head = |method: &str, path: &str, token: bool, length: usize| {
+        let auth = if token {
+            "Authorization: Bearer t0ken\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    // Answered from the head alone: none of the announced body is sent.
+    for (method, path, token, length, status) in [
+        ("POST", "/ui/console.js", false, 900_000, 401),
+        ("POST", "/ui/console.js", true, 900_000, 405),
+        ("PUT", "/", true, 900_000, 405),
+        ("POST", "/no/such/route", true, 900_000, 404),
+        ("PUT", "/state/x", false, 900_000, 401),
+        ("PUT", "/state/x", true, 2_000_000, 413),
+    ] {
+        let mut stream = send_part(&addr, &head(method, path, token, length), b"").await;
+        let got = read_status(&mut stream).await;
+        assert_eq!(got, Some(status), "{method} {path} token {token}");
+    }
+    // A body of 900 kB on its way holds 900 kB of the 1 MB all requests may hold: a
+    // second body of 200 kB is refused at once; once the first is done, it fits.
+    let body = |n: usize, fill: &str| format!(r#"{{"data":"{}"}}"#, fill.repeat(n - 11));
+    let first_body = body(900_000, "x");
+    let first_head = head("PUT", "/state/first", true, first_body.len());
+    let mut first = send_part(&addr, &first_head, &first_body.as_bytes()[..1000]).await;
+    let second_body = body(200_000, "y");
+    let second_head = head("PUT", "/state/second", true, second_body.len());
+    common::eventually(
+        Duration::from_secs(5),
+        "the first body holds its bytes",
+        || async {
+            let mut second = send_part(&addr, &second_head, b"").await;
+            read_status(&mut second).await == Some(503)
+        },
+    )
+    .await;
+    let json = [
+        ("Authorization", "Bearer t0ken"),
+        ("Content-Type", "application/json"),
+    ];
+    let refused = c
+        .exact(node, "PUT", "/state/second", &json, second_body.as_bytes())
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+    );
+    assert_eq!(refused.headers["retry-after"], "1");
+    first
+        .write_all(&first_body.as_bytes()[1000..])
+        .await
+        .unwrap();
+    assert_eq!(read_status(&mut first).await, Some(201));
+    let accepted = c
+        .exact(node, "PUT", "/state/second", &json, second_body.as_bytes())
+        .await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{:?}", accepted.body);
+    c.shutdown().await;
 }

@@ -1,6 +1,7 @@
 //! What users of a queue expect, on a real three-node cluster over HTTP: strict input
 //! (an unknown field is refused, naming it), errors that say what to do, and poison
-//! states that end as a dead letter.
+//! states that end as a dead letter, retention and bulk deletes, closes that report what
+//! they discard, and idempotent writes.
 
 mod common;
 
@@ -434,6 +435,127 @@ async fn closing_a_channel_reports_the_detached_sends_it_discards() {
         (listed.len(), &listed[0]["data"]),
         (100, &json!(0)),
         "the oldest first"
+    );
+    c.shutdown().await;
+}
+
+/// A request to node `i` with `Idempotency-Key: key`.
+async fn keyed(
+    c: &Cluster,
+    i: usize,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> common::Answer {
+    let req = c.http.request(method, format!("{}{path}", c.urls[i]));
+    let req = req.header("idempotency-key", key).json(&body);
+    common::answer(req.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_retried_write_apply_once() {
+    let c = Cluster::start().await;
+    let (f, l) = (c.follower(), c.leader());
+    let body = json!({"data": {"order": 9}, "selects": [{"id": "g", "cases": [{"op": "recv", "chan": "pay"}]}]});
+    let first = keyed(
+        &c,
+        f,
+        Method::PUT,
+        "/state/order-9",
+        "create-order-9",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    // The same request again, through another node: the first reply, not `exists`.
+    let again = keyed(&c, l, Method::PUT, "/state/order-9", "create-order-9", body).await;
+    assert_eq!(
+        (again.status, &again.body),
+        (StatusCode::CREATED, &first.body)
+    );
+    let other = keyed(
+        &c,
+        f,
+        Method::PUT,
+        "/state/order-9",
+        "create-order-9",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
+
+    // A detached send retried with its key is sent once.
+    for _ in 0..3 {
+        let sent = keyed(
+            &c,
+            f,
+            Method::POST,
+            "/chan/pay/send",
+            "pay-9",
+            json!({"amount": 42}),
+        )
+        .await;
+        assert_eq!(
+            sent.status,
+            StatusCode::OK,
+            "the state's receive takes it: {:?}",
+            sent.body
+        );
+    }
+    let state = c.call(f, Method::GET, "/state/order-9", None).await;
+    assert_eq!(state.body["results"].as_array().unwrap().len(), 1);
+    let parked = keyed(&c, f, Method::POST, "/chan/pay/send", "pay-10", json!(10)).await;
+    assert_eq!(parked.status, StatusCode::ACCEPTED);
+    let repeat = keyed(&c, f, Method::POST, "/chan/pay/send", "pay-10", json!(10)).await;
+    assert_eq!(repeat.status, StatusCode::ACCEPTED);
+    let info = c.call(f, Method::GET, "/chan/pay", None).await;
+    assert_eq!(info.body["senders"], 1, "one parked send, not two");
+
+    let blocking = keyed(
+        &c,
+        f,
+        Method::POST,
+        "/chan/pay/send?wait=5",
+        "b-1",
+        json!(1),
+    )
+    .await;
+    assert_eq!(
+        (blocking.status, blocking.code()),
+        (StatusCode::BAD_REQUEST, "invalid")
+    );
+    let long = "k".repeat(129);
+    let too_long = keyed(&c, f, Method::POST, "/chan/pay/send", &long, json!(1)).await;
+    assert_eq!(
+        (too_long.status, too_long.code()),
+        (StatusCode::BAD_REQUEST, "invalid")
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_repeats_a_keyed_write_and_gets_the_first_reply() {
+    let c = Cluster::start().await;
+    let client = slct::client::Client::builder(c.urls.join(","))
+        .build()
+        .unwrap();
+    let keyed = client.with_idempotency_key("create-x");
+    let body = slct::client::StateBody::new().data(json!(1));
+    let first = keyed.put_state("x", &body).await.unwrap();
+    let again = keyed.put_state("x", &body).await.unwrap();
+    assert_eq!(again, first, "the first reply, not exists");
+    // Without a key of its own, each call draws one: a second create is a new request.
+    let plain = client.put_state("x", &body).await.unwrap_err();
+    assert!(matches!(plain, slct::client::Error::Exists(_)), "{plain:?}");
+    // Blocking operations take no key, even from a keyed client.
+    let timeout = keyed.recv("nobody", 1).await.unwrap_err();
+    assert!(
+        matches!(timeout, slct::client::Error::Timeout(_)),
+        "{timeout:?}"
     );
     c.shutdown().await;
 }

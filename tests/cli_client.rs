@@ -220,3 +220,40 @@ async fn errors_say_what_went_wrong_and_what_to_do() {
     assert!(message.contains("not JSON"), "{message}");
     assert!(message.contains(r#"'"text"'"#), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_run_twice_with_an_idempotency_key_applies_once() {
+    let c = Cluster::start().await;
+    let s = c.urls[c.follower()].as_str();
+    let send = [
+        "chan",
+        "send",
+        "orders",
+        "{\"n\": 1}",
+        "--idempotency-key",
+        "order-1",
+    ];
+    let first = json(&slct(s, &send).await);
+    let again = json(&slct(s, &send).await);
+    assert_eq!(
+        (first["status"].as_str(), again["status"].as_str()),
+        (Some("parked"), Some("parked"))
+    );
+    let info = json(&slct(s, &["chan", "info", "orders"]).await);
+    assert_eq!(info["senders"], 1, "sent once");
+    let reused = slct(
+        s,
+        &[
+            "chan",
+            "send",
+            "orders",
+            "2",
+            "--idempotency-key",
+            "order-1",
+        ],
+    )
+    .await;
+    assert!(!reused.status.success());
+    assert!(String::from_utf8_lossy(&reused.stderr).contains("idempotency_key_reused"));
+    c.shutdown().await;
+}

@@ -229,7 +229,7 @@ async fn answered(c: &Cluster, node: usize, method: &str, route: &str, status: u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_are_retried_and_writes_of_unknown_outcome_are_not() {
+async fn reads_and_writes_of_unknown_outcome_are_retried_writes_with_their_key() {
     let c = Cluster::start_tuned(ApiConfig::default(), |config| {
         config.write_timeout = Duration::from_millis(500)
     })
@@ -266,7 +266,16 @@ async fn reads_are_retried_and_writes_of_unknown_outcome_are_not() {
         ),
         "{write:?}"
     );
-    assert_eq!(answered(&c, leader, "PUT", "/state/{id}", 503).await, 1);
+    // The write carried an Idempotency-Key the client drew, so it was sent again (with
+    // that key) on each try: a repeat that got through would have had the first reply.
+    assert_eq!(answered(&c, leader, "PUT", "/state/{id}", 503).await, 3);
+    // A blocking receive takes no key and is not repeated on an unknown outcome.
+    let recv = client.recv("nobody", 1).await.unwrap_err();
+    assert!(recv.outcome_unknown(), "{recv:?}");
+    assert_eq!(
+        answered(&c, leader, "POST", "/chan/{name}/recv", 503).await,
+        1
+    );
 
     let read = client.get_state("before").await.unwrap_err();
     assert!(matches!(read, Error::Unavailable { .. }), "{read:?}");

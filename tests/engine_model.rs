@@ -20,7 +20,9 @@
 //! callback attempt counts in the attempts instead); a state that turns pending again
 //! after `max_deliveries` deliveries without an update is failed (the dead letter).
 //! A `done` state is deleted `retain_ms` after its last change, and bulk deletes take
-//! the matching states in id order, a batch at a time.
+//! the matching states in id order, a batch at a time. Detached sends may carry an
+//! idempotency key: a repeat within the window gets the first reply and sends nothing,
+//! another send under the key is refused, and the key is free once the window passed.
 
 mod support;
 
@@ -50,6 +52,8 @@ const HISTORY_LIMITS: [u32; 4] = [0, 1, 3, 100];
 const MAX_DELIVERIES: [u32; 4] = [0, 1, 2, 4];
 /// `retain_ms` of the states of a run: kept, or deleted soon after they are done.
 const RETAIN_MS: [u64; 4] = [0, 0, 5, 40];
+/// How long idempotency keys are remembered in the model's runs.
+const KEY_WINDOW_MS: u64 = 30;
 /// What a bulk delete may filter by.
 const LISTED: [&str; 6] = ["waiting", "pending", "leased", "done", "failed", "paused"];
 /// How long one callback attempt may take; its lease lasts this plus the engine's margin.
@@ -79,6 +83,13 @@ enum Step {
     },
     DetachedSend {
         chan: usize,
+    },
+    /// A detached send with an idempotency key: a retry of the key's last send, or a
+    /// new value (refused while the key is live).
+    KeyedSend {
+        chan: usize,
+        key: usize,
+        retry: bool,
     },
     TryRecv {
         chan: usize,
@@ -189,6 +200,8 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (state(), prop::collection::vec(cases(), 1..=2), priority(), prop::bool::weighted(0.3))
             .prop_map(|(state, selects, priority, callback)| Step::Create { state, selects, priority, callback }),
         2 => (0..CHANS.len()).prop_map(|chan| Step::DetachedSend { chan }),
+        2 => (0..CHANS.len(), 0..2usize, prop::bool::weighted(0.7))
+            .prop_map(|(chan, key, retry)| Step::KeyedSend { chan, key, retry }),
         2 => (0..CHANS.len()).prop_map(|chan| Step::TryRecv { chan }),
         1 => (0..CHANS.len()).prop_map(|chan| Step::Close { chan }),
         2 => prop_oneof![9 => 0u64..40, 1 => Just(LONG_PAUSE_MS)].prop_map(|ms| Step::Advance { ms }),
@@ -370,6 +383,9 @@ struct Model {
     /// States deleted by request and by retention, ever.
     deleted_by_request: u64,
     deleted_by_retention: u64,
+    /// Idempotency keys: the send they were first used for (channel, value), its reply
+    /// and when the key is free again.
+    keys: BTreeMap<usize, (usize, u64, Result<Response, String>, u64)>,
     chans: BTreeMap<String, MChan>,
     states: BTreeMap<String, MState>,
 }
@@ -845,6 +861,7 @@ impl Model {
             self.states.remove(&id);
             self.deleted_by_retention += 1;
         }
+        self.keys.retain(|_, k| k.3 > now);
     }
 
     /// One batch of a bulk delete: the ids it deletes, and whether more match.
@@ -1013,6 +1030,7 @@ impl Run {
                 callback,
             } => self.create(STATES[*state], selects, *priority, *callback),
             Step::DetachedSend { chan } => self.detached_send(CHANS[*chan]),
+            Step::KeyedSend { chan, key, retry } => self.keyed_send(*chan, *key, *retry),
             Step::TryRecv { chan } => {
                 let reply = self
                     .apply(Op::Recv {
@@ -1150,6 +1168,73 @@ impl Run {
             ..self.world.state(id)
         };
         self.register_all(id, &before, selects)
+    }
+
+    /// A keyed detached send: the model decides whether it is a repeat (the first
+    /// reply, nothing sent), a reuse (refused) or new (sent and remembered).
+    fn keyed_send(&mut self, chan: usize, key: usize, retry: bool) -> Result<(), String> {
+        let live = self.model.keys.get(&key).cloned();
+        let (chan, value) = match (&live, retry) {
+            (Some((c, v, _, _)), true) => (*c, *v),
+            _ => {
+                self.next_value += 1;
+                (chan, self.next_value)
+            }
+        };
+        let op = Op::Send {
+            chan: CHANS[chan].into(),
+            data: Data::from(json!(value)),
+            mode: SendMode::Detached,
+        };
+        let digest = format!("{op:?}").into_bytes();
+        let reply = self
+            .apply(Op::Keyed {
+                key: format!("key-{key}"),
+                digest,
+                window_ms: KEY_WINDOW_MS,
+                op: Box::new(op),
+            })
+            .reply;
+        match live {
+            Some((c, v, first, _)) if (c, v) == (chan, value) => {
+                let got = reply.map_err(|e| e.code().to_owned());
+                if got != first {
+                    return Err(format!(
+                        "repeat of key {key}: {got:?}, first reply {first:?}"
+                    ));
+                }
+                Ok(())
+            }
+            Some(_) => expect_err(reply, "idempotency_key_reused"),
+            None => {
+                let expires_at = self.model.now + KEY_WINDOW_MS;
+                // The model's own send decides the reply; the engine must agree.
+                let name = CHANS[chan];
+                let v = Data::from(json!(value));
+                let want = if self.model.chan(name).closed {
+                    Err("closed".to_owned())
+                } else if self.model.ready(&Case::Send {
+                    chan: name.into(),
+                    data: v.clone(),
+                }) {
+                    self.model.send(name, v);
+                    Ok(Response::Sent)
+                } else {
+                    let now = self.model.now;
+                    self.model
+                        .chan(name)
+                        .sendq
+                        .push_back(MWaiter::Detached(v, now));
+                    Ok(Response::Parked)
+                };
+                let got = reply.map_err(|e| e.code().to_owned());
+                if got != want {
+                    return Err(format!("keyed send: {got:?}, model {want:?}"));
+                }
+                self.model.keys.insert(key, (chan, value, want, expires_at));
+                Ok(())
+            }
+        }
     }
 
     fn detached_send(&mut self, chan: &str) -> Result<(), String> {

@@ -278,6 +278,39 @@ async fn raft_routes_refuse_a_wrong_cluster_secret() {
             .expect("POST");
         assert_eq!(forged.status(), 401, "/raft/{route} without a valid MAC");
     }
+    // Refused from its headers alone: the 401 comes although not a byte of the
+    // announced 3 MB body was sent, so a stranger cannot make a node buffer anything.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (path, auth) in [
+        ("/raft/append", tag("wrong", me)),
+        ("/raft/snapshot", tag("s3cret", me)),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{AUTH_HEADER}: {auth}\r\n\
+             Slct-Raft-Digest: 00\r\nContent-Length: 3000000\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+            .await
+            .expect("an answer before the body")
+            .unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 401", "{path}");
+    }
+    // The body must be the one the authenticated digest names.
+    let body = vec![1u8; 64];
+    let digest = slct::raft::auth::digest(&[2u8; 64]);
+    let auth = key.sign(me, "vote", &[b"", digest.as_bytes()]).unwrap();
+    let swapped = http
+        .post(format!("http://{addr}/raft/vote"))
+        .header(AUTH_HEADER, auth)
+        .header(slct::raft::auth::DIGEST_HEADER, digest)
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(swapped.status(), 400, "a body swapped under its digest");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

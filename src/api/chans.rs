@@ -24,7 +24,7 @@
 //! either the caller gets 429 `too_many_waiters`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use bytes::Bytes;
@@ -37,11 +37,11 @@ use super::error::unexpected;
 use super::error::{ApiError, ApiResult};
 use super::extract::{parse_object, AnyJson, Path, Query};
 use super::hub::OpWaiter;
-use super::states::{page_limit, read_barrier, start_key, ReadQuery};
+use super::states::{blocking as read_blocking, page_limit, read_barrier, ReadQuery};
 use super::{now_ms, wait_secs, AppState};
 use crate::engine::types::ChanView;
+use crate::engine::{self, SendMode};
 use crate::engine::{validate, Data, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
-use crate::engine::{SendMode, Store, Table};
 
 /// Longest `wait` of a channel operation, in seconds.
 pub const MAX_WAIT_SECS: u64 = 300;
@@ -65,6 +65,7 @@ pub struct MakeBody {
 /// `PUT /chan/{name}` → 201 created, 200 exists alike, 409 `exists` otherwise.
 pub async fn make(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -75,7 +76,10 @@ pub async fn make(
         parse_object(&body)?
     };
     let capacity = validate::capacity(body.capacity)?;
-    match state.write(Op::MakeChan { name, capacity }).await? {
+    match state
+        .write_keyed(&headers, Op::MakeChan { name, capacity })
+        .await?
+    {
         Reply::Chan { chan, created } => {
             let status = if created {
                 StatusCode::CREATED
@@ -96,7 +100,9 @@ pub async fn info(
 ) -> ApiResult<JsonOut<ChanView>> {
     validate::name("channel name", &name)?;
     read_barrier(&state, q.stale).await?;
-    crate::engine::chan_view(state.node.store(), &name)?
+    let (store, key) = (state.node.store().clone(), name.clone());
+    read_blocking(move || crate::engine::chan_view(&store, &key))
+        .await?
         .map(JsonOut)
         .ok_or_else(|| ApiError::not_found(format!("no channel {name:?}")))
 }
@@ -106,9 +112,10 @@ pub async fn info(
 /// (the first 100, and how many in all); 409 `closed` if already closed.
 pub async fn close(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<JsonOut<Value>> {
-    match state.write(Op::CloseChan { name }).await? {
+    match state.write_keyed(&headers, Op::CloseChan { name }).await? {
         Reply::Closed(discarded) => Ok(JsonOut(json!({
             "closed": true,
             "discarded": discarded.values,
@@ -128,6 +135,7 @@ pub struct WaitQuery {
 /// `POST /chan/{name}/send?wait=` with the value as the body.
 pub async fn send(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(name): Path<String>,
     Query(q): Query<WaitQuery>,
     AnyJson(data): AnyJson<Data>,
@@ -140,20 +148,33 @@ pub async fn send(
     let mode = match wait {
         None => SendMode::Detached,
         Some(0) => SendMode::Try,
-        Some(w) => return blocking(&state, name, Some(data), w).await,
+        Some(w) => {
+            not_keyed(&headers)?;
+            return blocking(&state, name, Some(data), w).await;
+        }
     };
-    match state
-        .write(Op::Send {
-            chan: name,
-            data,
-            mode,
-        })
-        .await?
-    {
+    let op = Op::Send {
+        chan: name,
+        data,
+        mode,
+    };
+    match state.write_keyed(&headers, op).await? {
         Reply::Sent => Ok(sent(StatusCode::OK)),
         Reply::Parked => Ok(sent(StatusCode::ACCEPTED)),
         other => Err(unexpected(&other)),
     }
+}
+
+/// A blocking send or receive cannot be repeated with its first reply (its outcome
+/// comes later, to the caller that waited): refuse a key rather than ignore it.
+fn not_keyed(headers: &HeaderMap) -> ApiResult<()> {
+    if headers.contains_key(super::IDEMPOTENCY_KEY) {
+        return Err(ApiError::invalid(
+            "Idempotency-Key is not taken with wait=N (a blocking send or receive): send \
+             without wait (a durable detached send) or with wait=0 to make it idempotent",
+        ));
+    }
+    Ok(())
 }
 
 fn sent(status: StatusCode) -> Response {
@@ -168,19 +189,21 @@ fn sent(status: StatusCode) -> Response {
 /// `POST /chan/{name}/recv?wait=` → 200 `{"data", "ok"}`.
 pub async fn recv(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(name): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Response> {
     validate::name("channel name", &name)?;
     let wait = wait_secs(q.wait, DEFAULT_RECV_WAIT_SECS, MAX_WAIT_SECS)?;
     if wait > 0 {
+        not_keyed(&headers)?;
         return blocking(&state, name, None, wait).await;
     }
     let op = Op::Recv {
         chan: name,
         mode: RecvMode::Try,
     };
-    match state.write(op).await? {
+    match state.write_keyed(&headers, op).await? {
         Reply::Received { data, ok } => Ok(received(data, ok)),
         other => Err(unexpected(&other)),
     }
@@ -352,23 +375,15 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<JsonOut<Value>> {
+) -> ApiResult<Response> {
     let limit = page_limit(q.limit)?;
     read_barrier(&state, q.stale).await?;
-    let store = state.node.store();
-    let mut chans = Vec::new();
-    let mut next = None;
-    for entry in store.scan_from(Table::Chans, &start_key(&q.prefix, q.after.as_deref())) {
-        let (key, _) = entry?;
-        if !key.starts_with(q.prefix.as_bytes()) {
-            break;
-        }
-        if chans.len() == limit {
-            next = chans.last().map(|c: &ChanView| c.name.clone());
-            break;
-        }
-        let name = String::from_utf8_lossy(&key).into_owned();
-        chans.extend(crate::engine::chan_view(store, &name)?);
-    }
-    Ok(JsonOut(json!({"chans": chans, "next": next})))
+    let query = engine::list::ChansQuery {
+        prefix: q.prefix,
+        after: q.after,
+        limit,
+    };
+    let store = state.node.store().clone();
+    let body = read_blocking(move || engine::list::chans_page(&store, &query)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

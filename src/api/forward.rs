@@ -12,10 +12,13 @@
 //! longest wait.
 //!
 //! This layer also reads every body, up to `--max-body` (413 beyond), for all routes
-//! that are not answered locally; axum's own default body limit is off.
+//! that are not answered locally; axum's own default body limit is off. It runs after
+//! auth, so a body is read only once the token checks. The bytes of bodies held at
+//! once, across all requests, are capped by `--max-inflight-bytes`: beyond it the
+//! answer is 503 `overloaded` with `Retry-After`.
 //!
-//! A request for no route is not forwarded: the router answers it 404 without reading
-//! its body.
+//! A request for no route, or with a method its route does not serve, is not
+//! forwarded: the router answers it 404 or 405 without reading its body.
 //!
 //! A forwarded request carries `Slct-Forwarded`; a node never forwards such a request
 //! again (two nodes each believing the other leads would otherwise bounce it between
@@ -26,7 +29,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{ApiError, NotLeader};
@@ -57,17 +63,20 @@ pub fn is_local(method: &Method, path: &str, query: Option<&str>) -> bool {
 
 /// The forwarding layer (see the module docs).
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let unrouted = req.extensions().get::<MatchedPath>().is_none();
-    if unrouted || is_local(req.method(), req.uri().path(), req.uri().query()) {
+    let routed = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| super::serves(req.method(), p.as_str()));
+    if !routed || is_local(req.method(), req.uri().path(), req.uri().query()) {
         return next.run(req).await;
     }
     let forwarded = req.headers().contains_key(FORWARDED);
     let (parts, body) = req.into_parts();
-    let max = state.config.max_body;
-    let bytes = match axum::body::to_bytes(body, max).await {
-        Ok(bytes) => bytes,
-        Err(e) if stalled(&e) => return body_stalled().into_response(),
-        Err(_) => return too_large(max).into_response(),
+    // Held until the answer is built: the body's bytes count against
+    // --max-inflight-bytes while they are in memory.
+    let (bytes, _held) = match read_body(&state, &parts.headers, body).await {
+        Ok(read) => read,
+        Err(e) => return e.into_response(),
     };
     if !state.node.is_leader() && !forwarded {
         return match state.node.leader() {
@@ -81,6 +90,113 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         Some(NotLeader(_, addr)) if !forwarded => relay(&state, addr, &parts, bytes).await,
         _ => response,
     }
+}
+
+/// Bytes of request bodies held in memory across all requests, and the cap on them
+/// (`--max-inflight-bytes`).
+#[derive(Debug)]
+pub struct Inflight {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+impl Inflight {
+    /// No bytes held yet, at most `cap`.
+    pub fn new(cap: usize) -> Arc<Inflight> {
+        Arc::new(Inflight {
+            used: AtomicUsize::new(0),
+            cap,
+        })
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.cap)
+            })
+            .is_ok()
+    }
+}
+
+/// Bytes one request holds of the [`Inflight`] budget, given back when dropped.
+struct Held {
+    inflight: Arc<Inflight>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Takes `n` more bytes, if the budget has them.
+    fn grow(&mut self, n: usize) -> bool {
+        let taken = self.inflight.take(n);
+        if taken {
+            self.bytes += n;
+        }
+        taken
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.inflight.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Reads a request body up to `--max-body` (413 beyond, at once when its
+/// `Content-Length` says so), holding its bytes against `--max-inflight-bytes`: a
+/// body that does not fit what other requests hold is 503 `overloaded`, at once when
+/// its `Content-Length` says so, else as soon as it outgrows what is left.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Held), ApiError> {
+    let max = state.config.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let mut held = Held {
+        inflight: state.inflight.clone(),
+        bytes: 0,
+    };
+    let overloaded = || {
+        ApiError::unavailable(
+            "overloaded",
+            "this node holds as many request bytes as --max-inflight-bytes allows; retry shortly",
+        )
+    };
+    if !held.grow(declared.unwrap_or(0)) {
+        return Err(overloaded());
+    }
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) if stalled(&e) => return Err(body_stalled()),
+            Err(e) => {
+                return Err(ApiError::invalid(format!(
+                    "the request body could not be read: {e}"
+                )))
+            }
+        };
+        let total = buffer.len() + chunk.len();
+        if total > max {
+            return Err(too_large(max));
+        }
+        if total > held.bytes && !held.grow(total - held.bytes) {
+            return Err(overloaded());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok((buffer.freeze(), held))
 }
 
 /// Whether reading a body failed because it stopped coming (the server's idle

@@ -23,7 +23,7 @@
 //! # Who may call what
 //! | routes | no token set | `--token` | `--admin-token` |
 //! |---|---|---|---|
-//! | `/healthz`, `/readyz`, the console's files (`/`, `/ui/...`) | open | open | open |
+//! | `/healthz`, `/readyz`, the console's files (`GET /`, `GET /ui/...`) | open | open | open |
 //! | `/metrics` | open | API token (unless `--metrics-public`) | accepted |
 //! | client API (states, channels, `GET /cluster`) | open | API token | accepted |
 //! | membership (`POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`) and bulk deletes (`DELETE /states`) | open on loopback, 403 beyond | 403 without an admin token | admin token only |
@@ -58,11 +58,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
+use sha2::{Digest, Sha256};
 
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -75,12 +76,17 @@ use error::{ApiError, ApiResult};
 
 /// Default `--max-body`: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Default `--max-inflight-bytes`: 128 MiB.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 128 << 20;
 
 /// How the API behaves; the `serve` flags that concern it.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     /// Largest request body in bytes (`--max-body`); larger is 413.
     pub max_body: usize,
+    /// Most request body bytes held at once across requests (`--max-inflight-bytes`);
+    /// beyond it, 503 `overloaded`.
+    pub max_inflight_bytes: usize,
     /// Bearer token required on client routes (`--token`), if any.
     pub token: Option<String>,
     /// Bearer token required on membership routes (`--admin-token`), if any.
@@ -103,7 +109,16 @@ pub struct ApiConfig {
     pub max_deliveries: u32,
     /// `retain_ms` of a state created without one (`--retain-done`; 0: kept).
     pub retain_done_ms: u64,
+    /// How long an `Idempotency-Key` is remembered, in log time
+    /// (`--idempotency-window`).
+    pub idempotency_window_ms: u64,
 }
+
+/// Default of `--idempotency-window`: a day.
+pub const DEFAULT_IDEMPOTENCY_WINDOW_MS: u64 = 86_400_000;
+
+/// The header of idempotent writes.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Default of `--retain-done`: a week.
 pub const DEFAULT_RETAIN_DONE_MS: u64 = 7 * 24 * 3_600_000;
@@ -115,6 +130,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body: DEFAULT_MAX_BODY,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             token: None,
             admin_token: None,
             metrics_public: false,
@@ -125,6 +141,7 @@ impl Default for ApiConfig {
             callbacks: CallbackConfig::default(),
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             retain_done_ms: DEFAULT_RETAIN_DONE_MS,
+            idempotency_window_ms: DEFAULT_IDEMPOTENCY_WINDOW_MS,
         }
     }
 }
@@ -144,6 +161,8 @@ pub struct AppState {
     pub answers: Arc<browser::Answers>,
     /// Whether the node listens beyond loopback (membership then needs the admin token).
     pub exposed: bool,
+    /// Request body bytes held now, capped by `--max-inflight-bytes`.
+    pub inflight: Arc<forward::Inflight>,
     /// HTTP client for forwarding to the leader.
     pub relay: forward::RelayClient,
     /// Dropped with the last clone of the router: stops the callback dispatcher.
@@ -156,6 +175,40 @@ impl AppState {
         let applied = self.node.write(op).await?;
         Ok(applied.reply?)
     }
+
+    /// Like [`AppState::write`], applied at most once per `Idempotency-Key` if the
+    /// request has one (design.md §3): the key, a digest of the operation and the reply
+    /// are recorded by the state machine, and a repeat within `--idempotency-window`
+    /// gets the first reply without applying anything.
+    pub async fn write_keyed(&self, headers: &HeaderMap, op: Op) -> ApiResult<Reply> {
+        match idempotency_key(headers)? {
+            None => self.write(op).await,
+            Some(key) => {
+                let encoded = crate::engine::codec::encode(&op)
+                    .map_err(|e| ApiError::unavailable("internal", e.to_string()))?;
+                let digest = Sha256::digest(&encoded).to_vec();
+                let op = Op::Keyed {
+                    key,
+                    digest,
+                    window_ms: self.config.idempotency_window_ms,
+                    op: Box::new(op),
+                };
+                self.write(op).await
+            }
+        }
+    }
+}
+
+/// The request's `Idempotency-Key`, checked (1 to 128 bytes of visible ASCII).
+pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?;
+    crate::engine::idempotency::check_key(key)?;
+    Ok(Some(key.to_owned()))
 }
 
 /// Every client route with default settings (see [`router_with`]).
@@ -186,6 +239,7 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
     let exposed = !node.config().listen.ip().is_loopback();
     let state = AppState {
         answers: Arc::new(answers),
+        inflight: forward::Inflight::new(config.max_inflight_bytes),
         exposed,
         hub: hub::Hub::start(node.subscribe()),
         metrics,
@@ -269,6 +323,25 @@ fn routes() -> Router<AppState> {
         })
 }
 
+/// Whether the router serves `method` on `route` (axum's syntax, `/state/:id`): the
+/// requests worth reading a body for. HEAD goes where GET does.
+pub fn serves(method: &Method, route: &str) -> bool {
+    type Served = std::collections::BTreeSet<(String, &'static str)>;
+    static SERVED: std::sync::OnceLock<Served> = std::sync::OnceLock::new();
+    let served = SERVED.get_or_init(|| {
+        table()
+            .into_iter()
+            .map(|(method, path, _)| (method.to_ascii_uppercase(), path))
+            .collect()
+    });
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    served.contains(&(method.to_owned(), route))
+}
+
 /// Every `(method, path)` the router serves, in openapi.yaml's syntax
 /// (`/state/{id}`).
 pub fn served_routes() -> Vec<(String, String)> {
@@ -292,10 +365,14 @@ enum Guard {
 }
 
 fn guard(method: &Method, path: &str) -> Guard {
+    let read = method == Method::GET || method == Method::HEAD;
     match path {
         "/states" if method == Method::DELETE => Guard::Admin,
-        "/healthz" | "/readyz" | "/" => Guard::Probe,
-        _ if path.starts_with("/ui/") => Guard::Probe,
+        "/healthz" | "/readyz" => Guard::Probe,
+        // The console's files are open to read; anything else sent there needs the
+        // token like any other route (and is refused before a body is read).
+        "/" if read => Guard::Probe,
+        _ if read && path.starts_with("/ui/") => Guard::Probe,
         "/metrics" => Guard::Metrics,
         "/cluster/learners" | "/cluster/membership" => Guard::Admin,
         _ if path.starts_with("/cluster/learners/") => Guard::Admin,
@@ -452,6 +529,12 @@ mod tests {
         assert_eq!(guard(&Method::GET, "/metrics"), Guard::Metrics);
         assert_eq!(guard(&Method::GET, "/"), Guard::Probe);
         assert_eq!(guard(&Method::GET, "/ui/console.js"), Guard::Probe);
+        assert_eq!(guard(&Method::POST, "/ui/console.js"), Guard::Client);
+        assert_eq!(guard(&Method::PUT, "/"), Guard::Client);
+        assert!(serves(&Method::PUT, "/state/:id"));
+        assert!(serves(&Method::HEAD, "/ui/*path"));
+        assert!(!serves(&Method::POST, "/ui/*path"));
+        assert!(!serves(&Method::PATCH, "/state/:id"));
         assert_eq!(guard(&Method::GET, "/cluster/learners"), Guard::Admin);
         assert_eq!(guard(&Method::GET, "/cluster/learners/4"), Guard::Admin);
         assert_eq!(guard(&Method::GET, "/cluster/membership"), Guard::Admin);

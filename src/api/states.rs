@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{unexpected, ApiError, ApiResult};
@@ -20,10 +20,7 @@ use super::AppState;
 use crate::engine::history::What;
 use crate::engine::types::{Listed, State as StateRecord, StateView};
 use crate::engine::wire::{parse_token, StateBody};
-use crate::engine::{
-    codec, keys, load_state, validate, Op, Response as Reply, Store, StoreError, Table,
-};
-use crate::storage::sm::SledStore;
+use crate::engine::{list, load_state, validate, Op, Response as Reply, StoreError};
 
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
 pub const LEASE_HEADER: &str = "slct-lease";
@@ -67,7 +64,8 @@ pub async fn get(
     Query(query): Query<ReadQuery>,
 ) -> ApiResult<Response> {
     read_barrier(&state, query.stale).await?;
-    match load_state(state.node.store(), &id)? {
+    let (store, key) = (state.node.store().clone(), id.clone());
+    match blocking(move || load_state(&store, &key)).await? {
         Some(s) => Ok(JsonOut(view(&s)).into_response()),
         None => Err(ApiError::not_found(format!("no state {id:?}"))),
     }
@@ -108,7 +106,7 @@ pub async fn put(
                 max_deliveries,
                 retain_ms,
             };
-            state_reply(state.write(op).await?, StatusCode::OK)
+            state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
         }
         None if id == RESERVED_ID => Err(reserved()),
         None => {
@@ -121,7 +119,7 @@ pub async fn put(
                 max_deliveries: max_deliveries.unwrap_or(state.config.max_deliveries),
                 retain_ms: retain_ms.unwrap_or(state.config.retain_done_ms),
             };
-            state_reply(state.write(op).await?, StatusCode::CREATED)
+            state_reply(state.write_keyed(&headers, op).await?, StatusCode::CREATED)
         }
     }
 }
@@ -143,9 +141,10 @@ pub async fn put_reserved() -> ApiError {
 /// `DELETE /state/{id}` → 204.
 pub async fn delete(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.write(Op::DeleteState { id }).await?;
+    state.write_keyed(&headers, Op::DeleteState { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -163,6 +162,7 @@ pub struct ExtendBody {
 /// `POST /state/{id}/lease`: heartbeat → 200 `{"token", "expires_at"}`.
 pub async fn extend_lease(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<ExtendBody>,
 ) -> ApiResult<Response> {
@@ -171,7 +171,7 @@ pub async fn extend_lease(
         token: parse_token(&body.token)?,
         extend_ms: lease_ms(body.extend_ms, "extend_ms")?,
     };
-    match state.write(op).await? {
+    match state.write_keyed(&headers, op).await? {
         Reply::Lease(l) => {
             Ok(JsonOut(json!({"token": l.token, "expires_at": l.expires_at})).into_response())
         }
@@ -189,6 +189,7 @@ pub struct TokenQuery {
 /// `DELETE /state/{id}/lease?token=`: give the state back → 204.
 pub async fn release_lease(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<StatusCode> {
@@ -196,7 +197,9 @@ pub async fn release_lease(
         .token
         .ok_or_else(|| ApiError::invalid("token is required"))?;
     let token = parse_token(&token)?;
-    state.write(Op::ReleaseLease { id, token }).await?;
+    state
+        .write_keyed(&headers, Op::ReleaseLease { id, token })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -253,13 +256,23 @@ pub async fn delete_many(
 }
 
 /// `POST /state/{id}/pause` → 200 with the state (idempotent).
-pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::Pause { id }).await?, StatusCode::OK)
+pub async fn pause(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::Pause { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// `POST /state/{id}/resume` → 200 with the state (idempotent).
-pub async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::Resume { id }).await?, StatusCode::OK)
+pub async fn resume(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::Resume { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// Query of `GET /state/{id}/history`.
@@ -285,11 +298,15 @@ pub async fn history(
 ) -> ApiResult<JsonOut<serde_json::Value>> {
     let limit = page_limit(q.limit)?;
     read_barrier(&state, q.stale).await?;
-    let store = state.node.store();
-    if load_state(store, &id)?.is_none() {
+    let (store, key, before) = (state.node.store().clone(), id.clone(), q.before);
+    let events = blocking(move || match load_state(&store, &key)? {
+        Some(_) => crate::engine::history::read(&store, &key, before, limit + 1).map(Some),
+        None => Ok(None),
+    })
+    .await?;
+    let Some(mut events) = events else {
         return Err(ApiError::not_found(format!("no state {id:?}")));
-    }
-    let mut events = crate::engine::history::read(store, &id, q.before, limit + 1)?;
+    };
     let next = (events.len() > limit).then(|| events[limit - 1].seq);
     events.truncate(limit);
     if !super::has_admin_token(&state.config, &headers) {
@@ -303,8 +320,13 @@ pub async fn history(
 }
 
 /// `POST /state/{id}/retry`: re-arm a failed state → 200 with the state.
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    state_reply(state.write(Op::RetryFailed { id }).await?, StatusCode::OK)
+pub async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let op = Op::RetryFailed { id };
+    state_reply(state.write_keyed(&headers, op).await?, StatusCode::OK)
 }
 
 /// Query of `GET /states`.
@@ -350,98 +372,32 @@ pub async fn list(
         .map(|s| Listed::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}"))))
         .transpose()?;
     read_barrier(&state, q.stale).await?;
+    let query = list::StatesQuery {
+        prefix: q.prefix,
+        status,
+        min_priority: q.min_priority.unwrap_or(0),
+        after: q.after,
+        limit,
+        full: q.full,
+    };
     let store = state.node.store().clone();
-    let body = tokio::task::spawn_blocking(move || list_page(&store, &q, status, limit))
-        .await
-        .map_err(|e| ApiError::unavailable("internal", e.to_string()))??;
+    let body = blocking(move || list::states_page(&store, &query)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// One page of `GET /states`, encoded. With a status, the by-status index gives the
-/// ids, so only the states listed are decoded.
-fn list_page(
-    store: &SledStore,
-    q: &ListQuery,
-    status: Option<Listed>,
-    limit: usize,
-) -> ApiResult<Vec<u8>> {
-    let min_priority = q.min_priority.unwrap_or(0);
-    let from = start_key(&q.prefix, q.after.as_deref());
-    let mut records = Vec::new();
-    let mut next = None;
-    let mut take = |id: String, record: Option<StateRecord>| {
-        if records.len() == limit {
-            next = records.last().map(|r: &StateRecord| r.id.clone());
-            return false;
-        }
-        records.extend(record.filter(|r| r.id == id && r.priority >= min_priority));
-        true
-    };
-    match status {
-        Some(status) => {
-            let prefix = keys::by_status(status.tag(), &q.prefix);
-            let from = keys::by_status(status.tag(), &String::from_utf8_lossy(&from));
-            for entry in store.scan_from(Table::ByStatus, &from) {
-                let (key, _) = entry?;
-                if !key.starts_with(&prefix) {
-                    break;
-                }
-                let id = String::from_utf8_lossy(&key[1..]).into_owned();
-                let record = load_state(store, &id)?;
-                if !take(id, record) {
-                    break;
-                }
-            }
-        }
-        None => {
-            for entry in store.scan_from(Table::States, &from) {
-                let (key, bytes) = entry?;
-                if !key.starts_with(q.prefix.as_bytes()) {
-                    break;
-                }
-                let record: StateRecord = codec::decode(&bytes).map_err(StoreError::from)?;
-                if !take(record.id.clone(), Some(record)) {
-                    break;
-                }
-            }
-        }
-    }
-    let page = Page {
-        states: records.iter().map(|r| r.view(q.full)).collect(),
-        next,
-    };
-    serde_json::to_vec(&page).map_err(|e| ApiError::unavailable("internal", e.to_string()))
-}
-
-/// The body of `GET /states`.
-#[derive(Serialize)]
-struct Page<'a> {
-    states: Vec<StateView<'a>>,
-    next: Option<String>,
-}
-
-/// Where a listing starts: the prefix, or just after the cursor if that is later.
-pub fn start_key(prefix: &str, after: Option<&str>) -> Vec<u8> {
-    match after {
-        Some(after) if after.as_bytes() >= prefix.as_bytes() => {
-            let mut key = after.as_bytes().to_vec();
-            key.push(0);
-            key
-        }
-        _ => prefix.as_bytes().to_vec(),
-    }
+/// Runs a storage read on the blocking pool (reads may touch the disk).
+pub async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| ApiError::unavailable("internal", e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listing_starts_after_the_cursor() {
-        assert_eq!(start_key("a", None), b"a");
-        assert_eq!(start_key("a", Some("ab")), b"ab\0");
-        assert_eq!(start_key("b", Some("a")), b"b");
-    }
 
     #[test]
     fn limits() {

@@ -54,6 +54,11 @@ pub struct ApiArgs {
     /// shared among the nodes of `slct dev`.
     #[arg(long, env = "SLCT_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Most bytes of request bodies a node holds in memory at once, across all
+    /// requests; a body that does not fit is answered 503 `overloaded` with
+    /// `Retry-After` (at once when its `Content-Length` says so).
+    #[arg(long, env = "SLCT_MAX_INFLIGHT_BYTES", default_value_t = crate::api::DEFAULT_MAX_INFLIGHT_BYTES)]
+    pub max_inflight_bytes: usize,
     /// Largest request body in bytes (larger: 413).
     #[arg(long, env = "SLCT_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -90,6 +95,19 @@ pub struct ApiArgs {
     /// done states for ever.
     #[arg(long, env = "SLCT_RETAIN_DONE", default_value = "7d", value_parser = parse_retention)]
     pub retain_done: u64,
+    /// How long (in log time) a write's `Idempotency-Key` is remembered: a repeat of the
+    /// same key and request within it gets the first reply and applies nothing
+    /// (e.g. `24h`; at most `7d`).
+    #[arg(long, env = "SLCT_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_window)]
+    pub idempotency_window: u64,
+}
+
+/// An idempotency window in ms: a duration of 1 ms to 7 days.
+fn parse_window(text: &str) -> Result<u64, String> {
+    let ms = parse_retention(text)?;
+    crate::engine::idempotency::check_window(ms)
+        .map(|()| ms)
+        .map_err(|e| e.to_string())
 }
 
 /// A retention in ms: `0`, or a number with a unit (`ms`, `s`, `m`, `h`, `d`).
@@ -127,6 +145,7 @@ impl ApiArgs {
     pub fn config(&self) -> ApiConfig {
         ApiConfig {
             max_body: self.max_body,
+            max_inflight_bytes: self.max_inflight_bytes,
             token: self.token.clone().filter(|t| !t.is_empty()),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             metrics_public: self.metrics_public,
@@ -149,6 +168,7 @@ impl ApiArgs {
             },
             max_deliveries: self.max_deliveries,
             retain_done_ms: self.retain_done,
+            idempotency_window_ms: self.idempotency_window,
             ..ApiConfig::default()
         }
     }
@@ -165,5 +185,8 @@ mod tests {
         assert_eq!(parse_retention("250ms"), Ok(250));
         assert!(parse_retention("7").is_err());
         assert!(parse_retention("7w").is_err());
+        assert_eq!(parse_window("24h"), Ok(86_400_000));
+        assert!(parse_window("0").is_err());
+        assert!(parse_window("8d").is_err());
     }
 }

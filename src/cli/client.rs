@@ -33,6 +33,12 @@ pub struct ClientArgs {
     /// json otherwise].
     #[arg(short = 'o', long, env = "SLCT_OUTPUT", value_enum, global = true)]
     pub output: Option<Format>,
+    /// `Idempotency-Key` of the write (1 to 128 bytes of visible ASCII): running the
+    /// same command with the same key again within the server's window gets the first
+    /// answer and changes nothing. Without it, each run is a new request (its own
+    /// retries still share a key the client draws).
+    #[arg(long, global = true)]
+    pub idempotency_key: Option<String>,
 }
 
 impl ClientArgs {
@@ -42,7 +48,10 @@ impl ClientArgs {
         if let Some(token) = &self.token {
             builder = builder.token(token);
         }
-        let client = builder.build().map_err(|e| e.to_string())?;
+        let mut client = builder.build().map_err(|e| e.to_string())?;
+        if let Some(key) = &self.idempotency_key {
+            client = client.with_idempotency_key(key.clone());
+        }
         Ok((client, Format::choose(self.output)))
     }
 }

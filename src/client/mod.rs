@@ -18,13 +18,16 @@
 //!   channel with the same capacity), also for every other 503 and when the answer was
 //!   lost after the request was sent.
 //!
-//! Other writes answered 503 `outcome_unknown` (or `shutting_down`,
-//! `leader_unreachable`, ...), or whose answer was lost, may have been applied, so they
-//! are *not* retried: a create would come back `exists`, an update `lease_lost`, a send
-//! might be sent twice. The caller gets the error, for which [`Error::outcome_unknown`]
-//! is true, and decides (read the state, then retry or not) — unless the write carries
-//! an `Idempotency-Key` ([`Client::with_idempotency_key`]): then it is retried like a
-//! read, since the server answers a repeat with the first reply.
+//! Every other write — one that may have been applied when it was answered 503
+//! `outcome_unknown` (or `shutting_down`, `leader_unreachable`, ...) or when its answer
+//! was lost — carries an `Idempotency-Key`, a fresh random one per call unless the
+//! caller chose one ([`Client::with_idempotency_key`]), and is retried with that same
+//! key: the server answers a repeat of the key and request with the first reply and
+//! applies nothing (design.md §3), so a create does not come back `exists` nor a send
+//! go twice. Blocking sends and receives (`wait=N`) take no key (the server refuses
+//! one: their outcome reaches only the caller that waited); answered that way, they
+//! are not retried, and the caller gets the error, for which [`Error::outcome_unknown`]
+//! is true.
 //!
 //! A node that answered 503 is not asked again before its `Retry-After` (capped by
 //! [`Retry::max_wait`]); one that refused the connection, not for a second. Each node
@@ -270,6 +273,9 @@ struct Call {
     retry: RetryOn,
     /// How long the server may hold the request on purpose (a long-poll).
     wait: Duration,
+    /// The `Idempotency-Key` this call's tries share, drawn when the call is made (a
+    /// write that is not a blocking send or receive), unless the client has its own.
+    key: Option<String>,
 }
 
 impl Call {
@@ -279,6 +285,7 @@ impl Call {
         } else {
             RetryOn::NothingApplied
         };
+        let key = (method != Method::GET).then(|| Uuid::new_v4().to_string());
         Call {
             method,
             path,
@@ -287,6 +294,7 @@ impl Call {
             lease: None,
             retry,
             wait: Duration::ZERO,
+            key,
         }
     }
 
@@ -316,6 +324,10 @@ impl Call {
 
     fn waits(mut self, secs: u64) -> Call {
         self.wait = Duration::from_secs(secs);
+        if secs > 0 {
+            // A blocking send or receive cannot be replayed: the server takes no key.
+            self.key = None;
+        }
         self
     }
 }
@@ -694,10 +706,13 @@ impl Client {
         }
     }
 
-    /// The idempotency key a call carries: this client's, on writes.
-    fn key_for(&self, call: &Call) -> Option<&str> {
+    /// The idempotency key a call carries: this client's, or the call's own, on writes
+    /// that take one.
+    fn key_for<'a>(&'a self, call: &'a Call) -> Option<&'a str> {
+        call.key.as_ref()?;
         self.idempotency_key
             .as_deref()
+            .or(call.key.as_deref())
             .filter(|_| call.method != Method::GET)
     }
 

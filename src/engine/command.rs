@@ -212,6 +212,19 @@ pub enum Op {
         /// Operation id.
         id: Uuid,
     },
+    /// A write sent with `Idempotency-Key` (see [`super::idempotency`]): `op` is applied
+    /// at most once per key within `window_ms`; a repeat with the same `digest` gets
+    /// the first reply, one with another is refused.
+    Keyed {
+        /// The client's key.
+        key: String,
+        /// Digest of the request (the proposer's SHA-256 of the encoded `op`).
+        digest: Vec<u8>,
+        /// How long the key is remembered, in log time.
+        window_ms: u64,
+        /// The write.
+        op: Box<Op>,
+    },
     /// Time passes: fire due timers, expire leases and parked operations. (Every command
     /// does this first; a tick does nothing else.)
     Tick,
@@ -221,6 +234,33 @@ pub enum Op {
         /// Operation id.
         id: Uuid,
     },
+}
+
+impl Op {
+    /// The kind of operation, as idempotency records name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateState { .. } => "create state",
+            Op::UpdateState { .. } => "update state",
+            Op::Pause { .. } => "pause",
+            Op::Resume { .. } => "resume",
+            Op::DeleteState { .. } => "delete state",
+            Op::DeleteStates { .. } => "delete states",
+            Op::LeasePending { .. } => "poll",
+            Op::ExtendLease { .. } => "extend lease",
+            Op::ReleaseLease { .. } => "release lease",
+            Op::CallbackFailed { .. } => "callback failed",
+            Op::RetryFailed { .. } => "retry",
+            Op::MakeChan { .. } => "make channel",
+            Op::CloseChan { .. } => "close channel",
+            Op::Send { .. } => "send",
+            Op::Recv { .. } => "receive",
+            Op::Withdraw { .. } => "withdraw",
+            Op::Claim { .. } => "claim",
+            Op::Keyed { .. } => "keyed",
+            Op::Tick => "tick",
+        }
+    }
 }
 
 /// A successful reply.

@@ -42,6 +42,10 @@ pub enum Error {
     /// `too_many_waiters`).
     #[error("channel {0:?} has too many parked HTTP operations; retry later")]
     TooManyWaiters(String),
+    /// The `Idempotency-Key` was used for another request within its window (422
+    /// `idempotency_key_reused`). Nothing was applied.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// The command's time jumps too far ahead of log time: the proposing leader's clock
     /// is wrong (503 `clock_jump`). Nothing was applied.
     #[error("{0}")]
@@ -61,6 +65,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::InvalidUpdate(_) => "invalid_update",
             Error::TooManyWaiters(_) => "too_many_waiters",
+            Error::IdempotencyKeyReused(_) => "idempotency_key_reused",
             Error::ClockJump(_) => "clock_jump",
         }
     }
@@ -75,7 +80,7 @@ impl Error {
             | Error::Closed(_)
             | Error::WouldBlock
             | Error::Conflict(_) => 409,
-            Error::InvalidUpdate(_) => 422,
+            Error::InvalidUpdate(_) | Error::IdempotencyKeyReused(_) => 422,
             Error::TooManyWaiters(_) => 429,
             Error::ClockJump(_) => 503,
         }

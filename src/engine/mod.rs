@@ -37,7 +37,9 @@ mod ctx;
 pub mod data;
 pub mod error;
 pub mod history;
+pub mod idempotency;
 pub mod keys;
+pub mod list;
 pub mod poll;
 mod rng;
 mod select;
@@ -172,6 +174,12 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
         } else {
             Err(Error::NotFound(format!("operation {id} is not parked")))
         }),
+        Op::Keyed {
+            key,
+            digest,
+            window_ms,
+            op,
+        } => keyed(ctx, &key, digest, window_ms, *op),
         Op::Tick => Ok(Ok(Response::Done)),
         Op::Claim { id } => Ok(match ctx.claim_op(id)? {
             Some(data) => Ok(Response::Received { data, ok: true }),
@@ -180,6 +188,47 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             ))),
         }),
     }
+}
+
+/// A write with an idempotency key: the first reply again for a repeat within the
+/// window, a refusal for another request under the same key, else the write, recorded.
+fn keyed<S: Store + ?Sized>(
+    ctx: &mut Ctx<'_, '_, S>,
+    key: &str,
+    digest: Vec<u8>,
+    window_ms: u64,
+    op: Op,
+) -> OpResult {
+    let valid = idempotency::check_key(key).and(idempotency::check_window(window_ms));
+    if let Err(e) = valid {
+        return Ok(Err(e));
+    }
+    if matches!(op, Op::Keyed { .. } | Op::Tick) {
+        return Ok(Err(Error::Invalid(format!(
+            "{} cannot carry a key",
+            op.kind()
+        ))));
+    }
+    let route = op.kind();
+    if let Some(first) = ctx.idempotency_record(key)? {
+        if first.route == route && first.digest == digest {
+            return Ok(first.reply);
+        }
+        return Ok(Err(Error::IdempotencyKeyReused(format!(
+            "Idempotency-Key {key:?} was used for another request ({}) less than its \
+             window ago; nothing was applied: use a new key for a new request",
+            first.route
+        ))));
+    }
+    let reply = run(ctx, &op)?;
+    let record = idempotency::Record {
+        route: route.to_owned(),
+        digest,
+        reply: reply.clone(),
+        expires_at: ctx.now.saturating_add(window_ms),
+    };
+    ctx.record_idempotency(key, &record)?;
+    Ok(reply)
 }
 
 fn make_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, capacity: u64) -> OpResult {

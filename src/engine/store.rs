@@ -49,11 +49,15 @@ pub enum Table {
     /// (deadline, state id) → (): `done` states to delete once their `retain_ms` has
     /// passed, by deadline.
     Retention,
+    /// Idempotency key → the first reply of the write sent with it.
+    Idempotency,
+    /// (expiry, idempotency key) → (): idempotency records by expiry.
+    IdempotencyExpiry,
 }
 
 impl Table {
     /// Every table, in a fixed order (snapshots and sled trees follow it).
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 16] = [
         Table::States,
         Table::Chans,
         Table::Buffers,
@@ -68,6 +72,8 @@ impl Table {
         Table::History,
         Table::Meta,
         Table::Retention,
+        Table::Idempotency,
+        Table::IdempotencyExpiry,
     ];
 
     /// Stable name, used for sled tree names.
@@ -87,6 +93,8 @@ impl Table {
             Table::History => "sm_history",
             Table::Meta => "sm_meta",
             Table::Retention => "sm_retention",
+            Table::Idempotency => "sm_idempotency",
+            Table::IdempotencyExpiry => "sm_idempotency_expiry",
         }
     }
 

@@ -20,17 +20,22 @@ pub fn clock<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Millis, StoreError> {
     Ok(get_record(tx, Table::Meta, keys::META_CLOCK)?.unwrap_or(0))
 }
 
-/// The earliest deadline (timer, parked operation, lease or retention) still to come, so
-/// the leader knows when to propose a tick.
+/// The earliest deadline (timer, parked operation, lease, retention or idempotency
+/// record) still to come, so the leader knows when to propose a tick.
 pub fn next_deadline<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Option<Millis>, StoreError> {
     let timer = tx.scan_from(Table::Timers, &[]).next().transpose()?;
     let lease = tx.scan_from(Table::Leases, &[]).next().transpose()?;
     let retention = tx.scan_from(Table::Retention, &[]).next().transpose()?;
+    let keys = tx
+        .scan_from(Table::IdempotencyExpiry, &[])
+        .next()
+        .transpose()?;
     let at = |entry: Option<(Vec<u8>, Vec<u8>)>| entry.map(|(k, _)| keys::deadline(&k));
     let timer = at(timer).transpose()?;
     let lease = at(lease).transpose()?;
     let retention = at(retention).transpose()?;
-    Ok([timer, lease, retention].into_iter().flatten().min())
+    let keys = at(keys).transpose()?;
+    Ok([timer, lease, retention, keys].into_iter().flatten().min())
 }
 
 /// How far one command may move log time ahead. A leader whose clock is further ahead
@@ -112,6 +117,10 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 // The state is there: this cannot be `not_found`.
                 let _ = self.delete_state(&id, DeleteReason::Retention)?;
             }
+        }
+        for due in self.due(Table::IdempotencyExpiry)? {
+            let (_, key) = keys::parse_at_state(&due)?;
+            self.forget_idempotency(&key)?;
         }
         self.flush()
     }

@@ -1,10 +1,13 @@
 //! Authenticating Raft traffic: every `/raft/*` request carries a MAC, never the secret.
 //!
 //! With `--cluster-secret`, a node sends `Slct-Raft-Auth: <hex HMAC-SHA256>` over the
-//! target node's id, the route, and the request's bytes (the snapshot header and the
-//! body). The receiver recomputes it for its own id and compares in constant time
-//! (`hmac`'s `verify_slice`, built on `subtle`); anything else gets 401 before it
-//! reaches Raft. So:
+//! target node's id, the route, the snapshot header and `Slct-Raft-Digest: <hex
+//! SHA-256 of the body>`, all of them headers. The receiver recomputes the MAC for its
+//! own id from the headers alone and compares in constant time (`hmac`'s
+//! `verify_slice`, built on `subtle`): a request that does not authenticate gets 401
+//! before a byte of its body is read, so strangers cannot make a node buffer anything.
+//! Only then is the body read and its digest checked (400 if it differs; a request
+//! without a digest must have no body). So:
 //! - a stranger who can reach the port cannot vote, append or install a snapshot;
 //! - a tag seen on the wire (or by a learner added at a wrong address) proves nothing
 //!   about the secret and is valid only for the same bytes to the same node — and Raft
@@ -20,6 +23,15 @@ use sha2::Sha256;
 
 /// Header carrying the MAC of a `/raft/*` request.
 pub const AUTH_HEADER: &str = "Slct-Raft-Auth";
+
+/// Header carrying the hex SHA-256 of a `/raft/*` request's body, covered by the MAC.
+pub const DIGEST_HEADER: &str = "Slct-Raft-Digest";
+
+/// The [`DIGEST_HEADER`] value of `body`.
+pub fn digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(body))
+}
 
 /// The shared secret of a cluster, if it has one.
 #[derive(Clone, Default)]

@@ -39,7 +39,7 @@ use reqwest::header::{HeaderValue, InvalidHeaderValue, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{ClusterKey, AUTH_HEADER};
+use super::auth::{digest, ClusterKey, AUTH_HEADER, DIGEST_HEADER};
 use super::peers::PeerHealth;
 use super::snapshot::Meta;
 use super::{TypeConfig, APPEND_BUDGET_BYTES};
@@ -105,16 +105,18 @@ impl PeerClient {
     ) -> reqwest::RequestBuilder {
         let url = format!("http://{}/raft/{route}", self.node.addr);
         let header_bytes = header.as_ref().map_or(&[][..], HeaderValue::as_bytes);
+        let digest = digest(&body);
         let tag = self
             .network
             .key
-            .sign(self.target, route, &[header_bytes, &body]);
+            .sign(self.target, route, &[header_bytes, digest.as_bytes()]);
         let mut http = self
             .network
             .http
             .post(url)
             .timeout(option.hard_ttl())
-            .header(CONTENT_TYPE, "application/octet-stream");
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(DIGEST_HEADER, digest);
         if let Some(tag) = tag {
             http = http.header(AUTH_HEADER, tag);
         }

@@ -7,8 +7,12 @@
 //! does not decode gets 400. `/raft/status` tells a starting peer whether this node
 //! already belongs to a cluster (for bootstrap).
 //!
-//! Every request is authenticated first ([`super::auth`]): the body is read (up to
-//! [`MAX_RAFT_BODY`]) and its MAC checked for this node, else 401, before Raft sees it.
+//! Every request is authenticated first ([`super::auth`]): its MAC, over headers only,
+//! is checked for this node before the body is read (else 401); then the body is read
+//! (up to [`MAX_RAFT_BODY`], 413 beyond, refused before reading when its
+//! `Content-Length` says so) and checked against the digest the MAC covered (else
+//! 400), before Raft sees it. A path under `/raft/` that is not a route here is 404
+//! without its body being read.
 //!
 //! The routes carry their own body limit, larger than the client API's: an append may
 //! carry many batched commands and a snapshot request one chunk of the snapshot file.
@@ -23,7 +27,7 @@ use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{ClusterKey, AUTH_HEADER};
+use super::auth::{ClusterKey, AUTH_HEADER, DIGEST_HEADER};
 use super::network::{decode_snapshot_chunk, SNAPSHOT_HEADER};
 use super::{Raft, TypeConfig};
 use crate::engine::codec;
@@ -57,23 +61,37 @@ pub fn router(raft: Raft, key: ClusterKey, me: u64) -> Router {
         .with_state(state)
 }
 
-/// Reads the body and checks the request's MAC before anything else sees it.
+/// Checks the request's MAC from its headers, then reads the body and checks its
+/// digest, before anything else sees it.
 async fn authenticate(State(state): State<RaftState>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_RAFT_BODY).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
-    };
     let route = parts.uri.path().rsplit('/').next().unwrap_or_default();
-    let snapshot = parts
-        .headers
-        .get(SNAPSHOT_HEADER)
-        .map_or(&[][..], |v| v.as_bytes());
+    let header = |name| parts.headers.get(name).map_or(&[][..], |v| v.as_bytes());
+    let (snapshot, digest) = (header(SNAPSHOT_HEADER), header(DIGEST_HEADER));
     let given = parts.headers.get(AUTH_HEADER).map(|v| v.as_bytes());
     if !state
         .key
-        .verify(state.me, route, &[snapshot, &bytes], given)
+        .verify(state.me, route, &[snapshot, digest], given)
     {
         return (StatusCode::UNAUTHORIZED, "missing or wrong Slct-Raft-Auth").into_response();
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_RAFT_BODY) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_RAFT_BODY).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    };
+    let intact = if digest.is_empty() {
+        bytes.is_empty()
+    } else {
+        super::auth::digest(&bytes).as_bytes() == digest
+    };
+    if !intact {
+        return bad_request("the body does not match Slct-Raft-Digest");
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
