@@ -559,3 +559,36 @@ async fn the_rust_client_repeats_a_keyed_write_and_gets_the_first_reply() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_record_survives_the_loss_of_the_leader() {
+    let c = Cluster::start().await;
+    let old = c.leader();
+    let first = keyed(&c, old, Method::POST, "/chan/jobs/send", "job-1", json!(1)).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    c.stop_node(old).await;
+    let other = (old + 1) % 3;
+    // The repeat reaches the new leader: it has the record, replicated with the send.
+    eventually(
+        Duration::from_secs(20),
+        "a new leader answers the repeat",
+        || async {
+            let again = keyed(
+                &c,
+                other,
+                Method::POST,
+                "/chan/jobs/send",
+                "job-1",
+                json!(1),
+            )
+            .await;
+            again.status == StatusCode::ACCEPTED
+        },
+    )
+    .await;
+    let info = c.call(other, Method::GET, "/chan/jobs", None).await;
+    assert_eq!(info.body["senders"], 1, "sent once: {:?}", info.body);
+    for i in (0..3).filter(|&i| i != old) {
+        c.stop_node(i).await;
+    }
+}

@@ -147,7 +147,8 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
     use slct::engine::{Command, Op, Store, Table};
 
-    // Entry i creates state s{i}; from entry 1,001 on, it also deletes s{i - 1000}.
+    // Entry i creates state s{i} (with an idempotency key, and a retention: records in
+    // every table); from entry 1,001 on, it also deletes s{i - 1000}.
     let entry = |i: u64| {
         let command = |op| Command {
             now: 1_000 + i,
@@ -155,14 +156,20 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
             history_limit: 100,
             op,
         };
-        let mut batch = vec![command(Op::CreateState {
+        let create = Op::CreateState {
             id: format!("s{i}"),
             data: serde_json::json!({ "i": i }).into(),
             selects: vec![],
             callback: None,
             priority: 0,
             max_deliveries: 0,
-            retain_ms: 0,
+            retain_ms: 3_600_000,
+        };
+        let mut batch = vec![command(Op::Keyed {
+            key: format!("k{i}"),
+            digest: vec![1],
+            window_ms: 86_400_000,
+            op: Box::new(create),
         })];
         if i > 1000 {
             batch.push(command(Op::DeleteState {
