@@ -205,6 +205,10 @@ async fn callbacks_retry_give_up_rearm_and_defer() {
     .await;
     let broken = c.call(0, Method::GET, "/state/broken", None).await.body;
     assert_eq!(broken["attempts"], 3);
+    assert_eq!(
+        broken["max_attempts"], 3,
+        "--callback-max-attempts shown with a callback"
+    );
     assert!(broken["last_error"].as_str().unwrap().contains("502"));
     let failed = c.call(1, Method::GET, "/states?status=failed", None).await;
     assert_eq!(failed.body["states"][0]["id"], "broken");

@@ -487,6 +487,13 @@ async fn retry(cluster: &Cluster, browser: &Browser, base: &str) {
             "return document.querySelector('#view dd .bad') !== null;",
         )
         .await;
+    let attempts = browser
+        .eval(
+            "return [...document.querySelectorAll('#view dd')].map(dd => dd.textContent)
+               .find(t => t.includes('since the last update'));",
+        )
+        .await;
+    assert_eq!(attempts, json!("1 of 1 since the last update, gave up"));
     browser.click(&button("Retry")).await;
     eventually(PATIENCE, "job-failed retried", || async {
         let history = cluster

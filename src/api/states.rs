@@ -66,9 +66,23 @@ pub async fn get(
     read_barrier(&state, query.stale).await?;
     let (store, key) = (state.node.store().clone(), id.clone());
     match blocking(move || load_state(&store, &key)).await? {
-        Some(s) => Ok(JsonOut(view(&s)).into_response()),
+        Some(s) => Ok(JsonOut(with_max_attempts(&state, &s)?).into_response()),
         None => Err(ApiError::not_found(format!("no state {id:?}"))),
     }
+}
+
+/// The state's view and, with a callback, `max_attempts`: this node's
+/// `--callback-max-attempts`, the attempt at which the callback gives up (so a reader
+/// can tell how many are left without knowing the node's flags).
+fn with_max_attempts(state: &AppState, s: &StateRecord) -> ApiResult<serde_json::Value> {
+    let mut body = serde_json::to_value(view(s))
+        .map_err(|e| ApiError::unavailable("internal", format!("state view: {e}")))?;
+    let has_callback = body.get("callback").is_some_and(|c| !c.is_null());
+    if let (true, Some(fields)) = (has_callback, body.as_object_mut()) {
+        let max = state.config.callbacks.max_attempts;
+        fields.insert("max_attempts".into(), json!(max));
+    }
+    Ok(body)
 }
 
 /// `PUT /state/{id}`: create (201) or update under a lease (200).

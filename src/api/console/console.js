@@ -431,7 +431,7 @@ async function state(r) {
             `${time(s.lease.granted_at)}, expires ${time(s.lease.expires_at)}`
           : 'none'],
         ['callback', s.callback ? `${s.callback.url} (timeout ${s.callback.timeout_ms} ms)` : 'none (polled)'],
-        ['callback attempts', s.callback ? `${s.attempts ?? 0} since the last update` : undefined],
+        ['callback attempts', s.callback ? attemptsText(s) : undefined],
         ['deliveries', s.max_deliveries
           ? `${s.deliveries} of ${s.max_deliveries}` : `${s.deliveries ?? 0} (no limit)`],
         ['kept when done', s.retain_ms ? `${s.retain_ms} ms` : 'for ever'],
@@ -445,6 +445,18 @@ async function state(r) {
     history && historyTable(history.events),
     history && historyPager(r, history.next),
   ];
+}
+
+/**
+ * Attempts against the maximum, and when the next comes: after a failed attempt the
+ * callback's lease is held until the backoff ends, so its expiry is the next attempt.
+ */
+function attemptsText(s) {
+  const made = s.attempts ?? 0;
+  let text = `${made} of ${s.max_attempts ?? '?'} since the last update`;
+  if (s.status === 'failed') return text + ', gave up';
+  if (made > 0 && s.lease) text += `, next attempt ${time(s.lease.expires_at)}`;
+  return text;
 }
 
 /** A case as a line: `recv orders`, `send jobs {"n":1}`, `timer … (in 5 s)`, `default`. */

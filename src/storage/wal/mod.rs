@@ -11,7 +11,7 @@
 //! # Files
 //! The log is a run of segments named by sequence number (`00000000000000000001.wal`).
 //! A segment is created zero-filled and synced (as `spare.tmp`, prepared in the
-//! background), so writing into it never changes the file's size and `fdatasync` has
+//! background once the current segment is half full), so writing into it never changes the file's size and `fdatasync` has
 //! no metadata to journal. Its first record ([`record::SegmentHead`]) carries the vote,
 //! the committed id, the purge point and the next index as they stood when it was
 //! begun, so older segments can be deleted whole. When a segment is full, it is synced,
@@ -270,6 +270,11 @@ impl Wal {
             .map_err(|e| WalError::io(format!("list {}", dir.path("").display()), e))?;
         let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
         seqs.sort_unstable();
+        if names.iter().any(|n| n == SPARE) {
+            // A spare that a crash may have left half-written; made again when needed.
+            dir.remove(SPARE)
+                .map_err(|e| WalError::io(format!("remove {}", dir.path(SPARE).display()), e))?;
+        }
         let mut stale = Vec::new();
         // Segments before a gap are left over from a purge whose removals were cut
         // short; whether anything needed was in them shows at the end of the replay.
@@ -291,7 +296,6 @@ impl Wal {
             shared.doom(segment_name(seq), 0);
         }
         state.segments.retain(|seq, _| *seq >= keep_from);
-        state.spare = Some(prepare_spare(dir.clone(), options.segment_size));
         let thread = {
             let (shared, dir) = (shared.clone(), dir.clone());
             std::thread::Builder::new()
@@ -515,7 +519,14 @@ impl Wal {
                 )
                 .map_err(WalError::Invalid)?;
         }
-        self.flush_buf(state, &mut buf)
+        self.flush_buf(state, &mut buf)?;
+        if state.spare.is_none() && state.offset > state.current_len / 2 {
+            state.spare = Some(prepare_spare(
+                self.inner.dir.clone(),
+                self.inner.options.segment_size,
+            ));
+        }
+        Ok(())
     }
 
     fn flush_buf(&self, state: &mut State, buf: &mut Vec<u8>) -> Result<(), WalError> {
@@ -568,10 +579,6 @@ impl Wal {
         state.current = seq;
         state.current_len = len;
         state.offset = head.len() as u64;
-        state.spare = Some(prepare_spare(
-            self.inner.dir.clone(),
-            self.inner.options.segment_size,
-        ));
         Ok(())
     }
 }
