@@ -30,13 +30,43 @@ async fn cluster_with_a_stopped_follower() -> (Cluster, u64) {
         cluster.create(&format!("s{i:05}"), data).await;
     }
     let follower = cluster.other_than(leader);
-    // One more write after them: a follower applies (and flushes) it only after the
-    // flush of the last marked state is done, so killing it then cannot land between
-    // that state's commit and its flush — where sled drops the damaged record and the
-    // node rightly replays it from its log rather than refusing.
-    cluster.create("after-the-marks", json!("x")).await;
-    cluster.await_state(follower, "after-the-marks").await;
+    cluster
+        .await_state(follower, &format!("s{:05}", STATES - 1))
+        .await;
+    // The follower's state machine is made durable by checkpoints. Killing it before
+    // one covered the last marked state would let sled drop the damaged record, and
+    // the node would rightly replay it from its log rather than refuse. A checkpoint
+    // that was running when the last mark was applied may have read the applied index
+    // before it; the one after it did not: so wait for two more, writing meanwhile so
+    // that there is something to checkpoint.
+    let marker = cluster.nodes[&follower]
+        .data
+        .join(slct::storage::SM_DIR)
+        .join(slct::storage::marker::MARKER_FILE);
+    let before = flush_generation(&marker);
+    let mut tick = 0;
+    eventually(
+        "two checkpoints on the follower after the last mark",
+        Duration::from_secs(60),
+        || {
+            tick += 1;
+            let (cluster, marker, id) = (&cluster, marker.clone(), format!("tick-{tick}"));
+            async move {
+                cluster.create(&id, json!("x")).await;
+                (flush_generation(&marker) >= before + 2).then_some(())
+            }
+        },
+    )
+    .await;
     (cluster, follower)
+}
+
+/// The flush generation the marker file records (`src/storage/marker.rs`; 0 if none).
+fn flush_generation(marker: &Path) -> u64 {
+    let bytes = std::fs::read(marker).unwrap_or_default();
+    bytes
+        .get(..8)
+        .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()))
 }
 
 fn data_file(cluster: &Cluster, id: u64) -> PathBuf {

@@ -53,6 +53,7 @@ impl Nodes {
                 snapshot_threshold: 1000,
                 group_commit: true,
                 history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
+                checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
                 write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
             };
             let node = Node::start(config).await.expect("start node");
@@ -392,6 +393,7 @@ async fn a_peer_that_answers_errors_gets_backoff_not_a_flood() {
             snapshot_threshold: 1000,
             group_commit: true,
             history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
+            checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
             write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
         };
         let node = Node::start(config).await.expect("start node");

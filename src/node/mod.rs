@@ -117,6 +117,9 @@ pub struct NodeConfig {
     pub group_commit: bool,
     /// `--history-limit`: events kept per state (0: no history).
     pub history_limit: u32,
+    /// `--checkpoint-interval`: how often the state machine is made durable while
+    /// entries are applied (the log is replayed from the last checkpoint after a crash).
+    pub checkpoint_interval: Duration,
     /// `--write-timeout`: how long a write, a linearizable read or a membership change
     /// may wait for a quorum before it fails ([`NodeError::Timeout`],
     /// [`NodeError::NoQuorum`]).
@@ -243,8 +246,9 @@ impl Node {
             .map_err(|e| fatal(&e))?;
         let log = LogStore::open(&data.wal_dir(), &store)
             .map_err(|e| fatal(&e))?
-            .follow_installs(state_machine.install_gate());
+            .follow_durable(state_machine.checkpoints().durable());
         let progress = state_machine.progress();
+        let checkpoints = state_machine.checkpoints();
         let raft_config = raft_config(&config)?;
         let peers = PeerHealth::new(config.id);
         let key = ClusterKey::new(config.cluster_secret.as_deref());
@@ -257,6 +261,7 @@ impl Node {
         let (leadership, _) = watch::channel(false);
         let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE);
         let tasks = vec![
+            tokio::spawn(checkpoints.run(config.checkpoint_interval, shutdown.subscribe())),
             tokio::spawn(follow_leadership(
                 raft.clone(),
                 leadership.clone(),

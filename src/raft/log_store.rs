@@ -16,19 +16,26 @@
 //! in a snapshot) entries, which Raft tolerates. A failed `fdatasync` stops the log for
 //! good; openraft gets the error and stops, and so does the node.
 //!
-//! # Snapshot installs
-//! A follower that gets a snapshot from the leader is told by openraft 0.9, in one step,
-//! to install it (on the state machine's task) and to purge its log up to the
-//! snapshot's last entry (here). Were that purge point durable before the install, a
-//! `kill -9` in between would leave a node whose state machine stands before the purge
-//! point with the entries between gone: it could never restart. So while the state
-//! machine's [`InstallGate`] is open, a purge past the applied index is held in memory
-//! only (the log reports it, reads skip the entries). The next append waits until the
-//! state machine has applied up to that point; only then does it purge the log and
-//! acknowledge anything. A crash in between restarts from the old purge point, with
-//! `committed` cut back to what the log can replay from the applied index (no entry past
-//! the snapshot was acknowledged, so none is lost), and the leader sends the snapshot
-//! again.
+//! # Purging: one rule
+//! The state machine is made durable by checkpoints, not on every apply
+//! ([`crate::storage::sm::checkpoint`]), so after a crash the node replays the log from
+//! the last checkpoint's applied index. Hence the rule: the log never purges past the
+//! *durable* applied index (or a durable snapshot), which the state machine publishes
+//! and this store follows ([`LogStore::follow_durable`]). A purge that openraft asks for
+//! beyond it is held in memory (the log reports it, reads skip the entries) and done
+//! once the durable index reaches it.
+//!
+//! That is also what makes a snapshot install safe. A follower that gets a snapshot is
+//! told by openraft 0.9, in one step, to install it (on the state machine's task) and to
+//! purge its log up to the snapshot's last entry (here); were that purge durable before
+//! the install, a `kill -9` in between would leave a node whose state machine stands
+//! before the purge point with the entries between gone. The install ends with the
+//! tables flushed, which raises the durable index to the snapshot. An append that would
+//! leave a gap after a held purge waits for that, so nothing past the snapshot is
+//! acknowledged before the install is durable. A crash in between restarts from the old
+//! purge point, with `committed` cut back to what the log can replay from the applied
+//! index (no entry past the snapshot was acknowledged, so none is lost), and the leader
+//! sends the snapshot again.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -41,7 +48,9 @@ use openraft::{Entry, LogId, StorageIOError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::state_machine::{applied_log_id, InstallGate};
+use tokio::sync::watch;
+
+use super::state_machine::applied_log_id;
 use super::{StorageError, TypeConfig};
 use crate::engine::codec;
 use crate::storage::sm::SledStore;
@@ -51,13 +60,13 @@ use crate::storage::wal::{self, Wal, WalError};
 #[derive(Clone)]
 pub struct LogStore {
     wal: Wal,
-    /// The state machine's store, for its applied index (see "Snapshot installs").
+    /// The state machine's store, for the applied index a restart replays from.
     store: SledStore,
     /// The committed index + 1 (0: none), for readiness checks outside openraft.
     committed: Arc<AtomicU64>,
-    /// Open while the state machine receives or installs a snapshot.
-    installing: InstallGate,
-    /// A purge point past the applied index, made during an install and not yet done.
+    /// How far the log may be purged: the durable applied index ("Purging: one rule").
+    durable: watch::Receiver<Option<u64>>,
+    /// A purge point past the durable applied index, not yet done.
     pending_purge: Arc<Mutex<Option<LogId<u64>>>>,
 }
 
@@ -69,7 +78,7 @@ impl LogStore {
             wal,
             store: store.clone(),
             committed: Arc::new(AtomicU64::new(0)),
-            installing: InstallGate::default(),
+            durable: watch::channel(Some(u64::MAX)).1,
             pending_purge: Arc::default(),
         };
         let committed = log_store.stored_committed()?;
@@ -77,9 +86,10 @@ impl LogStore {
         Ok(log_store)
     }
 
-    /// Follows the state machine's snapshot installs (module docs, "Snapshot installs").
-    pub fn follow_installs(mut self, installing: InstallGate) -> Self {
-        self.installing = installing;
+    /// Purges only up to the index `durable` says is durable in the state machine
+    /// (module docs, "Purging: one rule"). Without it, purges are not held back.
+    pub fn follow_durable(mut self, durable: watch::Receiver<Option<u64>>) -> Self {
+        self.durable = durable;
         self
     }
 
@@ -87,21 +97,38 @@ impl LogStore {
         self.pending_purge.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Purges up to a purge point held back during an install, once the state machine
-    /// has applied up to it (the install is durable).
+    /// Does a held purge if the durable index has reached it; whether none is held.
+    fn purge_if_durable(&self) -> Result<bool, StorageError> {
+        let mut pending = self.pending_purge();
+        let Some(wanted) = *pending else {
+            return Ok(true);
+        };
+        if *self.durable.borrow() < Some(wanted.index) {
+            return Ok(false);
+        }
+        self.purge_log(wanted)?;
+        *pending = None;
+        Ok(true)
+    }
+
+    /// Before an append: does a held purge that has become durable, and waits for one
+    /// that the append would otherwise leave a gap behind (module docs).
     async fn settle_purge(&self) -> Result<(), StorageError> {
+        let mut durable = self.durable.clone();
         loop {
-            let Some(pending) = *self.pending_purge() else {
-                return Ok(());
-            };
-            // Subscribe before reading, so an install that ends in between wakes us.
-            let next_install = self.installing.next_install();
-            if applied_log_id(&self.store)? >= Some(pending) {
-                self.purge_log(pending)?;
-                *self.pending_purge() = None;
+            durable.mark_unchanged();
+            if self.purge_if_durable()? {
                 return Ok(());
             }
-            next_install.await;
+            let next = self.wal.log_state().next_index;
+            if self.pending_purge().is_some_and(|p| p.index < next) {
+                return Ok(());
+            }
+            if durable.changed().await.is_err() {
+                return Err(write_err(&std::io::Error::other(
+                    "the state machine is gone while a purge waits for it",
+                )));
+            }
         }
     }
 
@@ -291,13 +318,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        let applied = applied_log_id(&self.store)?;
-        if self.installing.is_open() && Some(log_id) > applied {
+        {
             let mut pending = self.pending_purge();
             *pending = (*pending).max(Some(log_id));
-            return Ok(());
         }
-        self.purge_log(log_id)
+        self.purge_if_durable().map(|_| ())
     }
 }
 

@@ -19,7 +19,7 @@ use openraft::{BasicNode, SnapshotMeta};
 
 use crate::engine::Table;
 use crate::storage::sm::point_in_time::PointInTime;
-use crate::storage::{seal, sm::SledStore};
+use crate::storage::sm::SledStore;
 
 /// Identifies the format (and its version) at the start of every snapshot file.
 const MAGIC: &[u8; 8] = b"SLCTSNP1";
@@ -71,7 +71,7 @@ pub fn load(store: &SledStore, path: &Path) -> io::Result<Meta> {
     let mut input = BufReader::new(File::open(path)?);
     let meta = read_header(&mut input)?;
     store.clear().map_err(io::Error::other)?;
-    let mut batches: Vec<sled::Batch> = Table::ALL.iter().map(|_| sled::Batch::default()).collect();
+    let mut batches: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Table::ALL.iter().map(|_| Vec::new()).collect();
     let mut pending = 0;
     let mut records = 0u64;
     loop {
@@ -84,7 +84,7 @@ pub fn load(store: &SledStore, path: &Path) -> io::Result<Meta> {
             .ok_or_else(|| invalid("unknown table in snapshot"))?;
         let key = read_chunk(&mut input)?;
         let value = read_chunk(&mut input)?;
-        batches[table.index()].insert(key.as_slice(), seal::seal(&key, &value));
+        batches[table.index()].push((key, value));
         records += 1;
         pending += 1;
         if pending == LOAD_BATCH {
@@ -101,11 +101,10 @@ pub fn load(store: &SledStore, path: &Path) -> io::Result<Meta> {
     Ok(meta)
 }
 
-fn apply_batches(store: &SledStore, batches: &mut [sled::Batch]) -> io::Result<()> {
+fn apply_batches(store: &SledStore, batches: &mut [Vec<(Vec<u8>, Vec<u8>)>]) -> io::Result<()> {
     for (table, batch) in Table::ALL.iter().zip(batches.iter_mut()) {
         store
-            .tree(*table)
-            .apply_batch(std::mem::take(batch))
+            .load(*table, &std::mem::take(batch))
             .map_err(io::Error::other)?;
     }
     Ok(())

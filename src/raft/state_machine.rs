@@ -6,9 +6,12 @@
 //! id and the last membership go into [`Table::Meta`] of the same overlay, and
 //! [`SledStore::commit`] writes it all in one sled transaction. So `kill -9` at any
 //! instant leaves a replica at an entry boundary, never between a command's writes and
-//! the applied index that says it happened (design.md §4). The commit is then flushed
-//! durably ([`SledStore::flush_durable`]) before the replies go back: the Raft log is in
-//! its own write-ahead log now, whose syncs no longer flush sled.
+//! the applied index that says it happened (design.md §4). The commit is not flushed:
+//! the entries are durable in the Raft log, and a checkpoint every
+//! `--checkpoint-interval` flushes the tables and publishes the durable applied index
+//! ([`Checkpoints`]); after a crash the node replays the log from there (openraft
+//! re-applies from the applied id it reads back up to the committed one), and the log
+//! is never purged past it. A build also checkpoints, and an install ends flushed.
 //!
 //! A storage failure while applying is returned to openraft, which stops the node: a
 //! replica that cannot write its state must stop rather than diverge.
@@ -41,6 +44,7 @@ use super::snapshot::{self, Meta};
 use super::{Replies, StorageError, TypeConfig};
 use crate::engine::types::Millis;
 use crate::engine::{self, Effects, Store, Table, Tx};
+use crate::storage::sm::checkpoint::Checkpoints;
 use crate::storage::sm::point_in_time::PointInTime;
 use crate::storage::sm::SledStore;
 
@@ -67,6 +71,8 @@ pub struct Progress {
 /// The state machine of one node.
 pub struct StateMachine {
     store: SledStore,
+    /// Makes the store durable now and then, and says how far it is.
+    checkpoints: Checkpoints,
     dir: PathBuf,
     /// Write side taken by apply and install; read side held while a snapshot build
     /// opens its view.
@@ -76,61 +82,6 @@ pub struct StateMachine {
     one_snapshot: Arc<Mutex<()>>,
     effects: broadcast::Sender<Arc<Effects>>,
     progress: watch::Sender<Progress>,
-    /// Whether a snapshot is being received or installed (see [`InstallGate`]).
-    installing: InstallGate,
-}
-
-/// Tells the log store whether a snapshot from the leader is being received or
-/// installed, so it can keep a purge past the applied index from becoming durable
-/// before the install is (`log_store` module docs, "Snapshot installs").
-#[derive(Clone, Debug, Default)]
-pub struct InstallGate(Arc<watch::Sender<Installs>>);
-
-/// What the state machine has said about snapshot transfers so far.
-#[derive(Clone, Copy, Debug, Default)]
-struct Installs {
-    /// Transfers begun (each may be abandoned by its leader).
-    begun: u64,
-    /// The transfer whose install finished last (0: none).
-    finished: u64,
-}
-
-impl InstallGate {
-    /// Whether the latest transfer has not been installed yet.
-    pub fn is_open(&self) -> bool {
-        let installs = *self.0.borrow();
-        installs.begun > installs.finished
-    }
-
-    /// Resolves when the next install finishes (or fails), counting from this call.
-    pub fn next_install(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.0.subscribe();
-        async move {
-            // The gate's sender outlives every install, so a closed channel only means
-            // the node is shutting down: stop waiting.
-            let _ = rx.changed().await;
-        }
-    }
-
-    /// A transfer begins; returns its number.
-    fn begin(&self) -> u64 {
-        let mut begun = 0;
-        self.0.send_modify(|installs| {
-            installs.begun += 1;
-            begun = installs.begun;
-        });
-        begun
-    }
-
-    /// The install of transfer `transfer` is over.
-    fn finish(&self, transfer: u64) {
-        self.0.send_modify(|installs| installs.finished = transfer);
-    }
-
-    /// The latest transfer's number.
-    fn latest(&self) -> u64 {
-        self.0.borrow().begun
-    }
 }
 
 /// The applied log id recorded in `store` (what a restart resumes from).
@@ -157,20 +108,27 @@ impl StateMachine {
             reload(&store, dir)?;
         }
         let progress = watch::Sender::new(read_progress(&store)?);
+        let applied = applied_log_id(&store)?.map(|id| id.index);
+        let checkpoints = Checkpoints::open(store.clone(), applied)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        if let Some(snapshot) = current_snapshot_meta(dir)? {
+            checkpoints.snapshot_durable(snapshot.last_log_id.map(|id| id.index));
+        }
         Ok(StateMachine {
+            checkpoints,
             store,
             dir: dir.to_owned(),
             lock: Arc::new(RwLock::new(())),
             one_snapshot: Arc::default(),
             effects,
             progress,
-            installing: InstallGate::default(),
         })
     }
 
-    /// The gate this state machine opens while a snapshot is received and installed.
-    pub fn install_gate(&self) -> InstallGate {
-        self.installing.clone()
+    /// The checkpoints of this state machine: the task that makes it durable (for the
+    /// node to run) and the durable applied index (for the log's purges).
+    pub fn checkpoints(&self) -> Checkpoints {
+        self.checkpoints.clone()
     }
 
     /// Follows the log clock and the next deadline.
@@ -224,6 +182,10 @@ impl StateMachine {
             .await
             .map_err(|e| snapshot_write_err(&e))??;
         self.progress.send_replace(read_progress(&self.store)?);
+        // `reload` flushed the tables durably.
+        let installed = meta.last_log_id.map(|id| id.index);
+        self.checkpoints.applied(installed);
+        self.checkpoints.snapshot_durable(installed);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
@@ -271,6 +233,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let _apply = self.lock.write().await;
+        if let Some(failure) = self.checkpoints.failure() {
+            return Err(
+                StorageIOError::write_state_machine(openraft::AnyError::error(format!(
+                    "a checkpoint failed: {failure}"
+                )))
+                .into(),
+            );
+        }
         let mut tx = Tx::new(&self.store);
         let mut replies = Vec::new();
         let mut effects = Vec::new();
@@ -304,12 +274,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store
             .commit(tx.into_writes())
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        // The Raft log no longer shares sled's flush, so the batch is made durable here.
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush_durable())
-            .await
-            .map_err(|e| StorageIOError::write_state_machine(&e))?
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        if last.is_some() {
+            self.checkpoints.applied(last.map(|id| id.index));
+        }
         for effect in effects {
             // Nobody listening is fine: effects are notifications, not state.
             let _ = self.effects.send(effect);
@@ -325,12 +292,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             lock: self.lock.clone(),
             one_snapshot: self.one_snapshot.clone(),
             tmp: self.tmp_path("build"),
+            checkpoints: self.checkpoints.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         // openraft receives one snapshot at a time: a new one supersedes any unfinished.
-        self.installing.begin();
         self.remove_received()?;
         let file = tokio::fs::OpenOptions::new()
             .read(true)
@@ -351,12 +318,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let _only_one = one_snapshot.lock().await;
         let lock = self.lock.clone();
         let _install = lock.write().await;
-        // The transfer this install received (a later one may have begun meanwhile).
-        let transfer = self.installing.latest();
-        let installed = self.install(meta, received).await;
-        // Installed or failed, the install is over (a failure stops Raft anyway).
-        self.installing.finish(transfer);
-        installed
+        self.install(meta, received).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -381,6 +343,7 @@ pub struct SnapshotBuilder {
     lock: Arc<RwLock<()>>,
     one_snapshot: Arc<Mutex<()>>,
     tmp: PathBuf,
+    checkpoints: Checkpoints,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -388,6 +351,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let only_one = self.one_snapshot.clone().lock_owned().await;
         let applies_held = self.lock.clone().read_owned().await;
         let (store, dir, tmp) = (self.store.clone(), self.dir.clone(), self.tmp.clone());
+        let checkpoints = self.checkpoints.clone();
         let started = std::time::Instant::now();
         let (meta, file, records) = tokio::task::spawn_blocking(move || {
             let _only_one = only_one;
@@ -396,9 +360,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .point_in_time()
                 .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
             drop(applies_held);
-            build(&view, &meta, &tmp, &dir)
+            let built = build(&view, &meta, &tmp, &dir)
                 .map(|(file, records)| (meta, file, records))
-                .map_err(|e| snapshot_write_err(&e))
+                .map_err(|e| snapshot_write_err(&e))?;
+            drop(view);
+            checkpoints.snapshot_durable(built.0.last_log_id.map(|id| id.index));
+            checkpoints
+                .checkpoint()
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            Ok::<_, StorageError>(built)
         })
         .await
         .map_err(|e| snapshot_write_err(&e))??;
@@ -468,14 +438,23 @@ fn reload(store: &SledStore, dir: &Path) -> Result<(), StorageError> {
 /// commits in a crash (they are not flushed on commit) while the snapshot, which is
 /// synced, survived — and the log behind it may be purged, so it must be reloaded.
 fn snapshot_is_newer(store: &SledStore, dir: &Path) -> Result<bool, StorageError> {
-    let file = match std::fs::File::open(dir.join(CURRENT)) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(snapshot_read_err(&e)),
+    let Some(meta) = current_snapshot_meta(dir)? else {
+        return Ok(false);
     };
-    let meta = snapshot::read_meta(&file).map_err(|e| snapshot_read_err(&e))?;
     let applied: Option<LogId<u64>> = get_meta(store, KEY_APPLIED)?;
     Ok(meta.last_log_id > applied)
+}
+
+/// The meta of `current.snap`, if there is one.
+fn current_snapshot_meta(dir: &Path) -> Result<Option<Meta>, StorageError> {
+    let file = match std::fs::File::open(dir.join(CURRENT)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(snapshot_read_err(&e)),
+    };
+    snapshot::read_meta(&file)
+        .map(Some)
+        .map_err(|e| snapshot_read_err(&e))
 }
 
 fn read_progress(store: &SledStore) -> Result<Progress, StorageError> {

@@ -77,6 +77,7 @@ impl Cluster {
                 snapshot_threshold: 10_000,
                 group_commit: true,
                 history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
+                checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
                 write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
             };
             tune(&mut config);

@@ -42,6 +42,7 @@
 //! tail) is refused on opening. Opening also checks every value once, and turns a panic
 //! of sled's recovery into an error, so a node with a damaged data file does not start.
 
+pub mod checkpoint;
 pub mod point_in_time;
 
 use std::collections::HashMap;
@@ -113,7 +114,9 @@ impl SledStore {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .segment_size(SLED_SEGMENT_BYTES);
+            .segment_size(SLED_SEGMENT_BYTES)
+            // Flushes are ours: checkpoints (`checkpoint`) and `flush_durable`.
+            .flush_every_ms(None);
         let db = match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(sled_err(e, &data)),
@@ -227,14 +230,22 @@ impl SledStore {
         sled_err(e, &self.data_path())
     }
 
-    /// The underlying database (the Raft log store keeps its own trees in it).
-    pub fn db(&self) -> &sled::Db {
-        &self.db
+    /// The tree of a table.
+    fn tree(&self, table: Table) -> &sled::Tree {
+        &self.trees[table.index()]
     }
 
-    /// The tree of a table.
-    pub fn tree(&self, table: Table) -> &sled::Tree {
-        &self.trees[table.index()]
+    /// Writes `records` (key, value) into `table` in one batch, sealed; for loading a
+    /// snapshot into tables that [`SledStore::clear`] emptied. Not atomic across
+    /// tables (the caller marks the load so that a crash halfway repeats it).
+    pub fn load(&self, table: Table, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in records {
+            batch.insert(key.as_slice(), seal::seal(key, value));
+        }
+        self.tree(table)
+            .apply_batch(batch)
+            .map_err(|e| self.read_err(e))
     }
 
     /// Commits staged writes to every touched tree in one atomic transaction (after
@@ -516,7 +527,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         // Above a quarter of a segment (SLED_SEGMENT_BYTES).
-        store.db().insert(b"big", vec![7u8; 3 << 20]).unwrap();
+        store.db.insert(b"big", vec![7u8; 3 << 20]).unwrap();
         store.flush_durable().unwrap();
 
         let on_disk: HashMap<String, u64> = std::fs::read_dir(store.blobs_dir())
