@@ -66,7 +66,10 @@ impl Default for Limits {
         Limits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            max_connections: 1024,
+            // Well above a channel's cap on parked operations (1,024), so that cap is
+            // what a crowd of blocked receivers meets. `slct serve` and `slct dev` fit
+            // it to the open-files limit at start (`cli::fit_connections`).
+            max_connections: 4096,
         }
     }
 }

@@ -6,8 +6,10 @@
 
 mod fault;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use fault::neighbours::{Load, Neighbours};
 use fault::nemesis::{all_faults, shuffled, Fault};
 use fault::rig::Rig;
 use fault::run::{run, Config};
@@ -49,6 +51,7 @@ async fn short_nemesis_run_loses_nothing() {
         skew_secs: 120,
         snapshot_threshold: 100,
         seed,
+        neighbours: None,
     })
     .await;
     assert!(
@@ -87,6 +90,7 @@ async fn soak() {
         skew_secs: 300,
         snapshot_threshold: 200,
         seed,
+        neighbours: None,
     })
     .await;
     assert!(
@@ -117,6 +121,7 @@ async fn crash_while_installing_snapshot_restarts() {
         skew_secs: 0,
         snapshot_threshold: 100,
         seed,
+        neighbours: None,
     })
     .await;
     assert!(
@@ -266,4 +271,78 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Load a neighbour can cause, under the short run's faults: 5,000 idle keep-alive
+/// connections to node 1 and 2,000 long-polls parked across the cluster. The checks
+/// must pass, node 1 must hold nearly all the idle connections, and no node may use more
+/// than 1 GiB. Prints the p99 of the register calls and each node's peak RSS (README
+/// "Fault tests").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "about 70 s and 7,000 sockets: cargo test --features system-tests --test fault_nemesis neighbour -- --ignored --nocapture"]
+async fn neighbour_load_under_faults() {
+    let _rig = ONE_RIG.lock().await;
+    let seed = seed();
+    let mut schedule = shuffled(&all_faults(), &mut StdRng::seed_from_u64(seed));
+    schedule.retain(|f| *f != Fault::SkewLeaderAhead);
+    schedule.push(Fault::SkewLeaderAhead);
+    let neighbours = Neighbours {
+        idle: [(1, 5000)].into_iter().collect(),
+        nofile: BTreeMap::new(),
+        polls: 2000,
+    };
+    let finding = run(Config {
+        duration: Duration::from_secs(60),
+        schedule,
+        hold_ms: (1000, 1800),
+        skew_secs: 120,
+        snapshot_threshold: 100,
+        seed,
+        neighbours: Some(neighbours),
+    })
+    .await;
+    assert!(
+        finding.report.valid(),
+        "the history shows anomalies (seed {seed}):\n{}",
+        finding.report
+    );
+    let load = finding.load.expect("the load's tally");
+    assert!(load.held_peak[&1] >= 4500, "{load:?}");
+    for (id, kib) in &finding.peak_rss_kib {
+        assert!(*kib < 1 << 20, "node {id} reached {} MiB", kib / 1024);
+    }
+}
+
+/// A node out of descriptors refuses clearly and goes on: node 3, started with an
+/// open-files limit of 1,024 (so `--max-connections` 768), gets 1,200 idle connections.
+/// Those beyond its cap are answered 503 `too_many_connections`; it does not exit, and
+/// once they are gone it answers and takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_out_of_descriptors_refuses_and_goes_on() {
+    let _rig = ONE_RIG.lock().await;
+    let rig = Rig::start_with(100, [(3, 1024)].into_iter().collect()).await;
+    let addrs = rig
+        .nodes
+        .iter()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
+    let neighbours = Neighbours {
+        idle: [(3, 1200)].into_iter().collect(),
+        nofile: BTreeMap::new(),
+        polls: 0,
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let tally = Load::start(&neighbours, &addrs, until).finish().await;
+    eprintln!("node 3 with 1,024 descriptors and 1,200 idle connections: {tally:?}");
+    assert!(tally.refused[&3] > 0, "{tally:?}");
+    assert!(tally.held_peak[&3] > 0, "{tally:?}");
+    assert!(rig.exits().is_empty(), "{:?}", rig.exits());
+    let url = rig.url(3, "/state/after-the-load");
+    let body = serde_json::json!({ "data": "x" });
+    let wrote = eventually(Duration::from_secs(30), || async {
+        let response = rig.http.put(&url).json(&body).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    assert!(wrote.is_some(), "node 3 took no write after the load");
 }

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::{unexpected, ApiError, ApiResult};
@@ -66,23 +66,33 @@ pub async fn get(
     read_barrier(&state, query.stale).await?;
     let (store, key) = (state.node.store().clone(), id.clone());
     match blocking(move || load_state(&store, &key)).await? {
-        Some(s) => Ok(JsonOut(with_max_attempts(&state, &s)?).into_response()),
+        Some(s) => Ok(JsonOut(with_max_attempts(&state, &s)).into_response()),
         None => Err(ApiError::not_found(format!("no state {id:?}"))),
     }
 }
 
-/// The state's view and, with a callback, `max_attempts`: this node's
+/// A state's view and, with a callback, `max_attempts`: this node's
 /// `--callback-max-attempts`, the attempt at which the callback gives up (so a reader
-/// can tell how many are left without knowing the node's flags).
-fn with_max_attempts(state: &AppState, s: &StateRecord) -> ApiResult<serde_json::Value> {
-    let mut body = serde_json::to_value(view(s))
-        .map_err(|e| ApiError::unavailable("internal", format!("state view: {e}")))?;
-    let has_callback = body.get("callback").is_some_and(|c| !c.is_null());
-    if let (true, Some(fields)) = (has_callback, body.as_object_mut()) {
-        let max = state.config.callbacks.max_attempts;
-        fields.insert("max_attempts".into(), json!(max));
+/// can tell how many are left without knowing the node's flags). Serialized straight
+/// from the view, never through `serde_json::Value`, so `data` comes back as sent.
+#[derive(Serialize)]
+struct StateWithMaxAttempts<'a> {
+    #[serde(flatten)]
+    state: StateView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+}
+
+fn with_max_attempts<'a>(state: &AppState, s: &'a StateRecord) -> StateWithMaxAttempts<'a> {
+    let state_view = view(s);
+    let max_attempts = state_view
+        .callback
+        .is_some()
+        .then_some(state.config.callbacks.max_attempts);
+    StateWithMaxAttempts {
+        state: state_view,
+        max_attempts,
     }
-    Ok(body)
 }
 
 /// `PUT /state/{id}`: create (201) or update under a lease (200).

@@ -26,6 +26,7 @@
 pub mod checker;
 pub mod delay;
 pub mod history;
+pub mod neighbours;
 pub mod nemesis;
 pub mod rig;
 pub mod run;

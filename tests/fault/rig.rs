@@ -193,6 +193,15 @@ struct Procs {
     /// Each node's exits in the last minute (for the back-off).
     recent: BTreeMap<u64, Vec<Instant>>,
     exits: Vec<Exit>,
+    /// The largest resident set each node's processes reached (`VmHWM`, KiB).
+    peak_rss: BTreeMap<u64, u64>,
+}
+
+/// `VmHWM` of process `pid` (KiB): its peak resident set.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// How the supervisor polls, and its back-off.
@@ -205,6 +214,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 struct Launch {
     peers: String,
     snapshot_threshold: u64,
+    /// Open-files limits (soft and hard) of some nodes.
+    nofile: BTreeMap<u64, u64>,
 }
 
 /// Starts node `id`'s process; returns it and how long its log was before.
@@ -241,12 +252,20 @@ fn spawn(id: u64, node: &NodeProc, launch: &Launch) -> (Child, u64) {
         .env("FAKETIME_CACHE_DURATION", "1")
         .stdout(Stdio::from(log.try_clone().expect("log file")))
         .stderr(Stdio::from(log));
-    // SAFETY: prctl is async-signal-safe; it only marks the child to die with the
-    // thread that starts it (a tokio worker or the supervisor, both living as long as
-    // the rig).
+    let nofile = launch.nofile.get(&id).copied();
+    // SAFETY: prctl and setrlimit are async-signal-safe; prctl only marks the child to
+    // die with the thread that starts it (a tokio worker or the supervisor, both living
+    // as long as the rig), setrlimit lowers the child's own limit.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(n) = nofile {
+                let limit = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
             Ok(())
         });
     }
@@ -280,6 +299,10 @@ fn supervise(
         match state {
             Proc::Running { child, log_from } => {
                 let Ok(Some(status)) = child.try_wait() else {
+                    if let Some(kib) = peak_rss_kib(child.id()) {
+                        let peak = p.peak_rss.entry(*id).or_default();
+                        *peak = (*peak).max(kib);
+                    }
                     continue;
                 };
                 let message = last_words(&node.log, *log_from);
@@ -345,6 +368,11 @@ impl Rig {
     /// Builds the network, then starts three nodes under supervision; returns once they
     /// agree on a leader.
     pub async fn start(snapshot_threshold: u64) -> Rig {
+        Rig::start_with(snapshot_threshold, BTreeMap::new()).await
+    }
+
+    /// [`Rig::start`], some nodes with an open-files limit (soft and hard) of their own.
+    pub async fn start_with(snapshot_threshold: u64, nofile: BTreeMap<u64, u64>) -> Rig {
         check_tools();
         sweep_dead_runs();
         let began = Instant::now();
@@ -373,12 +401,14 @@ impl Rig {
         let launch = Launch {
             peers,
             snapshot_threshold,
+            nofile,
         };
         let procs = Arc::new(Mutex::new(Procs {
             procs: nodes.keys().map(|id| (*id, Proc::Stopped)).collect(),
             paused: nodes.keys().map(|id| (*id, false)).collect(),
             recent: BTreeMap::new(),
             exits: Vec::new(),
+            peak_rss: BTreeMap::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let supervisor = {
@@ -422,6 +452,12 @@ impl Rig {
     /// Every exit the supervisor saw so far.
     pub fn exits(&self) -> Vec<Exit> {
         self.procs().exits.clone()
+    }
+
+    /// The largest resident set (KiB) each node's processes reached, as sampled every
+    /// 50 ms by the supervisor.
+    pub fn peak_rss_kib(&self) -> BTreeMap<u64, u64> {
+        self.procs().peak_rss.clone()
     }
 
     /// Whether node `id` was left down because its data is damaged.

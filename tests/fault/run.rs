@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::checker::linear::describe;
 use super::checker::{self, Report};
 use super::history::{Call, Op, Outcome, Recorder};
+use super::neighbours::{Load, Neighbours, Tally};
 use super::nemesis::{Fault, Nemesis, Record};
 use super::rig::{Exit, Rig};
 use super::workload::{self, Client, CHANS};
@@ -31,6 +32,8 @@ pub struct Config {
     pub snapshot_threshold: u64,
     /// Seed of every random choice (clients and nemesis).
     pub seed: u64,
+    /// Load from neighbours held meanwhile, if any (`super::neighbours`).
+    pub neighbours: Option<Neighbours>,
 }
 
 /// What a run found.
@@ -43,16 +46,35 @@ pub struct Finding {
     pub ops: Vec<Op>,
     /// Node processes that exited without the nemesis killing them.
     pub exits: Vec<Exit>,
+    /// What the neighbours' load saw, if there was one.
+    pub load: Option<Tally>,
+    /// The largest resident set (KiB) of each node.
+    pub peak_rss_kib: BTreeMap<u64, u64>,
+    /// p50, p99 and max (ms) of the register calls that succeeded.
+    pub latency_ms: (f64, f64, f64),
 }
 
 /// Runs once and prints a summary; the caller asserts on the report.
 pub async fn run(config: Config) -> Finding {
     let began = Instant::now();
-    let rig = Rig::start(config.snapshot_threshold).await;
+    let nofile = config
+        .neighbours
+        .as_ref()
+        .map(|n| n.nofile.clone())
+        .unwrap_or_default();
+    let rig = Rig::start_with(config.snapshot_threshold, nofile).await;
     let setup = began.elapsed();
     make_channels(&rig).await;
     let rec = Recorder::new();
     let until = Instant::now() + config.duration;
+    let load = config.neighbours.as_ref().map(|n| {
+        let addrs = rig
+            .nodes
+            .iter()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        Load::start(n, &addrs, until)
+    });
     let tasks = spawn_workload(&rig, &rec, &config, until);
     let rng = StdRng::seed_from_u64(config.seed);
     let mut nemesis = Nemesis::new(rig, rng, config.hold_ms, config.skew_secs);
@@ -60,6 +82,10 @@ pub async fn run(config: Config) -> Finding {
     for task in tasks {
         task.await.expect("workload task");
     }
+    let load = match load {
+        Some(load) => Some(load.finish().await),
+        None => None,
+    };
     let workload_done = began.elapsed();
     let rig = nemesis.rig;
     let agreement = settle(&rig, &rec, config.seed).await;
@@ -75,6 +101,22 @@ pub async fn run(config: Config) -> Finding {
     let check_time = check_began.elapsed();
     let exits = rig.exits();
     print_summary(&ops, &faults, &exits, &report);
+    let latency_ms = register_latency(&ops);
+    let peak_rss_kib = rig.peak_rss_kib();
+    eprintln!(
+        "register calls that succeeded: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; peak RSS \
+         of the nodes (MiB): {:?}",
+        latency_ms.0,
+        latency_ms.1,
+        latency_ms.2,
+        peak_rss_kib
+            .iter()
+            .map(|(id, kib)| (*id, kib / 1024))
+            .collect::<BTreeMap<_, _>>()
+    );
+    if let Some(load) = &load {
+        eprintln!("neighbours: {load:?}");
+    }
     eprintln!(
         "timings: setup {:.1}s, workload+nemesis until {:.1}s, heal+drain+agree until {:.1}s, \
          checks {:.1}s, total {:.1}s",
@@ -92,7 +134,31 @@ pub async fn run(config: Config) -> Finding {
         faults,
         ops,
         exits,
+        load,
+        peak_rss_kib,
+        latency_ms,
     }
+}
+
+/// p50, p99 and max (ms) of the creates, reads, updates and deletes that succeeded
+/// (calls that wait by design, polls and channel operations, are left out).
+fn register_latency(ops: &[Op]) -> (f64, f64, f64) {
+    let mut ms: Vec<f64> = ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.call,
+                Call::Create { .. } | Call::Read { .. } | Call::Update { .. } | Call::Delete { .. }
+            ) && op.outcome.ok().is_some()
+        })
+        .map(|op| (op.end - op.start) as f64 / 1000.0)
+        .collect();
+    if ms.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), at(1.0))
 }
 
 /// Starts the clients (see [`workload`]); each stops at `until`.
