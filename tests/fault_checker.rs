@@ -206,6 +206,47 @@ fn a_withdrawn_send_that_arrives_fails() {
 }
 
 #[test]
+fn a_value_put_back_by_a_withdrawn_receive_counts_as_sent_when_it_was_withdrawn() {
+    // v1 went at once (200) to a parked receive that then timed out (408): it was put
+    // back at the head of the channel then, so v2, sent before that, may come first.
+    let mut h = History::default();
+    h.at(0, 10, recv("c"), fail(408, "timeout"))
+        .at(
+            1,
+            2,
+            send("c", "v1", SendMode::Detached),
+            ok(200, json!({})),
+        )
+        .at(
+            3,
+            4,
+            send("c", "v2", SendMode::Detached),
+            ok(202, json!({})),
+        )
+        .at(5, 6, recv("c"), got("v2"))
+        .at(11, 12, recv("c"), got("v1"));
+    assert_valid(&h.check());
+    // A value sent after the withdrawal is behind v1 again: taking it first is a violation.
+    let mut h = History::default();
+    h.at(0, 10, recv("c"), fail(408, "timeout"))
+        .at(
+            1,
+            2,
+            send("c", "v1", SendMode::Detached),
+            ok(200, json!({})),
+        )
+        .at(
+            11,
+            12,
+            send("c", "v2", SendMode::Detached),
+            ok(202, json!({})),
+        )
+        .at(13, 14, recv("c"), got("v2"))
+        .at(15, 16, recv("c"), got("v1"));
+    assert_eq!(violations_about(&h.check(), "FIFO"), 1);
+}
+
+#[test]
 fn fifo_broken_fails() {
     let mut h = History::default();
     h.at(
