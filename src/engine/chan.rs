@@ -19,9 +19,10 @@ use uuid::Uuid;
 use super::codec::decode;
 use super::command::OpOutcome;
 use super::counts::Counter;
-use super::ctx::{get_record, put_record, Ctx};
+use super::ctx::Ctx;
 use super::data::Data;
 use super::keys;
+use super::store::{get_record, put_record};
 use super::store::{Store, StoreError, Table};
 use super::types::{Chan, ChanView, Millis};
 

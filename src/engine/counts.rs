@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ctx::{get_record, put_record};
+use super::store::{get_record, put_record};
 use super::store::{Store, StoreError, Table, Tx};
 use super::types::Status;
 

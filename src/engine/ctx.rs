@@ -16,17 +16,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::codec;
 use super::command::{Effects, TurnedPending};
 use super::counts::{self, Counter};
 use super::history::{self, What};
 use super::keys;
 use super::rng::Rng;
-use super::store::{Store, StoreError, Table, Tx};
+use super::store::{get_record, put_record, Store, StoreError, Table, Tx};
 use super::types::{Case, Chan, Lease, Millis, State, Status};
 
 /// A state as loaded, with the index keys it had in the store.
@@ -341,7 +338,10 @@ fn index_keys(state: &State) -> BTreeSet<(Table, Vec<u8>)> {
     let status = state.status() as u8;
     keys.insert((Table::ByStatus, keys::by_status(status, &state.id)));
     if state.paused {
-        keys.insert((Table::ByStatus, keys::by_status(keys::PAUSED, &state.id)));
+        keys.insert((
+            Table::ByStatus,
+            keys::by_status(super::types::PAUSED, &state.id),
+        ));
     }
     if let Some(lease) = &state.lease {
         keys.insert((Table::Leases, keys::at_state(lease.expires_at, &state.id)));
@@ -374,27 +374,4 @@ fn index_keys(state: &State) -> BTreeSet<(Table, Vec<u8>)> {
         }
     }
     keys
-}
-
-/// Reads and decodes a record.
-pub fn get_record<S: Store + ?Sized, T: DeserializeOwned>(
-    tx: &Tx<'_, S>,
-    table: Table,
-    key: &[u8],
-) -> Result<Option<T>, StoreError> {
-    match tx.get(table, key)? {
-        None => Ok(None),
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
-    }
-}
-
-/// Encodes and stages a record.
-pub fn put_record<S: Store + ?Sized, T: Serialize>(
-    tx: &mut Tx<'_, S>,
-    table: Table,
-    key: Vec<u8>,
-    value: &T,
-) -> Result<(), StoreError> {
-    tx.put(table, key, codec::encode(value)?);
-    Ok(())
 }

@@ -19,9 +19,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::Response;
-use super::ctx::{get_record, put_record, Ctx};
+use super::ctx::Ctx;
 use super::error::Error;
 use super::keys;
+use super::store::{get_record, put_record};
 use super::store::{Store, StoreError, Table};
 use super::types::Millis;
 

@@ -150,10 +150,7 @@ pub fn parse_pending_by_id(key: &[u8]) -> Result<(String, u8, Millis), StoreErro
     ))
 }
 
-/// The by-status tag of paused states (statuses use their own number).
-pub const PAUSED: u8 = u8::MAX;
-
-/// (status tag, state id) in the by-status table: `Status as u8`, or [`PAUSED`].
+/// (status tag, state id) in the by-status table: `Status as u8`, or [`PAUSED`](super::types::PAUSED).
 pub fn by_status(tag: u8, state: &str) -> Vec<u8> {
     let mut key = vec![tag];
     key.extend_from_slice(state.as_bytes());

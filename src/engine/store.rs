@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::path::PathBuf;
 
-use super::codec::CodecError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::codec::{self, CodecError};
 
 /// A table of the state machine. In sled each is its own tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -359,4 +362,27 @@ impl Store for MemStore {
                 .map(|(k, v)| Ok((k.clone(), v.clone()))),
         )
     }
+}
+
+/// Reads and decodes a record.
+pub fn get_record<S: Store + ?Sized, T: DeserializeOwned>(
+    tx: &Tx<'_, S>,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match tx.get(table, key)? {
+        None => Ok(None),
+        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+    }
+}
+
+/// Encodes and stages a record.
+pub fn put_record<S: Store + ?Sized, T: Serialize>(
+    tx: &mut Tx<'_, S>,
+    table: Table,
+    key: Vec<u8>,
+    value: &T,
+) -> Result<(), StoreError> {
+    tx.put(table, key, codec::encode(value)?);
+    Ok(())
 }

@@ -8,10 +8,11 @@
 
 use super::chan::Completion;
 use super::counts::DeleteReason;
-use super::ctx::{get_record, put_record, Ctx};
+use super::ctx::Ctx;
 use super::error::Error;
 use super::history::What;
 use super::keys::{self, Due};
+use super::store::{get_record, put_record};
 use super::store::{Store, StoreError, Table, Tx};
 use super::types::{Case, Millis};
 

@@ -309,7 +309,7 @@ impl Listed {
     pub fn tag(self) -> u8 {
         match self {
             Listed::Status(status) => status as u8,
-            Listed::Paused => super::keys::PAUSED,
+            Listed::Paused => PAUSED,
         }
     }
 }
@@ -521,3 +521,6 @@ pub struct ChanView {
     /// Detached sends that its close discarded (their senders were gone).
     pub discarded: u64,
 }
+
+/// The by-status tag of paused states (statuses use their own number).
+pub const PAUSED: u8 = u8::MAX;
