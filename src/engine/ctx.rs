@@ -220,12 +220,9 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
                 });
             }
             if !events.is_empty() {
-                let stamped = events
-                    .into_iter()
-                    .map(|w| (self.now, self.index, w))
-                    .collect();
-                state.next_event =
-                    history::write(self.tx, &id, state.next_event, stamped, self.history_limit)?;
+                let stamp = (self.now, self.index);
+                let (next, limit) = (state.next_event, self.history_limit);
+                state.next_event = history::write(self.tx, &id, next, stamp, events, limit)?;
             }
             let index = index_keys(&state);
             self.count(Counter::States(state.status()), 1);

@@ -1,7 +1,7 @@
 //! A node's data directory (`--data`): who may use it, which format it is in, and the
 //! engines that keep their files under it.
 //!
-//! # Layout (format 2)
+//! # Layout (format 3)
 //! - `LOCK` — held (`flock`, exclusive) by the one process using the directory. Two
 //!   nodes on one directory would each overwrite what the other acknowledged, so a
 //!   second process is refused at start, naming the directory; the kernel drops the
@@ -10,7 +10,8 @@
 //!   directory without it is either new or from before format 2. A directory of
 //!   format 1 — one sled database under `sled/` holding the Raft log and the state
 //!   machine together — is refused with a message that says so and what to do; so is
-//!   one from a newer version.
+//!   one of format 2 (each history event its own JSON record) and one from a newer
+//!   version.
 //! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`].
 //! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
 //!   commit.
@@ -29,7 +30,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The format this version reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The lock file, held while a process uses the directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -65,6 +66,16 @@ pub enum DataDirError {
         .dir.display()
     )]
     OlderFormat { dir: PathBuf },
+    /// An earlier format with a `FORMAT` file: the layout of some table changed since.
+    #[error(
+        "the data directory {} was written by an earlier version of slct (format {found}, \
+         file {}); this version reads format {FORMAT_VERSION} only and does not migrate \
+         it. Run the earlier version on it, or start this node on an empty directory: for \
+         a whole cluster, start it afresh; for one node of a running cluster, remove it \
+         from the membership and add a node with an empty directory in its place",
+        .dir.display(), .dir.join(FORMAT_FILE).display()
+    )]
+    EarlierFormat { dir: PathBuf, found: u32 },
     /// A format this version does not know, or a `FORMAT` file that is not one.
     #[error(
         "the data directory {} is in format {found:?} (file {}); this version of slct \
@@ -170,13 +181,16 @@ fn check_format(dir: &Path) -> Result<(), DataDirError> {
         Err(source) => return Err(DataDirError::Io { path, source }),
     };
     let text = String::from_utf8_lossy(&found);
-    if text.trim() == FORMAT_VERSION.to_string() {
-        Ok(())
-    } else {
-        Err(DataDirError::OtherFormat {
+    match text.trim().parse::<u32>() {
+        Ok(FORMAT_VERSION) => Ok(()),
+        Ok(found) if found < FORMAT_VERSION => Err(DataDirError::EarlierFormat {
+            dir: dir.to_owned(),
+            found,
+        }),
+        _ => Err(DataDirError::OtherFormat {
             dir: dir.to_owned(),
             found: text.trim().to_owned(),
-        })
+        }),
     }
 }
 
@@ -232,12 +246,22 @@ mod tests {
     #[test]
     fn another_or_missing_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FORMAT_FILE), "3\n").unwrap();
+        let later = (FORMAT_VERSION + 1).to_string();
+        std::fs::write(dir.path().join(FORMAT_FILE), format!("{later}\n")).unwrap();
         let error = DataDir::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "3"),
+            matches!(&error, DataDirError::OtherFormat { found, .. } if *found == later),
             "{error}"
         );
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "2\n").unwrap();
+        let error = DataDir::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(error, DataDirError::EarlierFormat { found: 2, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("does not migrate"), "{error}");
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(SM_DIR)).unwrap();
