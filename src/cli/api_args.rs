@@ -41,12 +41,14 @@ pub struct ApiArgs {
     pub allow_origin: Vec<String>,
     /// How long a client may take to send a request's head once it has begun, e.g.
     /// `10s`; the connection is closed after that.
-    #[arg(long, env = "SLCT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = super::parse_duration)]
+    #[arg(long, env = "SLCT_HEADER_READ_TIMEOUT", default_value = super::duration_flag(crate::server::DEFAULT_HEADER_READ_TIMEOUT),
+          value_parser = super::parse_duration)]
     pub header_read_timeout: Duration,
     /// How long a connection may sit with no request in progress and no bytes either way
     /// before it is closed, e.g. `60s`. A request in progress (a long-poll) is never cut,
     /// but its body must not stall longer than this.
-    #[arg(long, env = "SLCT_IDLE_TIMEOUT", default_value = "60s", value_parser = super::parse_duration)]
+    #[arg(long, env = "SLCT_IDLE_TIMEOUT", default_value = super::duration_flag(crate::server::DEFAULT_IDLE_TIMEOUT),
+          value_parser = super::parse_duration)]
     pub idle_timeout: Duration,
     /// Most client connections a node holds at once; one more is answered 503 and
     /// closed. Default and ceiling: the open-files limit (raised to its hard maximum

@@ -65,10 +65,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLCT_ID_FROM_HOSTNAME", conflicts_with = "id")]
     pub id_from_hostname: bool,
     /// Address to serve the API and Raft on.
-    #[arg(long, env = "SLCT_LISTEN", default_value = "127.0.0.1:7001")]
+    #[arg(long, env = "SLCT_LISTEN", default_value = crate::node::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Data directory.
-    #[arg(long, env = "SLCT_DATA", default_value = "./slct-data")]
+    #[arg(long, env = "SLCT_DATA", default_value = crate::node::DEFAULT_DATA_DIR)]
     pub data: PathBuf,
     /// Every member as `id=host:port`, comma-separated, this node included. Without it,
     /// a single-node cluster.
@@ -85,7 +85,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Directory holding the three nodes' data directories `1`, `2` and `3`.
-    #[arg(long, env = "SLCT_DATA", default_value = "./slct-data")]
+    #[arg(long, env = "SLCT_DATA", default_value = crate::node::DEFAULT_DATA_DIR)]
     pub data: PathBuf,
     #[command(flatten)]
     pub tuning: Tuning,
@@ -107,10 +107,11 @@ pub struct Tuning {
     pub insecure: bool,
     /// How long a write may wait to be committed before it answers 503
     /// `outcome_unknown` (it may or may not have been applied), e.g. `10s`, `500ms`.
-    #[arg(long, env = "SLCT_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SLCT_WRITE_TIMEOUT", default_value = duration_flag(crate::node::DEFAULT_WRITE_TIMEOUT),
+          value_parser = parse_duration)]
     pub write_timeout: Duration,
     /// Log entries since the last snapshot that trigger a new one.
-    #[arg(long, env = "SLCT_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
+    #[arg(long, env = "SLCT_SNAPSHOT_THRESHOLD", default_value_t = crate::node::DEFAULT_SNAPSHOT_THRESHOLD)]
     pub snapshot_threshold: u64,
     /// One log entry per write instead of packing concurrent writes (for measuring).
     #[arg(long, env = "SLCT_NO_GROUP_COMMIT")]
@@ -120,7 +121,9 @@ pub struct Tuning {
     pub history_limit: u32,
     /// How often the state machine is flushed to disk while writes are applied, e.g.
     /// `100ms`. Longer: fewer syncs; after a crash the node replays more of its log.
-    #[arg(long, env = "SLCT_CHECKPOINT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "SLCT_CHECKPOINT_INTERVAL",
+          default_value = duration_flag(crate::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL),
+          value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
 }
 
@@ -343,6 +346,16 @@ fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     Ok(peers)
 }
 
+/// `duration` as a flag's text (`10s`, `100ms`): how a default kept as a [`Duration`]
+/// constant beside what it configures shows in `--help`, and is parsed back.
+fn duration_flag(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
 /// Parses a duration with its unit: `500ms`, `10s`, `2m`. A bare number is refused,
 /// so that nobody has to guess whether it means seconds or milliseconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -408,6 +421,29 @@ mod tests {
         for bad in ["10", "s", "0s", "1h", "-1s", "1.5s", ""] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn serve_without_flags_is_the_default_node() {
+        let Command::Serve(args) = Cli::try_parse_from(["slct", "serve"]).unwrap().command else {
+            panic!("serve");
+        };
+        let default = NodeConfig::default();
+        assert_eq!(args.id, default.id);
+        assert_eq!(args.listen, default.listen);
+        assert_eq!(args.data, default.data_dir);
+        assert_eq!(args.peers.unwrap_or_default(), default.peers);
+        assert_eq!(args.tuning.cluster_secret, default.cluster_secret);
+        assert_eq!(args.tuning.snapshot_threshold, default.snapshot_threshold);
+        assert_eq!(!args.tuning.no_group_commit, default.group_commit);
+        assert_eq!(args.tuning.history_limit, default.history_limit);
+        assert_eq!(args.tuning.checkpoint_interval, default.checkpoint_interval);
+        assert_eq!(args.tuning.write_timeout, default.write_timeout);
+        let limits = crate::server::Limits::default();
+        assert_eq!(args.api.header_read_timeout, limits.header_read_timeout);
+        assert_eq!(args.api.idle_timeout, limits.idle_timeout);
+        assert_eq!(duration_flag(Duration::from_millis(100)), "100ms");
+        assert_eq!(duration_flag(Duration::from_secs(60)), "60s");
     }
 
     #[test]

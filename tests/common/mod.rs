@@ -73,12 +73,7 @@ impl Cluster {
                 listen: addr.parse().unwrap(),
                 data_dir: dir.path().to_path_buf(),
                 peers: peers.clone(),
-                cluster_secret: None,
-                snapshot_threshold: 10_000,
-                group_commit: true,
-                history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
-                checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
-                write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
+                ..NodeConfig::default()
             };
             tune(&mut config);
             config
