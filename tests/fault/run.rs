@@ -403,8 +403,8 @@ fn print_summary(ops: &[Op], faults: &[Record], exits: &[Exit], report: &Report)
     }
     let restarted = exits.iter().filter(|e| e.restart_after.is_some()).count();
     eprintln!(
-        "supervisor: {} exits the nemesis did not cause, {restarted} restarted, {} left down \
-         (damaged data):",
+        "supervisor: {} exits not by kill -9 (on their own, or on a disk fault), {restarted} \
+         restarted, {} left down (damaged data):",
         exits.len(),
         exits.len() - restarted
     );
