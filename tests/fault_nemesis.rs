@@ -1,6 +1,7 @@
 //! Nemesis runs against three `slct serve` processes in network namespaces: the short
 //! run on every `cargo test`, focused runs of one kind of fault (a crash while
-//! installing a snapshot, disk errors), and the soak (`#[ignore]`, README "Fault tests").
+//! installing a snapshot, disk errors), and the soak (`#[ignore]`, docs/testing.md
+//! "Fault tests").
 //!
 //! Both print the history's size, the faults with their evidence, and every check with
 //! what it covered; they fail on any violation.
@@ -318,8 +319,8 @@ where
 /// Load a neighbour can cause, under the short run's faults: 5,000 idle keep-alive
 /// connections to node 1 and 2,000 long-polls parked across the cluster. The checks
 /// must pass, node 1 must hold nearly all the idle connections, and no node may use more
-/// than 1 GiB. Prints the p99 of the register calls and each node's peak RSS (README
-/// "Fault tests").
+/// than 1 GiB. Prints the p99 of the register calls and each node's peak RSS
+/// (docs/testing.md, "Fault tests").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "about 70 s and 7,000 sockets: cargo test --features system-tests --test fault_nemesis neighbour -- --ignored --nocapture"]
 async fn neighbour_load_under_faults() {
