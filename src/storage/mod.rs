@@ -39,7 +39,7 @@ pub const FORMAT_FILE: &str = "FORMAT";
 pub const SM_DIR: &str = "sm";
 /// The Raft log's write-ahead log.
 pub const WAL_DIR: &str = "wal";
-/// Snapshots.
+/// The Raft snapshots, one file each, built from the state machine.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 /// Format 1's sled database (Raft log and state machine in one).
 const FORMAT_1_DIR: &str = "sled";
