@@ -51,15 +51,13 @@ impl Nodes {
                 peers: members,
                 cluster_secret: Some("s3cret".to_owned()),
                 snapshot_threshold: 1000,
-                group_commit: true,
-                history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
-                checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
-                write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
+                ..NodeConfig::default()
             };
             let node = Node::start(config).await.expect("start node");
             tokio::spawn(slct::server::serve(
                 node.clone(),
                 slct::api::ApiConfig::default(),
+                slct::server::Limits::default(),
                 listener,
                 std::future::pending(),
             ));
@@ -102,7 +100,7 @@ fn create(id: &str, selects: Vec<Select>) -> Op {
 
 fn local_state(node: &Node, id: &str) -> Option<State> {
     let bytes = node.store().get(Table::States, id.as_bytes()).ok()??;
-    slct::engine::codec::decode(&bytes).ok()
+    slct::codec::decode(&bytes).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,15 +389,13 @@ async fn a_peer_that_answers_errors_gets_backoff_not_a_flood() {
             peers: peers.clone(),
             cluster_secret: Some("s3cret".to_owned()),
             snapshot_threshold: 1000,
-            group_commit: true,
-            history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
-            checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
-            write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
+            ..NodeConfig::default()
         };
         let node = Node::start(config).await.expect("start node");
         tokio::spawn(slct::server::serve(
             node.clone(),
             slct::api::ApiConfig::default(),
+            slct::server::Limits::default(),
             listener,
             std::future::pending(),
         ));

@@ -22,10 +22,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::codec::decode;
 use super::keys;
 use super::store::{put_record, Store, StoreError, Table, Tx};
 use super::types::Millis;
+use crate::codec::decode;
 
 /// The number of a state's first event.
 pub const FIRST: u64 = 1;
