@@ -57,6 +57,7 @@ impl Nodes {
             tokio::spawn(slct::server::serve(
                 node.clone(),
                 slct::api::ApiConfig::default(),
+                slct::server::Limits::default(),
                 listener,
                 std::future::pending(),
             ));
@@ -394,6 +395,7 @@ async fn a_peer_that_answers_errors_gets_backoff_not_a_flood() {
         tokio::spawn(slct::server::serve(
             node.clone(),
             slct::api::ApiConfig::default(),
+            slct::server::Limits::default(),
             listener,
             std::future::pending(),
         ));

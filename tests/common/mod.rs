@@ -85,18 +85,18 @@ impl Cluster {
             .collect();
         let mut stops = Vec::new();
         for (node, listener) in nodes.iter().zip(listeners) {
-            let app = node
-                .raft_router()
-                .merge(slct::api::router_with(node.clone(), api.clone()));
             let (stop, mut stopped) = watch::channel(false);
             stops.push(stop);
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
-                    .await
-            });
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            tokio::spawn(slct::server::serve(
+                node.clone(),
+                api.clone(),
+                slct::server::Limits::default(),
+                listener,
+                shutdown,
+            ));
         }
         let cluster = Cluster {
             urls: peers.values().map(|a| format!("http://{a}")).collect(),
