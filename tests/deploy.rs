@@ -9,19 +9,19 @@
 //!   parser; the peers must name every node by the host name the platform gives it,
 //!   on the port it listens on.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use serde_yaml::Value;
 use slct::api::ApiConfig;
 use slct::cli::{id_from_hostname, Cli, Command, ServeArgs};
+use support::{eventually, Cluster};
 
 #[tokio::test]
 async fn peers_may_be_host_names() {

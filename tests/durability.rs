@@ -8,14 +8,14 @@
 //! of them and is rewritten whole now and then: a dozen 300 KiB values in a row make
 //! leaves above the blob threshold.
 
-mod cluster_harness;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cluster_harness::Cluster;
 use serde_json::json;
+use support::Cluster;
 
 /// Attaches `strace` to every thread of process `pid`, logging `fsync`, `fdatasync`
 /// and `sync_file_range` with the path of each descriptor to `out`; returns once
@@ -64,10 +64,10 @@ fn stop_tracing(mut strace: std::process::Child) {
 /// how many.
 #[tokio::test]
 async fn each_write_is_in_a_synced_log_segment_before_it_is_acknowledged() {
-    let cluster = Cluster::start(3, &["--checkpoint-interval", "60m"]);
-    let leader = cluster.leader().await;
+    let cluster = Cluster::binary(3, &["--checkpoint-interval", "60m"]);
+    let leader = cluster.await_leader().await;
     cluster.create("warm-up", json!("x")).await;
-    let data = cluster.nodes[&leader].data.clone();
+    let data = cluster.data(leader).to_path_buf();
     let trace = data.with_extension("strace");
     let strace = trace_syncs(cluster.pid(leader), &trace);
     const WRITES: usize = 20;
@@ -114,9 +114,9 @@ async fn each_write_is_in_a_synced_log_segment_before_it_is_acknowledged() {
             sync is sometimes not seen within 30 s (cause not yet found); run it with \
             cargo test --features system-tests --test durability large_values -- --ignored"]
 async fn large_values_are_in_blobs_that_the_next_checkpoint_syncs() {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.leader().await;
-    let data = cluster.nodes[&leader].data.clone();
+    let cluster = Cluster::binary(3, &[]);
+    let leader = cluster.await_leader().await;
+    let data = cluster.data(leader).to_path_buf();
     let trace = data.with_extension("strace");
     let strace = trace_syncs(cluster.pid(leader), &trace);
 
@@ -131,9 +131,9 @@ async fn large_values_are_in_blobs_that_the_next_checkpoint_syncs() {
     let blobs = blobs.to_str().unwrap();
     // A checkpoint follows within --checkpoint-interval (100 ms); strace writes as it goes.
     let dir_synced = format!("<{blobs}>)");
-    cluster_harness::eventually(
-        "a checkpoint syncs the blobs directory",
+    support::eventually(
         Duration::from_secs(30),
+        "a checkpoint syncs the blobs directory",
         || {
             let synced = std::fs::read_to_string(&trace)
                 .unwrap_or_default()
@@ -183,8 +183,8 @@ async fn large_values_are_in_blobs_that_the_next_checkpoint_syncs() {
 /// would "succeed" over pages the kernel may have dropped.
 #[tokio::test]
 async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
-    let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.leader().await;
+    let mut cluster = Cluster::binary(3, &[]);
+    let leader = cluster.await_leader().await;
     cluster.create("before", json!("ok")).await;
 
     let mut strace = Command::new("strace")
@@ -230,7 +230,7 @@ async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
     let refusal = log.lines().rev().find(|l| l.starts_with("slct:"));
     println!("node {leader}: {status}, {}", refusal.unwrap_or_default());
 
-    let new_leader = cluster.leader().await;
+    let new_leader = cluster.await_leader().await;
     assert_ne!(new_leader, leader);
     cluster.create("after", json!("ok")).await;
     cluster.spawn(leader);
