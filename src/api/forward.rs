@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use super::error::{ApiError, NotLeader};
 use super::extract::too_large;
-use super::metrics::{self, WAITED_HEADER};
+use super::wait::{self, WAITED_HEADER};
 use super::AppState;
 
 /// Set on a request one node forwards to another.
@@ -284,7 +284,7 @@ async fn relay(
         .remove(WAITED_HEADER)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
-        metrics::add_wait(Duration::from_millis(ms));
+        wait::add_wait(Duration::from_millis(ms));
     }
     (answer.status, headers, body).into_response()
 }

@@ -11,6 +11,7 @@ use crate::callbacks::{
     CallbackConfig, DEFAULT_CONCURRENCY, DEFAULT_DEFER_MS, DEFAULT_MAX_ATTEMPTS,
 };
 use crate::engine::wire::MAX_RETAIN_MS;
+use crate::server::Limits;
 
 /// API flags.
 #[derive(Clone, Debug, Args)]
@@ -143,6 +144,19 @@ fn parse_retention(text: &str) -> Result<u64, String> {
 }
 
 impl ApiArgs {
+    /// The connection limits these flags ask for (`--max-connections` is fitted to the
+    /// open-files limit at start).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self
+                .max_connections
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(usize::MAX),
+        }
+    }
+
     /// The API settings these flags ask for.
     pub fn config(&self) -> ApiConfig {
         ApiConfig {
@@ -153,14 +167,6 @@ impl ApiArgs {
             metrics_public: self.metrics_public,
             allow_hosts: self.allow_host.clone(),
             allow_origins: self.allow_origin.clone(),
-            connections: crate::server::Limits {
-                header_read_timeout: self.header_read_timeout,
-                idle_timeout: self.idle_timeout,
-                max_connections: self
-                    .max_connections
-                    .and_then(|n| usize::try_from(n).ok())
-                    .unwrap_or(usize::MAX),
-            },
             callbacks: CallbackConfig {
                 secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 allow: self.callback_allow.clone(),

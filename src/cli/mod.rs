@@ -17,9 +17,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::ApiConfig;
 use crate::node::{Node, NodeConfig, NodeId};
 use crate::raft::auth::{check_exposure, ClusterKey};
+use crate::server::Limits;
+use api_args::ApiArgs;
 
 pub mod api_args;
 pub mod client;
@@ -158,9 +159,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 args.tuning.insecure,
             )?;
             crate::callbacks::allow::check_exposure(&config.listen, &args.api.callback_allow)?;
-            run_nodes(vec![config], args.api.config()).await
+            run_nodes(vec![config], &args.api).await
         }
-        Command::Dev(args) => run_nodes(dev_configs(&args), args.api.config()).await,
+        Command::Dev(args) => run_nodes(dev_configs(&args), &args.api).await,
         Command::State(args) => client::state(args).await,
         Command::Poll(args) => client::poll(args).await,
         Command::Chan(args) => client::chan(args).await,
@@ -190,9 +191,9 @@ fn dev_configs(args: &DevArgs) -> Vec<NodeConfig> {
         .collect()
 }
 
-/// Raises the open-files limit to its hard maximum and caps `api`'s connections per
-/// node below it (see [`crate::server`]), saying so on stderr.
-fn fit_connections(api: &mut ApiConfig, nodes: usize) {
+/// Raises the open-files limit to its hard maximum and caps the connections per node
+/// below it (see [`crate::server`]), saying so on stderr.
+fn fit_connections(limits: &mut Limits, nodes: usize) {
     let open_files = match crate::server::raise_open_files_limit() {
         Ok((before, now)) if before != now => {
             eprintln!("slct: raised the open-files limit from {before} to {now}");
@@ -207,23 +208,25 @@ fn fit_connections(api: &mut ApiConfig, nodes: usize) {
         }
     };
     let within = crate::server::connections_within(open_files, nodes);
-    let asked = api.connections.max_connections;
+    let asked = limits.max_connections;
     if asked != usize::MAX && asked > within {
         eprintln!(
             "slct: --max-connections {asked} does not fit the open-files limit {open_files}; \
              using {within}"
         );
     }
-    api.connections.max_connections = asked.min(within);
+    limits.max_connections = asked.min(within);
     eprintln!(
         "slct: open-files limit {open_files}; at most {} client connections per node",
-        api.connections.max_connections
+        limits.max_connections
     );
 }
 
 /// Binds, starts and serves every node until Ctrl-C or SIGTERM, then stops them all.
-async fn run_nodes(configs: Vec<NodeConfig>, mut api: ApiConfig) -> Result<(), String> {
-    fit_connections(&mut api, configs.len());
+async fn run_nodes(configs: Vec<NodeConfig>, args: &ApiArgs) -> Result<(), String> {
+    let api = args.config();
+    let mut limits = args.limits();
+    fit_connections(&mut limits, configs.len());
     let mut listeners = Vec::new();
     for config in &configs {
         let listener = TcpListener::bind(config.listen)
@@ -253,6 +256,7 @@ async fn run_nodes(configs: Vec<NodeConfig>, mut api: ApiConfig) -> Result<(), S
         servers.push(tokio::spawn(crate::server::serve(
             node.clone(),
             api.clone(),
+            limits,
             listener,
             signal,
         )));

@@ -246,7 +246,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             // Delivered as often as allowed and never updated: the dead letter
             // (design.md §3.2), instead of redelivery for ever.
             state.failed = true;
-            state.last_error = Some(super::states::MAX_DELIVERIES_REACHED.to_owned());
+            state.last_error = Some(MAX_DELIVERIES_REACHED.to_owned());
             if history {
                 events.push(What::Failed);
             }
@@ -347,6 +347,9 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         }
     }
 }
+
+/// `last_error` of a state that was delivered `max_deliveries` times without an update.
+pub const MAX_DELIVERIES_REACHED: &str = "max deliveries reached";
 
 /// How long a callback attempt's lease outlasts the callback's timeout: time to apply
 /// the answer (or to extend the lease on a deferral).

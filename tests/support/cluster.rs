@@ -1,5 +1,5 @@
 //! A real cluster on 127.0.0.1 ephemeral ports: nodes started in this process (the
-//! library's `Node`, its whole router served by `axum::serve`), or `slct serve` processes of the
+//! library's `Node`, served by `slct::server::serve` as the binary serves it), or `slct serve` processes of the
 //! built binary for tests that `kill -9`, pause or restart a node.
 //!
 //! Either way node id `i + 1` answers at `urls[i]`, so the HTTP helpers ([`Cluster::call`]
@@ -99,7 +99,8 @@ impl Builder {
         self
     }
 
-    /// Starts the nodes in this process, each served on its own socket, and returns once every member knows the leader and is ready. The
+    /// Starts the nodes in this process, each served by `slct::server::serve` on its own
+    /// socket, and returns once every member knows the leader and is ready. The
     /// open-files limit is raised to its hard maximum first, as `slct serve` does: the
     /// nodes and the test's own connections share this process's descriptors.
     pub async fn start(self) -> Cluster {
@@ -143,14 +144,15 @@ impl Builder {
         for (node, listener) in nodes.iter().zip(listeners) {
             let (stop, mut stopped) = watch::channel(false);
             stops.push(stop);
-            let app = slct::server::app(node.clone(), self.api.clone());
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
-                    .await
-            });
+            tokio::spawn(slct::server::serve(
+                node.clone(),
+                self.api.clone(),
+                slct::server::Limits::default(),
+                listener,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ));
         }
         let cluster = Cluster {
             urls: urls(peers.values().take(nodes.len())),
