@@ -68,7 +68,7 @@ use sled::Transactional;
 
 use super::marker::{self, FlushMarker};
 use super::seal;
-use crate::engine::store::{Scan, Store, StoreError, Table, WriteSet};
+use crate::engine::{Scan, Store, StoreError, Table, WriteSet};
 use point_in_time::Capture;
 
 /// sled's page cache: what a node keeps of the state machine in memory.
