@@ -100,11 +100,8 @@ impl Builder {
     }
 
     /// Starts the nodes in this process, each served by `slct::server::serve` on its own
-    /// socket, and returns once every member knows the leader and is ready. The
-    /// open-files limit is raised to its hard maximum first, as `slct serve` does: the
-    /// nodes and the test's own connections share this process's descriptors.
+    /// socket, and returns once every member knows the leader and is ready.
     pub async fn start(self) -> Cluster {
-        slct::server::raise_open_files_limit().expect("raise the open-files limit");
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut listeners = Vec::new();
         let mut peers = BTreeMap::new();
@@ -282,8 +279,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A cluster to start: three members, default API settings, no secret.
+    /// A cluster to start: three members, default API settings, no secret. Raises this
+    /// process's open-files limit to its hard maximum, as `slct serve` does: nodes in
+    /// this process and the test's own connections share its descriptors, and a user's
+    /// default soft limit (1,024) is below what some tests open.
     pub fn build() -> Builder {
+        slct::server::raise_open_files_limit().expect("raise the open-files limit");
         Builder {
             voters: 3,
             joining: 0,
