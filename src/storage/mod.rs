@@ -11,7 +11,8 @@
 //!   format 1 — one sled database under `sled/` holding the Raft log and the state
 //!   machine together — is refused with a message that says so and what to do; so is
 //!   one from a newer version.
-//! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`].
+//! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`]
+//!   and large values in files of their own (`sm/values/`).
 //! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
 //!   commit.
 //! - `snapshots/` — the snapshot served to lagging nodes and the one being installed.

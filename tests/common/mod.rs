@@ -75,6 +75,7 @@ impl Cluster {
                 peers: peers.clone(),
                 cluster_secret: None,
                 snapshot_threshold: 10_000,
+                snapshot_log_bytes: slct::node::DEFAULT_SNAPSHOT_LOG_BYTES,
                 group_commit: true,
                 history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
                 checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
