@@ -2,7 +2,7 @@
 # The resumption benchmark (examples/resume_bench.rs) against a fresh cluster of three
 # `slct serve` processes that this script starts on 127.0.0.1:BASE+1..3 (not 7001-7003,
 # so a running `slct dev` is left alone), data in a temp dir, removed on exit.
-# Prints three rows (README, Performance): callback ping-pong rounds/s,
+# Prints three rows (docs/performance.md, "Resumption"): callback ping-pong rounds/s,
 # long-poll wake p50/p99 (send via a follower, poller on the leader), and resumes/s of
 # 64 processes looping with the resume latency's p50/p99; each with the machine's load
 # and the servers' CPU per round, wake or resume.

@@ -14,20 +14,8 @@ which=${1:-all}
 cargo build --locked --features system-tests --bin slct
 export SLCT_BIN="$PWD/target/debug/slct"
 
-# need_debian PACKAGE...: installs the Debian packages that are not installed.
-need_debian() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
-      missing+=("$pkg")
-  done
-  if ((${#missing[@]})); then
-    echo "scripts/test-clients.sh: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-}
+# need_debian: installs Debian packages that are missing.
+source scripts/lib.sh
 
 if [ "$which" = all ] || [ "$which" = python ]; then
   # Installed the way a user installs it, into a virtual environment under target/.

@@ -11,12 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# need COMMAND PACKAGE: installs the Debian package that provides COMMAND if it is missing.
-need() {
-  command -v "$1" >/dev/null && return
-  echo "scripts/test.sh: installing $2 for $1"
-  apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
-}
+# need, need_debian: install Debian packages that are missing.
+source scripts/lib.sh
 
 # tests/durability.rs traces a node's sync calls with strace.
 need strace strace
@@ -24,19 +20,6 @@ need strace strace
 # The fault rig (tests/fault/): network namespaces and veth (iproute2), firewall rules
 # (nftables), packet delay through a netfilter queue (iptables), rate limits (tc, in
 # iproute2) and per-process clock skew (libfaketime).
-need_debian() {
-    local missing=()
-    for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
-            missing+=("$pkg")
-    done
-    if ((${#missing[@]})); then
-        echo "scripts/test.sh: installing ${missing[*]}" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
-}
 need_debian iproute2 nftables iptables faketime
 # tests/console.rs: the web console in headless Chromium, driven through chromedriver.
 need_debian chromium chromium-driver

@@ -37,6 +37,12 @@ use tokio::sync::OnceCell;
 /// The longest a resolved name (or the absence of one) is reused.
 pub const MAX_CACHE: Duration = Duration::from_secs(1);
 
+/// How long a client of slct nodes keeps an idle pooled connection: half the server's
+/// default `--idle-timeout` (60 s, design.md §3.5), so the client drops a connection
+/// before the server may close it and a request is never written onto a connection
+/// the server is closing. reqwest's own default (90 s) is above it.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client builder whose host names are resolved as this module describes; use it
 /// instead of `reqwest::Client::builder()`.
 pub fn builder() -> reqwest::ClientBuilder {

@@ -12,8 +12,13 @@
 //! - [`node`]: a running replica — the seam between Raft and the HTTP API.
 //! - [`api`]: the HTTP API of design.md §3 (routes, extractors, errors, forwarding), and
 //!   the web console at `/` ([`api::console`]).
-//! - [`callbacks`]: resuming pending states by POSTing them to their callback URLs.
-//! - [`server`]: one node's HTTP server (API and Raft routes on one port).
+//! - [`callbacks`]: resuming pending states by POSTing them to their callback URLs, a
+//!   service of the node started beside its server.
+//! - [`server`]: one node's HTTP server (API and Raft routes on one port) and its
+//!   callback dispatcher.
+//! - [`metrics`]: the node's Prometheus series, recorded by the API and the callbacks.
+//! - [`json`]: parsing JSON from strangers (request bodies, callback answers) within
+//!   limits; [`clock`]: the wall clock.
 //! - [`cli`]: the `slct` command line.
 //! - [`client`]: a typed Rust client of the HTTP API and a [`client::Worker`] that
 //!   long-polls states; beside `cli` in the layering, it speaks only the wire format.
@@ -24,8 +29,11 @@ pub mod api;
 pub mod callbacks;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod engine;
 pub mod http_client;
+pub mod json;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod server;

@@ -1,4 +1,5 @@
-//! One node's HTTP server: the client API and the `/raft/*` routes on one port.
+//! One node's HTTP server: the client API and the `/raft/*` routes on one port, and the
+//! node's callback dispatcher beside them.
 //!
 //! Raft traffic shares the port with clients (docs/design.md §3.5), so a node needs one
 //! address and one firewall rule. The two routers keep their own layers (body limits,
@@ -40,6 +41,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::api::ApiConfig;
+use crate::metrics::Metrics;
 use crate::node::Node;
 
 /// Default `--header-read-timeout`.
@@ -99,21 +101,27 @@ pub fn connections_within(open_files: u64, nodes: usize) -> usize {
     usize::try_from(per_node).unwrap_or(usize::MAX).max(1)
 }
 
-/// The node's whole router: API and Raft routes.
-pub fn app(node: Node, api: ApiConfig) -> Router {
-    node.raft_router().merge(crate::api::router_with(node, api))
-}
-
-/// Serves `node` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish. Does not stop the node: the caller does, after this returns.
+/// Serves `node` on `listener` within `limits` until `shutdown` completes, then lets
+/// in-flight requests finish; the node's callback dispatcher runs meanwhile, recording
+/// into the same metrics as the API. Does not stop the node: the caller does, after
+/// this returns.
 pub async fn serve(
     node: Node,
     api: ApiConfig,
+    limits: Limits,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let limits = api.connections;
-    let app = app(node, api);
+    let metrics = Arc::new(Metrics::new());
+    let _dispatcher = crate::callbacks::start(
+        node.clone(),
+        api.callbacks.clone(),
+        api.max_body,
+        metrics.clone(),
+    );
+    let app = node
+        .raft_router()
+        .merge(crate::api::router_with(node, api, metrics));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (closing, closed) = watch::channel(false);
     let mut connections = JoinSet::new();

@@ -121,7 +121,7 @@ async fn flaky(State(seen): State<Seen>, headers: HeaderMap, body: String) -> (A
         .get("slct-timestamp")
         .and_then(|t| t.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|at| {
-            let fresh = at.abs_diff(slct::api::now_ms()) < 60_000;
+            let fresh = at.abs_diff(slct::clock::now_ms()) < 60_000;
             let expected = signature(SECRET, at, body.as_bytes());
             fresh
                 && headers.get("slct-signature").map(|v| v.as_bytes()) == Some(expected.as_bytes())
@@ -234,7 +234,7 @@ async fn callbacks_retry_give_up_rearm_and_defer() {
     eventually(
         Duration::from_secs(10),
         "the attempt's lease to pass",
-        || async { slct::api::now_ms() > attempt_expiry + 200 },
+        || async { slct::clock::now_ms() > attempt_expiry + 200 },
     )
     .await;
     let later = c.call(0, Method::GET, "/state/later", None).await.body;

@@ -7,7 +7,8 @@
 //!   this is all that checks it) and `deploy/docker-compose.yml`. Each node's
 //!   environment is read as `slct serve` reads it, through the real command line
 //!   parser; the peers must name every node by the host name the platform gives it,
-//!   on the port it listens on.
+//!   on the port it listens on; the compose file publishes its ports clear of
+//!   `slct dev`'s, so that both run on one machine.
 
 mod common;
 
@@ -101,6 +102,19 @@ fn serve_args(args: &[&str], env: &BTreeMap<String, String>) -> ServeArgs {
 
 fn port_of(addr: &str) -> u16 {
     addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// The ports `slct dev` listens on (127.0.0.1:7001–7003): the compose file publishes
+/// elsewhere by default, so that both can run on one machine.
+const SLCT_DEV_PORTS: [u16; 3] = [7001, 7002, 7003];
+
+/// The host port a compose `ports` entry publishes when its variable is unset:
+/// `127.0.0.1:${SLCT_PORT_1-7101}:7001` publishes 7101.
+fn default_host_port(entry: &str) -> u16 {
+    let (_, variable) = entry.split_once("${").expect("a port variable");
+    let (_, default) = variable.split_once('-').expect("a default");
+    let (default, _) = default.split_once('}').expect("a closing brace");
+    default.parse().expect("a port number")
 }
 
 #[test]
@@ -259,6 +273,13 @@ fn the_compose_nodes_name_each_other_by_service() {
                 .is_some_and(|p| p.starts_with("127.0.0.1:") && port_of(p) == port)),
             "{name} publishes its port on 127.0.0.1 only: {ports:?}"
         );
+        for port in ports.iter().filter_map(|p| p.as_str()) {
+            let host_port = default_host_port(port);
+            assert!(
+                !SLCT_DEV_PORTS.contains(&host_port),
+                "{name} publishes {host_port} by default, which `slct dev` takes: {port}"
+            );
+        }
         let volumes = at(service, &["volumes"]).as_sequence().unwrap();
         let data = format!(":{}", serve.data.display());
         assert!(

@@ -31,12 +31,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 use serde_json::json;
-use slct::engine::chan::{Discarded, DiscardedSend, Waiter};
+use slct::engine::chan::Waiter;
 use slct::engine::history::{self, Event, What};
 use slct::engine::poll::candidates;
 use slct::engine::types::{Callback, Case, Select, State, Status};
 use slct::engine::{codec, Applied, Data, CALLBACK_LEASE_MARGIN_MS};
 use slct::engine::{keys, Error, Op, RecvMode, Response, SendMode, Store, Table};
+use slct::engine::{Discarded, DiscardedSend};
 use support::world::*;
 use uuid::Uuid;
 

@@ -1,5 +1,6 @@
 //! The history checker on hand-made histories: each anomaly it exists to find — a lost
-//! value, a duplicate, an invented value, a refused send that got through, broken FIFO,
+//! value, a duplicate (also of a send retried under an `Idempotency-Key`), keyed answers
+//! that disagree, an invented value, a refused send that got through, broken FIFO,
 //! a stale read, overlapping leases, an early timer, log time going back — must fail
 //! it, and the honest version of each history must pass. Each rule by which the
 //! linearizability search prunes calls of unknown outcome gets a history showing a
@@ -51,6 +52,17 @@ fn send(chan: &str, value: &str, mode: SendMode) -> Call {
         chan: chan.into(),
         value: json!(value),
         mode,
+        key: None,
+    }
+}
+
+/// A detached send of `value` under `Idempotency-Key: key-{value}`.
+fn keyed_send(chan: &str, value: &str) -> Call {
+    Call::Send {
+        chan: chan.into(),
+        value: json!(value),
+        mode: SendMode::Detached,
+        key: Some(format!("key-{value}")),
     }
 }
 
@@ -183,6 +195,88 @@ fn a_duplicate_across_a_state_and_http_fails() {
     .at(2, 3, recv("c"), got("v1"))
     .at(4, 5, Call::Read { id: "a-r0".into() }, ok(200, state));
     assert_eq!(violations_about(&h.check(), "received 2 times"), 1);
+}
+
+#[test]
+fn a_keyed_send_retried_and_received_once_passes_and_is_counted() {
+    let mut h = History::default();
+    h.at(
+        0,
+        3,
+        keyed_send("c", "v1"),
+        Outcome::Unknown("timeout".into()),
+    )
+    .at(4, 5, keyed_send("c", "v1"), fail(0, "unreachable"))
+    .at(6, 7, keyed_send("c", "v1"), ok(200, json!({})))
+    .at(8, 9, recv("c"), got("v1"));
+    let report = h.check();
+    assert_valid(&report);
+    let line = report
+        .checked
+        .iter()
+        .find(|l| l.starts_with("keyed sends"))
+        .expect("the keyed sends' line");
+    assert!(
+        line.contains("1 values sent under an Idempotency-Key, 1 of them sent again")
+            && line.contains("(2 retries; in the end 1 acknowledged")
+            && line.contains("1 acknowledged keyed values received exactly once, 0 more"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_keyed_send_retried_and_received_twice_fails() {
+    let mut h = History::default();
+    h.at(
+        0,
+        3,
+        keyed_send("c", "v1"),
+        Outcome::Unknown("timeout".into()),
+    )
+    .at(4, 5, keyed_send("c", "v1"), ok(200, json!({})))
+    .at(6, 7, recv("c"), got("v1"))
+    .at(8, 9, recv("c"), got("v1"));
+    let report = h.check();
+    let needle = "v1 (sent under Idempotency-Key key-v1, 2 attempts) was received 2 times";
+    assert_eq!(violations_about(&report, needle), 1, "{report}");
+}
+
+#[test]
+fn a_keyed_send_whose_retry_was_refused_must_not_arrive() {
+    // The retry's refusal is the reply of the key's one application: the first attempt,
+    // of unknown outcome, did not send the value either.
+    let mut h = History::default();
+    h.at(
+        0,
+        3,
+        keyed_send("c", "v1"),
+        Outcome::Unknown("timeout".into()),
+    )
+    .at(4, 5, keyed_send("c", "v1"), fail(409, "would_block"))
+    .at(6, 7, recv("c"), got("v1"));
+    let report = h.check();
+    assert_eq!(
+        violations_about(&report, "its send was refused"),
+        1,
+        "{report}"
+    );
+}
+
+#[test]
+fn answers_under_one_key_that_disagree_fail() {
+    let mut h = History::default();
+    h.at(0, 1, keyed_send("c", "v1"), ok(202, json!({})))
+        .at(2, 3, keyed_send("c", "v1"), ok(200, json!({})))
+        .at(4, 5, keyed_send("c", "v2"), ok(200, json!({})))
+        .at(6, 7, keyed_send("c", "v2"), fail(409, "would_block"))
+        .at(8, 9, recv("c"), got("v1"))
+        .at(10, 11, recv("c"), got("v2"));
+    let report = h.check();
+    assert_eq!(
+        violations_about(&report, "answers under Idempotency-Key"),
+        2,
+        "{report}"
+    );
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Nemesis runs against three `slct serve` processes in network namespaces: the short
-//! run on every `cargo test`, and the soak (`#[ignore]`, README "Fault tests").
+//! run on every `cargo test`, focused runs of one kind of fault (a crash while
+//! installing a snapshot, disk errors), and the soak (`#[ignore]`, docs/testing.md
+//! "Fault tests").
 //!
 //! Both print the history's size, the faults with their evidence, and every check with
 //! what it covered; they fail on any violation.
@@ -52,6 +54,7 @@ async fn short_nemesis_run_loses_nothing() {
         snapshot_threshold: 100,
         seed,
         neighbours: None,
+        disk: None,
     })
     .await;
     assert!(
@@ -75,7 +78,11 @@ async fn soak() {
     let mut rng = StdRng::seed_from_u64(seed);
     let rounds = (secs / 30 + 1) as usize;
     let mut every = all_faults();
-    every.push(Fault::CrashInSnapshotInstall);
+    every.extend([
+        Fault::CrashInSnapshotInstall,
+        Fault::DiskEio,
+        Fault::DiskFull,
+    ]);
     // `SLCT_FAULT_SKIP=CrashInSnapshotInstall,DelayAll` leaves faults out (by name).
     let skip = std::env::var("SLCT_FAULT_SKIP").unwrap_or_default();
     every.retain(|f| !skip.split(',').any(|name| name.trim() == format!("{f:?}")));
@@ -91,12 +98,47 @@ async fn soak() {
         snapshot_threshold: 200,
         seed,
         neighbours: None,
+        disk: Some(3),
     })
     .await;
     assert!(
         finding.report.valid(),
         "the history shows anomalies (seed {seed}):\n{}",
         finding.report
+    );
+}
+
+/// Disk errors while nodes run, three of each: the next `fdatasync` or `pwrite64` of a
+/// node failing with `EIO` (strace), and node 3's disk full for a few seconds (its data
+/// directory on a tmpfs the rig shrinks to what it holds). A node must exit naming the
+/// error rather than acknowledge what it could not store; the supervisor starts it
+/// again (once the disk has room); it catches up; the other two go on meanwhile; the
+/// checks find nothing lost, doubled or stale. Each fault must show it bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disk_errors_while_running_lose_nothing() {
+    let _rig = ONE_RIG.lock().await;
+    let seed = seed();
+    use Fault::{DiskEio, DiskFull};
+    let finding = run(Config {
+        duration: Duration::from_secs(60),
+        schedule: vec![DiskFull, DiskEio, DiskFull, DiskEio, DiskFull, DiskEio],
+        hold_ms: (2000, 3000),
+        skew_secs: 0,
+        snapshot_threshold: 100,
+        seed,
+        neighbours: None,
+        disk: Some(3),
+    })
+    .await;
+    assert!(
+        finding.report.valid(),
+        "the history shows anomalies (seed {seed}):\n{}",
+        finding.report
+    );
+    let missed: Vec<_> = finding.faults.iter().filter(|f| !f.verified).collect();
+    assert!(
+        missed.is_empty() && finding.faults.len() >= 4,
+        "faults without evidence (seed {seed}): {missed:?}"
     );
 }
 
@@ -122,6 +164,7 @@ async fn crash_while_installing_snapshot_restarts() {
         snapshot_threshold: 100,
         seed,
         neighbours: None,
+        disk: None,
     })
     .await;
     assert!(
@@ -276,8 +319,8 @@ where
 /// Load a neighbour can cause, under the short run's faults: 5,000 idle keep-alive
 /// connections to node 1 and 2,000 long-polls parked across the cluster. The checks
 /// must pass, node 1 must hold nearly all the idle connections, and no node may use more
-/// than 1 GiB. Prints the p99 of the register calls and each node's peak RSS (README
-/// "Fault tests").
+/// than 1 GiB. Prints the p99 of the register calls and each node's peak RSS
+/// (docs/testing.md, "Fault tests").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "about 70 s and 7,000 sockets: cargo test --features system-tests --test fault_nemesis neighbour -- --ignored --nocapture"]
 async fn neighbour_load_under_faults() {
@@ -299,6 +342,7 @@ async fn neighbour_load_under_faults() {
         snapshot_threshold: 100,
         seed,
         neighbours: Some(neighbours),
+        disk: None,
     })
     .await;
     assert!(

@@ -51,16 +51,13 @@ impl Nodes {
                 peers: members,
                 cluster_secret: Some("s3cret".to_owned()),
                 snapshot_threshold: 1000,
-                snapshot_log_bytes: slct::node::DEFAULT_SNAPSHOT_LOG_BYTES,
-                group_commit: true,
-                history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
-                checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
-                write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
+                ..NodeConfig::default()
             };
             let node = Node::start(config).await.expect("start node");
             tokio::spawn(slct::server::serve(
                 node.clone(),
                 slct::api::ApiConfig::default(),
+                slct::server::Limits::default(),
                 listener,
                 std::future::pending(),
             ));
@@ -392,16 +389,13 @@ async fn a_peer_that_answers_errors_gets_backoff_not_a_flood() {
             peers: peers.clone(),
             cluster_secret: Some("s3cret".to_owned()),
             snapshot_threshold: 1000,
-            snapshot_log_bytes: slct::node::DEFAULT_SNAPSHOT_LOG_BYTES,
-            group_commit: true,
-            history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
-            checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
-            write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
+            ..NodeConfig::default()
         };
         let node = Node::start(config).await.expect("start node");
         tokio::spawn(slct::server::serve(
             node.clone(),
             slct::api::ApiConfig::default(),
+            slct::server::Limits::default(),
             listener,
             std::future::pending(),
         ));

@@ -35,10 +35,11 @@ use uuid::Uuid;
 
 use super::error::unexpected;
 use super::error::{ApiError, ApiResult};
-use super::extract::{parse_object, AnyJson, Path, Query};
+use super::extract::{AnyJson, Path, Query};
 use super::hub::OpWaiter;
 use super::states::{blocking as read_blocking, page_limit, read_barrier, ReadQuery};
-use super::{now_ms, wait_secs, AppState};
+use super::{wait_secs, AppState};
+use crate::clock::now_ms;
 use crate::engine::types::ChanView;
 use crate::engine::{self, SendMode};
 use crate::engine::{validate, Data, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
@@ -73,7 +74,7 @@ pub async fn make(
     let body: MakeBody = if body.iter().all(u8::is_ascii_whitespace) {
         MakeBody::default()
     } else {
-        parse_object(&body)?
+        crate::json::parse_object(&body)?
     };
     let capacity = validate::capacity(body.capacity)?;
     match state
@@ -262,7 +263,7 @@ async fn blocking(
         other => return Err(unexpected(&other)),
     }
     let deadline = Instant::now() + Duration::from_secs(wait) + GRACE;
-    let mut outcome = match super::metrics::waiting(waiter.wait_until(deadline)).await {
+    let mut outcome = match super::wait::waiting(waiter.wait_until(deadline)).await {
         Some(outcome) => outcome,
         None => withdraw(state, id, &mut waiter).await?,
     };

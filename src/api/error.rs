@@ -110,6 +110,12 @@ impl From<NodeError> for ApiError {
     }
 }
 
+impl From<crate::json::Refusal> for ApiError {
+    fn from(e: crate::json::Refusal) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::unavailable("storage", e.to_string())

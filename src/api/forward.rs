@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use super::error::{ApiError, NotLeader};
 use super::extract::too_large;
-use super::metrics::{self, WAITED_HEADER};
+use super::wait::{self, WAITED_HEADER};
 use super::AppState;
 
 /// Set on a request one node forwards to another.
@@ -230,12 +230,12 @@ pub type RelayClient = hyper_util::client::legacy::Client<
 >;
 
 /// A [`RelayClient`] (connections pooled, names resolved as `http_client` does). A
-/// pooled connection is dropped after 30 s unused, well before the leader's
-/// `--idle-timeout` (60 s by default) closes it, so that a relay rarely picks a
-/// connection the leader is closing.
+/// pooled connection is dropped after
+/// [`POOL_IDLE_TIMEOUT`](crate::http_client::POOL_IDLE_TIMEOUT) unused, well before
+/// the leader's `--idle-timeout` closes it.
 pub fn relay_client() -> RelayClient {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(crate::http_client::POOL_IDLE_TIMEOUT)
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .build(crate::http_client::connector(Duration::from_secs(2)))
 }
@@ -284,7 +284,7 @@ async fn relay(
         .remove(WAITED_HEADER)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
-        metrics::add_wait(Duration::from_millis(ms));
+        wait::add_wait(Duration::from_millis(ms));
     }
     (answer.status, headers, body).into_response()
 }

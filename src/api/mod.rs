@@ -7,7 +7,8 @@
 //! - [`states`], [`poll`], [`chans`], [`cluster`]: the handlers, one module per concern.
 //! - [`hub`]: wakes long-pollers and parked channel operations from the apply path.
 //! - [`forward`]: a follower replays writes and linearizable reads on the leader.
-//! - [`metrics`]: Prometheus text at `/metrics`.
+//! - [`metrics`]: `GET /metrics`, and the middleware recording every request in the
+//!   node's [`Metrics`]; [`wait`]: a request's wait, kept apart from its service time.
 //! - [`console`]: the web console at `/`, static files compiled into the binary.
 //!
 //! # Request path
@@ -53,9 +54,10 @@ pub mod hub;
 pub mod metrics;
 pub mod poll;
 pub mod states;
+pub mod wait;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -66,11 +68,11 @@ use axum::Router;
 use sha2::{Digest, Sha256};
 
 use subtle::ConstantTimeEq;
-use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::callbacks::{self, CallbackConfig};
+use crate::callbacks::CallbackConfig;
 use crate::engine::{Op, Response as Reply};
+use crate::metrics::Metrics;
 use crate::node::Node;
 use error::{ApiError, ApiResult};
 
@@ -98,11 +100,10 @@ pub struct ApiConfig {
     pub allow_hosts: Vec<String>,
     /// `--allow-origin`: origins of pages allowed to call the node, see [`browser`].
     pub allow_origins: Vec<String>,
-    /// Connection limits and timeouts of the server ([`crate::server`]).
-    pub connections: crate::server::Limits,
     /// Longest time a forwarded request may take (covers the longest long-poll).
     pub forward_timeout: Duration,
-    /// Callback delivery.
+    /// Callback delivery: the targets a PUT may name (`allow`), and how the node's
+    /// dispatcher ([`crate::callbacks`]) delivers.
     pub callbacks: CallbackConfig,
     /// `max_deliveries` of a state created without one (`--max-deliveries`; 0: no
     /// limit).
@@ -136,7 +137,6 @@ impl Default for ApiConfig {
             metrics_public: false,
             allow_hosts: Vec::new(),
             allow_origins: Vec::new(),
-            connections: crate::server::Limits::default(),
             forward_timeout: Duration::from_secs(poll::MAX_WAIT_SECS + 30),
             callbacks: CallbackConfig::default(),
             max_deliveries: DEFAULT_MAX_DELIVERIES,
@@ -155,8 +155,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Waiting pollers and parked channel operations.
     pub hub: Arc<hub::Hub>,
-    /// Prometheus registry and series.
-    pub metrics: Arc<metrics::Metrics>,
+    /// The node's Prometheus series.
+    pub metrics: Arc<Metrics>,
     /// The hosts and origins this node answers to.
     pub answers: Arc<browser::Answers>,
     /// Whether the node listens beyond loopback (membership then needs the admin token).
@@ -165,8 +165,6 @@ pub struct AppState {
     pub inflight: Arc<forward::Inflight>,
     /// HTTP client for forwarding to the leader.
     pub relay: forward::RelayClient,
-    /// Dropped with the last clone of the router: stops the callback dispatcher.
-    _stop: Arc<watch::Sender<()>>,
 }
 
 impl AppState {
@@ -211,25 +209,17 @@ pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
-/// Every client route with default settings (see [`router_with`]).
+/// Every client route with default settings and metrics of its own (see
+/// [`router_with`]).
 pub fn router(node: Node) -> Router {
-    router_with(node, ApiConfig::default())
+    router_with(node, ApiConfig::default(), Arc::default())
 }
 
-/// Every client route, with middleware. Must be called inside a tokio runtime: it
-/// starts the task that wakes long-pollers from the node's effects and the callback
-/// dispatcher (which works while this node leads), both of which end when the router
-/// is dropped.
-pub fn router_with(node: Node, config: ApiConfig) -> Router {
-    let metrics = Arc::new(metrics::Metrics::new());
-    let (stop, stopped) = watch::channel(());
-    callbacks::spawn(
-        node.clone(),
-        config.callbacks.clone(),
-        config.max_body,
-        metrics.clone(),
-        stopped,
-    );
+/// Every client route, with middleware, recording into `metrics`. Must be called
+/// inside a tokio runtime: it starts the task that wakes long-pollers from the node's
+/// effects, which ends when the router is dropped. Callbacks are not delivered by the
+/// router: the node's dispatcher runs beside it ([`crate::server::serve`]).
+pub fn router_with(node: Node, config: ApiConfig, metrics: Arc<Metrics>) -> Router {
     let answers = browser::Answers::new(
         &node.config().listen,
         node.config().peers.values(),
@@ -246,7 +236,6 @@ pub fn router_with(node: Node, config: ApiConfig) -> Router {
         config: Arc::new(config),
         relay: forward::relay_client(),
         node,
-        _stop: Arc::new(stop),
     };
     routes()
         .method_not_allowed_fallback(method_not_allowed)
@@ -491,13 +480,6 @@ async fn not_found(req: Request) -> ApiError {
         );
     }
     ApiError::not_found(message)
-}
-
-/// Wall-clock Unix ms: the leader's clock, for deadlines it proposes.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `?wait=` in seconds: 0 to `max`.

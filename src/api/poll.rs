@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::error::{unexpected, ApiError, ApiResult};
 use super::extract::{default_lease_ms, lease_ms, Query};
-use super::{metrics, wait_secs, AppState};
+use super::{wait, wait_secs, AppState};
 use crate::engine::types::StateView;
 use crate::engine::{self, validate, Op, Response as Reply};
 
@@ -92,7 +92,7 @@ pub async fn poll(
         }
         ticket.rearm();
         let woken = tokio::select! {
-            woken = metrics::waiting(timeout_at(deadline, ticket.woken())) => woken.is_ok(),
+            woken = wait::waiting(timeout_at(deadline, ticket.woken())) => woken.is_ok(),
             _ = leading.wait_for(|leader| !leader) => false,
         };
         if !woken {

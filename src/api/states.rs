@@ -25,7 +25,7 @@ use crate::engine::{list, load_state, validate, Op, Response as Reply, StoreErro
 /// Header carrying a lease token, as an alternative to `lease.token` in the body.
 pub const LEASE_HEADER: &str = "slct-lease";
 /// The one id no state may take: `GET /state/poll` is the long-poll, so a state of that
-/// name could never be read (README, "States").
+/// name could never be read (README, "The API at a glance").
 pub const RESERVED_ID: &str = "poll";
 /// Most states in one page of `GET /states`.
 pub const MAX_PAGE: usize = 1000;
@@ -313,7 +313,7 @@ pub struct HistoryQuery {
 
 /// `GET /state/{id}/history` → `{"events": [...], "next": number|null}`, newest first.
 /// A callback attempt's `duration_ms` is shown only to the admin token: it tells a
-/// closed port from a silent listener (README, "Callbacks").
+/// closed port from a silent listener (README, "By callback").
 pub async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -11,6 +11,7 @@ use crate::callbacks::{
     CallbackConfig, DEFAULT_CONCURRENCY, DEFAULT_DEFER_MS, DEFAULT_MAX_ATTEMPTS,
 };
 use crate::engine::wire::MAX_RETAIN_MS;
+use crate::server::Limits;
 
 /// API flags.
 #[derive(Clone, Debug, Args)]
@@ -41,12 +42,14 @@ pub struct ApiArgs {
     pub allow_origin: Vec<String>,
     /// How long a client may take to send a request's head once it has begun, e.g.
     /// `10s`; the connection is closed after that.
-    #[arg(long, env = "SLCT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = super::parse_duration)]
+    #[arg(long, env = "SLCT_HEADER_READ_TIMEOUT", default_value = super::duration_flag(crate::server::DEFAULT_HEADER_READ_TIMEOUT),
+          value_parser = super::parse_duration)]
     pub header_read_timeout: Duration,
     /// How long a connection may sit with no request in progress and no bytes either way
     /// before it is closed, e.g. `60s`. A request in progress (a long-poll) is never cut,
     /// but its body must not stall longer than this.
-    #[arg(long, env = "SLCT_IDLE_TIMEOUT", default_value = "60s", value_parser = super::parse_duration)]
+    #[arg(long, env = "SLCT_IDLE_TIMEOUT", default_value = super::duration_flag(crate::server::DEFAULT_IDLE_TIMEOUT),
+          value_parser = super::parse_duration)]
     pub idle_timeout: Duration,
     /// Most client connections a node holds at once; one more is answered 503 and
     /// closed. Default and ceiling: the open-files limit (raised to its hard maximum
@@ -141,6 +144,19 @@ fn parse_retention(text: &str) -> Result<u64, String> {
 }
 
 impl ApiArgs {
+    /// The connection limits these flags ask for (`--max-connections` is fitted to the
+    /// open-files limit at start).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self
+                .max_connections
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(usize::MAX),
+        }
+    }
+
     /// The API settings these flags ask for.
     pub fn config(&self) -> ApiConfig {
         ApiConfig {
@@ -151,14 +167,6 @@ impl ApiArgs {
             metrics_public: self.metrics_public,
             allow_hosts: self.allow_host.clone(),
             allow_origins: self.allow_origin.clone(),
-            connections: crate::server::Limits {
-                header_read_timeout: self.header_read_timeout,
-                idle_timeout: self.idle_timeout,
-                max_connections: self
-                    .max_connections
-                    .and_then(|n| usize::try_from(n).ok())
-                    .unwrap_or(usize::MAX),
-            },
             callbacks: CallbackConfig {
                 secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 allow: self.callback_allow.clone(),

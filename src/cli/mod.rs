@@ -17,9 +17,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::ApiConfig;
 use crate::node::{Node, NodeConfig, NodeId};
 use crate::raft::auth::{check_exposure, ClusterKey};
+use crate::server::Limits;
+use api_args::ApiArgs;
 
 pub mod api_args;
 pub mod client;
@@ -65,10 +66,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLCT_ID_FROM_HOSTNAME", conflicts_with = "id")]
     pub id_from_hostname: bool,
     /// Address to serve the API and Raft on.
-    #[arg(long, env = "SLCT_LISTEN", default_value = "127.0.0.1:7001")]
+    #[arg(long, env = "SLCT_LISTEN", default_value = crate::node::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Data directory.
-    #[arg(long, env = "SLCT_DATA", default_value = "./slct-data")]
+    #[arg(long, env = "SLCT_DATA", default_value = crate::node::DEFAULT_DATA_DIR)]
     pub data: PathBuf,
     /// Every member as `id=host:port`, comma-separated, this node included. Without it,
     /// a single-node cluster.
@@ -85,7 +86,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Directory holding the three nodes' data directories `1`, `2` and `3`.
-    #[arg(long, env = "SLCT_DATA", default_value = "./slct-data")]
+    #[arg(long, env = "SLCT_DATA", default_value = crate::node::DEFAULT_DATA_DIR)]
     pub data: PathBuf,
     #[command(flatten)]
     pub tuning: Tuning,
@@ -107,10 +108,11 @@ pub struct Tuning {
     pub insecure: bool,
     /// How long a write may wait to be committed before it answers 503
     /// `outcome_unknown` (it may or may not have been applied), e.g. `10s`, `500ms`.
-    #[arg(long, env = "SLCT_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SLCT_WRITE_TIMEOUT", default_value = duration_flag(crate::node::DEFAULT_WRITE_TIMEOUT),
+          value_parser = parse_duration)]
     pub write_timeout: Duration,
     /// Log entries since the last snapshot that trigger a new one.
-    #[arg(long, env = "SLCT_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
+    #[arg(long, env = "SLCT_SNAPSHOT_THRESHOLD", default_value_t = crate::node::DEFAULT_SNAPSHOT_THRESHOLD)]
     pub snapshot_threshold: u64,
     /// One log entry per write instead of packing concurrent writes (for measuring).
     #[arg(long, env = "SLCT_NO_GROUP_COMMIT")]
@@ -120,7 +122,9 @@ pub struct Tuning {
     pub history_limit: u32,
     /// How often the state machine is flushed to disk while writes are applied, e.g.
     /// `100ms`. Longer: fewer syncs; after a crash the node replays more of its log.
-    #[arg(long, env = "SLCT_CHECKPOINT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "SLCT_CHECKPOINT_INTERVAL",
+          default_value = duration_flag(crate::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL),
+          value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
 }
 
@@ -156,9 +160,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 args.tuning.insecure,
             )?;
             crate::callbacks::allow::check_exposure(&config.listen, &args.api.callback_allow)?;
-            run_nodes(vec![config], args.api.config()).await
+            run_nodes(vec![config], &args.api).await
         }
-        Command::Dev(args) => run_nodes(dev_configs(&args), args.api.config()).await,
+        Command::Dev(args) => run_nodes(dev_configs(&args), &args.api).await,
         Command::State(args) => client::state(args).await,
         Command::Poll(args) => client::poll(args).await,
         Command::Chan(args) => client::chan(args).await,
@@ -189,9 +193,9 @@ fn dev_configs(args: &DevArgs) -> Vec<NodeConfig> {
         .collect()
 }
 
-/// Raises the open-files limit to its hard maximum and caps `api`'s connections per
-/// node below it (see [`crate::server`]), saying so on stderr.
-fn fit_connections(api: &mut ApiConfig, nodes: usize) {
+/// Raises the open-files limit to its hard maximum and caps the connections per node
+/// below it (see [`crate::server`]), saying so on stderr.
+fn fit_connections(limits: &mut Limits, nodes: usize) {
     let open_files = match crate::server::raise_open_files_limit() {
         Ok((before, now)) if before != now => {
             eprintln!("slct: raised the open-files limit from {before} to {now}");
@@ -206,23 +210,25 @@ fn fit_connections(api: &mut ApiConfig, nodes: usize) {
         }
     };
     let within = crate::server::connections_within(open_files, nodes);
-    let asked = api.connections.max_connections;
+    let asked = limits.max_connections;
     if asked != usize::MAX && asked > within {
         eprintln!(
             "slct: --max-connections {asked} does not fit the open-files limit {open_files}; \
              using {within}"
         );
     }
-    api.connections.max_connections = asked.min(within);
+    limits.max_connections = asked.min(within);
     eprintln!(
         "slct: open-files limit {open_files}; at most {} client connections per node",
-        api.connections.max_connections
+        limits.max_connections
     );
 }
 
 /// Binds, starts and serves every node until Ctrl-C or SIGTERM, then stops them all.
-async fn run_nodes(configs: Vec<NodeConfig>, mut api: ApiConfig) -> Result<(), String> {
-    fit_connections(&mut api, configs.len());
+async fn run_nodes(configs: Vec<NodeConfig>, args: &ApiArgs) -> Result<(), String> {
+    let api = args.config();
+    let mut limits = args.limits();
+    fit_connections(&mut limits, configs.len());
     let mut listeners = Vec::new();
     for config in &configs {
         let listener = TcpListener::bind(config.listen)
@@ -252,6 +258,7 @@ async fn run_nodes(configs: Vec<NodeConfig>, mut api: ApiConfig) -> Result<(), S
         servers.push(tokio::spawn(crate::server::serve(
             node.clone(),
             api.clone(),
+            limits,
             listener,
             signal,
         )));
@@ -345,6 +352,16 @@ fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     Ok(peers)
 }
 
+/// `duration` as a flag's text (`10s`, `100ms`): how a default kept as a [`Duration`]
+/// constant beside what it configures shows in `--help`, and is parsed back.
+fn duration_flag(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
 /// Parses a duration with its unit: `500ms`, `10s`, `2m`. A bare number is refused,
 /// so that nobody has to guess whether it means seconds or milliseconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -410,6 +427,29 @@ mod tests {
         for bad in ["10", "s", "0s", "1h", "-1s", "1.5s", ""] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn serve_without_flags_is_the_default_node() {
+        let Command::Serve(args) = Cli::try_parse_from(["slct", "serve"]).unwrap().command else {
+            panic!("serve");
+        };
+        let default = NodeConfig::default();
+        assert_eq!(args.id, default.id);
+        assert_eq!(args.listen, default.listen);
+        assert_eq!(args.data, default.data_dir);
+        assert_eq!(args.peers.unwrap_or_default(), default.peers);
+        assert_eq!(args.tuning.cluster_secret, default.cluster_secret);
+        assert_eq!(args.tuning.snapshot_threshold, default.snapshot_threshold);
+        assert_eq!(!args.tuning.no_group_commit, default.group_commit);
+        assert_eq!(args.tuning.history_limit, default.history_limit);
+        assert_eq!(args.tuning.checkpoint_interval, default.checkpoint_interval);
+        assert_eq!(args.tuning.write_timeout, default.write_timeout);
+        let limits = crate::server::Limits::default();
+        assert_eq!(args.api.header_read_timeout, limits.header_read_timeout);
+        assert_eq!(args.api.idle_timeout, limits.idle_timeout);
+        assert_eq!(duration_flag(Duration::from_millis(100)), "100ms");
+        assert_eq!(duration_flag(Duration::from_secs(60)), "60s");
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl ClientBuilder {
         }
         let http = crate::http_client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(crate::http_client::POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Client {
             http,

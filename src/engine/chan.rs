@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::codec::decode;
-use super::command::OpOutcome;
+use super::command::{Discarded, DiscardedSend, OpOutcome};
 use super::counts::Counter;
 use super::ctx::Ctx;
 use super::data::Data;
@@ -72,24 +72,6 @@ pub struct OpRecord {
 
 /// Most discarded values a close lists (it counts them all).
 pub const MAX_DISCARDED_LISTED: usize = 100;
-
-/// What a close discarded: parked detached sends, whose senders are gone.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Discarded {
-    /// The first [`MAX_DISCARDED_LISTED`], oldest first.
-    pub values: Vec<DiscardedSend>,
-    /// All of them.
-    pub count: u64,
-}
-
-/// One discarded detached send.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DiscardedSend {
-    /// The value.
-    pub data: Data,
-    /// Log time it was sent.
-    pub sent_at: Millis,
-}
 
 /// How a waiter's operation ended.
 #[derive(Clone, Debug, PartialEq)]

@@ -293,7 +293,7 @@ pub enum Response {
     /// The operation waits in the channel's queue; its outcome comes in [`Effects::ops`].
     Parked,
     /// The channel is closed; this is what the close discarded.
-    Closed(super::chan::Discarded),
+    Closed(Discarded),
     /// A batch of a bulk delete.
     Deleted {
         /// States deleted.
@@ -303,6 +303,25 @@ pub enum Response {
     },
     /// Done, nothing to report.
     Done,
+}
+
+/// What a close discarded: parked detached sends, whose senders are gone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Discarded {
+    /// The first [`MAX_DISCARDED_LISTED`](super::chan::MAX_DISCARDED_LISTED), oldest
+    /// first.
+    pub values: Vec<DiscardedSend>,
+    /// All of them.
+    pub count: u64,
+}
+
+/// One discarded detached send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiscardedSend {
+    /// The value.
+    pub data: Data,
+    /// Log time it was sent.
+    pub sent_at: Millis,
 }
 
 /// What happened to a parked HTTP operation.

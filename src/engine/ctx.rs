@@ -169,102 +169,14 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
     /// records which states turned pending, and empties the caches.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         for (id, cached) in std::mem::take(&mut self.states) {
-            let CachedState {
-                stored_index,
-                stored_status,
-                current,
-                changed,
-            } = cached;
-            let mut events = self.events.remove(&id).unwrap_or_default();
-            if !changed {
-                continue;
+            let events = self.events.remove(&id).unwrap_or_default();
+            if cached.changed {
+                self.flush_state(id, cached, events)?;
             }
-            if let Some(status) = stored_status {
-                self.count(Counter::States(status), -1);
-            }
-            let timers = |index: &BTreeSet<(Table, Vec<u8>)>| {
-                index.iter().filter(|(t, _)| *t == Table::Timers).count() as i64
-            };
-            let stored_timers = timers(&stored_index);
-            let Some(mut state) = current else {
-                self.count(Counter::Timers, -stored_timers);
-                history::delete_all(self.tx, &id)?;
-                self.tx.delete(Table::States, id.into_bytes());
-                for (table, key) in stored_index {
-                    self.tx.delete(table, key);
-                }
-                continue;
-            };
-            if is_pending(&state)
-                && state.max_deliveries > 0
-                && state.deliveries >= state.max_deliveries
-            {
-                // Delivered as often as allowed and never updated: the dead letter
-                // (design.md §3.2), instead of redelivery for ever.
-                state.failed = true;
-                state.last_error = Some(super::states::MAX_DELIVERIES_REACHED.to_owned());
-                if self.history_limit > 0 {
-                    events.push(What::Failed);
-                }
-            }
-            if is_pending(&state) && state.pending_since.is_none() {
-                state.pending_since = Some(self.now);
-            }
-            if let Some(leased) = self.lease_to_dispatcher(&mut state) {
-                if self.history_limit > 0 {
-                    events.push(leased);
-                }
-                self.effects.pending.push(TurnedPending {
-                    id: id.clone(),
-                    callback: true,
-                });
-            }
-            if !events.is_empty() {
-                let stamped = events
-                    .into_iter()
-                    .map(|w| (self.now, self.index, w))
-                    .collect();
-                state.next_event =
-                    history::write(self.tx, &id, state.next_event, stamped, self.history_limit)?;
-            }
-            let index = index_keys(&state);
-            self.count(Counter::States(state.status()), 1);
-            self.count(Counter::Timers, timers(&index) - stored_timers);
-            for (table, key) in stored_index.difference(&index) {
-                self.tx.delete(*table, key.clone());
-            }
-            for (table, key) in index.difference(&stored_index) {
-                self.tx.put(*table, key.clone(), Vec::new());
-                if *table == Table::PendingPoll {
-                    self.effects.pending.push(TurnedPending {
-                        id: id.clone(),
-                        callback: false,
-                    });
-                }
-            }
-            put_record(self.tx, Table::States, id.into_bytes(), &state)?;
         }
         for (name, cached) in std::mem::take(&mut self.chans) {
-            let CachedChan {
-                stored,
-                chan,
-                changed,
-            } = cached;
-            if !changed {
-                continue;
-            }
-            self.count(
-                Counter::Senders,
-                chan.senders as i64 - stored.senders as i64,
-            );
-            self.count(
-                Counter::Receivers,
-                chan.receivers as i64 - stored.receivers as i64,
-            );
-            if chan.is_vacant() {
-                self.tx.delete(Table::Chans, name.into_bytes());
-            } else {
-                put_record(self.tx, Table::Chans, name.into_bytes(), &chan)?;
+            if cached.changed {
+                self.flush_chan(name, cached)?;
             }
         }
         for (counter, delta) in std::mem::take(&mut self.counts) {
@@ -275,6 +187,128 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
 }
 
 impl<S: Store + ?Sized> Ctx<'_, '_, S> {
+    /// Writes back one changed state with its history, and its index entries by their
+    /// difference from the stored ones.
+    fn flush_state(
+        &mut self,
+        id: String,
+        cached: CachedState,
+        mut events: Vec<What>,
+    ) -> Result<(), StoreError> {
+        let CachedState {
+            stored_index,
+            stored_status,
+            current,
+            ..
+        } = cached;
+        if let Some(status) = stored_status {
+            self.count(Counter::States(status), -1);
+        }
+        let Some(mut state) = current else {
+            return self.delete_records(&id, stored_index);
+        };
+        self.settle(&mut state, &mut events);
+        if !events.is_empty() {
+            let stamped = events
+                .into_iter()
+                .map(|w| (self.now, self.index, w))
+                .collect();
+            state.next_event =
+                history::write(self.tx, &id, state.next_event, stamped, self.history_limit)?;
+        }
+        self.count(Counter::States(state.status()), 1);
+        self.update_index(&id, &stored_index, index_keys(&state));
+        put_record(self.tx, Table::States, id.into_bytes(), &state)
+    }
+
+    /// A deleted state: its record, its history and its index entries go.
+    fn delete_records(
+        &mut self,
+        id: &str,
+        stored_index: BTreeSet<(Table, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        self.count(Counter::Timers, -timer_count(&stored_index));
+        history::delete_all(self.tx, id)?;
+        self.tx.delete(Table::States, id.as_bytes().to_vec());
+        for (table, key) in stored_index {
+            self.tx.delete(table, key);
+        }
+        Ok(())
+    }
+
+    /// What a changed state turns into before it is written: failed once delivered
+    /// `max_deliveries` times, stamped with when it turned pending, and leased to the
+    /// callback dispatcher if it is deliverable and has a callback. Adds the events.
+    fn settle(&mut self, state: &mut State, events: &mut Vec<What>) {
+        let history = self.history_limit > 0;
+        if is_pending(state) && state.max_deliveries > 0 && state.deliveries >= state.max_deliveries
+        {
+            // Delivered as often as allowed and never updated: the dead letter
+            // (design.md §3.2), instead of redelivery for ever.
+            state.failed = true;
+            state.last_error = Some(MAX_DELIVERIES_REACHED.to_owned());
+            if history {
+                events.push(What::Failed);
+            }
+        }
+        if is_pending(state) && state.pending_since.is_none() {
+            state.pending_since = Some(self.now);
+        }
+        if let Some(leased) = self.lease_to_dispatcher(state) {
+            if history {
+                events.push(leased);
+            }
+            self.effects.pending.push(TurnedPending {
+                id: state.id.clone(),
+                callback: true,
+            });
+        }
+    }
+
+    /// Deletes the index entries of state `id` it no longer implies and adds the new
+    /// ones, counting its timers; an entry new in the polled pending queue is a state
+    /// turned pending for the pollers.
+    fn update_index(
+        &mut self,
+        id: &str,
+        stored: &BTreeSet<(Table, Vec<u8>)>,
+        index: BTreeSet<(Table, Vec<u8>)>,
+    ) {
+        self.count(Counter::Timers, timer_count(&index) - timer_count(stored));
+        for (table, key) in stored.difference(&index) {
+            self.tx.delete(*table, key.clone());
+        }
+        for (table, key) in index.difference(stored) {
+            self.tx.put(*table, key.clone(), Vec::new());
+            if *table == Table::PendingPoll {
+                self.effects.pending.push(TurnedPending {
+                    id: id.to_owned(),
+                    callback: false,
+                });
+            }
+        }
+    }
+
+    /// Writes back one changed channel (or deletes it, vacant) and counts the change
+    /// in its waiters.
+    fn flush_chan(&mut self, name: String, cached: CachedChan) -> Result<(), StoreError> {
+        let CachedChan { stored, chan, .. } = cached;
+        self.count(
+            Counter::Senders,
+            chan.senders as i64 - stored.senders as i64,
+        );
+        self.count(
+            Counter::Receivers,
+            chan.receivers as i64 - stored.receivers as i64,
+        );
+        if chan.is_vacant() {
+            self.tx.delete(Table::Chans, name.into_bytes());
+            Ok(())
+        } else {
+            put_record(self.tx, Table::Chans, name.into_bytes(), &chan)
+        }
+    }
+
     /// Leases a deliverable state with a callback to the dispatcher; the history event
     /// if it did.
     fn lease_to_dispatcher(&mut self, state: &mut State) -> Option<What> {
@@ -314,9 +348,17 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 }
 
+/// `last_error` of a state that was delivered `max_deliveries` times without an update.
+pub const MAX_DELIVERIES_REACHED: &str = "max deliveries reached";
+
 /// How long a callback attempt's lease outlasts the callback's timeout: time to apply
 /// the answer (or to extend the lease on a deferral).
 pub const CALLBACK_LEASE_MARGIN_MS: u64 = 2_000;
+
+/// How many of the index entries are timers.
+fn timer_count(index: &BTreeSet<(Table, Vec<u8>)>) -> i64 {
+    index.iter().filter(|(t, _)| *t == Table::Timers).count() as i64
+}
 
 /// Pending: has results, is not leased and has not failed.
 pub fn is_pending(state: &State) -> bool {

@@ -51,7 +51,8 @@ pub mod validate;
 pub mod wire;
 
 pub use command::{
-    Applied, Command, Effects, Op, OpOutcome, ParkedOp, RecvMode, Response, SendMode, TurnedPending,
+    Applied, Command, Discarded, DiscardedSend, Effects, Op, OpOutcome, ParkedOp, RecvMode,
+    Response, SendMode, TurnedPending,
 };
 pub use counts::{counts, Counts};
 pub use data::Data;

@@ -58,9 +58,6 @@ pub struct Update {
 /// Most states one command of a bulk delete removes, so no entry grows large.
 pub const MAX_DELETE_BATCH: u32 = 1000;
 
-/// `last_error` of a state that was delivered `max_deliveries` times without an update.
-pub const MAX_DELIVERIES_REACHED: &str = "max deliveries reached";
-
 impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// `PUT /state/{id}` of a new state.
     pub fn create_state(

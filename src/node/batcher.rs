@@ -33,12 +33,12 @@
 //! which the ticker drives.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::{not_leader, NodeError};
+use crate::clock::now_ms;
 use crate::engine::types::Millis;
 use crate::engine::{Applied, Command, Op, MAX_CLOCK_JUMP_MS};
 use crate::raft::state_machine::Progress;
@@ -207,20 +207,13 @@ impl LeaderClock {
     /// max(wall clock, last proposed, applied log clock), but at most
     /// [`MAX_CLOCK_JUMP_MS`] past a running log clock; remembered as the last proposed.
     fn now(&mut self, log_clock: Millis) -> Millis {
-        let mut now = wall_clock().max(self.last).max(log_clock);
+        let mut now = now_ms().max(self.last).max(log_clock);
         if log_clock > 0 {
             now = now.min(log_clock + MAX_CLOCK_JUMP_MS);
         }
         self.last = now;
         now
     }
-}
-
-/// This machine's clock in Unix ms.
-pub fn wall_clock() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
 }
 
 #[cfg(test)]
@@ -231,7 +224,7 @@ mod tests {
     fn leader_clock_never_goes_back() {
         let mut clock = LeaderClock::default();
         let first = clock.now(0);
-        assert!(first >= wall_clock() - 1000);
+        assert!(first >= now_ms() - 1000);
         let ahead = first + 60_000;
         assert_eq!(
             clock.now(ahead),
@@ -244,7 +237,7 @@ mod tests {
     #[test]
     fn leader_clock_catches_up_in_bounded_steps() {
         let mut clock = LeaderClock::default();
-        let long_ago = wall_clock() - 10 * MAX_CLOCK_JUMP_MS;
+        let long_ago = now_ms() - 10 * MAX_CLOCK_JUMP_MS;
         assert_eq!(clock.now(long_ago), long_ago + MAX_CLOCK_JUMP_MS);
     }
 

@@ -92,6 +92,12 @@ const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// Default [`NodeConfig::snapshot_log_bytes`].
 pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
+/// Default `--listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
+/// Default `--data`.
+pub const DEFAULT_DATA_DIR: &str = "./slct-data";
+/// Default `--snapshot-threshold`.
+pub const DEFAULT_SNAPSHOT_THRESHOLD: u64 = 10_000;
 /// Default `--history-limit`.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
 /// Default `--write-timeout`.
@@ -132,6 +138,27 @@ pub struct NodeConfig {
     /// may wait for a quorum before it fails ([`NodeError::Timeout`],
     /// [`NodeError::NoQuorum`]).
     pub write_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    /// What `slct serve` runs without flags: node 1 alone on [`DEFAULT_LISTEN`], data in
+    /// [`DEFAULT_DATA_DIR`], no cluster secret, group commit on, and each tuning
+    /// default. The command line's defaults are these same constants.
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            listen: DEFAULT_LISTEN.parse().expect("a literal socket address"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            peers: BTreeMap::new(),
+            cluster_secret: None,
+            snapshot_threshold: DEFAULT_SNAPSHOT_THRESHOLD,
+            snapshot_log_bytes: DEFAULT_SNAPSHOT_LOG_BYTES,
+            group_commit: true,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+            checkpoint_interval: crate::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        }
+    }
 }
 
 /// Why a request could not be served by this node.

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::batcher::{wall_clock, Proposal};
+use super::batcher::Proposal;
 use super::propose;
+use crate::clock::now_ms;
 use crate::engine::types::Millis;
 use crate::engine::{Op, MAX_CLOCK_JUMP_MS};
 use crate::raft::state_machine::Progress;
@@ -41,10 +42,10 @@ pub async fn run(
             clock,
             next_deadline: deadline,
         } = *progress.borrow_and_update();
-        let behind = clock > 0 && wall_clock() > clock.saturating_add(MAX_CLOCK_JUMP_MS);
+        let behind = clock > 0 && now_ms() > clock.saturating_add(MAX_CLOCK_JUMP_MS);
         let mut wait = match deadline {
             _ if leader && behind => Some(0),
-            Some(at) if leader => Some(at.saturating_sub(wall_clock())),
+            Some(at) if leader => Some(at.saturating_sub(now_ms())),
             _ => None,
         };
         let mark = (deadline, clock);

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// One peer's record.
 #[derive(Default)]
@@ -43,7 +43,7 @@ impl PeerHealth {
     pub fn answered(&self, id: u64, addr: &str) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let peer = peers.entry(id).or_default();
-        peer.last_heard_ms = Some(unix_ms());
+        peer.last_heard_ms = Some(crate::clock::now_ms());
         if let Some((since, failures)) = peer.down.take() {
             tracing::info!(
                 "node {} hears peer {id} ({addr}) again, after {failures} failed RPC(s) in {:.1}s",
@@ -85,12 +85,6 @@ impl PeerHealth {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.get(&id).is_some_and(|peer| peer.down.is_some())
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

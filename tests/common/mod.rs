@@ -73,13 +73,7 @@ impl Cluster {
                 listen: addr.parse().unwrap(),
                 data_dir: dir.path().to_path_buf(),
                 peers: peers.clone(),
-                cluster_secret: None,
-                snapshot_threshold: 10_000,
-                snapshot_log_bytes: slct::node::DEFAULT_SNAPSHOT_LOG_BYTES,
-                group_commit: true,
-                history_limit: slct::node::DEFAULT_HISTORY_LIMIT,
-                checkpoint_interval: slct::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
-                write_timeout: slct::node::DEFAULT_WRITE_TIMEOUT,
+                ..NodeConfig::default()
             };
             tune(&mut config);
             config
@@ -91,18 +85,18 @@ impl Cluster {
             .collect();
         let mut stops = Vec::new();
         for (node, listener) in nodes.iter().zip(listeners) {
-            let app = node
-                .raft_router()
-                .merge(slct::api::router_with(node.clone(), api.clone()));
             let (stop, mut stopped) = watch::channel(false);
             stops.push(stop);
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
-                    .await
-            });
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            tokio::spawn(slct::server::serve(
+                node.clone(),
+                api.clone(),
+                slct::server::Limits::default(),
+                listener,
+                shutdown,
+            ));
         }
         let cluster = Cluster {
             urls: peers.values().map(|a| format!("http://{a}")).collect(),

@@ -49,11 +49,13 @@ pub enum Call {
     Extend { id: String, token: String },
     /// `DELETE /state/{id}/lease?token=`.
     Release { id: String, token: String },
-    /// `POST /chan/{chan}/send`.
+    /// `POST /chan/{chan}/send`, with `Idempotency-Key: key` if it has one (a retry of
+    /// a send whose outcome was unknown is the same call again, key and all).
     Send {
         chan: String,
         value: Value,
         mode: SendMode,
+        key: Option<String>,
     },
     /// `POST /chan/{chan}/recv?wait=`.
     Recv { chan: String, wait: u64 },

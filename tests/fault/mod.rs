@@ -19,7 +19,7 @@
 //! - [`run`]: one run from rig-up to report.
 //!
 //! The short run is `tests/fault_nemesis.rs` (part of `cargo test`); the soak is the
-//! ignored test beside it (README "Fault tests").
+//! ignored test beside it (docs/testing.md, "Fault tests").
 
 #![allow(dead_code)]
 

@@ -1,4 +1,4 @@
-//! Load a neighbour can cause (README "Fault tests"): idle keep-alive connections and
+//! Load a neighbour can cause (docs/testing.md, "Fault tests"): idle keep-alive connections and
 //! parked long-polls held against the nodes while the workload and the nemesis run.
 //!
 //! Idle connections are raw TCP: each sends one `GET /healthz`, reads the answer and

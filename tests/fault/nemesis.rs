@@ -15,7 +15,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::rig::{run, Rig};
+use super::rig::{run, Exit, Rig};
 
 /// When a snapshot crash kills the node.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +65,12 @@ pub enum Fault {
     /// `kill -9` again while it installs the snapshot it received (the node must restart:
     /// see "Snapshot installs" in `src/raft/log_store.rs`).
     CrashInSnapshotInstall,
+    /// The next `fdatasync` or `pwrite64` of a node (the leader half the time) fails with
+    /// `EIO`: the node must exit naming the error, and the supervisor starts it again.
+    DiskEio,
+    /// The disk of the node that has one of its own ([`Rig::fill_disk`]) is full for a
+    /// while, then has room again.
+    DiskFull,
 }
 
 /// Every fault once.
@@ -230,6 +236,8 @@ impl Nemesis {
             Fault::SkewBehindThenElect => self.skew_behind_then_elect().await,
             Fault::CrashInSnapshot => self.crash_in_snapshot(Moment::OnTheWire).await,
             Fault::CrashInSnapshotInstall => self.crash_in_snapshot(Moment::Installing).await,
+            Fault::DiskEio => self.disk_eio().await,
+            Fault::DiskFull => self.disk_full().await,
         };
         Record {
             fault,
@@ -555,6 +563,147 @@ impl Nemesis {
                 caught_up.map_or("no".into(), |m| format!("yes ({m})"))
             ),
             caught.is_some() && caught_up.is_some() && installed > 0,
+        )
+    }
+
+    /// The exits of node `id` the supervisor recorded after the first `from` exits.
+    fn exits_of(&self, id: u64, from: usize) -> Vec<Exit> {
+        let exits = self.rig.exits();
+        exits
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.node == id)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits up to `timeout` until node `id` runs again and its `last_applied` reaches
+    /// `index`; the index it reached.
+    async fn caught_up(&self, id: u64, index: u64, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let info = self.rig.cluster_info(id).await;
+            if let Some(mine) = info.and_then(|i| i["last_applied"].as_u64()) {
+                if mine >= index {
+                    return Some(mine);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// The highest `last_applied` among the nodes other than `id` that answer.
+    async fn applied_by_others(&self, id: u64) -> u64 {
+        let mut top = 0;
+        for other in (1..=3).filter(|o| *o != id) {
+            let info = self.rig.cluster_info(other).await;
+            top = top.max(info.and_then(|i| i["last_applied"].as_u64()).unwrap_or(0));
+        }
+        top
+    }
+
+    async fn disk_eio(&mut self) -> (String, bool) {
+        let leader = self.leader().await;
+        let target = match leader {
+            Some(l) if self.rng.gen_bool(0.5) => l,
+            _ => self.rng.gen_range(1..=3),
+        };
+        let syscall = if self.rng.gen_bool(0.5) {
+            "fdatasync"
+        } else {
+            "pwrite64"
+        };
+        let from = self.rig.exits().len();
+        let Some(mut strace) = self.rig.inject_eio(target, syscall) else {
+            return (format!("strace could not attach to n{target}"), false);
+        };
+        // The workload keeps writing, so the node soon makes the call that fails.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut exit = None;
+        while exit.is_none() && Instant::now() < deadline {
+            exit = self.exits_of(target, from).into_iter().next();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if exit.is_none() {
+            // SAFETY: kill(2) on our own child, not yet reaped: strace detaches on SIGINT.
+            unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+        }
+        let _ = strace.wait();
+        let index = self.applied_by_others(target).await;
+        let back = self.caught_up(target, index, Duration::from_secs(30)).await;
+        let role = if leader == Some(target) {
+            " (leader)"
+        } else {
+            ""
+        };
+        let named = exit
+            .as_ref()
+            .is_some_and(|e| e.message.contains("Input/output error"));
+        (
+            format!(
+                "EIO on n{target}{role}'s next {syscall}; {}; started again by the \
+                 supervisor and caught up to index {index}: {}",
+                exit.as_ref()
+                    .map_or("it did not exit within 15 s".into(), |e| format!(
+                        "it exited ({}): {}",
+                        e.status, e.message
+                    )),
+                back.map_or("no".into(), |m| format!("yes ({m})"))
+            ),
+            named && back.is_some(),
+        )
+    }
+
+    async fn disk_full(&mut self) -> (String, bool) {
+        let Some(target) = self.rig.disk_node() else {
+            return ("no node has a disk of its own".into(), false);
+        };
+        let leader = self.leader().await;
+        let from = self.rig.exits().len();
+        let full = |rig: &Rig| rig.log(target).matches("No space left on device").count();
+        let full_before = full(&self.rig);
+        let held = self.rig.fill_disk(target);
+        // Until the node meets the full disk (a write that needs a new block; 1 KiB
+        // probes through the others push the log on), then the hold.
+        let other = (1..=3).find(|id| *id != target).expect("another node");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while full(&self.rig) == full_before && Instant::now() < deadline {
+            self.probe_with(other, 1024).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.hold().await;
+        let others_write = self.probe(other).await.is_some();
+        let refusals = full(&self.rig) - full_before;
+        let exits = self.exits_of(target, from);
+        self.rig.free_disk(target);
+        // Down by now if it exited: the supervisor starts it within its back-off.
+        let index = self.applied_by_others(target).await;
+        let back = self.caught_up(target, index, Duration::from_secs(30)).await;
+        let role = if leader == Some(target) {
+            " (leader)"
+        } else {
+            ""
+        };
+        (
+            format!(
+                "n{target}{role}'s disk full at {} KiB; {refusals} log lines name ENOSPC; \
+                 exits meanwhile: {}; writes through n{other} went on: {others_write}; room \
+                 given back, n{target} caught up to index {index}: {}",
+                held / 1024,
+                if exits.is_empty() {
+                    "none".to_owned()
+                } else {
+                    exits
+                        .iter()
+                        .map(|e| format!("{} ({})", e.message, e.status))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+                back.map_or("no".into(), |m| format!("yes ({m})"))
+            ),
+            refusals > 0 && others_write && back.is_some(),
         )
     }
 

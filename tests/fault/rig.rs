@@ -38,6 +38,13 @@
 //!   libfaketime preloaded into every node (the monotonic clock stays real, so tokio's
 //!   timers are sane); the offset file is re-read every second, so skew changes live.
 //! - [`Rig::heal_network`]: removes the network faults of one node.
+//! - [`Rig::fill_disk`] / [`Rig::free_disk`]: a full disk. The node the rig was started
+//!   with a disk of its own for keeps its data directory on a tmpfs mounted by the rig
+//!   (named `{tag}-n{id}`, so a dead run's is found and unmounted by the next); filling
+//!   it shrinks the tmpfs to what it holds, so the next block it needs is `ENOSPC`,
+//!   without writing a byte; freeing it gives the room back.
+//! - [`Rig::inject_eio`]: the next `fdatasync` or `pwrite64` of a node fails with `EIO`
+//!   (strace attached to the running process, as `tests/durability.rs` does).
 //!
 //! # Supervision
 //! As Docker's `restart: unless-stopped`, Kubernetes or the systemd unit in `deploy/`
@@ -140,7 +147,25 @@ fn sweep_dead_runs() {
             try_run("ip", &["netns", "del", name]);
         }
     }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let pid = source
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            try_run("umount", &["-l", target]);
+        }
+    }
 }
+
+/// Size of the tmpfs a node with a disk of its own gets (an upper bound, not memory
+/// taken: a tmpfs uses what it holds).
+const DISK_BYTES: u64 = 2 << 30;
 
 /// One node: its address inside the rig, data directory and namespace.
 #[derive(Clone)]
@@ -360,6 +385,8 @@ pub struct Rig {
     supervisor: Option<JoinHandle<()>>,
     /// Delays in force, by node.
     delays: Mutex<BTreeMap<u64, Delay>>,
+    /// The node whose data directory is a tmpfs of its own ([`Rig::fill_disk`]).
+    disk: Option<u64>,
     /// A client with a short timeout, for the rig's own probes.
     pub http: reqwest::Client,
 }
@@ -373,6 +400,16 @@ impl Rig {
 
     /// [`Rig::start`], some nodes with an open-files limit (soft and hard) of their own.
     pub async fn start_with(snapshot_threshold: u64, nofile: BTreeMap<u64, u64>) -> Rig {
+        Rig::start_full(snapshot_threshold, nofile, None).await
+    }
+
+    /// [`Rig::start_with`], node `disk` (if any) with its data directory on a tmpfs of its
+    /// own, which [`Rig::fill_disk`] can fill.
+    pub async fn start_full(
+        snapshot_threshold: u64,
+        nofile: BTreeMap<u64, u64>,
+        disk: Option<u64>,
+    ) -> Rig {
         check_tools();
         sweep_dead_runs();
         let began = Instant::now();
@@ -431,12 +468,24 @@ impl Rig {
             stop,
             supervisor: Some(supervisor),
             delays: Mutex::default(),
+            disk: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
                 .expect("http client"),
         };
         rig.build_network();
+        if let Some(id) = disk {
+            let data = rig.nodes[&id].data.clone();
+            std::fs::create_dir_all(&data).expect("data directory");
+            let size = format!("size={DISK_BYTES},mode=0700");
+            let source = format!("{}-n{id}", rig.tag);
+            run(
+                "mount",
+                &["-t", "tmpfs", "-o", &size, &source, &path(&data)],
+            );
+            rig.disk = Some(id);
+        }
         for id in 1..=3 {
             rig.skew(id, 0);
             rig.start_node(id);
@@ -765,10 +814,69 @@ impl Rig {
         std::fs::rename(&tmp, clock).expect("replace clock offset");
     }
 
-    /// Undoes every fault: network, clocks, pauses, and starts nodes that are down
-    /// (not one left down for damaged data).
+    /// The node with a disk of its own, if any.
+    pub fn disk_node(&self) -> Option<u64> {
+        self.disk
+    }
+
+    /// Fills node `id`'s disk: its tmpfs shrinks to what it holds now (rounded up to a
+    /// page), so the next block it needs is refused with `ENOSPC`. Returns the bytes held.
+    pub fn fill_disk(&self, id: u64) -> u64 {
+        assert_eq!(self.disk, Some(id), "node {id} has no disk of its own");
+        let data = path(&self.nodes[&id].data);
+        let used = run("df", &["--output=used", "-B1", &data]);
+        let used: u64 = used
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df's used bytes");
+        let size = format!("remount,size={}", used.max(4096));
+        run("mount", &["-o", &size, &data]);
+        used
+    }
+
+    /// Gives node `id`'s disk its room back (see [`Rig::fill_disk`]).
+    pub fn free_disk(&self, id: u64) {
+        if self.disk == Some(id) {
+            let size = format!("remount,size={DISK_BYTES}");
+            run("mount", &["-o", &size, &path(&self.nodes[&id].data)]);
+        }
+    }
+
+    /// Attaches strace to node `id`'s process so that its next call of `syscall`
+    /// (`fdatasync`, `pwrite64`) fails with `EIO`; strace exits with the node. `None` if
+    /// the node has no process or strace could not attach.
+    pub fn inject_eio(&self, id: u64, syscall: &str) -> Option<Child> {
+        let pid = self.pid(id)?;
+        let mut strace = Command::new("strace")
+            .args(["-f", "-e", &format!("trace={syscall}"), "-e"])
+            .arg(format!("inject={syscall}:error=EIO:when=1"))
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("strace is installed (scripts/test.sh installs it)");
+        // strace says it attached on its first line; drain the rest, or it blocks on a
+        // full pipe.
+        let stderr = strace.stderr.take().expect("strace's stderr");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        std::thread::spawn(move || lines.for_each(drop));
+        if first.contains("attached") {
+            Some(strace)
+        } else {
+            eprintln!("strace did not attach to n{id}: {first}");
+            let _ = strace.kill();
+            let _ = strace.wait();
+            None
+        }
+    }
+
+    /// Undoes every fault: network, clocks, pauses, a full disk, and starts nodes that
+    /// are down (not one left down for damaged data).
     pub fn heal_all(&mut self) {
         for id in 1..=3 {
+            self.free_disk(id);
             self.heal_network(id);
             self.skew(id, 0);
             if self.is_paused(id) {
@@ -870,6 +978,11 @@ impl Rig {
     }
 }
 
+/// A path as a command argument.
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -927,6 +1040,9 @@ impl Drop for Rig {
             }
         }
         drop(p);
+        if let Some(id) = self.disk {
+            try_run("umount", &["-l", &path(&self.nodes[&id].data)]);
+        }
         for node in self.nodes.values() {
             try_run("ip", &["netns", "del", &node.ns]);
         }

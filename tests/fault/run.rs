@@ -34,6 +34,8 @@ pub struct Config {
     pub seed: u64,
     /// Load from neighbours held meanwhile, if any (`super::neighbours`).
     pub neighbours: Option<Neighbours>,
+    /// The node with a disk of its own, which [`Fault::DiskFull`] fills, if any.
+    pub disk: Option<u64>,
 }
 
 /// What a run found.
@@ -62,7 +64,7 @@ pub async fn run(config: Config) -> Finding {
         .as_ref()
         .map(|n| n.nofile.clone())
         .unwrap_or_default();
-    let rig = Rig::start_with(config.snapshot_threshold, nofile).await;
+    let rig = Rig::start_full(config.snapshot_threshold, nofile, config.disk).await;
     let setup = began.elapsed();
     make_channels(&rig).await;
     let rec = Recorder::new();
@@ -212,7 +214,9 @@ async fn settle(rig: &Rig, rec: &Recorder, seed: u64) -> Result<String, String> 
     agreement
 }
 
-/// A violation for every node whose log shows a panic or a failed start.
+/// A violation for every node whose log shows a panic or a failed start — but for a
+/// start refused because the disk is full ([`Fault::DiskFull`]), which is what it should
+/// do then.
 fn node_failures(rig: &Rig, report: &mut Report) {
     for id in 1..=3 {
         let log = rig.log(id);
@@ -220,12 +224,19 @@ fn node_failures(rig: &Rig, report: &mut Report) {
             ("panicked at", "panicked"),
             ("slct: start node", "cannot start"),
         ] {
-            if let Some(at) = log.find(sign) {
+            let failure = log.match_indices(sign).find_map(|(at, _)| {
+                let line = log[at..].lines().next().unwrap_or_default();
+                if line.contains("No space left on device") {
+                    return None;
+                }
                 let end = log[at..]
                     .char_indices()
                     .nth(600)
                     .map_or(log.len(), |(i, _)| at + i);
-                report.violation(format!("node {id} {what}: {}", &log[at..end]));
+                Some(&log[at..end])
+            });
+            if let Some(excerpt) = failure {
+                report.violation(format!("node {id} {what}: {excerpt}"));
             }
         }
     }
@@ -392,8 +403,8 @@ fn print_summary(ops: &[Op], faults: &[Record], exits: &[Exit], report: &Report)
     }
     let restarted = exits.iter().filter(|e| e.restart_after.is_some()).count();
     eprintln!(
-        "supervisor: {} exits the nemesis did not cause, {restarted} restarted, {} left down \
-         (damaged data):",
+        "supervisor: {} exits not by kill -9 (on their own, or on a disk fault), {restarted} \
+         restarted, {} left down (damaged data):",
         exits.len(),
         exits.len() - restarted
     );

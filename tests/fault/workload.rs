@@ -7,6 +7,8 @@
 //!   timer fires and updates them under the lease with new data and a new timer — or
 //!   extends the lease first, gives it back, or abandons it to expire;
 //! - HTTP senders send unique values on the channels, detached, blocking or as a try;
+//!   half of the detached and try sends carry an `Idempotency-Key` (blocking sends take
+//!   none, design.md §3) and are sent again with it while their outcome is unknown;
 //!   HTTP receivers receive with and without waiting;
 //! - an actor worker keeps states `a-r*` blocked receiving (a recv case and a timer)
 //!   and `a-s*` blocked sending unique values, polling them (`a-`) and updating each
@@ -96,6 +98,9 @@ impl Client {
         if let Some(body) = body {
             req = req.json(&body);
         }
+        if let Call::Send { key: Some(key), .. } = &call {
+            req = req.header("Idempotency-Key", key);
+        }
         let start = self.rec.now();
         let outcome = outcome(req.send().await).await;
         let end = self.rec.now();
@@ -151,7 +156,9 @@ fn request(call: &Call) -> (Method, String, Option<Value>, u64) {
             None,
             0,
         ),
-        Call::Send { chan, value, mode } => {
+        Call::Send {
+            chan, value, mode, ..
+        } => {
             let (query, wait) = match mode {
                 SendMode::Detached => (String::new(), 0),
                 SendMode::Try => ("?wait=0".to_owned(), 0),
@@ -307,17 +314,43 @@ fn chan(c: &mut Client) -> String {
     CHANS[c.rng.gen_range(0..CHANS.len())].0.to_owned()
 }
 
-/// HTTP sender: unique values, every way of waiting.
+/// Attempts of a keyed send, the first included, before its outcome is left unknown.
+const KEYED_ATTEMPTS: u32 = 5;
+
+/// HTTP sender: unique values, every way of waiting. Half the sends carry an
+/// `Idempotency-Key` (detached or try: a blocking send takes none) and, while the
+/// outcome is unknown, are sent again with the same key — to a random node, after a
+/// back-off — as a client that must not lose or double a value would.
 pub async fn http_sender(mut c: Client, until: Instant) {
     while Instant::now() < until {
         let chan = chan(&mut c);
-        let value = json!(c.unique("h"));
-        let mode = match c.rng.gen_range(0..3) {
+        let name = c.unique("h");
+        let keyed = c.rng.gen_bool(0.5);
+        let mode = match c.rng.gen_range(0..if keyed { 2 } else { 3 }) {
             0 => SendMode::Detached,
             1 => SendMode::Try,
             _ => SendMode::Block(c.rng.gen_range(1..3)),
         };
-        c.call(Call::Send { chan, value, mode }).await;
+        let send = Call::Send {
+            chan,
+            key: keyed.then(|| format!("key-{name}")),
+            value: json!(name),
+            mode,
+        };
+        let mut outcome = c.call(send.clone()).await;
+        let mut attempts = 1;
+        // After an unknown outcome, a refused connection says nothing about the first
+        // attempt: keep trying until the server answers.
+        while keyed
+            && attempts < KEYED_ATTEMPTS
+            && Instant::now() < until
+            && (outcome.is_unknown() || attempts > 1 && outcome.fail_code() == Some("unreachable"))
+        {
+            let ms = c.rng.gen_range(100..300) * u64::from(attempts);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            outcome = c.call(send.clone()).await;
+            attempts += 1;
+        }
         pause(&mut c).await;
     }
 }

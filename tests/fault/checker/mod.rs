@@ -2,8 +2,9 @@
 //!
 //! - [`linear`]: each state's `data` is linearizable (Wing–Gong search per state id).
 //! - [`values`]: every value whose send was acknowledged is received exactly once; none
-//!   is received twice or invented; a refused or withdrawn send is never received;
-//!   channels keep FIFO order.
+//!   is received twice or invented — also when its send was retried under an
+//!   `Idempotency-Key`, whose answers must agree; a refused or withdrawn send is never
+//!   received; channels keep FIFO order.
 //! - [`leases`]: no two leases on one state overlap, by the server's own (log) times.
 //! - [`clock`]: timers never fire before their deadline in log time, overdue timers do
 //!   not linger, and log time never goes back across completed operations.

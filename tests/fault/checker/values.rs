@@ -9,6 +9,11 @@
 //!   or `closed`, ...) or a state's send was seen completed with `ok: false`;
 //! - otherwise **maybe sent** (unknown outcome, or a state send never seen completed).
 //!
+//! A value sent under an `Idempotency-Key` may have been sent several times (retries of
+//! an unknown outcome, with the same key): its attempts are one send, whose fate is the
+//! answer the server gave to any of them — the answers under one key must agree — and
+//! it must be received at most once like any value. The report counts those retries.
+//!
 //! A value is received by an HTTP receive that answered it, or by a state whose result
 //! shows it (each result counted once, by state incarnation and `seq`). Receiving over
 //! HTTP is at-most-once: an HTTP receive whose outcome is unknown may have taken a
@@ -76,7 +81,7 @@ pub fn check(ops: &[Op], report: &mut Report) {
             _ => None,
         })
         .collect();
-    let mut sent = http_sends(ops, &closed);
+    let (mut sent, keyed) = http_sends(ops, &closed, report);
     let registered = state_sends(ops, &mut sent);
     let (received, unknown_recvs) = receipts(ops, &registered, report);
 
@@ -109,8 +114,11 @@ pub fn check(ops: &[Op], report: &mut Report) {
         };
         if receipts.len() > 1 {
             let evidence: Vec<String> = receipts.iter().map(|r| describe(&ops[r.index])).collect();
+            let under = keyed.keys.get(value).map_or(String::new(), |(key, n)| {
+                format!(" (sent under Idempotency-Key {key}, {n} attempts)")
+            });
             report.violation(format!(
-                "value {value} was received {} times: {}",
+                "value {value}{under} was received {} times: {}",
                 receipts.len(),
                 evidence.join(" ; ")
             ));
@@ -138,6 +146,24 @@ pub fn check(ops: &[Op], report: &mut Report) {
             ));
         }
     }
+    let keyed_once = keyed
+        .keys
+        .keys()
+        .filter(|v| sent[*v].fate == Fate::Acked && received.get(*v).map(Vec::len) == Some(1))
+        .count();
+    let keyed_twice = keyed
+        .keys
+        .keys()
+        .filter(|v| received.get(*v).map_or(0, Vec::len) > 1)
+        .count();
+    let [r_acked, r_refused, r_maybe] = keyed.retried_fates;
+    report.checked.push(format!(
+        "keyed sends: {} values sent under an Idempotency-Key, {} of them sent again after \
+         an unknown outcome ({} retries; in the end {r_acked} acknowledged, {r_refused} \
+         refused, {r_maybe} unknown); answers compared under each key; {keyed_once} \
+         acknowledged keyed values received exactly once, {keyed_twice} more than once",
+        keyed.values, keyed.retried, keyed.retries,
+    ));
     let fifo_pairs = check_fifo(ops, &sent, &received, report);
     let missing: usize = lost.values().map(Vec::len).sum();
     report.checked.push(format!(
@@ -152,20 +178,107 @@ pub fn check(ops: &[Op], report: &mut Report) {
     ));
 }
 
-/// Values sent over HTTP.
-fn http_sends(ops: &[Op], closed: &[&str]) -> HashMap<String, Sent> {
-    let mut sent = HashMap::new();
+/// What the sends under Idempotency-Keys came to (see [`http_sends`]).
+#[derive(Debug, Default)]
+struct Keyed {
+    /// Values sent under a key.
+    values: usize,
+    /// Of those, values sent more than once (after an unknown outcome).
+    retried: usize,
+    /// Attempts beyond the first, in all.
+    retries: usize,
+    /// Retried values by their fate in the end: acknowledged, refused, unknown.
+    retried_fates: [usize; 3],
+    /// The key of each keyed value, with its number of attempts.
+    keys: HashMap<String, (String, usize)>,
+}
+
+/// Values sent over HTTP, and what the keyed ones came to.
+///
+/// A value sent under an `Idempotency-Key` may have several attempts: the workload sends
+/// it again while the outcome is unknown. Every answer the server gave under one key is
+/// the reply of the key's one application (design.md §3), so the answers must agree —
+/// same status, same code — or it is a violation; the value's fate is that answer's. A
+/// refused connection (`unreachable`) is no answer: it leaves the fate to the other
+/// attempts, or refuses the value if every attempt was refused so. An acknowledged
+/// value counts as sent from its first attempt's start to the answer's end.
+fn http_sends(ops: &[Op], closed: &[&str], report: &mut Report) -> (HashMap<String, Sent>, Keyed) {
+    let mut attempts: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut order = Vec::new();
     for (index, op) in ops.iter().enumerate() {
-        let Call::Send { chan, value, .. } = &op.call else {
+        let Call::Send { value, .. } = &op.call else {
             continue;
         };
-        let fate = match &op.outcome {
-            Outcome::Ok { status: 202, .. } if closed.contains(&chan.as_str()) => Fate::Maybe,
-            Outcome::Ok { .. } => Fate::Acked,
-            Outcome::Fail { .. } => Fate::Refused,
-            Outcome::Unknown(_) => Fate::Maybe,
+        let list = attempts.entry(show(value)).or_default();
+        if list.is_empty() {
+            order.push(show(value));
+        }
+        list.push(index);
+    }
+    let mut sent = HashMap::new();
+    let mut keyed = Keyed::default();
+    for value in order {
+        let list = &attempts[&value];
+        let first = &ops[list[0]];
+        let Call::Send { chan, key, .. } = &first.call else {
+            unreachable!("attempts are sends");
         };
-        let http = (fate == Fate::Acked).then_some((op.start, op.end));
+        let answers: Vec<usize> = list
+            .iter()
+            .copied()
+            .filter(|i| match &ops[*i].outcome {
+                Outcome::Ok { .. } => true,
+                Outcome::Fail { code, .. } => code != "unreachable",
+                Outcome::Unknown(_) => false,
+            })
+            .collect();
+        let same = |a: &Outcome, b: &Outcome| match (a, b) {
+            (Outcome::Ok { status: x, .. }, Outcome::Ok { status: y, .. }) => x == y,
+            (Outcome::Fail { status: x, code: c }, Outcome::Fail { status: y, code: d }) => {
+                x == y && c == d
+            }
+            _ => false,
+        };
+        if let Some(other) = answers
+            .iter()
+            .find(|i| !same(&ops[**i].outcome, &ops[answers[0]].outcome))
+        {
+            report.violation(format!(
+                "the answers under Idempotency-Key {} disagree: {} ; {}",
+                key.as_deref().unwrap_or("(none)"),
+                describe(&ops[answers[0]]),
+                describe(&ops[*other])
+            ));
+        }
+        let (index, fate) = match answers.first() {
+            Some(i) => {
+                let fate = match &ops[*i].outcome {
+                    Outcome::Ok { status: 202, .. } if closed.contains(&chan.as_str()) => {
+                        Fate::Maybe
+                    }
+                    Outcome::Ok { .. } => Fate::Acked,
+                    _ => Fate::Refused,
+                };
+                (*i, fate)
+            }
+            None if list.iter().all(|i| !ops[*i].outcome.is_unknown()) => (list[0], Fate::Refused),
+            None => (list[list.len() - 1], Fate::Maybe),
+        };
+        if let Some(key) = key {
+            keyed.values += 1;
+            keyed.keys.insert(value.clone(), (key.clone(), list.len()));
+            if list.len() > 1 {
+                keyed.retried += 1;
+                keyed.retries += list.len() - 1;
+                let slot = match fate {
+                    Fate::Acked => 0,
+                    Fate::Refused => 1,
+                    Fate::Maybe => 2,
+                };
+                keyed.retried_fates[slot] += 1;
+            }
+        }
+        let http = (fate == Fate::Acked).then_some((first.start, ops[index].end));
         let send = Sent {
             chan: chan.clone(),
             fate,
@@ -173,9 +286,9 @@ fn http_sends(ops: &[Op], closed: &[&str]) -> HashMap<String, Sent> {
             at: None,
             index,
         };
-        sent.insert(show(value), send);
+        sent.insert(value, send);
     }
-    sent
+    (sent, keyed)
 }
 
 /// Values in states' send cases: (select id → (chan, value)), registering each as maybe

@@ -61,24 +61,33 @@
 //! never waits: it reads the state's target and queues it; past [`MAX_QUEUED`] waiting
 //! states it drops the dispatch, and the lease's expiry delivers the state again later.
 //! The apply path only ever sends to a broadcast channel.
+//!
+//! # Where it runs
+//! The dispatcher is a service of the node, started beside its HTTP server
+//! ([`crate::server::serve`]) with [`start`], and stopped when the [`Dispatcher`]
+//! handle it returns is dropped. It records attempts in the node's [`Metrics`].
+//!
+//! # Layout
+//! - this module: the configuration, and the queues by target that workers take
+//!   states from;
+//! - `attempt`: one delivery — the POST, reading the answer, proposing its outcome;
+//! - `sign`: the HMAC signature of a body ([`signature`]);
+//! - [`allow`]: `--callback-allow`, the targets callbacks may have.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use allow::CallbackAllow;
-use hmac::{Hmac, Mac};
 use rand::Rng;
-use sha2::Sha256;
 use tokio::sync::{broadcast, watch, Semaphore};
-use uuid::Uuid;
 
 pub mod allow;
+mod attempt;
+mod sign;
 
-use crate::api::metrics::Metrics;
-use crate::engine::types::State;
-use crate::engine::wire::StateBody;
-use crate::engine::{Error, Op};
+pub use sign::signature;
+
+use crate::metrics::Metrics;
 use crate::node::Node;
 
 /// Default `--callback-max-attempts`.
@@ -134,35 +143,13 @@ pub fn backoff_ms(attempts: u32, rng: &mut impl Rng) -> u64 {
     base / 2 + rng.gen_range(0..=base / 2)
 }
 
-/// The `Slct-Signature` header for a body sent at `timestamp` (Unix ms, the
-/// `Slct-Timestamp` header): `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
-///
-/// Covering the timestamp lets a receiver reject replays: it recomputes the HMAC over
-/// the two headers' values and the raw body, compares in constant time, and refuses a
-/// timestamp older than it is willing to accept (say five minutes).
-pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
-    let mut signed = Vec::with_capacity(body.len() + 21);
-    signed.extend_from_slice(timestamp.to_string().as_bytes());
-    signed.push(b'.');
-    signed.extend_from_slice(body);
-    format!("sha256={}", hmac_sha256_hex(secret, &signed))
-}
-
-/// Hex HMAC-SHA256 of `message` under `secret`.
-pub fn hmac_sha256_hex(secret: &str, message: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(message);
-    hex::encode(mac.finalize().into_bytes())
-}
-
 /// `last_error` for every transport failure: deliberately one sentence, so that a
 /// client who may set callback URLs learns nothing about the leader's network from it.
 pub const NO_VALID_ANSWER: &str =
     "no valid HTTP answer (connection failed, timed out, or not HTTP)";
 
 /// The dispatcher's shared parts.
-struct Dispatcher {
+struct Shared {
     node: Node,
     config: CallbackConfig,
     /// Largest answer read, in bytes (`--max-body`).
@@ -186,7 +173,7 @@ struct Target {
     waiting: VecDeque<String>,
 }
 
-impl Dispatcher {
+impl Shared {
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -237,20 +224,27 @@ impl Dispatcher {
     }
 }
 
-/// Starts the dispatcher: it works while this node leads, until `stop` changes.
-/// Answers longer than `max_answer` bytes are failed attempts.
-pub fn spawn(
+/// The running dispatcher of one node: dropping it stops the dispatcher.
+#[must_use = "the dispatcher stops when its handle is dropped"]
+pub struct Dispatcher {
+    _stop: watch::Sender<()>,
+}
+
+/// Starts the dispatcher of `node` (inside a tokio runtime): it works while the node
+/// leads, until the handle is dropped. Answers longer than `max_answer` bytes are
+/// failed attempts.
+pub fn start(
     node: Node,
     config: CallbackConfig,
     max_answer: usize,
     metrics: Arc<Metrics>,
-    stop: watch::Receiver<()>,
-) {
+) -> Dispatcher {
+    let (stop, stopped) = watch::channel(());
     let client = crate::http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
-    let d = Arc::new(Dispatcher {
+    let d = Arc::new(Shared {
         permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
         client,
         in_flight: Mutex::default(),
@@ -260,10 +254,11 @@ pub fn spawn(
         max_answer,
         metrics,
     });
-    tokio::spawn(run(d, stop));
+    tokio::spawn(run(d, stopped));
+    Dispatcher { _stop: stop }
 }
 
-async fn run(d: Arc<Dispatcher>, mut stop: watch::Receiver<()>) {
+async fn run(d: Arc<Shared>, mut stop: watch::Receiver<()>) {
     let mut leadership = d.node.leadership();
     loop {
         let leading = *leadership.borrow_and_update();
@@ -278,7 +273,7 @@ async fn run(d: Arc<Dispatcher>, mut stop: watch::Receiver<()>) {
 /// While leader: every state leased to the dispatcher. What it misses (effects applied
 /// before it led, or lost when it lagged) is leased again, and delivered, when the
 /// lease lapses.
-async fn lead(d: &Arc<Dispatcher>) {
+async fn lead(d: &Arc<Shared>) {
     let mut effects = d.node.subscribe();
     loop {
         match effects.recv().await {
@@ -301,7 +296,7 @@ async fn lead(d: &Arc<Dispatcher>) {
 /// Hands `id` to a worker of its target, or queues it there, or asks the attempt in
 /// flight to look again when it ends. Never waits (see "Why a slow target delays no
 /// other" above); a state it drops is delivered when its lease lapses.
-fn dispatch(d: &Arc<Dispatcher>, id: &str) {
+fn dispatch(d: &Arc<Shared>, id: &str) {
     if d.ask_again(id) {
         return;
     }
@@ -326,7 +321,7 @@ fn dispatch(d: &Arc<Dispatcher>, id: &str) {
 }
 
 /// The target (`host:port`) of the callback of the state `id`, if it has one.
-fn target_of(d: &Dispatcher, id: &str) -> Option<String> {
+fn target_of(d: &Shared, id: &str) -> Option<String> {
     let state = crate::engine::load_state(d.node.store(), id).ok()??;
     let url = reqwest::Url::parse(&state.callback?.url).ok()?;
     Some(format!(
@@ -339,7 +334,7 @@ fn target_of(d: &Dispatcher, id: &str) -> Option<String> {
 /// A worker of `target`: attempts `id`, then the target's next waiting state, until
 /// its queue is empty. While this node does not lead it attempts nothing: the states
 /// it drops are delivered by the next leader when their leases lapse.
-async fn work(d: Arc<Dispatcher>, target: String, mut id: String) {
+async fn work(d: Arc<Shared>, target: String, mut id: String) {
     loop {
         let permit = if d.node.is_leader() {
             d.permits.clone().acquire_owned().await.ok()
@@ -350,7 +345,7 @@ async fn work(d: Arc<Dispatcher>, target: String, mut id: String) {
             Some(_permit) => {
                 let mut last = None;
                 loop {
-                    last = attempt(&d, &id, last).await.or(last);
+                    last = attempt::attempt(&d, &id, last).await.or(last);
                     if d.finished(&id) {
                         break;
                     }
@@ -364,213 +359,6 @@ async fn work(d: Arc<Dispatcher>, target: String, mut id: String) {
             Some(next) => id = next,
             None => return,
         }
-    }
-}
-
-/// One delivery attempt of the lease the state holds, unless it is the lease `last`
-/// attempted; returns the token attempted.
-async fn attempt(d: &Dispatcher, id: &str, last: Option<Uuid>) -> Option<Uuid> {
-    let state = crate::engine::load_state(d.node.store(), id).ok()??;
-    state.callback.as_ref()?;
-    let token = state.lease.as_ref()?.token;
-    if Some(token) == last {
-        return None;
-    }
-    let started = tokio::time::Instant::now();
-    let error = match post(d, &state, token).await {
-        Ok((_, None)) => {
-            defer(d, id, token).await;
-            return Some(token);
-        }
-        Ok((status, Some(update))) => match apply_update(d, id, token, status, update).await {
-            Ok(()) => {
-                d.metrics.callback("applied");
-                return Some(token);
-            }
-            Err(e) => e,
-        },
-        Err(e) => e,
-    };
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    if error == NO_VALID_ANSWER {
-        // A refused connection fails in milliseconds, a silent listener at the timeout:
-        // recorded at the timeout either way, the log time of the failure (in the
-        // history, `updated_at`, the retry time) does not tell them apart.
-        if let Some(callback) = &state.callback {
-            tokio::time::sleep_until(started + Duration::from_millis(callback.timeout_ms)).await;
-        }
-    }
-    fail(d, &state, token, error, duration_ms).await;
-    Some(token)
-}
-
-/// POSTs the state; answers the status and `Some(body)`, an update to apply, or `None`,
-/// a deferral. An error is `last_error`: a fixed sentence, the status at most.
-async fn post(
-    d: &Dispatcher,
-    state: &State,
-    token: Uuid,
-) -> Result<(u16, Option<StateBody>), String> {
-    let callback = state
-        .callback
-        .as_ref()
-        .ok_or("the state lost its callback")?;
-    if d.config.allow.check(&callback.url).is_err() {
-        return Err("the callback url is not in --callback-allow (narrowed since the PUT)".into());
-    }
-    let body = serde_json::to_vec(&state.view(true))
-        .map_err(|_| "the state could not be encoded".to_owned())?;
-    let mut request = d
-        .client
-        .post(&callback.url)
-        .timeout(Duration::from_millis(callback.timeout_ms))
-        .header("content-type", "application/json")
-        .header("slct-state-id", &state.id)
-        .header("slct-lease", token.to_string())
-        .header("slct-attempt", (state.attempts + 1).to_string())
-        .header("idempotency-key", format!("{}:{}", state.id, state.version));
-    if let Some(secret) = &d.config.secret {
-        let timestamp = crate::api::now_ms();
-        request = request
-            .header("slct-timestamp", timestamp.to_string())
-            .header("slct-signature", signature(secret, timestamp, &body));
-    }
-    let mut response = request.body(body).send().await.map_err(transport)?;
-    let status = response.status();
-    if status.is_redirection() {
-        let code = status.as_u16();
-        return Err(format!(
-            "callback answered HTTP {code} (redirects are not followed)"
-        ));
-    }
-    let status = status.as_u16();
-    if !(200..300).contains(&status) {
-        return Err(format!("callback answered HTTP {status}"));
-    }
-    let bytes = read_limited(&mut response, d.max_answer)
-        .await
-        .map_err(|e| format!("callback answered HTTP {status}; {e}"))?;
-    if status == 202 || status == 204 || bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((status, None));
-    }
-    match crate::api::extract::parse::<StateBody>(&bytes) {
-        Ok(update) => Ok((status, Some(update))),
-        Err(e) => {
-            tracing::debug!(id = %state.id, error = %e.message, "callback answered an invalid state");
-            Err(format!(
-                "callback answered HTTP {status} with a body that is not a valid state update"
-            ))
-        }
-    }
-}
-
-/// A failure to get an answer, as `last_error` (see [`NO_VALID_ANSWER`]); the detail
-/// goes to this node's log only.
-fn transport(e: reqwest::Error) -> String {
-    tracing::debug!(error = %e, "callback transport failure");
-    NO_VALID_ANSWER.to_owned()
-}
-
-/// Reads an answer's body, refusing one longer than `max` bytes: by its
-/// `Content-Length` before reading, else as soon as the chunks read pass `max`.
-async fn read_limited(response: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let too_large = || format!("the answer is larger than {max} bytes");
-    if response.content_length().is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if bytes.len() + chunk.len() > max {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
-}
-
-/// Applies the callback's answer (HTTP `status`) as the update under its lease. An
-/// error names the engine's error code, never its message (which may quote the answer).
-async fn apply_update(
-    d: &Dispatcher,
-    id: &str,
-    token: Uuid,
-    status: u16,
-    body: StateBody,
-) -> Result<(), String> {
-    let invalid = |e: Error| {
-        tracing::debug!(id, error = %e, "callback answered an update that was refused");
-        format!(
-            "callback answered HTTP {status} with an update that was refused ({})",
-            e.code()
-        )
-    };
-    let callback = body.callback().map_err(invalid)?;
-    if let Some(Some(callback)) = &callback {
-        if d.config.allow.check(&callback.url).is_err() {
-            return Err(format!(
-                "callback answered HTTP {status} with a callback url not in --callback-allow"
-            ));
-        }
-    }
-    let op = Op::UpdateState {
-        id: id.to_owned(),
-        token,
-        selects: body.selects().map_err(invalid)?,
-        callback,
-        priority: body.priority().map_err(invalid)?,
-        max_deliveries: body.max_deliveries().map_err(invalid)?,
-        retain_ms: body.retain_ms().map_err(invalid)?,
-        data: body.data,
-    };
-    match d.node.write(op).await {
-        Ok(applied) => applied.reply.map(|_| ()).map_err(invalid),
-        Err(e) => {
-            tracing::info!(id, error = %e, "a callback's update was not committed");
-            Err(format!(
-                "callback answered HTTP {status}; its update could not be committed"
-            ))
-        }
-    }
-}
-
-/// The receiver will PUT the update itself: give it `defer_ms` from now.
-async fn defer(d: &Dispatcher, id: &str, token: Uuid) {
-    d.metrics.callback("deferred");
-    let op = Op::ExtendLease {
-        id: id.to_owned(),
-        token,
-        extend_ms: d.config.defer_ms,
-    };
-    match d.node.write(op).await.map(|a| a.reply) {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::info!(
-            id,
-            error = %e,
-            "deferred callback: lease not extended (updated already, or lapsed)"
-        ),
-        Err(e) => tracing::info!(id, error = %e, "deferred callback: lease not extended"),
-    }
-}
-
-/// Records a failed attempt: retry later, or give up.
-async fn fail(d: &Dispatcher, state: &State, token: Uuid, error: String, duration_ms: u64) {
-    let backoff_ms = backoff_ms(state.attempts, &mut rand::thread_rng());
-    let gave_up = state.attempts + 1 >= d.config.max_attempts;
-    tracing::info!(id = %state.id, attempt = state.attempts + 1, %error, "callback failed");
-    let op = Op::CallbackFailed {
-        id: state.id.clone(),
-        token,
-        error,
-        max_attempts: d.config.max_attempts,
-        backoff_ms,
-        duration_ms,
-    };
-    match d.node.write(op).await.map(|a| a.reply) {
-        Ok(Ok(_)) => d
-            .metrics
-            .callback(if gave_up { "gave_up" } else { "failed" }),
-        Ok(Err(e)) => tracing::debug!(id = %state.id, error = %e, "callback failure not recorded"),
-        Err(e) => tracing::debug!(id = %state.id, error = %e, "callback failure not recorded"),
     }
 }
 
@@ -590,29 +378,5 @@ mod tests {
         }
         assert!(backoff_ms(0, &mut rng) <= 200);
         assert!(backoff_ms(30, &mut rng) >= 30_000);
-    }
-
-    #[test]
-    fn hmac_is_sha256_hex() {
-        // RFC 4231, test case 2.
-        assert_eq!(
-            hmac_sha256_hex("Jefe", b"what do ya want for nothing?"),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn signature_covers_timestamp_and_body() {
-        let sig = signature("Jefe", 1764000000000, b"{}");
-        assert_eq!(
-            sig,
-            format!("sha256={}", hmac_sha256_hex("Jefe", b"1764000000000.{}"))
-        );
-        assert_ne!(
-            sig,
-            signature("Jefe", 1764000000001, b"{}"),
-            "a replay later"
-        );
-        assert_ne!(sig, signature("Jefe", 1764000000000, b"[]"));
     }
 }
