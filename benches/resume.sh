@@ -16,10 +16,10 @@ if [ $# -gt 0 ] && [ "$1" != "--" ] && [ "${1#-}" = "$1" ]; then BASE=$1; shift;
 [ "${1:-}" = "--" ] && shift
 cd "$(dirname "$0")/.."
 if [ -z "${SLCT_BIN:-}" ] || [ -z "${RESUME_BENCH_BIN:-}" ]; then
-  cargo build --release --bin slct --example resume_bench >&2
+  cargo build --release --bin slct --bin resume_bench >&2
 fi
 SLCT_BIN=${SLCT_BIN:-target/release/slct}
-RESUME_BENCH_BIN=${RESUME_BENCH_BIN:-target/release/examples/resume_bench}
+RESUME_BENCH_BIN=${RESUME_BENCH_BIN:-target/release/resume_bench}
 TMP=$(mktemp -d /tmp/slct-resume.XXXXXX)
 PIDS=()
 cleanup() {

@@ -8,7 +8,7 @@
 # hickory-dns resolver reads /etc/hosts and /etc/resolv.conf itself. So peers may be
 # named by host name (`slct1:7001`) in the image, as on any machine.
 #
-# The release profile keeps line tables for profiling (`debug = 1`); the copy in the
+# The release profile keeps line tables of slct's own code for profiling; the copy in the
 # image is stripped. The cargo target directory is the usual one (or $CARGO_TARGET_DIR),
 # so a second run rebuilds only what changed.
 set -euo pipefail

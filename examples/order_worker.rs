@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! slct dev &                                   # three nodes on 127.0.0.1:7001-7003
-//! cargo run --example order_worker             # or SLCT_SERVER=http://a:7001,http://b:7001
+//! cargo run --release --bin order_worker        # or SLCT_SERVER=http://a:7001,http://b:7001
 //! ```
 //!
 //! Three orders start; two are paid, one is not. The worker long-polls the orders'

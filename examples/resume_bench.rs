@@ -26,7 +26,7 @@
 //! ```text
 //! benches/resume.sh                      # builds, starts three `slct serve`, runs this
 //! # or against a running cluster (e.g. `slct dev`):
-//! cargo run --release --example resume_bench -- --server http://127.0.0.1:7001
+//! cargo run --release --bin resume_bench -- --server http://127.0.0.1:7001
 //! ```
 //!
 //! Not a test: it asserts nothing about time. A row with errors says so (INVALID).

@@ -18,7 +18,8 @@
 //!   callback dispatcher.
 //! - [`metrics`]: the node's Prometheus series, recorded by the API and the callbacks.
 //! - [`json`]: parsing JSON from strangers (request bodies, callback answers) within
-//!   limits; [`clock`]: the wall clock.
+//!   limits; [`clock`]: the wall clock; [`codec`]: the binary encoding of what slct
+//!   writes for itself (stored records, Raft entries and messages).
 //! - [`cli`]: the `slct` command line.
 //! - [`client`]: a typed Rust client of the HTTP API and a [`client::Worker`] that
 //!   long-polls states; beside `cli` in the layering, it speaks only the wire format.
@@ -30,6 +31,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod codec;
 pub mod engine;
 pub mod http_client;
 pub mod json;

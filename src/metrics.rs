@@ -47,7 +47,7 @@ pub struct RouteLabels {
 /// A one-label set (`status`, `queue`, `outcome`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
-    /// The kind.
+    /// The status, queue or outcome counted.
     pub kind: String,
 }
 

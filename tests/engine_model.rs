@@ -31,13 +31,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 use serde_json::json;
-use slct::engine::chan::Waiter;
+use slct::codec;
+use slct::engine::chan::{Side, Waiter};
 use slct::engine::history::{self, Event, What};
 use slct::engine::poll::candidates;
 use slct::engine::types::{Callback, Case, Select, State, Status};
-use slct::engine::{codec, Applied, Data, CALLBACK_LEASE_MARGIN_MS};
-use slct::engine::{keys, Error, Op, RecvMode, Response, SendMode, Store, Table};
+use slct::engine::{Applied, Data, CALLBACK_LEASE_MARGIN_MS};
 use slct::engine::{Discarded, DiscardedSend};
+use slct::engine::{Error, Op, RecvMode, Response, SendMode, Store, Table};
 use support::world::*;
 use uuid::Uuid;
 
@@ -1679,10 +1680,7 @@ fn compare_chans(run: &mut Run) -> Result<(), String> {
                 "chan {name}: engine (len, senders, receivers, closed, discarded) {got:?} != model {want:?}"
             ));
         }
-        let buffered: Vec<Data> = entries(&run.world, Table::Buffers, name)
-            .into_iter()
-            .map(|v| codec::decode(&v).unwrap())
-            .collect();
+        let buffered = slct::engine::buffered(&run.world.store, name).unwrap();
         if !m.buf.iter().eq(buffered.iter()) {
             return Err(format!(
                 "chan {name}: buffer {buffered:?} != model {:?}",
@@ -1691,17 +1689,6 @@ fn compare_chans(run: &mut Run) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn entries(world: &World, table: Table, chan: &str) -> Vec<Vec<u8>> {
-    let prefix = keys::chan_prefix(chan);
-    world
-        .store
-        .scan_from(table, &prefix)
-        .map(Result::unwrap)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-        .map(|(_, v)| v)
-        .collect()
 }
 
 /// The timer case through which the engine last completed `select` of `state`.
@@ -1750,13 +1737,10 @@ fn invariants(run: &Run) -> Result<(), String> {
     for name in CHANS {
         let mut selects_in_queues = BTreeSet::new();
         let (mut senders, mut receivers) = (0, 0);
-        for (table, count) in [
-            (Table::Senders, &mut senders),
-            (Table::Receivers, &mut receivers),
-        ] {
-            for bytes in entries(&run.world, table, name) {
+        for (side, count) in [(Side::Send, &mut senders), (Side::Recv, &mut receivers)] {
+            for waiter in slct::engine::queued(&run.world.store, name, side).unwrap() {
                 *count += 1;
-                if let Waiter::Select { state, select, .. } = codec::decode(&bytes).unwrap() {
+                if let Waiter::Select { state, select, .. } = waiter {
                     let blocked = run.world.exists(&state)
                         && run
                             .world

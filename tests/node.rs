@@ -100,7 +100,7 @@ fn create(id: &str, selects: Vec<Select>) -> Op {
 
 fn local_state(node: &Node, id: &str) -> Option<State> {
     let bytes = node.store().get(Table::States, id.as_bytes()).ok()??;
-    slct::engine::codec::decode(&bytes).ok()
+    slct::codec::decode(&bytes).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,7 @@ struct Waiters {
     queue: BTreeMap<u64, (String, Arc<Notify>)>,
     /// State ids each woken (and so dequeued) poller was woken for.
     woken: HashMap<u64, Vec<String>>,
-    /// Next ticket.
+    /// The ticket the next poller gets: tickets rise, so `queue` is in arrival order.
     next_ticket: u64,
 }
 

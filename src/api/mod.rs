@@ -182,7 +182,7 @@ impl AppState {
         match idempotency_key(headers)? {
             None => self.write(op).await,
             Some(key) => {
-                let encoded = crate::engine::codec::encode(&op)
+                let encoded = crate::codec::encode(&op)
                     .map_err(|e| ApiError::unavailable("internal", e.to_string()))?;
                 let digest = Sha256::digest(&encoded).to_vec();
                 let op = Op::Keyed {

@@ -26,7 +26,7 @@ pub enum Error {
     /// `too_deep`).
     #[error("invalid request ({code}): {message}")]
     Invalid {
-        /// The code.
+        /// The error code the server answered (its `error.code`).
         code: String,
         /// The server's sentence.
         message: String,
@@ -67,7 +67,7 @@ pub enum Error {
     /// `--callback-allow` (`callback_not_allowed`).
     #[error("unprocessable ({code}): {message}")]
     Unprocessable {
-        /// The code.
+        /// The error code the server answered (its `error.code`).
         code: String,
         /// The server's sentence.
         message: String,
@@ -80,7 +80,7 @@ pub enum Error {
     /// confirmed in time, which may have been applied). See [`Error::nothing_applied`].
     #[error("unavailable ({code}): {message}")]
     Unavailable {
-        /// The code.
+        /// The error code the server answered (its `error.code`).
         code: String,
         /// The server's sentence.
         message: String,

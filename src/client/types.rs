@@ -515,7 +515,7 @@ pub struct HistoryEvent {
 /// A page of a state's history, newest first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct History {
-    /// The events.
+    /// Up to `limit` events, newest first.
     pub events: Vec<HistoryEvent>,
     /// `before=` for the next (older) page, if any.
     #[serde(default)]
@@ -531,7 +531,7 @@ pub struct Chan {
     pub capacity: u64,
     /// Values in the buffer.
     pub len: u64,
-    /// Closed?
+    /// Whether the channel is closed (it may still hold values to drain).
     pub closed: bool,
     /// Blocked senders.
     pub senders: u64,

@@ -16,7 +16,6 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::codec::decode;
 use super::command::{Discarded, DiscardedSend, OpOutcome};
 use super::counts::Counter;
 use super::ctx::Ctx;
@@ -25,6 +24,7 @@ use super::keys;
 use super::store::{get_record, put_record};
 use super::store::{Store, StoreError, Table};
 use super::types::{Chan, ChanView, Millis};
+use crate::codec::decode;
 
 /// Who waits in a channel queue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,13 +54,43 @@ pub enum Waiter {
     },
 }
 
+/// Which end of a channel an operation is at, and so which queue it waits in.
+///
+/// Stored in [`OpRecord`] as its variant index, which is the encoding of the `bool`
+/// ("is a sender") it replaced: keep `Recv` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    /// A receive, in the receivers' queue.
+    Recv,
+    /// A send, in the senders' queue.
+    Send,
+}
+
+impl Side {
+    /// The table of this side's queue.
+    pub fn queue(self) -> Table {
+        match self {
+            Side::Send => Table::Senders,
+            Side::Recv => Table::Receivers,
+        }
+    }
+
+    /// This side's count of waiters in a channel's metadata.
+    fn waiters(self, c: &mut Chan) -> &mut u64 {
+        match self {
+            Side::Send => &mut c.senders,
+            Side::Recv => &mut c.receivers,
+        }
+    }
+}
+
 /// A parked HTTP operation: where it waits, so it can be withdrawn.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OpRecord {
     /// Channel.
     pub chan: String,
-    /// Waits as a sender (else as a receiver).
-    pub sender: bool,
+    /// The queue it waits in.
+    pub side: Side,
     /// Position in the queue.
     pub pos: u64,
     /// Withdrawn at this log time.
@@ -80,15 +110,6 @@ pub enum Completion {
     Received { data: Data, ok: bool },
     /// A send went through (`ok` false: the channel was closed).
     Sent { ok: bool },
-}
-
-/// Which queue a waiter stands in.
-pub fn queue_table(sender: bool) -> Table {
-    if sender {
-        Table::Senders
-    } else {
-        Table::Receivers
-    }
 }
 
 impl<S: Store + ?Sized> Ctx<'_, '_, S> {
@@ -112,14 +133,14 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         if c.len > 0 {
             let value = self.pop_buffer(name)?;
             if c.senders > 0 {
-                let sender = self.pop_waiter(name, true)?;
+                let sender = self.pop_waiter(name, Side::Send)?;
                 let sent = self.complete_waiter(sender, Completion::Sent { ok: true })?;
                 self.push_buffer(name, sent)?;
             }
             return Ok((value, true));
         }
         if c.senders > 0 {
-            let sender = self.pop_waiter(name, true)?;
+            let sender = self.pop_waiter(name, Side::Send)?;
             let sent = self.complete_waiter(sender, Completion::Sent { ok: true })?;
             return Ok((sent, true));
         }
@@ -134,7 +155,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             return Ok(false);
         }
         if c.receivers > 0 {
-            let receiver = self.pop_waiter(name, false)?;
+            let receiver = self.pop_waiter(name, Side::Recv)?;
             self.complete_waiter(receiver, Completion::Received { data, ok: true })?;
         } else {
             self.push_buffer(name, data)?;
@@ -143,41 +164,25 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 
     /// Queues a waiter at the tail; returns its position.
-    pub fn enqueue(
-        &mut self,
-        name: &str,
-        sender: bool,
-        waiter: &Waiter,
-    ) -> Result<u64, StoreError> {
+    pub fn enqueue(&mut self, name: &str, side: Side, waiter: &Waiter) -> Result<u64, StoreError> {
         let mut c = self.chan(name)?;
         let pos = c.next_pos;
         c.next_pos += 1;
-        if sender {
-            c.senders += 1;
-        } else {
-            c.receivers += 1;
-        }
+        *side.waiters(&mut c) += 1;
         self.put_chan(name, c)?;
-        put_record(self.tx, queue_table(sender), keys::queue(name, pos), waiter)?;
+        put_record(self.tx, side.queue(), keys::queue(name, pos), waiter)?;
         Ok(pos)
     }
 
     /// Removes a waiter from the middle of a queue (its select completed elsewhere, or
     /// it was withdrawn). Absent entries are ignored.
-    pub fn dequeue(&mut self, name: &str, sender: bool, pos: u64) -> Result<(), StoreError> {
+    pub fn dequeue(&mut self, name: &str, side: Side, pos: u64) -> Result<(), StoreError> {
         let key = keys::queue(name, pos);
-        let table = queue_table(sender);
-        if self.tx.get(table, &key)?.is_none() {
+        if self.tx.get(side.queue(), &key)?.is_none() {
             return Ok(());
         }
-        self.tx.delete(table, key);
-        self.update_chan(name, |c| {
-            if sender {
-                c.senders -= 1;
-            } else {
-                c.receivers -= 1;
-            }
-        })
+        self.tx.delete(side.queue(), key);
+        self.update_chan(name, |c| *side.waiters(c) -= 1)
     }
 
     /// `close(ch)`: every blocked receiver gets `ok: false`, every blocked sender fails.
@@ -195,7 +200,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         // Completing one waiter withdraws its select's other entries, possibly in this
         // same queue: count anew each time.
         while self.chan(name)?.receivers > 0 {
-            let receiver = self.pop_waiter(name, false)?;
+            let receiver = self.pop_waiter(name, Side::Recv)?;
             let closed = Completion::Received {
                 data: Data::null(),
                 ok: false,
@@ -203,7 +208,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             self.complete_waiter(receiver, closed)?;
         }
         while self.chan(name)?.senders > 0 {
-            let sender = self.pop_waiter(name, true)?;
+            let sender = self.pop_waiter(name, Side::Send)?;
             if let Waiter::Detached { data, sent_at } = &sender {
                 if discarded.values.len() < MAX_DISCARDED_LISTED {
                     discarded.values.push(DiscardedSend {
@@ -229,8 +234,8 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 
     /// Removes and returns the first waiter of a queue whose count says it has one.
-    fn pop_waiter(&mut self, name: &str, sender: bool) -> Result<Waiter, StoreError> {
-        let table = queue_table(sender);
+    fn pop_waiter(&mut self, name: &str, side: Side) -> Result<Waiter, StoreError> {
+        let table = side.queue();
         let prefix = keys::chan_prefix(name);
         let Some((key, bytes)) = self.tx.first_with_prefix(table, &prefix)? else {
             return Err(StoreError::Invariant(format!(
@@ -238,13 +243,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             )));
         };
         self.tx.delete(table, key);
-        self.update_chan(name, |c| {
-            if sender {
-                c.senders -= 1;
-            } else {
-                c.receivers -= 1;
-            }
-        })?;
+        self.update_chan(name, |c| *side.waiters(c) -= 1)?;
         Ok(decode(&bytes)?)
     }
 
@@ -297,16 +296,16 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     pub fn park_op(
         &mut self,
         name: &str,
-        sender: bool,
+        side: Side,
         op: Uuid,
         data: Data,
         deadline: Millis,
     ) -> Result<(), StoreError> {
-        let pos = self.enqueue(name, sender, &Waiter::Http { op, data })?;
+        let pos = self.enqueue(name, side, &Waiter::Http { op, data })?;
         self.update_chan(name, |c| c.parked += 1)?;
         let record = OpRecord {
             chan: name.to_owned(),
-            sender,
+            side,
             pos,
             deadline,
             offered: None,
@@ -327,7 +326,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         };
         match record.offered {
             Some(value) => self.put_back(&record.chan, value)?,
-            None => self.dequeue(&record.chan, record.sender, record.pos)?,
+            None => self.dequeue(&record.chan, record.side, record.pos)?,
         }
         self.finish_op(op, OpOutcome::Expired)?;
         Ok(true)

@@ -26,7 +26,7 @@ pub struct Command {
     pub seed: u64,
     /// Events kept in each state's history (the proposer's `--history-limit`; 0: none).
     pub history_limit: u32,
-    /// What to do.
+    /// The operation, applied after log time has moved to `now`.
     pub op: Op,
 }
 
@@ -259,6 +259,15 @@ impl Op {
             Op::Claim { .. } => "claim",
             Op::Keyed { .. } => "keyed",
             Op::Tick => "tick",
+        }
+    }
+
+    /// The channel a channel operation names.
+    pub fn chan(&self) -> Option<&str> {
+        match self {
+            Op::MakeChan { name, .. } | Op::CloseChan { name } => Some(name),
+            Op::Send { chan, .. } | Op::Recv { chan, .. } => Some(chan),
+            _ => None,
         }
     }
 }

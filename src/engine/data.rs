@@ -7,7 +7,7 @@
 //! API parses the request.
 //!
 //! In JSON (the API) a `Data` is embedded verbatim; in the binary codec of the log and
-//! the tables ([`super::codec`]) it is a string. Which one is chosen by serde's
+//! the tables ([`crate::codec`]) it is a string. Which one is chosen by serde's
 //! `is_human_readable`.
 
 use std::fmt;

@@ -15,10 +15,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::codec::CodecError;
 use super::keys;
 use super::store::{Store, StoreError, Table, Tx};
 use super::types::Millis;
+use crate::codec::CodecError;
 
 /// One event in a state's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -87,7 +87,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     pub fn record_idempotency(&mut self, key: &str, record: &Record) -> Result<(), StoreError> {
         // A record of this key that expired but was not yet collected goes first.
         self.forget_idempotency(key)?;
-        let size = (key.len() + super::codec::encode(record)?.len()) as u64;
+        let size = (key.len() + crate::codec::encode(record)?.len()) as u64;
         loop {
             let count: u64 = get_record(self.tx, Table::Meta, META_COUNT)?.unwrap_or(0);
             let bytes: u64 = get_record(self.tx, Table::Meta, META_BYTES)?.unwrap_or(0);
@@ -116,7 +116,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         let Some(bytes) = self.tx.get(Table::Idempotency, key.as_bytes())? else {
             return Ok(());
         };
-        let record: Record = super::codec::decode(&bytes)?;
+        let record: Record = crate::codec::decode(&bytes)?;
         self.tx.delete(Table::Idempotency, key.as_bytes().to_vec());
         let expiry = keys::at_state(record.expires_at, key);
         self.tx.delete(Table::IdempotencyExpiry, expiry);

@@ -16,10 +16,10 @@
 
 use serde::Serialize;
 
-use super::codec;
 use super::keys;
 use super::store::{Store, StoreError, Table};
 use super::types::{Listed, State};
+use crate::codec;
 
 /// Most index entries one page examines.
 pub const MAX_SCAN: usize = 5_000;
@@ -110,6 +110,28 @@ impl Page {
         Ok(Step::Go)
     }
 
+    /// Takes the entries of `table` from `from` on, while their keys start with
+    /// `prefix`, each through `take` (which calls [`Page::take`]), until one stops.
+    fn fill<S: Store + ?Sized>(
+        &mut self,
+        store: &S,
+        table: Table,
+        from: &[u8],
+        prefix: &[u8],
+        mut take: impl FnMut(&mut Page, &[u8], &[u8]) -> Result<Step, StoreError>,
+    ) -> Result<(), StoreError> {
+        for entry in store.scan_from(table, from) {
+            let (key, bytes) = entry?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if let Step::Stop = take(self, &key, &bytes)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn stop(&mut self) -> Step {
         self.next = self.previous.take();
         Step::Stop
@@ -151,32 +173,27 @@ pub fn states_page<S: Store + ?Sized>(store: &S, q: &StatesQuery) -> Result<Vec<
             let prefix = keys::by_status(tag, &q.prefix);
             let mut from_key = vec![tag];
             from_key.extend_from_slice(&from);
-            for entry in store.scan_from(Table::ByStatus, &from_key) {
-                let (key, _) = entry?;
-                if !key.starts_with(&prefix) {
-                    break;
-                }
-                let id = std::str::from_utf8(&key[1..])
-                    .map_err(|_| StoreError::bad_key(&key, "a state id that is not UTF-8"))?
-                    .to_owned();
-                let state = super::load_state(store, &id)?.filter(|s| s.id == id && wanted(s));
-                if let Step::Stop = page.take(id, state.as_ref().map(|s| s.view(q.full)))? {
-                    break;
-                }
-            }
+            page.fill(
+                store,
+                Table::ByStatus,
+                &from_key,
+                &prefix,
+                |page, key, _| {
+                    let id = std::str::from_utf8(&key[1..])
+                        .map_err(|_| StoreError::bad_key(key, "a state id that is not UTF-8"))?
+                        .to_owned();
+                    let state = super::load_state(store, &id)?.filter(|s| s.id == id && wanted(s));
+                    page.take(id, state.as_ref().map(|s| s.view(q.full)))
+                },
+            )?;
         }
         None => {
-            for entry in store.scan_from(Table::States, &from) {
-                let (key, bytes) = entry?;
-                if !key.starts_with(q.prefix.as_bytes()) {
-                    break;
-                }
-                let state: State = codec::decode(&bytes)?;
+            let prefix = q.prefix.as_bytes();
+            page.fill(store, Table::States, &from, prefix, |page, _, bytes| {
+                let state: State = codec::decode(bytes)?;
                 let item = wanted(&state).then(|| state.view(q.full));
-                if let Step::Stop = page.take(state.id.clone(), item)? {
-                    break;
-                }
-            }
+                page.take(state.id.clone(), item)
+            })?;
         }
     }
     page.finish("states")
@@ -185,19 +202,20 @@ pub fn states_page<S: Store + ?Sized>(store: &S, q: &StatesQuery) -> Result<Vec<
 /// One page of `GET /chans` as its JSON body, `{"chans": [...], "next": ...}`.
 pub fn chans_page<S: Store + ?Sized>(store: &S, q: &ChansQuery) -> Result<Vec<u8>, StoreError> {
     let mut page = Page::new(q.limit);
-    for entry in store.scan_from(Table::Chans, &start_key(&q.prefix, q.after.as_deref())) {
-        let (key, _) = entry?;
-        if !key.starts_with(q.prefix.as_bytes()) {
-            break;
-        }
-        let name = std::str::from_utf8(&key)
-            .map_err(|_| StoreError::bad_key(&key, "a channel name that is not UTF-8"))?
-            .to_owned();
-        let view = super::chan_view(store, &name)?;
-        if let Step::Stop = page.take(name, view)? {
-            break;
-        }
-    }
+    let from = start_key(&q.prefix, q.after.as_deref());
+    page.fill(
+        store,
+        Table::Chans,
+        &from,
+        q.prefix.as_bytes(),
+        |page, key, _| {
+            let name = std::str::from_utf8(key)
+                .map_err(|_| StoreError::bad_key(key, "a channel name that is not UTF-8"))?
+                .to_owned();
+            let view = super::chan_view(store, &name)?;
+            page.take(name, view)
+        },
+    )?;
     page.finish("chans")
 }
 

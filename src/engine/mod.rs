@@ -24,13 +24,14 @@
 //! # Layout
 //! - [`types`], [`command`], [`error`]: the data and the contract with Raft and the API.
 //! - [`wire`], [`validate`]: what clients send, checked.
-//! - [`store`], [`keys`]: tables, the write overlay, key encodings; [`counts`]: running
-//!   totals for metrics.
+//! - `store`, `keys`: tables, the write overlay, key encodings — private: storage
+//!   implements [`Store`], and everything else reads through the engine's functions
+//!   ([`load_state`], [`chan_view`], [`list`], [`poll`], [`history`]); [`counts`]:
+//!   running totals for metrics.
 //! - `ctx`: per-command caches and derived-index maintenance; `chan`, `select`, `states`,
 //!   `time`: the operations.
 
 pub mod chan;
-pub mod codec;
 pub mod command;
 pub mod counts;
 mod ctx;
@@ -38,13 +39,13 @@ pub mod data;
 pub mod error;
 pub mod history;
 pub mod idempotency;
-pub mod keys;
+mod keys;
 pub mod list;
 pub mod poll;
 mod rng;
 mod select;
 mod states;
-pub mod store;
+mod store;
 mod time;
 pub mod types;
 pub mod validate;
@@ -57,11 +58,13 @@ pub use command::{
 pub use counts::{counts, Counts};
 pub use data::Data;
 pub use error::Error;
-pub use store::{MemStore, Store, StoreError, Table, Tx};
+pub use store::{MemStore, Scan, Store, StoreError, Table, Tx, WriteSet};
 pub use time::{clock, next_deadline, MAX_CLOCK_JUMP_MS};
 
 pub use ctx::CALLBACK_LEASE_MARGIN_MS;
 
+use crate::codec;
+use chan::Side;
 use counts::DeleteReason;
 use ctx::Ctx;
 use states::OpResult;
@@ -96,6 +99,9 @@ pub fn apply<S: Store + ?Sized>(
 }
 
 fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
+    if let Some(Err(e)) = op.chan().map(|name| validate::name("channel name", name)) {
+        return Ok(Err(e));
+    }
     match op.clone() {
         Op::CreateState {
             id,
@@ -233,9 +239,6 @@ fn keyed<S: Store + ?Sized>(
 }
 
 fn make_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, capacity: u64) -> OpResult {
-    if let Err(e) = validate::name("channel name", name) {
-        return Ok(Err(e));
-    }
     let mut chan = ctx.chan(name)?;
     let created = chan.is_vacant();
     if created {
@@ -257,9 +260,6 @@ fn make_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, capacity: 
 }
 
 fn close_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str) -> OpResult {
-    if let Err(e) = validate::name("channel name", name) {
-        return Ok(Err(e));
-    }
     Ok(match ctx.close(name)? {
         Some(discarded) => Ok(Response::Closed(discarded)),
         None => Err(Error::Closed(name.to_owned())),
@@ -272,9 +272,6 @@ fn send<S: Store + ?Sized>(
     data: Data,
     mode: SendMode,
 ) -> OpResult {
-    if let Err(e) = validate::name("channel name", name) {
-        return Ok(Err(e));
-    }
     if ctx.chan(name)?.closed {
         return Ok(Err(Error::Closed(name.to_owned())));
     }
@@ -286,10 +283,10 @@ fn send<S: Store + ?Sized>(
         SendMode::Try => return Ok(Err(Error::WouldBlock)),
         SendMode::Detached => {
             let sent_at = ctx.now;
-            ctx.enqueue(name, true, &chan::Waiter::Detached { data, sent_at })?;
+            ctx.enqueue(name, Side::Send, &chan::Waiter::Detached { data, sent_at })?;
         }
         SendMode::Park(op) => {
-            if let Err(e) = park(ctx, name, true, &op, data)? {
+            if let Err(e) = park(ctx, name, Side::Send, &op, data)? {
                 return Ok(Err(e));
             }
         }
@@ -298,9 +295,6 @@ fn send<S: Store + ?Sized>(
 }
 
 fn recv<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, mode: RecvMode) -> OpResult {
-    if let Err(e) = validate::name("channel name", name) {
-        return Ok(Err(e));
-    }
     if ctx.recv_ready(name)? {
         let (data, ok) = ctx.take_recv(name)?;
         return Ok(Ok(Response::Received { data, ok }));
@@ -308,7 +302,7 @@ fn recv<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, mode: RecvMode)
     match mode {
         RecvMode::Try => Ok(Err(Error::WouldBlock)),
         RecvMode::Park(op) => {
-            Ok(park(ctx, name, false, &op, Data::null())?.map(|()| Response::Parked))
+            Ok(park(ctx, name, Side::Recv, &op, Data::null())?.map(|()| Response::Parked))
         }
     }
 }
@@ -317,7 +311,7 @@ fn recv<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, mode: RecvMode)
 fn park<S: Store + ?Sized>(
     ctx: &mut Ctx<'_, '_, S>,
     name: &str,
-    sender: bool,
+    side: Side,
     op: &ParkedOp,
     data: Data,
 ) -> Result<Result<(), Error>, StoreError> {
@@ -327,7 +321,7 @@ fn park<S: Store + ?Sized>(
     if let Err(e) = time::check_deadline(ctx.now, op.deadline) {
         return Ok(Err(e));
     }
-    ctx.park_op(name, sender, op.id, data, op.deadline)?;
+    ctx.park_op(name, side, op.id, data, op.deadline)?;
     Ok(Ok(()))
 }
 
@@ -351,4 +345,38 @@ pub fn chan_view<S: Store + ?Sized>(
     let mut tx = Tx::new(store);
     let mut ctx = Ctx::new(&mut tx, 0, 0);
     ctx.chan_view(name)
+}
+
+/// The values buffered in channel `name`, head first (for reads outside apply, such as
+/// consistency checks).
+pub fn buffered<S: Store + ?Sized>(store: &S, name: &str) -> Result<Vec<Data>, StoreError> {
+    chan_entries(store, Table::Buffers, name)
+}
+
+/// The waiters in the `side` queue of channel `name`, first first (for reads outside
+/// apply, such as consistency checks).
+pub fn queued<S: Store + ?Sized>(
+    store: &S,
+    name: &str,
+    side: Side,
+) -> Result<Vec<chan::Waiter>, StoreError> {
+    chan_entries(store, side.queue(), name)
+}
+
+/// The records of channel `name` in `table`, in key order.
+fn chan_entries<S: Store + ?Sized, T: serde::de::DeserializeOwned>(
+    store: &S,
+    table: Table,
+    name: &str,
+) -> Result<Vec<T>, StoreError> {
+    let prefix = keys::chan_prefix(name);
+    let mut records = Vec::new();
+    for entry in store.scan_from(table, &prefix) {
+        let (key, bytes) = entry?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        records.push(codec::decode(&bytes)?);
+    }
+    Ok(records)
 }

@@ -7,7 +7,7 @@
 //! or its earliest timer fired — it leaves every other queue, and its result is
 //! appended to its state.
 
-use super::chan::{Completion, Waiter};
+use super::chan::{Completion, Side, Waiter};
 use super::ctx::Ctx;
 use super::data::Data;
 use super::history::What;
@@ -91,8 +91,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 continue;
             }
             if let Some(chan) = select.cases[case].chan() {
-                let sender = matches!(select.cases[case], Case::Send { .. });
-                self.dequeue(chan, sender, pos)?;
+                self.dequeue(chan, side_of(&select.cases[case]), pos)?;
             }
         }
         Ok(())
@@ -129,17 +128,15 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
 
     fn block(&mut self, state_id: &str, mut select: Select) -> Result<(), StoreError> {
         for (case, c) in select.cases.iter().enumerate() {
-            let (chan, sender) = match c {
-                Case::Recv { chan } => (chan, false),
-                Case::Send { chan, .. } => (chan, true),
-                Case::Timer { .. } | Case::Default => continue,
+            let Some(chan) = c.chan() else {
+                continue;
             };
             let waiter = Waiter::Select {
                 state: state_id.to_owned(),
                 select: select.id.clone(),
                 case,
             };
-            let pos = self.enqueue(chan, sender, &waiter)?;
+            let pos = self.enqueue(chan, side_of(c), &waiter)?;
             select.queued.push((case, pos));
         }
         let mut state = self.state_or_corrupt(state_id)?;
@@ -194,5 +191,13 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         self.state(state_id)?.ok_or_else(|| {
             StoreError::Invariant(format!("state {state_id:?} vanished during apply"))
         })
+    }
+}
+
+/// The queue a channel case waits in.
+fn side_of(case: &Case) -> Side {
+    match case {
+        Case::Send { .. } => Side::Send,
+        _ => Side::Recv,
     }
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::codec::{self, CodecError};
+use crate::codec::{self, CodecError};
 
 /// A table of the state machine. In sled each is its own tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,7 +1,7 @@
 //! Domain types: states, selects, cases, results, leases and channels.
 //!
 //! These are the *validated* forms the engine works with and stores (in the binary
-//! [`super::codec`], so they carry no JSON-only serde attributes). What clients send is
+//! [`crate::codec`], so they carry no JSON-only serde attributes). What clients send is
 //! parsed by [`super::wire`] (which also accepts the seed format of the original slct)
 //! and turned into these types by [`super::validate`]. The output form is lower-case
 //! JSON, produced by the view types ([`StateView`] and the views it holds), which borrow
@@ -512,7 +512,7 @@ pub struct ChanView {
     pub capacity: u64,
     /// Values in the buffer.
     pub len: u64,
-    /// Closed?
+    /// Whether the channel is closed (it may still hold values to drain).
     pub closed: bool,
     /// Blocked senders.
     pub senders: u64,

@@ -117,7 +117,7 @@ pub struct SelectBody {
     /// Select id.
     #[serde(default, alias = "ID", alias = "Id")]
     pub id: Option<String>,
-    /// Cases.
+    /// The cases, in the order a client lists them (and results name them by index).
     #[serde(default, alias = "Cases")]
     pub cases: Option<Vec<CaseBody>>,
 }

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::engine::codec;
+use crate::codec;
 use crate::engine::{Applied, Effects, Op};
 use crate::raft::auth::ClusterKey;
 use crate::raft::log_store::LogStore;

@@ -52,7 +52,7 @@ use tokio::sync::watch;
 
 use super::state_machine::applied_log_id;
 use super::{StorageError, TypeConfig};
-use crate::engine::codec;
+use crate::codec;
 use crate::storage::sm::SledStore;
 use crate::storage::wal::{self, Wal, WalError};
 

@@ -43,7 +43,7 @@ use super::auth::{digest, ClusterKey, AUTH_HEADER, DIGEST_HEADER};
 use super::peers::PeerHealth;
 use super::snapshot::Meta;
 use super::{TypeConfig, APPEND_BUDGET_BYTES};
-use crate::engine::codec::{self, CodecError};
+use crate::codec::{self, CodecError};
 
 /// Header carrying a snapshot chunk's request, but for its bytes, on `/raft/snapshot`.
 pub const SNAPSHOT_HEADER: &str = "Slct-Snapshot";

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{ClusterKey, AUTH_HEADER, DIGEST_HEADER};
 use super::network::{decode_snapshot_chunk, SNAPSHOT_HEADER};
 use super::{Raft, TypeConfig};
-use crate::engine::codec;
+use crate::codec;
 
 /// Largest `/raft/*` request body: [`super::MAX_APPEND_BYTES`] and some framing.
 pub const MAX_RAFT_BODY: usize = super::MAX_APPEND_BYTES + (1 << 20);

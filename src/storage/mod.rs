@@ -1,16 +1,22 @@
 //! A node's data directory (`--data`): who may use it, which format it is in, and the
 //! engines that keep their files under it.
 //!
-//! # Layout (format 2)
+//! # Layout (format 3)
 //! - `LOCK` — held (`flock`, exclusive) by the one process using the directory. Two
 //!   nodes on one directory would each overwrite what the other acknowledged, so a
 //!   second process is refused at start, naming the directory; the kernel drops the
 //!   lock when the holder exits, `kill -9` included, so a stale file never blocks.
 //! - `FORMAT` — the format version, written (and synced) before anything else, so a
-//!   directory without it is either new or from before format 2. A directory of
-//!   format 1 — one sled database under `sled/` holding the Raft log and the state
-//!   machine together — is refused with a message that says so and what to do; so is
-//!   one from a newer version.
+//!   directory without it is either new or from before format 2. Older formats are
+//!   refused with a message that says so and what to do, and so is a newer one:
+//!   - format 1: one sled database under `sled/` holding the Raft log and the state
+//!     machine together, and no `FORMAT`;
+//!   - format 2: this layout's `FORMAT`, but written by builds that first kept the
+//!     Raft log in the sled database under `sm/` and only later in `wal/`. Opened as
+//!     this layout, such a directory would start with an empty `wal/`: without the
+//!     entries and the vote it had acknowledged, and without a word. Nothing tells
+//!     the two kinds of format 2 apart before the damage is done, so format 3 is this
+//!     layout and every format 2 is refused.
 //! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`]
 //!   and large values in files of their own (`sm/values/`).
 //! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
@@ -30,7 +36,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The format this version reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The lock file, held while a process uses the directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -40,10 +46,12 @@ pub const FORMAT_FILE: &str = "FORMAT";
 pub const SM_DIR: &str = "sm";
 /// The Raft log's write-ahead log.
 pub const WAL_DIR: &str = "wal";
-/// Snapshots.
+/// The Raft snapshots, one file each, built from the state machine.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 /// Format 1's sled database (Raft log and state machine in one).
 const FORMAT_1_DIR: &str = "sled";
+/// What format 2 says in `FORMAT`.
+const FORMAT_2: &str = "2";
 
 /// Why a data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -55,17 +63,16 @@ pub enum DataDirError {
         .dir.display(), .dir.join(LOCK_FILE).display()
     )]
     InUse { dir: PathBuf },
-    /// Format 1: from a version of slct before the Raft log and the state were apart.
+    /// Format 1 or 2: from a version of slct that kept the Raft log in sled.
     #[error(
-        "the data directory {} was written by an earlier version of slct (format 1: one \
-         sled database under {FORMAT_1_DIR}/ holding the Raft log and the state machine); \
+        "the data directory {} was written by an earlier version of slct ({what}); \
          this version reads format {FORMAT_VERSION} only and does not migrate it. Run the \
          earlier version on it, or start this node on an empty directory: for a whole \
          cluster, start it afresh; for one node of a running cluster, remove it from the \
          membership and add a node with an empty directory in its place",
         .dir.display()
     )]
-    OlderFormat { dir: PathBuf },
+    OlderFormat { dir: PathBuf, what: &'static str },
     /// A format this version does not know, or a `FORMAT` file that is not one.
     #[error(
         "the data directory {} is in format {found:?} (file {}); this version of slct \
@@ -73,7 +80,7 @@ pub enum DataDirError {
         .dir.display(), .dir.join(FORMAT_FILE).display()
     )]
     OtherFormat { dir: PathBuf, found: String },
-    /// Files of format 2 without the `FORMAT` file that is written before them.
+    /// Files of this format without the `FORMAT` file that is written before them.
     #[error(
         "the data directory {} holds {SM_DIR}/ but no {FORMAT_FILE} file, which is \
          written before it: the directory is damaged; restore it from a backup or replace \
@@ -159,6 +166,8 @@ fn check_format(dir: &Path) -> Result<(), DataDirError> {
             if dir.join(FORMAT_1_DIR).exists() {
                 return Err(DataDirError::OlderFormat {
                     dir: dir.to_owned(),
+                    what: "format 1: one sled database under sled/ holding the Raft log \
+                           and the state machine",
                 });
             }
             if dir.join(SM_DIR).exists() {
@@ -173,6 +182,13 @@ fn check_format(dir: &Path) -> Result<(), DataDirError> {
     let text = String::from_utf8_lossy(&found);
     if text.trim() == FORMAT_VERSION.to_string() {
         Ok(())
+    } else if text.trim() == FORMAT_2 {
+        Err(DataDirError::OlderFormat {
+            dir: dir.to_owned(),
+            what: "format 2, a development build's: it may hold the Raft log and the \
+                   vote in the sled database under sm/, where this version does not \
+                   look for them",
+        })
     } else {
         Err(DataDirError::OtherFormat {
             dir: dir.to_owned(),
@@ -230,13 +246,29 @@ mod tests {
         assert!(!dir.path().join(FORMAT_FILE).exists(), "left as it was");
     }
 
+    /// Format 2's `FORMAT` file is also this layout's before format 3, so a directory
+    /// from the builds that kept the Raft log under `sm/` cannot be told from it.
+    #[test]
+    fn a_format_2_directory_is_refused_naming_the_log_it_may_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "2\n").unwrap();
+        std::fs::create_dir(dir.path().join(SM_DIR)).unwrap();
+        let error = DataDir::open(dir.path()).unwrap_err();
+        assert!(matches!(error, DataDirError::OlderFormat { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("format 2"), "{message}");
+        assert!(message.contains("Raft log"), "{message}");
+        let format = std::fs::read_to_string(dir.path().join(FORMAT_FILE)).unwrap();
+        assert_eq!(format, "2\n", "left as it was");
+    }
+
     #[test]
     fn another_or_missing_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FORMAT_FILE), "3\n").unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "4\n").unwrap();
         let error = DataDir::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "3"),
+            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "4"),
             "{error}"
         );
 

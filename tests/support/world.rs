@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use slct::codec;
 use slct::engine::types::{Case, ChanView, Select, State};
-use slct::engine::{self, codec, Applied, Command, Data, Error, MemStore, Op, Response, Tx};
+use slct::engine::{self, Applied, Command, Data, Error, MemStore, Op, Response, Tx};
 use uuid::Uuid;
 
 /// Log time at which every scenario starts.

@@ -147,7 +147,7 @@ impl Checkpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::store::{Table, WriteSet};
+    use crate::engine::{Table, WriteSet};
 
     fn commit(store: &SledStore, key: &str) {
         let mut writes = WriteSet::default();

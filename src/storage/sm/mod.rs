@@ -46,6 +46,17 @@
 //! file that lost flushed writes (a damaged record that sled's recovery stops at, a cut
 //! tail) is refused on opening. Opening also checks every value once, and turns a panic
 //! of sled's recovery into an error, so a node with a damaged data file does not start.
+//!
+//! # Unfinished sled snapshots
+//! sled writes its own snapshot (an index of its log, not data) to
+//! `snap.<lsn>.generating`, syncs it and renames it to `snap.<lsn>`. A write that fails
+//! on the way (a full disk) or a crash before the rename leaves the `.generating` file,
+//! and sled 0.34 reads the name that sorts last as its snapshot: that file, empty or
+//! cut, so it refuses to open ("corrupted data"). A nemesis soak hit this: a node
+//! restarted on a full disk never started again. Such a file is by construction
+//! unfinished, and the snapshot before it is still there (sled removes old ones only
+//! after the rename) or sled recovers from its log alone, so opening removes it first;
+//! the checks above still refuse a database that lost flushed writes.
 
 pub mod checkpoint;
 pub mod point_in_time;
@@ -63,7 +74,7 @@ use sled::Transactional;
 
 use super::marker::{self, FlushMarker};
 use super::seal;
-use crate::engine::store::{Scan, Store, StoreError, Table, WriteSet};
+use crate::engine::{Scan, Store, StoreError, Table, WriteSet};
 use point_in_time::Capture;
 use values::{ReadError, Reference, ValueFiles, LARGE_VALUE_BYTES, VALUES_DIR};
 
@@ -120,6 +131,7 @@ impl SledStore {
     /// writes that were flushed, or if any stored value is damaged (see "Damage").
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let data = dir.join(SLED_DATA_FILE);
+        remove_unfinished_snapshots(dir)?;
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -566,9 +578,48 @@ fn sled_err(e: sled::Error, data: &Path) -> StoreError {
     }
 }
 
+/// Removes the snapshots sled began and never finished (see "Unfinished sled
+/// snapshots").
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                file: Some(dir.to_owned()),
+                source,
+            })
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!("removing sled's unfinished snapshot {name}");
+            std::fs::remove_file(entry.path()).map_err(|source| StoreError::Io {
+                file: Some(entry.path()),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unfinished_sled_snapshot_is_removed_and_the_store_opens() {
+        let dir = filled(200);
+        // What a snapshot write that met a full disk leaves: an empty file whose name
+        // sorts after every finished snapshot.
+        let unfinished = dir.path().join("snap.FFFFFFFFFFFFFFFF.generating");
+        File::create(&unfinished).unwrap();
+        let store = SledStore::open(dir.path()).expect("the store opens");
+        assert!(!unfinished.exists());
+        let got = store.get(Table::States, b"s000199").unwrap();
+        assert!(got.is_some_and(|v| v.ends_with(b"-000199")));
+    }
 
     /// A store holding `n` flushed states whose values end in `-{i:06}`; then closed.
     fn filled(n: usize) -> tempfile::TempDir {

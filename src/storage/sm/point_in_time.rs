@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sled::IVec;
 
 use super::SledStore;
-use crate::engine::store::{StoreError, Table, WriteSet};
+use crate::engine::{StoreError, Table, WriteSet};
 
 /// What commits keep for an open [`PointInTime`]; `None` when none is open.
 #[derive(Clone, Default)]
@@ -182,7 +182,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::engine::store::Store;
+    use crate::engine::Store;
 
     type Tables = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
 

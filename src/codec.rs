@@ -5,16 +5,16 @@
 //! so every stored type is an ordinary `#[derive(Serialize, Deserialize)]` without the
 //! JSON-only attributes (`tag`, `skip_serializing_if`, `untagged`) that a format without
 //! field names cannot read back. The JSON shape clients see is owned by the view types
-//! in [`super::types`].
+//! in [`crate::engine::types`].
 //!
-//! Client values ([`super::Data`]) are strings in this encoding, copied, never parsed.
+//! Client values ([`crate::engine::Data`]) are strings in this encoding, copied, never parsed.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A value that did not encode, or bytes that did not decode as the type asked for.
 /// On its own it is neither a storage nor a network failure: the storage layer wraps it
-/// in [`StoreError::Codec`](super::StoreError::Codec), the Raft network in a network
+/// in [`StoreError::Codec`](crate::engine::StoreError::Codec), the Raft network in a network
 /// error.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
