@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::seal;
-use crate::engine::store::StoreError;
+use crate::engine::StoreError;
 
 /// Values of at least this many bytes are kept in files of their own. Below it, sled's
 /// copies cost little; above it, the file's `fdatasync` costs little beside the value.
@@ -283,7 +283,7 @@ fn io_err(path: &Path, source: std::io::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::store::{Store, Table, WriteSet};
+    use crate::engine::{Store, Table, WriteSet};
     use crate::storage::sm::SledStore;
 
     fn put(store: &SledStore, key: &[u8], value: Option<Vec<u8>>) {
