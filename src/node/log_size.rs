@@ -5,19 +5,19 @@
 //! of them could hold gigabytes of values long since received: 100 sends of 900 KB
 //! kept 117 MB of log per node (`benches/space_per_value.sh`). So each node also takes
 //! a snapshot once its log holds more than [`NodeConfig::snapshot_log_bytes`] (64 MiB)
-//! or the current snapshot's size, whichever is larger, and purges its log up to that
-//! snapshot. Tied to the
-//! snapshot's size, a snapshot is never taken to free fewer bytes of log than it
-//! writes, so a large state is not rewritten for a little log.
+//! of applied entries, or as many as the current snapshot's size if that is larger, and
+//! purges its log up to that snapshot. Tied to the snapshot's size, a snapshot is never
+//! taken to free fewer bytes of log than it writes, so a large state is not rewritten
+//! for a little log.
 //!
 //! openraft's `purge_log` does not keep `--snapshot-threshold` entries: a follower
 //! that falls behind by more gets the snapshot instead. The purge still keeps to the
 //! one purge rule (design.md §4): the log store never purges past the durable applied
 //! index or a durable snapshot, and a snapshot is durable once built.
 //!
-//! After a round, the next one waits for the log to reach the limit again, or — if
-//! the log still holds more (entries not yet applied when the snapshot was built) —
-//! to grow by half the limit, so a backlog never makes snapshots back to back.
+//! What counts is the bytes of entries already applied, which a snapshot taken now
+//! lets the log drop: entries not yet applied (a follower catching up) stay whatever
+//! is done, and counting them would make snapshots back to back.
 
 use std::path::PathBuf;
 
@@ -25,35 +25,54 @@ use tokio::sync::watch;
 
 #[cfg(doc)]
 use super::NodeConfig;
+use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::snapshot_bytes;
 use crate::raft::Raft;
 
-/// Takes snapshots for the log's size (`held` follows it) until `shutdown`: once it
-/// holds `min` bytes or the size of the current snapshot in the directory `snapshots`.
+/// Takes snapshots for the log's size until `shutdown`: once `log` holds `min` bytes of
+/// applied entries, or as many as the current snapshot in the directory `snapshots`.
 pub async fn run(
     raft: Raft,
-    mut held: watch::Receiver<u64>,
+    log: LogStore,
     min: u64,
     snapshots: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut after_round = 0;
+    let mut held = log.held_bytes();
+    let mut metrics = raft.metrics();
+    let mut rounds = 0u64;
     loop {
         let limit = min.max(snapshot_bytes(&snapshots));
-        let trigger = limit.max(after_round + limit / 2);
-        tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            reached = held.wait_for(|bytes| *bytes >= trigger) => if reached.is_err() { return },
-        }
-        let bytes = *held.borrow();
+        // After a round, something must change before the next: never a busy loop.
+        let mut wait = rounds > 0;
+        let applied_bytes = loop {
+            if wait {
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    changed = held.changed() => if changed.is_err() { return },
+                    changed = metrics.changed() => if changed.is_err() { return },
+                }
+            }
+            wait = true;
+            let applied = metrics.borrow_and_update().last_applied;
+            // Cheap first: the whole log, then what is applied of it.
+            if *held.borrow_and_update() >= limit {
+                if let Some(applied) = applied {
+                    let bytes = log.held_bytes_through(applied.index);
+                    if bytes >= limit {
+                        break bytes;
+                    }
+                }
+            }
+        };
+        rounds += 1;
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             done = round(&raft) => if !done { return },
         }
-        after_round = *held.borrow();
         tracing::info!(
-            before = bytes,
-            after = after_round,
+            applied_bytes,
+            left = *held.borrow(),
             limit,
             "purged the log after a snapshot taken for its size"
         );

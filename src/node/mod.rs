@@ -324,7 +324,7 @@ impl Node {
             )),
             tokio::spawn(log_size::run(
                 raft.clone(),
-                log.held_bytes(),
+                log.clone(),
                 config.snapshot_log_bytes,
                 snapshots,
                 shutdown.subscribe(),

@@ -151,6 +151,11 @@ impl LogStore {
         self.held_bytes.subscribe()
     }
 
+    /// The bytes of the entries the log holds up to index `through`.
+    pub fn held_bytes_through(&self, through: u64) -> u64 {
+        self.wal.held_bytes_through(through)
+    }
+
     fn note_held_bytes(&self) {
         self.held_bytes.send_replace(self.wal.held_bytes());
     }

@@ -346,6 +346,20 @@ impl Wal {
         self.state().index.bytes
     }
 
+    /// The bytes of the records of the entries held up to index `through`: what a purge
+    /// up to it would free.
+    pub fn held_bytes_through(&self, through: u64) -> u64 {
+        let state = self.state();
+        let index = &state.index;
+        let count = through.saturating_add(1).saturating_sub(index.base);
+        index
+            .locs
+            .iter()
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .map(|loc| loc.len)
+            .sum()
+    }
+
     /// What the log holds besides entries.
     pub fn log_state(&self) -> LogState {
         let state = self.state();

@@ -203,10 +203,14 @@ fn held_bytes_follow_appends_truncations_purges_and_reopening() {
     let ten = wal.held_bytes();
     assert!(ten >= 10 * 100, "{ten}");
     let per_entry = ten / 10;
+    assert_eq!(wal.held_bytes_through(3), 4 * per_entry);
+    assert_eq!(wal.held_bytes_through(99), ten);
     wal.truncate(6).unwrap();
     assert_eq!(wal.held_bytes(), 6 * per_entry);
     wal.purge(1, b"id1".to_vec()).unwrap();
     assert_eq!(wal.held_bytes(), 4 * per_entry);
+    assert_eq!(wal.held_bytes_through(0), 0);
+    assert_eq!(wal.held_bytes_through(2), per_entry);
     append(&wal, entries(6..8, "b")).unwrap();
     assert_eq!(wal.held_bytes(), 6 * per_entry);
     drop(wal);
