@@ -4,10 +4,11 @@
 //! `cargo bench --bench engine [-- SELECTS PAIRS BATCH CACHE_MIB]` (defaults 1000000
 //! 100000 1000 256).
 //! Commands are applied in batches, as the Raft state machine applies log entries, each
-//! batch committed in one sled transaction. Reports the apply rate, per-batch latency
+//! batch committed in one sled transaction. Reports the apply rate and the CPU time per
+//! command (the figure to compare on a busy machine), per-batch latency
 //! percentiles, the writes a command stages (keys and bytes, and the share of each
-//! state's history; `SLCT_BENCH_HISTORY=0` turns history off) and the process's peak
-//! resident memory (VmHWM).
+//! state's history; `SLCT_BENCH_HISTORY=0` turns history off), the bytes on disk per
+//! blocked select and the process's peak resident memory (VmHWM).
 
 use std::time::{Duration, Instant};
 
@@ -52,10 +53,13 @@ fn main() {
     });
     run("blocked selects", &store, &mut now, blocked, batch);
     store.flush_durable().expect("flush");
+    let disk = disk_bytes(dir.path());
     println!(
-        "  peak RSS after {selects} blocked selects: {} MiB; data on disk: {} MiB",
+        "  peak RSS after {selects} blocked selects: {} MiB; data on disk: {} MiB = {:.0} \
+         bytes per blocked select",
         peak_rss_mib(),
-        disk_mib(dir.path())
+        disk >> 20,
+        disk as f64 / selects as f64
     );
 
     let rendezvous = (0..pairs).flat_map(|i| {
@@ -103,6 +107,7 @@ fn run(
     batch: usize,
 ) -> Duration {
     let start = Instant::now();
+    let cpu_start = cpu_time();
     let mut latencies = Vec::new();
     let mut count = 0u64;
     let (mut keys, mut bytes, mut history_keys, mut history_bytes) = (0u64, 0u64, 0u64, 0u64);
@@ -139,6 +144,7 @@ fn run(
         latencies.push(t.elapsed());
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_time() - cpu_start;
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
     println!(
@@ -148,6 +154,10 @@ fn run(
         pct(0.5),
         pct(0.99),
         latencies.last().unwrap()
+    );
+    println!(
+        "  CPU per command (every thread): {:.1} µs",
+        cpu.as_secs_f64() * 1e6 / count as f64
     );
     let per = |n: u64| n as f64 / count as f64;
     println!(
@@ -160,14 +170,33 @@ fn run(
     elapsed
 }
 
-fn disk_mib(dir: &std::path::Path) -> u64 {
+/// Bytes of the files under `dir` (sled's data file and its blobs), after a flush.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
     let files = std::fs::read_dir(dir).expect("read data dir");
-    let bytes: u64 = files
-        .filter_map(|f| f.ok()?.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
+    files
+        .filter_map(|f| f.ok())
+        .map(|f| match f.metadata() {
+            Ok(m) if m.is_dir() => disk_bytes(&f.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// CPU time of the whole process so far, user and system (`/proc/self/stat`, in
+/// clock ticks of 10 ms): what an apply costs whatever else the machine runs.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are the
+    // 12th and 13th.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
         .sum();
-    bytes >> 20
+    Duration::from_millis(ticks * 10)
 }
 
 fn peak_rss_mib() -> u64 {

@@ -25,9 +25,6 @@ pub enum CodecError {
     /// another type).
     #[error("cannot decode: {0}")]
     Decode(postcard::Error),
-    /// A history event (kept as JSON) did not encode or decode.
-    #[error("history event: {0}")]
-    Json(#[from] serde_json::Error),
 }
 
 /// Encodes a value.

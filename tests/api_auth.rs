@@ -2,14 +2,14 @@
 //! membership routes, `/metrics`, and membership mistakes answered as 4xx. Requests go
 //! through a follower, so they also show that forwarding keeps the caller's token.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{answer, Answer, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slct::api::ApiConfig;
+use support::{answer, Answer, Cluster};
 
 /// A request to node `i` with `Authorization: Bearer <token>` if given.
 async fn call(
@@ -151,7 +151,7 @@ async fn membership_needs_the_admin_token_and_the_api_token_is_forbidden_there()
     // moment after the writes above: wait for it rather than race it.)
     let health = call(&c, f, Method::GET, "/healthz", None, None).await;
     assert_eq!(health.status, StatusCode::OK);
-    common::eventually(
+    support::eventually(
         Duration::from_secs(5),
         "/readyz without a token",
         || async {
@@ -446,14 +446,15 @@ async fn beyond_loopback_membership_needs_the_admin_token() {
     let addr = format!("127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let ready = format!("http://{addr}/readyz");
-    common::eventually(Duration::from_secs(30), "the node is ready", || async {
+    support::eventually(Duration::from_secs(30), "the node is ready", || async {
         let r = http.get(ready.as_str()).send().await;
         r.is_ok_and(|r| r.status() == StatusCode::OK)
     })
     .await;
     let body = learner_body();
     let json = [("Content-Type", "application/json")];
-    let r = common::exact_request(&addr, "POST", "/cluster/learners", &json, body.as_bytes()).await;
+    let r =
+        support::exact_request(&addr, "POST", "/cluster/learners", &json, body.as_bytes()).await;
     node.kill().unwrap();
     node.wait().unwrap();
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));

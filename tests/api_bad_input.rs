@@ -1,12 +1,12 @@
 //! No input, however malformed, gets a 5xx or hurts a node: a table of bad requests,
 //! each with the 4xx and error code it must get; plus auth, cluster routes and metrics.
 
-mod common;
+mod support;
 
-use common::Cluster;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use slct::api::ApiConfig;
+use support::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_right_4xx_and_code() {
@@ -268,7 +268,7 @@ async fn bad_requests_get_the_right_4xx_and_code() {
         let health = c.call(node, Method::GET, "/healthz", None).await;
         assert_eq!(health.status, StatusCode::OK);
         // Still ready after all that (once it has applied what it knows is committed).
-        common::eventually(
+        support::eventually(
             std::time::Duration::from_secs(5),
             "the node ready",
             || async { c.call(node, Method::GET, "/readyz", None).await.status == StatusCode::OK },
@@ -330,7 +330,7 @@ async fn token_auth_cluster_routes_and_metrics() {
         .send()
         .await
         .unwrap();
-    let cluster = common::answer(cluster).await.body;
+    let cluster = support::answer(cluster).await.body;
     assert_eq!(cluster["id"], (f + 1) as u64);
     assert_eq!(cluster["state"], "Follower");
     assert_eq!(cluster["members"].as_object().unwrap().len(), 3);
@@ -399,7 +399,7 @@ async fn membership_and_no_quorum() {
         put.body
     );
     assert_eq!(put.headers["retry-after"], "1");
-    common::eventually(
+    support::eventually(
         std::time::Duration::from_secs(10),
         "readyz to say 503",
         || async {
@@ -473,7 +473,7 @@ async fn garbage_on_every_route_is_never_a_5xx() {
     // Right after the burst a follower may still be applying what was committed:
     // every node must become ready again, not crash or stall.
     for node in 0..3 {
-        common::eventually(
+        support::eventually(
             std::time::Duration::from_secs(10),
             "every node ready after the garbage",
             || async { c.call(node, Method::GET, "/readyz", None).await.status == StatusCode::OK },

@@ -3,7 +3,7 @@
 //! are read only up to `--max-body`, and `last_error` does not tell a closed port from
 //! a service that is not HTTP.
 
-mod common;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,11 +14,11 @@ use axum::http::{header, StatusCode as AxStatus};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slct::api::ApiConfig;
 use slct::callbacks::{CallbackConfig, NO_VALID_ANSWER};
+use support::{eventually, Cluster};
 
 /// Largest request and callback answer in these tests.
 const MAX_BODY: usize = 64 << 10;
@@ -457,7 +457,7 @@ async fn attempt_durations_are_shown_to_the_admin_token_only() {
     let url = format!("{}/state/closed/history", c.urls[0]);
     let events = |body: Value| body["events"].as_array().unwrap().clone();
     let open = events(
-        common::answer(c.http.get(&url).send().await.unwrap())
+        support::answer(c.http.get(&url).send().await.unwrap())
             .await
             .body,
     );
@@ -474,7 +474,7 @@ async fn attempt_durations_are_shown_to_the_admin_token_only() {
         "recorded {recorded_after} ms after the lease"
     );
     let admin = events(
-        common::answer(c.http.get(&url).bearer_auth("root").send().await.unwrap())
+        support::answer(c.http.get(&url).bearer_auth("root").send().await.unwrap())
             .await
             .body,
     );

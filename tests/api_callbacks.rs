@@ -2,7 +2,7 @@
 //! by callbacks, retries with backoff, giving up and re-arming, deferred updates, and
 //! signed bodies. The callback receiver is a small axum server in the test.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,11 +12,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxStatus};
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slct::api::ApiConfig;
 use slct::callbacks::{signature, CallbackConfig};
+use support::{eventually, Cluster};
 
 /// Serves `app` on 127.0.0.1:0 and returns its base URL.
 async fn receiver(app: Router) -> String {
@@ -308,7 +308,7 @@ async fn callback_delivery_continues_after_a_leader_change() {
                 .send()
                 .await;
             match r {
-                Ok(r) => common::answer(r).await.body["status"] == "done",
+                Ok(r) => support::answer(r).await.body["status"] == "done",
                 Err(_) => false,
             }
         },

@@ -1,13 +1,13 @@
 //! Channels over HTTP on a real three-node cluster: make, info, send in its three
 //! modes, receive, close, listing.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{enc, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use support::{enc, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn make_info_close_and_list() {
@@ -155,10 +155,10 @@ async fn blocking_send_meets_blocking_recv_and_both_time_out_alone() {
                 .send()
                 .await
                 .unwrap();
-            common::answer(r).await
+            support::answer(r).await
         })
     };
-    common::eventually(Duration::from_secs(5), "the sender to park", || async {
+    support::eventually(Duration::from_secs(5), "the sender to park", || async {
         let info = c.call(f, Method::GET, "/chan/rv", None).await;
         info.body["senders"] == 1
     })
@@ -203,10 +203,10 @@ async fn blocking_send_meets_blocking_recv_and_both_time_out_alone() {
                 .send()
                 .await
                 .unwrap();
-            common::answer(r).await
+            support::answer(r).await
         })
     };
-    common::eventually(Duration::from_secs(5), "the receiver to park", || async {
+    support::eventually(Duration::from_secs(5), "the receiver to park", || async {
         c.call(f, Method::GET, "/chan/cl", None).await.body["receivers"] == 1
     })
     .await;
@@ -226,7 +226,7 @@ async fn parked_receiver(c: &Cluster, i: usize, chan: &str) -> tokio::net::TcpSt
         "POST /chan/{chan}/recv?wait=60 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
     );
     socket.write_all(request.as_bytes()).await.unwrap();
-    common::eventually(Duration::from_secs(10), "the receiver to park", || async {
+    support::eventually(Duration::from_secs(10), "the receiver to park", || async {
         let info = c
             .call(c.leader(), Method::GET, &format!("/chan/{chan}"), None)
             .await;
@@ -286,7 +286,7 @@ async fn a_value_sent_to_a_receiver_that_hung_up_is_received_by_the_next() {
     // A receiver that stays takes the value offered to it.
     let (http, url) = (c.http.clone(), c.urls[c.follower()].clone());
     let receiver = tokio::spawn(async move {
-        common::answer(
+        support::answer(
             http.post(format!("{url}/chan/stays/recv?wait=30"))
                 .send()
                 .await
@@ -294,7 +294,7 @@ async fn a_value_sent_to_a_receiver_that_hung_up_is_received_by_the_next() {
         )
         .await
     });
-    common::eventually(Duration::from_secs(10), "the receiver to park", || async {
+    support::eventually(Duration::from_secs(10), "the receiver to park", || async {
         c.call(c.leader(), Method::GET, "/chan/stays", None)
             .await
             .body["receivers"]

@@ -8,14 +8,13 @@
 //! silent ones, on `slct serve` processes with a low open-files limit; a body is read
 //! only once the request may be served, and bodies held at once are capped.
 
-mod cluster_harness;
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use support::{eventually, Cluster};
 
 /// The `last_log_index` node `i` reports.
 async fn last_log_index(c: &Cluster, i: usize) -> u64 {
@@ -483,9 +482,9 @@ async fn a_node_bounds_its_connections_and_closes_silent_ones() {
     use std::time::Instant;
     use tokio::net::TcpStream;
     let flags = ["--header-read-timeout", "1s", "--idle-timeout", "3s"];
-    let c = cluster_harness::Cluster::start_limited(3, &flags, 512);
-    let leader = c.leader().await;
-    let addr = c.nodes[&leader].addr.clone();
+    let c = Cluster::build().flags(&flags).open_files(512).binary();
+    let leader = c.await_leader().await;
+    let addr = c.addr(leader as usize - 1).to_owned();
     assert!(
         c.log(leader)
             .contains("open-files limit 512; at most 384 client connections"),
@@ -628,7 +627,7 @@ async fn bodies_are_read_only_when_they_may_be_served_and_capped_in_all() {
     let mut first = send_part(&addr, &first_head, &first_body.as_bytes()[..1000]).await;
     let second_body = body(200_000, "y");
     let second_head = head("PUT", "/state/second", true, second_body.len());
-    common::eventually(
+    support::eventually(
         Duration::from_secs(5),
         "the first body holds its bytes",
         || async {

@@ -2,14 +2,14 @@
 //! `outcome_unknown` after `--write-timeout` instead of hanging, linearizable reads 503
 //! `no_quorum`, and `/readyz` turns 503 on the survivor, leader or follower.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use slct::api::ApiConfig;
+use support::{eventually, Cluster};
 
 const WRITE_TIMEOUT: Duration = Duration::from_millis(1500);
 

@@ -2,12 +2,12 @@
 //! resume, priorities and `min_priority`, `?status=paused`, and histories that are the
 //! same on every replica.
 
-mod common;
+mod support;
 
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
+use support::{eventually, Cluster};
 
 async fn create(c: &Cluster, id: &str, priority: u64) {
     let body =

@@ -3,13 +3,13 @@
 //! states that end as a dead letter, retention and bulk deletes, closes that report what
 //! they discard, and idempotent writes.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use support::{eventually, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_fields_anywhere_are_refused_naming_the_field() {
@@ -305,7 +305,7 @@ async fn delete_states_deletes_by_prefix_and_status_and_needs_the_admin_token() 
             if let Some(body) = body {
                 req = req.json(&body);
             }
-            async move { common::answer(req.send().await.unwrap()).await }
+            async move { support::answer(req.send().await.unwrap()).await }
         };
     let blocked = json!({"selects": [{"id": "g", "cases": [{"op": "recv", "chan": "never"}]}]});
     for i in 0..5 {
@@ -447,10 +447,10 @@ async fn keyed(
     path: &str,
     key: &str,
     body: serde_json::Value,
-) -> common::Answer {
+) -> support::Answer {
     let req = c.http.request(method, format!("{}{path}", c.urls[i]));
     let req = req.header("idempotency-key", key).json(&body);
-    common::answer(req.send().await.unwrap()).await
+    support::answer(req.send().await.unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

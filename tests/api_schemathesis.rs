@@ -8,12 +8,12 @@
 //! `SLCT_SCHEMATHESIS` names another `st` executable; `SLCT_SCHEMATHESIS_EXAMPLES` sets
 //! the examples per operation (default 100: under a minute on two cores).
 
-mod cluster_harness;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cluster_harness::Cluster;
+use support::Cluster;
 
 const TOKEN: &str = "fuzz-token";
 
@@ -37,7 +37,7 @@ async fn the_api_conforms_to_openapi_yaml_under_fuzzing() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Membership changes take the admin token, which the fuzzer does not have: it sees
     // their 403s, and cannot take the cluster apart.
-    let mut cluster = Cluster::start(
+    let mut cluster = Cluster::binary(
         3,
         &[
             "--token",
@@ -55,7 +55,7 @@ async fn the_api_conforms_to_openapi_yaml_under_fuzzing() {
         .default_headers(headers)
         .build()
         .expect("http client");
-    let leader = cluster.leader().await;
+    let leader = cluster.await_leader().await;
     // A follower: every write is forwarded, so the forwarding path is fuzzed too.
     let target = cluster.other_than(leader);
     let examples = std::env::var("SLCT_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "100".into());

@@ -2,15 +2,15 @@
 //! once in a file of its own, which goes once the value is received; a log holding many
 //! bytes in few entries is snapshotted and purged on every node.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slct::api::ApiConfig;
 use slct::node::Node;
+use support::{eventually, Cluster};
 
 /// Values sent, and their size: each above the size kept in a file of its own.
 const VALUES: usize = 10;

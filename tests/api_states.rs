@@ -1,12 +1,12 @@
 //! States, leases and the long-poll on a real three-node cluster over HTTP.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{enc, eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use support::{enc, eventually, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_read_update_delete_through_any_node() {
@@ -135,7 +135,7 @@ async fn a_waiting_poller_is_woken_within_a_second() {
                 .send()
                 .await
                 .unwrap();
-            let answer = common::answer(r).await;
+            let answer = support::answer(r).await;
             (answer, started.elapsed())
         })
     };
@@ -287,7 +287,7 @@ async fn leases_are_exclusive_expire_and_redeliver() {
         .send()
         .await
         .unwrap();
-    let updated = common::answer(updated).await;
+    let updated = support::answer(updated).await;
     assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
     assert_eq!(updated.body["status"], "waiting");
     assert_eq!(updated.body["results"], json!([]));
@@ -385,9 +385,9 @@ async fn the_seed_readme_example_is_accepted() {
 }
 
 /// Long-polls on node `i` in the background.
-fn spawn_poll(c: &Cluster, i: usize, query: &str) -> tokio::task::JoinHandle<common::Answer> {
+fn spawn_poll(c: &Cluster, i: usize, query: &str) -> tokio::task::JoinHandle<support::Answer> {
     let (http, url) = (c.http.clone(), format!("{}/state/poll?{query}", c.urls[i]));
-    tokio::spawn(async move { common::answer(http.get(url).send().await.unwrap()).await })
+    tokio::spawn(async move { support::answer(http.get(url).send().await.unwrap()).await })
 }
 
 async fn pollers_waiting(c: &Cluster, n: usize) {

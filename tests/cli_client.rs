@@ -1,12 +1,12 @@
 //! The client commands of the `slct` binary against a real three-node cluster: JSON
 //! when stdout is not a terminal (as here) or with `-o json`, tables with `-o table`.
 
-mod common;
+mod support;
 
 use std::process::Output;
 
-use common::Cluster;
 use serde_json::Value;
+use support::Cluster;
 
 /// Runs `slct <args>` against `server`.
 async fn slct(server: &str, args: &[&str]) -> Output {

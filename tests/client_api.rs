@@ -2,17 +2,17 @@
 //! the API's codes map to, the token, which 503s are retried, and failover between
 //! nodes.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::Cluster;
 use serde_json::json;
 use slct::api::ApiConfig;
 use slct::client::{
     Case, Client, Error, ListStates, PollOptions, RawJson, Retry, Select, SendMode, Sent,
     StateBody, Status,
 };
+use support::Cluster;
 use uuid::Uuid;
 
 /// A client of node `i`.

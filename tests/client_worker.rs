@@ -1,18 +1,18 @@
 //! `slct::client::Worker` against a real three-node cluster: concurrent handlers,
 //! heartbeats, giving leases back, lost leases and graceful shutdown.
 
-mod common;
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, Cluster};
 use serde_json::json;
 use slct::client::{
     Case, Client, ListStates, Select, SendMode, State, StateBody, Status, Worker, WorkerConfig,
     WorkerStats,
 };
+use support::{eventually, Cluster};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 

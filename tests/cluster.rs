@@ -2,17 +2,17 @@
 //! `kill -9`, catching up from the log and by snapshot, a kill loop under writes, and
 //! what a survivor logs about a dead peer.
 
-mod cluster_harness;
+mod support;
 
 use std::time::Duration;
 
-use cluster_harness::{eventually, Cluster};
 use serde_json::{json, Value};
+use support::{eventually, Cluster};
 
 #[tokio::test]
 async fn a_write_through_a_follower_is_read_back_from_every_node() {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.leader().await;
+    let cluster = Cluster::binary(3, &[]);
+    let leader = cluster.await_leader().await;
     let follower = cluster.other_than(leader);
 
     let body = json!({ "data": { "step": 1 } });
@@ -26,7 +26,7 @@ async fn a_write_through_a_follower_is_read_back_from_every_node() {
     assert_eq!(info["members"].as_object().map(|m| m.len()), Some(3));
     assert_eq!(info["leader"], json!(leader));
     for id in cluster.running() {
-        eventually("/readyz", Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), "/readyz", || async {
             let response = cluster.http.get(cluster.url(id, "/readyz")).send().await;
             (response.ok()?.status() == 200).then_some(())
         })
@@ -36,8 +36,8 @@ async fn a_write_through_a_follower_is_read_back_from_every_node() {
 
 #[tokio::test]
 async fn killing_the_leader_loses_nothing_acknowledged() {
-    let mut cluster = Cluster::start(3, &[]);
-    let old = cluster.leader().await;
+    let mut cluster = Cluster::binary(3, &[]);
+    let old = cluster.await_leader().await;
     for i in 0..10 {
         cluster.create(&format!("acked-{i}"), json!(i)).await;
     }
@@ -60,7 +60,7 @@ async fn killing_the_leader_loses_nothing_acknowledged() {
         .expect("created_at");
 
     cluster.kill(old);
-    let new = cluster.leader().await;
+    let new = cluster.await_leader().await;
     assert_ne!(new, old);
     let via = cluster.other_than(new);
     cluster.create("after-failover", json!(null)).await;
@@ -98,8 +98,8 @@ async fn killing_the_leader_loses_nothing_acknowledged() {
 
     cluster.spawn(old);
     let waiter = eventually(
-        "the restarted node catches up",
         Duration::from_secs(30),
+        "the restarted node catches up",
         || {
             let cluster = &cluster;
             async move {
@@ -117,16 +117,16 @@ async fn killing_the_leader_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
-    let mut cluster = Cluster::start(3, &["--snapshot-threshold", "10"]);
-    let leader = cluster.leader().await;
+    let mut cluster = Cluster::binary(3, &["--snapshot-threshold", "10"]);
+    let leader = cluster.await_leader().await;
     let down = cluster.other_than(leader);
     cluster.kill(down);
 
     for i in 0..60 {
         cluster.create(&format!("s{i}"), json!(i)).await;
     }
-    let leader_dir = cluster.nodes[&leader].data.clone();
-    eventually("the leader has a snapshot", Duration::from_secs(20), || {
+    let leader_dir = cluster.data(leader).to_path_buf();
+    eventually(Duration::from_secs(20), "the leader has a snapshot", || {
         let exists = leader_dir.join("snapshots/current.snap").exists();
         async move { exists.then_some(()) }
     })
@@ -161,15 +161,15 @@ async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
 
 #[tokio::test]
 async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
-    let mut cluster = Cluster::start(3, &["--snapshot-threshold", "50"]);
-    cluster.leader().await;
+    let mut cluster = Cluster::binary(3, &["--snapshot-threshold", "50"]);
+    cluster.await_leader().await;
     let mut acked = Vec::new();
     let mut next = 0;
     for round in 0..6u64 {
         let victim = if round % 2 == 0 {
-            cluster.leader().await
+            cluster.await_leader().await
         } else {
-            cluster.other_than(cluster.leader().await)
+            cluster.other_than(cluster.await_leader().await)
         };
         // Writes in flight while the node dies: fire a burst, kill, then collect.
         let burst: Vec<_> = (0..20)
@@ -208,8 +208,8 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
         }
     }
     let applied = eventually(
-        "every node applies the same log",
         Duration::from_secs(30),
+        "every node applies the same log",
         || {
             let cluster = &cluster;
             async move {
@@ -249,8 +249,8 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
 
 #[tokio::test]
 async fn a_paused_leader_is_replaced_and_rejoins_as_follower() {
-    let cluster = Cluster::start(3, &[]);
-    let old = cluster.leader().await;
+    let cluster = Cluster::binary(3, &[]);
+    let old = cluster.await_leader().await;
     cluster.create("before-pause", json!(1)).await;
 
     cluster.signal(old, "STOP");
@@ -260,8 +260,8 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_follower() {
         .filter(|id| *id != old)
         .collect();
     let new = eventually(
-        "the others elect a new leader",
         Duration::from_secs(20),
+        "the others elect a new leader",
         || {
             let (cluster, others) = (&cluster, &others);
             async move {
@@ -286,8 +286,8 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_follower() {
         cluster.await_state(old, id).await;
     }
     let info = eventually(
-        "the old leader follows",
         Duration::from_secs(10),
+        "the old leader follows",
         || async {
             let info = cluster.cluster_info(old).await?;
             (info["state"] == "Follower").then_some(info)
@@ -306,15 +306,15 @@ fn lines_at<'a>(log: &'a str, level: &str, text: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn a_dead_peer_is_one_warn_when_it_goes_and_one_info_when_it_returns() {
-    let mut cluster = Cluster::start_logging(3, &[], None);
-    let leader = cluster.leader().await;
+    let mut cluster = Cluster::build().rust_log(None).binary();
+    let leader = cluster.await_leader().await;
     let victim = cluster.other_than(leader);
     let reachable = |info: Value| info["peers"][victim.to_string()]["reachable"].as_bool();
 
     cluster.kill(victim);
     eventually(
-        "the leader finds the victim unreachable",
         Duration::from_secs(20),
+        "the leader finds the victim unreachable",
         || async {
             let info = cluster.cluster_info(leader).await?;
             let heard = info["peers"][victim.to_string()]["last_heard_ms"].as_u64();
@@ -327,8 +327,8 @@ async fn a_dead_peer_is_one_warn_when_it_goes_and_one_info_when_it_returns() {
     cluster.spawn(victim);
     let peer = format!("peer {victim} ");
     eventually(
-        "the leader logs the victim's return",
         Duration::from_secs(30),
+        "the leader logs the victim's return",
         || async {
             let log = cluster.log(leader);
             (!lines_at(&log, "INFO", &peer).is_empty()).then_some(())

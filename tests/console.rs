@@ -7,19 +7,19 @@
 //! that list is empty. A screenshot of each test's last page is left in the temporary
 //! directory (`slct-console-*.png`), outside the repository.
 
-mod common;
+mod support;
 
 use std::net::TcpListener as StdListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{enc, eventually, Cluster};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slct::api::ApiConfig;
 use slct::callbacks::CallbackConfig;
+use support::{enc, eventually, Cluster};
 
 /// An id that would run script if the console put it into the page as HTML.
 const HOSTILE: &str =

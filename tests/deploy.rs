@@ -10,19 +10,19 @@
 //!   on the port it listens on; the compose file publishes its ports clear of
 //!   `slct dev`'s, so that both run on one machine.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{eventually, Cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use serde_yaml::Value;
 use slct::api::ApiConfig;
 use slct::cli::{id_from_hostname, Cli, Command, ServeArgs};
+use support::{eventually, Cluster};
 
 #[tokio::test]
 async fn peers_may_be_host_names() {

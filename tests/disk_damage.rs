@@ -9,13 +9,13 @@
 //! the file without the writes after the damage (see `src/storage/marker.rs`); the
 //! write-ahead log checks every record's CRC-32C (`src/storage/wal/mod.rs`).
 
-mod cluster_harness;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cluster_harness::{eventually, Cluster};
 use serde_json::json;
+use support::{eventually, Cluster};
 
 /// States created before the damage, so the data file holds many records.
 const STATES: usize = 200;
@@ -23,8 +23,8 @@ const STATES: usize = 200;
 /// A cluster that took `STATES` writes, with a follower that has them all and was then
 /// killed; returns the cluster and the follower.
 async fn cluster_with_a_stopped_follower() -> (Cluster, u64) {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.leader().await;
+    let cluster = Cluster::binary(3, &[]);
+    let leader = cluster.await_leader().await;
     for i in 0..STATES {
         let data = json!({ "mark": format!("STATEMARK-{i:05}") });
         cluster.create(&format!("s{i:05}"), data).await;
@@ -39,15 +39,15 @@ async fn cluster_with_a_stopped_follower() -> (Cluster, u64) {
     // that was running when the last mark was applied may have read the applied index
     // before it; the one after it did not: so wait for two more, writing meanwhile so
     // that there is something to checkpoint.
-    let marker = cluster.nodes[&follower]
-        .data
+    let marker = cluster
+        .data(follower)
         .join(slct::storage::SM_DIR)
         .join(slct::storage::marker::MARKER_FILE);
     let before = flush_generation(&marker);
     let mut tick = 0;
     eventually(
-        "two checkpoints on the follower after the last mark",
         Duration::from_secs(60),
+        "two checkpoints on the follower after the last mark",
         || {
             tick += 1;
             let (cluster, marker, id) = (&cluster, marker.clone(), format!("tick-{tick}"));
@@ -70,10 +70,7 @@ fn flush_generation(marker: &Path) -> u64 {
 }
 
 fn data_file(cluster: &Cluster, id: u64) -> PathBuf {
-    cluster.nodes[&id]
-        .data
-        .join(slct::storage::SM_DIR)
-        .join("db")
+    cluster.data(id).join(slct::storage::SM_DIR).join("db")
 }
 
 /// The write-ahead log segment in `wal` that holds `needle`, if one does.
@@ -123,7 +120,7 @@ async fn refuses_to_start_and_the_rest_continue(mut cluster: Cluster, victim: u6
     );
     let refusal = log.lines().rev().find(|l| l.starts_with("slct:"));
     println!("node {victim}: {}", refusal.unwrap_or_default());
-    let leader = cluster.leader().await;
+    let leader = cluster.await_leader().await;
     assert_ne!(leader, victim);
     cluster.create("after-damage", json!("ok")).await;
     for id in cluster.running() {
@@ -155,13 +152,13 @@ async fn a_flipped_byte_in_a_log_record_is_refused() {
     let (mut cluster, victim) = cluster_with_a_stopped_follower().await;
     // Creating a state that exists is refused when applied (409), so its data is in the
     // log and nowhere in the state machine.
-    let leader = cluster.leader().await;
+    let leader = cluster.await_leader().await;
     let body = json!({ "data": "LOGONLY-payload" });
     assert_eq!(cluster.put_state(leader, "s00000", &body).await, Some(409));
-    let wal = cluster.nodes[&victim].data.join(slct::storage::WAL_DIR);
+    let wal = cluster.data(victim).join(slct::storage::WAL_DIR);
     let file = eventually(
-        "the follower logged the refused write",
         Duration::from_secs(30),
+        "the follower logged the refused write",
         || {
             let logged = log_segment_holding(&wal, b"LOGONLY-payload");
             async move { logged }

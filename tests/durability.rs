@@ -9,14 +9,14 @@
 //! of them and is rewritten whole now and then: a dozen 300 KiB values in a row make
 //! leaves above the blob threshold.
 
-mod cluster_harness;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cluster_harness::Cluster;
 use serde_json::json;
+use support::Cluster;
 
 /// Attaches `strace` to every thread of process `pid`, logging `fsync`, `fdatasync`
 /// and `sync_file_range` with the path of each descriptor to `out`; returns once
@@ -67,10 +67,10 @@ fn stop_tracing(mut strace: std::process::Child) {
 /// how many.
 #[tokio::test]
 async fn each_write_is_in_a_synced_log_segment_before_it_is_acknowledged() {
-    let cluster = Cluster::start(3, &["--checkpoint-interval", "60m"]);
-    let leader = cluster.leader().await;
+    let cluster = Cluster::binary(3, &["--checkpoint-interval", "60m"]);
+    let leader = cluster.await_leader().await;
     cluster.create("warm-up", json!("x")).await;
-    let data = cluster.nodes[&leader].data.clone();
+    let data = cluster.data(leader).to_path_buf();
     let trace = data.with_extension("strace");
     let strace = trace_syncs(cluster.pid(leader), &trace);
     const WRITES: usize = 20;
@@ -118,9 +118,9 @@ async fn each_write_is_in_a_synced_log_segment_before_it_is_acknowledged() {
 /// one is acknowledged.
 #[tokio::test]
 async fn large_values_are_in_blobs_that_the_next_checkpoint_syncs() {
-    let cluster = Cluster::start(3, &[]);
-    let traced = cluster.other_than(cluster.leader().await);
-    let data = cluster.nodes[&traced].data.clone();
+    let cluster = Cluster::binary(3, &[]);
+    let traced = cluster.other_than(cluster.await_leader().await);
+    let data = cluster.data(traced).to_path_buf();
     let trace = data.with_extension("strace");
     let strace = trace_syncs(cluster.pid(traced), &trace);
 
@@ -131,9 +131,9 @@ async fn large_values_are_in_blobs_that_the_next_checkpoint_syncs() {
     let blobs = data.join(slct::storage::SM_DIR).join("blobs");
     let blobs = blobs.to_str().unwrap();
     // A checkpoint follows within --checkpoint-interval (100 ms); strace writes as it goes.
-    cluster_harness::eventually(
-        "a checkpoint syncs the blobs directory",
+    support::eventually(
         Duration::from_secs(30),
+        "a checkpoint syncs the blobs directory",
         || {
             let trace = std::fs::read_to_string(&trace).unwrap_or_default();
             let synced = fsynced(&trace).contains(&blobs);
@@ -187,8 +187,8 @@ fn fsynced(trace: &str) -> Vec<&str> {
 /// would "succeed" over pages the kernel may have dropped.
 #[tokio::test]
 async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
-    let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.leader().await;
+    let mut cluster = Cluster::binary(3, &[]);
+    let leader = cluster.await_leader().await;
     cluster.create("before", json!("ok")).await;
 
     let mut strace = Command::new("strace")
@@ -234,7 +234,7 @@ async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
     let refusal = log.lines().rev().find(|l| l.starts_with("slct:"));
     println!("node {leader}: {status}, {}", refusal.unwrap_or_default());
 
-    let new_leader = cluster.leader().await;
+    let new_leader = cluster.await_leader().await;
     assert_ne!(new_leader, leader);
     cluster.create("after", json!("ok")).await;
     cluster.spawn(leader);
@@ -254,7 +254,7 @@ async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_during_checkpoints_lose_no_acknowledged_write() {
     const ROUNDS: usize = 12;
-    let mut cluster = Cluster::start(
+    let mut cluster = Cluster::binary(
         3,
         &[
             "--checkpoint-interval",
@@ -263,7 +263,7 @@ async fn kills_during_checkpoints_lose_no_acknowledged_write() {
             "100",
         ],
     );
-    cluster.leader().await;
+    cluster.await_leader().await;
     let urls: Vec<String> = cluster
         .running()
         .iter()
@@ -276,17 +276,14 @@ async fn kills_during_checkpoints_lose_no_acknowledged_write() {
 
     let mut in_checkpoint = 0;
     for round in 0..ROUNDS {
-        let leader = cluster.leader().await;
+        let leader = cluster.await_leader().await;
         let victim = if round % 2 == 0 {
             leader
         } else {
             cluster.other_than(leader)
         };
         let pid = cluster.pid(victim);
-        let data_file = cluster.nodes[&victim]
-            .data
-            .join(slct::storage::SM_DIR)
-            .join("db");
+        let data_file = cluster.data(victim).join(slct::storage::SM_DIR).join("db");
         let caught = tokio::task::spawn_blocking(move || kill_in_checkpoint(pid, &data_file))
             .await
             .expect("watcher");
@@ -304,9 +301,9 @@ async fn kills_during_checkpoints_lose_no_acknowledged_write() {
         acked.extend(writer.await.expect("writer"));
     }
 
-    let applied = cluster_harness::eventually(
-        "every node applies the same log",
+    let applied = support::eventually(
         Duration::from_secs(30),
+        "every node applies the same log",
         || {
             let cluster = &cluster;
             async move {

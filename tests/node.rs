@@ -1,89 +1,34 @@
 //! In-process nodes on real loopback sockets: the `Node` seam the API codes against —
 //! leader-only writes, group commit, leader ticks, effects on every replica, bootstrap.
 
-mod cluster_harness;
+mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cluster_harness::eventually;
 use serde_json::json;
 use slct::engine::types::{Case, Select, State};
 use slct::engine::{Op, Response, Store, Table};
-use slct::node::{Node, NodeConfig, NodeError};
+use slct::node::{Node, NodeError};
 use slct::raft::auth::{ClusterKey, AUTH_HEADER};
-use tempfile::TempDir;
+use support::{eventually, Cluster};
 use tokio::net::TcpListener;
 
-/// Nodes started in this process, each served on its own socket.
-struct Nodes {
-    _dir: TempDir,
-    nodes: Vec<Node>,
+/// Nodes `1..=n` in this process as one cluster with a cluster secret, plus `joining`
+/// more that list every node as a peer but are not members yet (so they wait to be
+/// added).
+async fn start(n: u64, joining: u64) -> Cluster {
+    Cluster::build()
+        .nodes(n)
+        .joining(joining)
+        .secret("s3cret")
+        .tune(|config| config.snapshot_threshold = 1000)
+        .start()
+        .await
 }
 
-impl Nodes {
-    /// Starts nodes `1..=n` as one cluster, plus `joining` more that list every node as
-    /// a peer but are not members yet (so they wait to be added).
-    async fn start_with(n: u64, joining: u64) -> Nodes {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut listeners = BTreeMap::new();
-        for id in 1..=n + joining {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            listeners.insert(id, listener);
-        }
-        let peers: BTreeMap<u64, String> = listeners
-            .iter()
-            .map(|(id, l)| (*id, l.local_addr().expect("address").to_string()))
-            .collect();
-        let mut nodes = Vec::new();
-        for (id, listener) in listeners {
-            let mut members = peers.clone();
-            if id <= n {
-                members.retain(|member, _| *member <= n);
-            }
-            if n + joining == 1 {
-                members.clear();
-            }
-            let config = NodeConfig {
-                id,
-                listen: listener.local_addr().expect("address"),
-                data_dir: dir.path().join(id.to_string()),
-                peers: members,
-                cluster_secret: Some("s3cret".to_owned()),
-                snapshot_threshold: 1000,
-                ..NodeConfig::default()
-            };
-            let node = Node::start(config).await.expect("start node");
-            tokio::spawn(slct::server::serve(
-                node.clone(),
-                slct::api::ApiConfig::default(),
-                slct::server::Limits::default(),
-                listener,
-                std::future::pending(),
-            ));
-            nodes.push(node);
-        }
-        Nodes { _dir: dir, nodes }
-    }
-
-    async fn start(n: u64) -> Nodes {
-        Nodes::start_with(n, 0).await
-    }
-
-    async fn leader(&self) -> Node {
-        eventually("a leader", Duration::from_secs(20), || async {
-            self.nodes.iter().find(|n| n.is_leader()).cloned()
-        })
-        .await
-    }
-
-    fn follower(&self) -> Node {
-        self.nodes
-            .iter()
-            .find(|n| !n.is_leader())
-            .cloned()
-            .expect("a follower")
-    }
+/// A follower among the nodes.
+fn follower(cluster: &Cluster) -> Node {
+    cluster.nodes[cluster.follower()].clone()
 }
 
 fn create(id: &str, selects: Vec<Select>) -> Op {
@@ -105,12 +50,12 @@ fn local_state(node: &Node, id: &str) -> Option<State> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_refuse_writes_and_name_the_leader() {
-    let cluster = Nodes::start(3).await;
-    let leader = cluster.leader().await;
-    let follower = cluster.follower();
+    let cluster = start(3, 0).await;
+    let leader = cluster.leader_node().await;
+    let follower = follower(&cluster);
     eventually(
-        "the follower knows the leader",
         Duration::from_secs(10),
+        "the follower knows the leader",
         || async { follower.leader() },
     )
     .await;
@@ -133,7 +78,7 @@ async fn followers_refuse_writes_and_name_the_leader() {
     let applied = leader.write(create("x", vec![])).await.expect("write");
     assert!(matches!(applied.reply, Ok(Response::State(_))));
     for node in &cluster.nodes {
-        eventually("replicated", Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), "replicated", || async {
             local_state(node, "x")
         })
         .await;
@@ -146,8 +91,8 @@ async fn followers_refuse_writes_and_name_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_log_entries() {
-    let cluster = Nodes::start(3).await;
-    let leader = cluster.leader().await;
+    let cluster = start(3, 0).await;
+    let leader = cluster.leader_node().await;
     let before = leader.cluster_info().last_log_index.unwrap_or(0);
     let writes: Vec<_> = (0..200)
         .map(|i| {
@@ -168,9 +113,9 @@ async fn concurrent_writes_share_log_entries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_ticks_when_a_timer_is_due_and_every_replica_hears_it() {
-    let cluster = Nodes::start(3).await;
-    let leader = cluster.leader().await;
-    let follower = cluster.follower();
+    let cluster = start(3, 0).await;
+    let leader = cluster.leader_node().await;
+    let follower = follower(&cluster);
     let mut effects = follower.subscribe();
 
     let timer = Select {
@@ -192,7 +137,7 @@ async fn the_leader_ticks_when_a_timer_is_due_and_every_replica_hears_it() {
     let registered = state.updated_at;
 
     for node in &cluster.nodes {
-        let fired = eventually("the timer fires", Duration::from_secs(10), || async {
+        let fired = eventually(Duration::from_secs(10), "the timer fires", || async {
             local_state(node, "sleeper").filter(|s| !s.results.is_empty())
         })
         .await;
@@ -202,8 +147,8 @@ async fn the_leader_ticks_when_a_timer_is_due_and_every_replica_hears_it() {
         );
     }
     let heard = eventually(
-        "the follower hears the state turn pending",
         Duration::from_secs(5),
+        "the follower hears the state turn pending",
         || {
             let got = effects.try_recv().ok();
             async move { got.filter(|e| e.pending.iter().any(|p| p.id == "sleeper")) }
@@ -215,11 +160,11 @@ async fn the_leader_ticks_when_a_timer_is_due_and_every_replica_hears_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_peers_is_a_cluster_of_one() {
-    let single = Nodes::start(1).await;
-    let node = single.leader().await;
+    let single = start(1, 0).await;
+    let node = single.leader_node().await;
     let applied = node.write(create("solo", vec![])).await.expect("write");
     assert!(applied.reply.is_ok());
-    eventually("ready", Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(5), "ready", || async {
         node.is_ready().await.then_some(())
     })
     .await;
@@ -232,8 +177,8 @@ async fn a_node_without_peers_is_a_cluster_of_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_routes_refuse_a_wrong_cluster_secret() {
-    let cluster = Nodes::start(3).await;
-    cluster.leader().await;
+    let cluster = start(3, 0).await;
+    cluster.leader_node().await;
     let config = cluster.nodes[0].config();
     let (addr, me) = (config.listen, config.id);
     let http = reqwest::Client::new();
@@ -314,8 +259,8 @@ async fn raft_routes_refuse_a_wrong_cluster_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_joins_as_learner_then_voter() {
-    let cluster = Nodes::start_with(3, 1).await;
-    let leader = cluster.leader().await;
+    let cluster = start(3, 1).await;
+    let leader = cluster.leader_node().await;
     leader.write(create("before", vec![])).await.expect("write");
     let newcomer = cluster.nodes[3].clone();
     assert_eq!(newcomer.cluster_info().leader, None, "it waits to be added");
@@ -338,8 +283,8 @@ async fn a_new_node_joins_as_learner_then_voter() {
     leader.write(create("after", vec![])).await.expect("write");
     for id in ["before", "after"] {
         eventually(
-            "the new voter has every state",
             Duration::from_secs(10),
+            "the new voter has every state",
             || async { local_state(&newcomer, id) },
         )
         .await;
@@ -369,42 +314,14 @@ async fn broken_peer(hits: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Stri
 async fn a_peer_that_answers_errors_gets_backoff_not_a_flood() {
     use std::sync::atomic::{AtomicU64, Ordering};
     let hits = std::sync::Arc::new(AtomicU64::new(0));
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let listeners = [
-        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-    ];
-    let mut peers: BTreeMap<u64, String> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
-        .collect();
-    peers.insert(3, broken_peer(hits.clone()).await);
-    let mut nodes = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let config = NodeConfig {
-            id: i as u64 + 1,
-            listen: listener.local_addr().unwrap(),
-            data_dir: dir.path().join(i.to_string()),
-            peers: peers.clone(),
-            cluster_secret: Some("s3cret".to_owned()),
-            snapshot_threshold: 1000,
-            ..NodeConfig::default()
-        };
-        let node = Node::start(config).await.expect("start node");
-        tokio::spawn(slct::server::serve(
-            node.clone(),
-            slct::api::ApiConfig::default(),
-            slct::server::Limits::default(),
-            listener,
-            std::future::pending(),
-        ));
-        nodes.push(node);
-    }
-    let leader = eventually("a leader of the two", Duration::from_secs(20), || async {
-        nodes.iter().find(|n| n.is_leader()).cloned()
-    })
-    .await;
+    let cluster = Cluster::build()
+        .nodes(2)
+        .stranger(broken_peer(hits.clone()).await)
+        .secret("s3cret")
+        .tune(|config| config.snapshot_threshold = 1000)
+        .start()
+        .await;
+    let leader = cluster.leader_node().await;
     leader
         .write(create("w", vec![]))
         .await

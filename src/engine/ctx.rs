@@ -209,12 +209,9 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         };
         self.settle(&mut state, &mut events);
         if !events.is_empty() {
-            let stamped = events
-                .into_iter()
-                .map(|w| (self.now, self.index, w))
-                .collect();
-            state.next_event =
-                history::write(self.tx, &id, state.next_event, stamped, self.history_limit)?;
+            let stamp = (self.now, self.index);
+            let (next, limit) = (state.next_event, self.history_limit);
+            state.next_event = history::write(self.tx, &id, next, stamp, events, limit)?;
         }
         self.count(Counter::States(state.status()), 1);
         self.update_index(&id, &stored_index, index_keys(&state));

@@ -2,23 +2,33 @@
 //!
 //! Operations note events on the command's [`Ctx`](super::ctx) as they go; when the
 //! context flushes, each state's events are numbered from the state's own counter and
-//! written to [`Table::History`] under (state id, number), with the command's log time
-//! and Raft index. Only the last `history_limit` events of a state are kept — the
+//! written to [`Table::History`] as ONE record per state and command, under (state id,
+//! number of its first event), with the command's log time and Raft index, which all
+//! its events share. Only the last `history_limit` events of a state are kept — the
 //! command carries the limit (the leader's `--history-limit`), so every replica keeps
-//! the same — and older ones are deleted in the same command. A deleted state's history
+//! the same — and older ones are deleted in the same command: a record all of whose
+//! events are too old goes, one that straddles the limit is written again with the
+//! events that remain, under the number of the first of them. A deleted state's history
 //! goes with it. With a limit of 0 nothing is recorded.
 //!
-//! Events are stored as JSON: they are read by operators, not on the hot path, and so
-//! the stored form is the form shown. A completed case records its value's size, not
-//! the value (the state's results hold values while they matter).
+//! A record per command rather than per event, and postcard rather than JSON: a state
+//! created blocked notes two events, and a key of their own each, in JSON, cost more
+//! than the state itself — on disk and in the apply (sled's cost is per key). The JSON
+//! shape operators see is [`Event`]'s; [`StoredWhat`] mirrors [`What`] without the
+//! JSON-only attributes that postcard cannot read back (the compiler checks that the
+//! two agree). A completed case records its value's size, not the value (the state's
+//! results hold values while they matter).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::keys;
-use super::store::{Store, StoreError, Table, Tx};
+use super::store::{put_record, Store, StoreError, Table, Tx};
 use super::types::Millis;
-use crate::codec::CodecError;
+use crate::codec::decode;
+
+/// The number of a state's first event.
+pub const FIRST: u64 = 1;
 
 /// One event in a state's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,40 +115,118 @@ pub enum What {
     Resumed,
 }
 
-/// Writes `events` of state `id` as numbers `next..`, and deletes its events older than
-/// the last `limit`. Returns the next number.
+/// The stored form of [`What`] (serde's remote derive: same variants and fields, in
+/// postcard's plain encoding).
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "What")]
+enum StoredWhat {
+    Created,
+    SelectRegistered {
+        select: String,
+    },
+    CaseCompleted {
+        select: String,
+        case: usize,
+        op: String,
+        chan: Option<String>,
+        size: usize,
+        ok: bool,
+    },
+    Leased {
+        to: String,
+        token: Uuid,
+        expires_at: Millis,
+    },
+    LeaseExtended {
+        expires_at: Millis,
+    },
+    LeaseReleased,
+    LeaseExpired,
+    Updated {
+        version: u64,
+    },
+    CallbackFailed {
+        attempt: u32,
+        error: String,
+        duration_ms: Option<u64>,
+    },
+    Failed,
+    Retried,
+    Paused,
+    Resumed,
+}
+
+/// One event as stored.
+#[derive(Serialize, Deserialize)]
+struct Stored(#[serde(with = "StoredWhat")] What);
+
+/// The events one command recorded of one state, numbered from the number in the key.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    /// Log time of the command.
+    at: Millis,
+    /// Raft index of its entry.
+    index: u64,
+    events: Vec<Stored>,
+}
+
+/// Writes `events` of state `id`, produced at log time `at` by the entry at Raft
+/// `index`, as numbers `next..` in one record, and deletes its events older than the
+/// last `limit`. Returns the next number.
 pub fn write<S: Store + ?Sized>(
     tx: &mut Tx<'_, S>,
     id: &str,
-    mut next: u64,
-    events: Vec<(Millis, u64, What)>,
+    next: u64,
+    (at, index): (Millis, u64),
+    events: Vec<What>,
     limit: u32,
 ) -> Result<u64, StoreError> {
-    for (at, index, what) in events {
-        let event = Event {
-            seq: next,
+    let after = next + events.len() as u64;
+    let keep_from = after.saturating_sub(u64::from(limit));
+    let first = next.max(keep_from);
+    let kept: Vec<Stored> = events
+        .into_iter()
+        .skip((first - next) as usize)
+        .map(Stored)
+        .collect();
+    if !kept.is_empty() {
+        let record = Record {
             at,
             index,
-            what,
+            events: kept,
         };
-        let bytes = serde_json::to_vec(&event).map_err(CodecError::from)?;
-        tx.put(Table::History, keys::state_seq(id, next), bytes);
-        next += 1;
+        put_record(tx, Table::History, keys::state_seq(id, first), &record)?;
     }
-    let keep_from = next.saturating_sub(u64::from(limit));
+    trim(tx, id, keep_from)?;
+    Ok(after)
+}
+
+/// Deletes the events of state `id` numbered below `keep_from`, writing again, under
+/// `keep_from`, the record that straddles it.
+fn trim<S: Store + ?Sized>(tx: &mut Tx<'_, S>, id: &str, keep_from: u64) -> Result<(), StoreError> {
+    if keep_from <= FIRST {
+        return Ok(());
+    }
     let prefix = keys::state_prefix(id);
     let mut old = Vec::new();
     for entry in tx.scan_prefix(Table::History, &prefix) {
-        let (key, _) = entry?;
-        if keys::seq_of(&key)? >= keep_from {
+        let (key, bytes) = entry?;
+        let first = keys::seq_of(&key)?;
+        if first >= keep_from {
             break;
         }
-        old.push(key);
+        old.push((key, first, bytes));
     }
-    for key in old {
+    for (key, first, bytes) in old {
         tx.delete(Table::History, key);
+        let mut record: Record = decode(&bytes)?;
+        let gone = (keep_from - first) as usize;
+        if gone < record.events.len() {
+            record.events.drain(..gone);
+            put_record(tx, Table::History, keys::state_seq(id, keep_from), &record)?;
+        }
     }
-    Ok(next)
+    Ok(())
 }
 
 /// Deletes every event of state `id`.
@@ -165,16 +253,88 @@ pub fn read<S: Store + ?Sized>(
     let prefix = keys::state_prefix(id);
     let tx = Tx::new(store);
     let mut events: Vec<Event> = Vec::new();
-    for entry in tx.scan_prefix(Table::History, &prefix) {
+    'records: for entry in tx.scan_prefix(Table::History, &prefix) {
         let (key, bytes) = entry?;
-        let seq = keys::seq_of(&key)?;
-        if before.is_some_and(|b| seq >= b) {
-            break;
+        let record: Record = decode(&bytes)?;
+        for (seq, Stored(what)) in (keys::seq_of(&key)?..).zip(record.events) {
+            if before.is_some_and(|b| seq >= b) {
+                break 'records;
+            }
+            events.push(Event {
+                seq,
+                at: record.at,
+                index: record.index,
+                what,
+            });
         }
-        let event = serde_json::from_slice(&bytes).map_err(CodecError::from)?;
-        events.push(event);
     }
     events.reverse();
     events.truncate(limit);
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::store::MemStore;
+
+    /// Writes `n` `Updated` events as one command at time `at`; returns the next number.
+    fn command(store: &mut MemStore, next: u64, at: Millis, n: u64, limit: u32) -> u64 {
+        let mut tx = Tx::new(&*store);
+        let events = (0..n).map(|version| What::Updated { version }).collect();
+        let next = write(&mut tx, "s", next, (at, at * 10), events, limit).unwrap();
+        let writes = tx.into_writes();
+        store.commit(writes);
+        next
+    }
+
+    fn seqs_and_times(store: &MemStore, before: Option<u64>) -> Vec<(u64, Millis, u64)> {
+        let events = read(store, "s", before, 1000).unwrap();
+        events.iter().map(|e| (e.seq, e.at, e.index)).collect()
+    }
+
+    #[test]
+    fn one_record_per_command_trimmed_to_the_last_limit_events() {
+        let mut store = MemStore::new();
+        let mut next = command(&mut store, FIRST, 1, 2, 3);
+        assert_eq!(store.len(Table::History), 1, "two events, one record");
+        next = command(&mut store, next, 2, 2, 3);
+        // Events 1-2 at time 1, 3-4 at time 2; the last 3 are 2, 3, 4: the first record
+        // straddles the limit and keeps event 2 under its own number.
+        assert_eq!(
+            seqs_and_times(&store, None),
+            [(4, 2, 20), (3, 2, 20), (2, 1, 10)]
+        );
+        assert_eq!(store.len(Table::History), 2);
+        assert_eq!(seqs_and_times(&store, Some(4)), [(3, 2, 20), (2, 1, 10)]);
+        assert_eq!(seqs_and_times(&store, Some(3)), [(2, 1, 10)]);
+        // More events in one command than the limit: only the last ones are written,
+        // and every older record goes.
+        next = command(&mut store, next, 3, 5, 3);
+        assert_eq!(next, 10);
+        assert_eq!(
+            seqs_and_times(&store, None),
+            [(9, 3, 30), (8, 3, 30), (7, 3, 30)]
+        );
+        assert_eq!(store.len(Table::History), 1);
+        // A larger limit from now on keeps what is there and adds to it.
+        next = command(&mut store, next, 4, 1, 100);
+        assert_eq!(seqs_and_times(&store, None).len(), 4);
+        let events = read(&store, "s", None, 1).unwrap();
+        assert_eq!(events[0].what, What::Updated { version: 0 });
+        assert_eq!(next, 11);
+    }
+
+    #[test]
+    fn delete_all_removes_every_record_of_the_state_only() {
+        let mut store = MemStore::new();
+        command(&mut store, FIRST, 1, 2, 100);
+        let mut tx = Tx::new(&store);
+        write(&mut tx, "s2", FIRST, (1, 1), vec![What::Created], 100).unwrap();
+        delete_all(&mut tx, "s").unwrap();
+        let writes = tx.into_writes();
+        store.commit(writes);
+        assert!(read(&store, "s", None, 100).unwrap().is_empty());
+        assert_eq!(read(&store, "s2", None, 100).unwrap().len(), 1);
+    }
 }

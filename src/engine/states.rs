@@ -20,7 +20,7 @@ use super::counts::{Counter, DeleteReason};
 use super::ctx::Ctx;
 use super::data::Data;
 use super::error::Error;
-use super::history::What;
+use super::history::{self, What};
 use super::keys;
 use super::store::{Store, StoreError, Table};
 use super::types::{Callback, Listed, Select, State};
@@ -105,7 +105,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             failed: false,
             paused: false,
             priority,
-            next_event: 1,
+            next_event: history::FIRST,
         };
         self.put_state(state)?;
         self.note(id, What::Created);

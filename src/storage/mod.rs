@@ -1,7 +1,7 @@
 //! A node's data directory (`--data`): who may use it, which format it is in, and the
 //! engines that keep their files under it.
 //!
-//! # Layout (format 3)
+//! # Layout (format 4)
 //! - `LOCK` — held (`flock`, exclusive) by the one process using the directory. Two
 //!   nodes on one directory would each overwrite what the other acknowledged, so a
 //!   second process is refused at start, naming the directory; the kernel drops the
@@ -15,8 +15,11 @@
 //!     Raft log in the sled database under `sm/` and only later in `wal/`. Opened as
 //!     this layout, such a directory would start with an empty `wal/`: without the
 //!     entries and the vote it had acknowledged, and without a word. Nothing tells
-//!     the two kinds of format 2 apart before the damage is done, so format 3 is this
-//!     layout and every format 2 is refused.
+//!     the two kinds of format 2 apart before the damage is done, so format 3 was
+//!     this layout and every format 2 is refused;
+//!   - format 3: this layout, with each state's history kept as a JSON record per
+//!     event (format 4 keeps one postcard record per state and command), which this
+//!     version cannot read.
 //! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`]
 //!   and large values in files of their own (`sm/values/`).
 //! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
@@ -36,7 +39,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The format this version reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The lock file, held while a process uses the directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -52,6 +55,8 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 const FORMAT_1_DIR: &str = "sled";
 /// What format 2 says in `FORMAT`.
 const FORMAT_2: &str = "2";
+/// Format 3: this layout with a state's history as JSON, a record per event.
+const FORMAT_3: &str = "3";
 
 /// Why a data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +68,8 @@ pub enum DataDirError {
         .dir.display(), .dir.join(LOCK_FILE).display()
     )]
     InUse { dir: PathBuf },
-    /// Format 1 or 2: from a version of slct that kept the Raft log in sled.
+    /// Format 1, 2 or 3: from a version of slct that kept the Raft log in sled, or
+    /// its tables in another layout.
     #[error(
         "the data directory {} was written by an earlier version of slct ({what}); \
          this version reads format {FORMAT_VERSION} only and does not migrate it. Run the \
@@ -189,6 +195,12 @@ fn check_format(dir: &Path) -> Result<(), DataDirError> {
                    vote in the sled database under sm/, where this version does not \
                    look for them",
         })
+    } else if text.trim() == FORMAT_3 {
+        Err(DataDirError::OlderFormat {
+            dir: dir.to_owned(),
+            what: "format 3: each state's history kept as a JSON record per event, \
+                   which this version does not read",
+        })
     } else {
         Err(DataDirError::OtherFormat {
             dir: dir.to_owned(),
@@ -263,12 +275,23 @@ mod tests {
     }
 
     #[test]
+    fn a_format_3_directory_is_refused_naming_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "3\n").unwrap();
+        let error = DataDir::open(dir.path()).unwrap_err();
+        assert!(matches!(error, DataDirError::OlderFormat { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("format 3"), "{message}");
+        assert!(message.contains("does not migrate"), "{message}");
+    }
+
+    #[test]
     fn another_or_missing_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FORMAT_FILE), "4\n").unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "5\n").unwrap();
         let error = DataDir::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "4"),
+            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "5"),
             "{error}"
         );
 
