@@ -24,6 +24,8 @@
 //!   deadline passes.
 //! - `bootstrap`: forms the cluster on first start (smallest id, once all peers are
 //!   fresh), or leaves a node with data to rejoin.
+//! - `log_size`: takes a snapshot and purges the log behind it when the log holds many
+//!   bytes, however few entries.
 //! - leadership: keeps [`Node::leadership`] in step with Raft, and logs at INFO each
 //!   change of leader, of membership and of the snapshot (openraft's own log is off by
 //!   default, see [`crate::raft::peers`]).
@@ -39,6 +41,7 @@
 
 mod batcher;
 mod bootstrap;
+mod log_size;
 mod ticker;
 
 use std::collections::BTreeMap;
@@ -87,6 +90,8 @@ const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 /// See [`ELECTION_TIMEOUT_MIN_MS`]. Also the longest silence (from a quorum, or from the
 /// leader) after which a node stops calling itself ready.
 pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// Default [`NodeConfig::snapshot_log_bytes`].
+pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 /// Default `--listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
 /// Default `--data`.
@@ -119,6 +124,9 @@ pub struct NodeConfig {
     pub cluster_secret: Option<String>,
     /// Log entries since the last snapshot that trigger a new one.
     pub snapshot_threshold: u64,
+    /// Bytes of log that trigger a snapshot (if the current one is smaller), however
+    /// few entries they are; [`DEFAULT_SNAPSHOT_LOG_BYTES`] but in tests.
+    pub snapshot_log_bytes: u64,
     /// Pack concurrent writes into one log entry (off only to measure its effect).
     pub group_commit: bool,
     /// `--history-limit`: events kept per state (0: no history).
@@ -144,6 +152,7 @@ impl Default for NodeConfig {
             peers: BTreeMap::new(),
             cluster_secret: None,
             snapshot_threshold: DEFAULT_SNAPSHOT_THRESHOLD,
+            snapshot_log_bytes: DEFAULT_SNAPSHOT_LOG_BYTES,
             group_commit: true,
             history_limit: DEFAULT_HISTORY_LIMIT,
             checkpoint_interval: crate::storage::sm::checkpoint::DEFAULT_CHECKPOINT_INTERVAL,
@@ -313,6 +322,13 @@ impl Node {
                 config.clone(),
                 shutdown.subscribe(),
             )),
+            tokio::spawn(log_size::run(
+                raft.clone(),
+                log.clone(),
+                config.snapshot_log_bytes,
+                snapshots,
+                shutdown.subscribe(),
+            )),
         ];
         Ok(Node {
             inner: Arc::new(Inner {
@@ -334,6 +350,11 @@ impl Node {
     /// This node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    /// The bytes of the entries this node's Raft log holds.
+    pub fn log_bytes(&self) -> u64 {
+        *self.inner.log.held_bytes().borrow()
     }
 
     /// The `/raft/*` routes (vote, append, snapshot) for this node's HTTP server.

@@ -68,18 +68,22 @@ pub struct LogStore {
     durable: watch::Receiver<Option<u64>>,
     /// A purge point past the durable applied index, not yet done.
     pending_purge: Arc<Mutex<Option<LogId<u64>>>>,
+    /// The bytes of the entries the log holds, after each change.
+    held_bytes: Arc<watch::Sender<u64>>,
 }
 
 impl LogStore {
     /// Opens (or creates) the write-ahead log in `dir`, beside the state machine `store`.
     pub fn open(dir: &Path, store: &SledStore) -> Result<Self, StorageError> {
         let wal = Wal::open(dir, wal::Options::default()).map_err(|e| read_err(&e))?;
+        let held_bytes = Arc::new(watch::Sender::new(wal.held_bytes()));
         let log_store = LogStore {
             wal,
             store: store.clone(),
             committed: Arc::new(AtomicU64::new(0)),
             durable: watch::channel(Some(u64::MAX)).1,
             pending_purge: Arc::default(),
+            held_bytes,
         };
         let committed = log_store.stored_committed()?;
         log_store.note_committed(committed);
@@ -134,7 +138,26 @@ impl LogStore {
 
     fn purge_log(&self, log_id: LogId<u64>) -> Result<(), StorageError> {
         let id = json(&log_id).map_err(|e| write_err(&e))?;
-        self.wal.purge(log_id.index, id).map_err(|e| write_err(&e))
+        self.wal
+            .purge(log_id.index, id)
+            .map_err(|e| write_err(&e))?;
+        self.note_held_bytes();
+        Ok(())
+    }
+
+    /// Follows the bytes of the entries the log holds (for snapshots by size,
+    /// [`crate::node`]).
+    pub fn held_bytes(&self) -> watch::Receiver<u64> {
+        self.held_bytes.subscribe()
+    }
+
+    /// The bytes of the entries the log holds up to index `through`.
+    pub fn held_bytes_through(&self, through: u64) -> u64 {
+        self.wal.held_bytes_through(through)
+    }
+
+    fn note_held_bytes(&self) {
+        self.held_bytes.send_replace(self.wal.held_bytes());
     }
 
     /// The highest index this node knows to be committed, if any.
@@ -307,14 +330,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .append(encoded, move |result| {
                 callback.log_io_completed(result.map_err(std::io::Error::other));
             })
-            .map_err(|e| write_err(&e))
+            .map_err(|e| write_err(&e))?;
+        self.note_held_bytes();
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         if log_id.index >= self.wal.log_state().next_index {
             return Ok(());
         }
-        self.wal.truncate(log_id.index).map_err(|e| write_err(&e))
+        self.wal.truncate(log_id.index).map_err(|e| write_err(&e))?;
+        self.note_held_bytes();
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {

@@ -445,6 +445,11 @@ fn snapshot_is_newer(store: &SledStore, dir: &Path) -> Result<bool, StorageError
     Ok(meta.last_log_id > applied)
 }
 
+/// The size of the current snapshot file in the snapshot directory `dir` (0: none).
+pub fn snapshot_bytes(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(CURRENT)).map_or(0, |m| m.len())
+}
+
 /// The meta of `current.snap`, if there is one.
 fn current_snapshot_meta(dir: &Path) -> Result<Option<Meta>, StorageError> {
     let file = match std::fs::File::open(dir.join(CURRENT)) {

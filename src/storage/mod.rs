@@ -20,7 +20,8 @@
 //!   - format 3: this layout, with each state's history kept as a JSON record per
 //!     event (format 4 keeps one postcard record per state and command), which this
 //!     version cannot read.
-//! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`].
+//! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`]
+//!   and large values in files of their own (`sm/values/`).
 //! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
 //!   commit.
 //! - `snapshots/` — the snapshot served to lagging nodes and the one being installed.

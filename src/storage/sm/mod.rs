@@ -29,6 +29,11 @@
 //! sled deletes blobs it no longer needs at any time; a file that vanishes on the way
 //! is skipped and forgotten.
 //!
+//! # Large values
+//! A value of [`values::LARGE_VALUE_BYTES`] or more is not put into sled at all: it is
+//! written to a file of its own under `values/` and sled holds a reference to it (see
+//! [`values`]), so sled's leaves, and with them its blobs, stay small.
+//!
 //! # Point-in-time views
 //! A Raft snapshot is streamed from a [`point_in_time::PointInTime`], which sees the
 //! tables as they were when it opened while commits go on (sled has no snapshots of its
@@ -55,8 +60,9 @@
 
 pub mod checkpoint;
 pub mod point_in_time;
+pub mod values;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::panic::AssertUnwindSafe;
@@ -70,6 +76,7 @@ use super::marker::{self, FlushMarker};
 use super::seal;
 use crate::engine::{Scan, Store, StoreError, Table, WriteSet};
 use point_in_time::Capture;
+use values::{ReadError, Reference, ValueFiles, LARGE_VALUE_BYTES, VALUES_DIR};
 
 /// sled's page cache: what a node keeps of the state machine in memory.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
@@ -95,6 +102,8 @@ pub struct SledStore {
     trees: Vec<sled::Tree>,
     data_file: Arc<File>,
     blobs: Arc<BlobSync>,
+    /// Large values, kept out of sled (see [`values`]).
+    values: Arc<ValueFiles>,
     marker: Arc<FlushMarker>,
     /// The last flush generation written into the database.
     generation: Arc<Mutex<u64>>,
@@ -136,7 +145,14 @@ impl SledStore {
         };
         let store = Self::with_db(db, dir)?;
         store.check_generation()?;
-        store.verify_all()?;
+        let referenced = store.verify_all()?;
+        let deleted = store.values.delete_unreferenced(&referenced)?;
+        if deleted > 0 {
+            tracing::info!(
+                deleted,
+                "deleted value files that nothing refers to (left by a crash)"
+            );
+        }
         Ok(store)
     }
 
@@ -155,12 +171,14 @@ impl SledStore {
             synced: Mutex::default(),
         };
         let (marker, _) = FlushMarker::open(dir)?;
+        let values = ValueFiles::open(&dir.join(VALUES_DIR))?;
         Ok(SledStore {
             db,
             dir: dir.to_owned(),
             trees,
             data_file: Arc::new(data_file),
             blobs: Arc::new(blobs),
+            values: Arc::new(values),
             marker: Arc::new(marker),
             generation: Arc::default(),
             capture: Capture::default(),
@@ -197,16 +215,21 @@ impl SledStore {
         Ok(())
     }
 
-    /// Checks the seal of every value in every tree.
-    fn verify_all(&self) -> Result<(), StoreError> {
+    /// Checks the seal of every value in every tree, and every value file referred to;
+    /// returns the ids of those files.
+    fn verify_all(&self) -> Result<HashSet<u128>, StoreError> {
+        let mut referenced = HashSet::new();
         for name in self.db.tree_names() {
             let tree = self.db.open_tree(&name).map_err(|e| self.read_err(e))?;
             for entry in tree.iter() {
                 let (key, stored) = entry.map_err(|e| self.read_err(e))?;
+                if let Some(reference) = Reference::in_stored(&key, &stored) {
+                    referenced.insert(reference.id());
+                }
                 self.unseal(&tree, &key, stored)?;
             }
         }
-        Ok(())
+        Ok(referenced)
     }
 
     /// sled's main data file.
@@ -214,15 +237,70 @@ impl SledStore {
         self.dir.join(SLED_DATA_FILE)
     }
 
-    /// The value inside `stored`, read from `tree` under `key`; an error naming the data
-    /// file, the tree and the key if its checksum does not hold.
+    /// The value inside `stored`, read from `tree` under `key` (from its value file if
+    /// it is a reference); an error naming the data file, the tree and the key if its
+    /// checksum does not hold, or the value file if that is missing or damaged.
     pub fn unseal(
         &self,
         tree: &sled::Tree,
         key: &[u8],
         stored: sled::IVec,
     ) -> Result<Vec<u8>, StoreError> {
-        seal::unseal(key, stored.to_vec()).ok_or_else(|| self.damaged(tree, key))
+        let Some(reference) = Reference::in_stored(key, &stored) else {
+            return seal::unseal(key, stored.to_vec()).ok_or_else(|| self.damaged(tree, key));
+        };
+        match self.values.read(key, &reference) {
+            Ok(value) => Ok(value),
+            Err(ReadError::Store(e)) => Err(e),
+            Err(ReadError::Gone(path)) => Err(self.missing(tree, key, path)),
+        }
+    }
+
+    /// The value `key` holds in `tree`, given what was read there a moment ago
+    /// (`stored`). A value file deleted since (the key changed meanwhile, and a
+    /// checkpoint has passed) means reading the key again (see [`values`]).
+    fn value_now(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        mut stored: sled::IVec,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        loop {
+            let Some(reference) = Reference::in_stored(key, &stored) else {
+                return self.unseal(tree, key, stored).map(Some);
+            };
+            match self.values.read(key, &reference) {
+                Ok(value) => return Ok(Some(value)),
+                Err(ReadError::Store(e)) => return Err(e),
+                Err(ReadError::Gone(path)) => match tree.get(key).map_err(|e| self.read_err(e))? {
+                    Some(now) if now != stored => stored = now,
+                    Some(_) => return Err(self.missing(tree, key, path)),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// The error for a value file that a stored reference names but that is gone.
+    fn missing(&self, tree: &sled::Tree, key: &[u8], path: PathBuf) -> StoreError {
+        let error = StoreError::Corruption {
+            file: Some(path),
+            table: Some(String::from_utf8_lossy(&tree.name()).into_owned()),
+            key: Some(key.to_vec()),
+            what: "the value file is missing".into(),
+        };
+        tracing::error!("{error}");
+        error
+    }
+
+    /// `value` as it goes into sled under `key`: sealed, or — if large — written to a
+    /// value file and replaced by a sealed reference to it.
+    fn stored_form(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if value.len() >= LARGE_VALUE_BYTES {
+            self.values.write(key, value)
+        } else {
+            Ok(seal::seal(key, value))
+        }
     }
 
     /// The error for a damaged value, logged as it is made.
@@ -252,8 +330,13 @@ impl SledStore {
     /// tables (the caller marks the load so that a crash halfway repeats it).
     pub fn load(&self, table: Table, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut files = false;
         for (key, value) in records {
-            batch.insert(key.as_slice(), seal::seal(key, value));
+            files |= value.len() >= LARGE_VALUE_BYTES;
+            batch.insert(key.as_slice(), self.stored_form(key, value)?);
+        }
+        if files {
+            self.values.sync_dir()?;
         }
         self.tree(table)
             .apply_batch(batch)
@@ -262,41 +345,70 @@ impl SledStore {
 
     /// Commits staged writes to every touched tree in one atomic transaction (after
     /// keeping what an open [`point_in_time::PointInTime`] needs of the old values).
+    /// Large values are written to durable value files first; the files of the values
+    /// it replaces or removes are deleted after the next durable flush (see [`values`]).
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         self.capture.keep_pre_images(self, &writes)?;
-        let (trees, staged): (Vec<sled::Tree>, Vec<_>) = writes
-            .into_iter()
-            .enumerate()
-            .filter(|(_, w)| !w.is_empty())
-            .map(|(i, w)| (self.trees[i].clone(), w))
-            .unzip();
+        let mut files = false;
+        let mut trees = Vec::new();
+        let mut staged = Vec::new();
+        for (i, writes) in writes.into_iter().enumerate() {
+            if writes.is_empty() {
+                continue;
+            }
+            let mut sealed = Vec::with_capacity(writes.len());
+            for (key, value) in writes {
+                let stored = match value {
+                    Some(v) => {
+                        files |= v.len() >= LARGE_VALUE_BYTES;
+                        Some(sled::IVec::from(self.stored_form(&key, &v)?))
+                    }
+                    None => None,
+                };
+                sealed.push((key, stored));
+            }
+            trees.push(self.trees[i].clone());
+            staged.push(sealed);
+        }
         if trees.is_empty() {
             return Ok(());
         }
-        let result: Result<(), TransactionError<()>> = trees.as_slice().transaction(|views| {
-            for (view, writes) in views.iter().zip(&staged) {
-                for (key, value) in writes {
-                    match value {
-                        Some(v) => view.insert(key.as_slice(), seal::seal(key, v))?,
-                        None => view.remove(key.as_slice())?,
-                    };
+        if files {
+            self.values.sync_dir()?;
+        }
+        let result: Result<Vec<Reference>, TransactionError<()>> =
+            trees.as_slice().transaction(|views| {
+                let mut dropped = Vec::new();
+                for (view, writes) in views.iter().zip(&staged) {
+                    for (key, stored) in writes {
+                        let old = match stored {
+                            Some(stored) => view.insert(key.as_slice(), stored.clone())?,
+                            None => view.remove(key.as_slice())?,
+                        };
+                        dropped.extend(old.and_then(|old| Reference::in_stored(key, &old)));
+                    }
                 }
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        result.map_err(|e| match e {
+                Ok::<_, ConflictableTransactionError<()>>(dropped)
+            });
+        let dropped = result.map_err(|e| match e {
             TransactionError::Storage(e) => self.read_err(e),
             TransactionError::Abort(()) => {
                 StoreError::Invariant("a commit's sled transaction aborted".into())
             }
-        })
+        })?;
+        self.values.dropped(dropped);
+        Ok(())
     }
 
     /// Makes every write so far durable: sled's flush, then `fsync` of new blob files and
     /// their directory, then `fdatasync` of the data file (see module docs).
     /// The flush is numbered (see "Damage") and its number recorded once it is durable.
+    ///
+    /// Then deletes the value files that commits before the flush stopped referring to,
+    /// unless a point-in-time view is open (see [`values`]).
     pub fn flush_durable(&self) -> Result<(), StoreError> {
         let generation = self.next_generation()?;
+        let dropped = self.values.take_dropped();
         self.db.flush().map_err(|e| self.read_err(e))?;
         self.blobs.sync_new()?;
         self.data_file
@@ -305,7 +417,13 @@ impl SledStore {
                 file: Some(self.data_path()),
                 source,
             })?;
-        self.marker.record(generation)
+        self.marker.record(generation)?;
+        if self.capture.is_open() {
+            self.values.keep_dropped(dropped);
+            Ok(())
+        } else {
+            self.values.delete(&dropped)
+        }
     }
 
     /// Writes the next flush generation into the database. Under the lock, so the
@@ -331,6 +449,11 @@ impl SledStore {
         &self.blobs.dir
     }
 
+    /// Where large values are kept (see [`values`]).
+    pub fn values_dir(&self) -> &Path {
+        self.values.dir()
+    }
+
     /// Empties every state machine table (before installing a snapshot). Refused while
     /// a point-in-time view is open, since it would not see the change.
     pub fn clear(&self) -> Result<(), StoreError> {
@@ -341,7 +464,8 @@ impl SledStore {
         }
         self.trees
             .iter()
-            .try_for_each(|t| t.clear().map_err(|e| self.read_err(e)))
+            .try_for_each(|t| t.clear().map_err(|e| self.read_err(e)))?;
+        self.values.drop_all()
     }
 }
 
@@ -349,17 +473,23 @@ impl Store for SledStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let tree = self.tree(table);
         match tree.get(key).map_err(|e| self.read_err(e))? {
-            Some(stored) => self.unseal(tree, key, stored).map(Some),
+            Some(stored) => self.value_now(tree, key, stored),
             None => Ok(None),
         }
     }
 
     fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
         let tree = self.tree(table);
-        Box::new(tree.range(from.to_vec()..).map(move |entry| {
-            let (key, stored) = entry.map_err(|e| self.read_err(e))?;
-            let value = self.unseal(tree, &key, stored)?;
-            Ok((key.to_vec(), value))
+        // A key whose value file went with a change since the scan read it shows as it
+        // is now, or not at all if it is gone, as sled's own iterators do.
+        Box::new(tree.range(from.to_vec()..).filter_map(move |entry| {
+            let found = entry
+                .map_err(|e| self.read_err(e))
+                .and_then(|(key, stored)| {
+                    let value = self.value_now(tree, &key, stored)?;
+                    Ok(value.map(|value| (key.to_vec(), value)))
+                });
+            found.transpose()
         }))
     }
 }

@@ -170,6 +170,8 @@ struct Index {
     first: u64,
     base: u64,
     locs: VecDeque<Loc>,
+    /// The bytes of the records in `locs`.
+    bytes: u64,
 }
 
 impl Index {
@@ -190,6 +192,7 @@ impl Index {
             ));
         }
         self.locs.push_back(loc);
+        self.bytes += loc.len;
         Ok(())
     }
 
@@ -201,11 +204,13 @@ impl Index {
                 self.next()
             ));
         }
+        let keep = from.saturating_sub(self.base) as usize;
+        self.bytes -= self.locs.range(keep..).map(|l| l.len).sum::<u64>();
         if from <= self.base {
             self.locs.clear();
             self.base = from;
         } else {
-            self.locs.truncate((from - self.base) as usize);
+            self.locs.truncate(keep);
         }
         Ok(())
     }
@@ -216,7 +221,11 @@ impl Index {
             return;
         }
         self.first = first;
-        while self.base < first && self.locs.pop_front().is_some() {
+        while self.base < first {
+            let Some(loc) = self.locs.pop_front() else {
+                break;
+            };
+            self.bytes -= loc.len;
             self.base += 1;
         }
         if self.locs.is_empty() {
@@ -329,6 +338,26 @@ impl Wal {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// The bytes of the records of the entries held: what a purge up to the last one
+    /// would free (segment files are sized in whole segments on top).
+    pub fn held_bytes(&self) -> u64 {
+        self.state().index.bytes
+    }
+
+    /// The bytes of the records of the entries held up to index `through`: what a purge
+    /// up to it would free.
+    pub fn held_bytes_through(&self, through: u64) -> u64 {
+        let state = self.state();
+        let index = &state.index;
+        let count = through.saturating_add(1).saturating_sub(index.base);
+        index
+            .locs
+            .iter()
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .map(|loc| loc.len)
+            .sum()
     }
 
     /// What the log holds besides entries.
@@ -772,6 +801,7 @@ impl State {
             first: 0,
             base: head.next_index,
             locs: VecDeque::new(),
+            bytes: 0,
         };
         if let Some((through, _)) = &head.purged {
             index.purge(*through);

@@ -195,6 +195,32 @@ fn entries_appended_after_a_truncation_replace_the_cut_ones() {
 }
 
 #[test]
+fn held_bytes_follow_appends_truncations_purges_and_reopening() {
+    let disk = SimDisk::default();
+    let wal = open(&disk).unwrap();
+    assert_eq!(wal.held_bytes(), 0);
+    append(&wal, entries(0..10, "a")).unwrap();
+    let ten = wal.held_bytes();
+    assert!(ten >= 10 * 100, "{ten}");
+    let per_entry = ten / 10;
+    assert_eq!(wal.held_bytes_through(3), 4 * per_entry);
+    assert_eq!(wal.held_bytes_through(99), ten);
+    wal.truncate(6).unwrap();
+    assert_eq!(wal.held_bytes(), 6 * per_entry);
+    wal.purge(1, b"id1".to_vec()).unwrap();
+    assert_eq!(wal.held_bytes(), 4 * per_entry);
+    assert_eq!(wal.held_bytes_through(0), 0);
+    assert_eq!(wal.held_bytes_through(2), per_entry);
+    append(&wal, entries(6..8, "b")).unwrap();
+    assert_eq!(wal.held_bytes(), 6 * per_entry);
+    drop(wal);
+    let wal = open(&disk).unwrap();
+    assert_eq!(wal.held_bytes(), 6 * per_entry, "the same after replay");
+    wal.purge(200, b"id200".to_vec()).unwrap();
+    assert_eq!(wal.held_bytes(), 0);
+}
+
+#[test]
 fn a_purge_drops_entries_and_deletes_whole_segments_once_durable() {
     let disk = SimDisk::default();
     let wal = open(&disk).unwrap();
