@@ -110,70 +110,76 @@ async fn each_write_is_in_a_synced_log_segment_before_it_is_acknowledged() {
     );
 }
 
-/// The next checkpoint syncs the blob files that hold large values, and their
-/// directory (`src/storage/sm/mod.rs`, "Blobs"). Every replica applies the writes to
-/// its own state machine, so a follower is traced: strace stops the traced node at
-/// each of its system calls, and slowing the leader that much on a loaded machine
-/// costs it the leadership now and then. Writes are retried through any node until
-/// one is acknowledged.
+/// A large value is kept in a file of its own under `sm/values/`, and the node syncs
+/// that file and the directory before the state machine's commit refers to it
+/// (`src/storage/sm/values.rs`, "Durability"): a checkpoint of sled then never points
+/// at a value that is not on disk. Every replica applies the writes to its own state
+/// machine, so a follower is traced: strace stops the traced node at each of its system
+/// calls, and slowing the leader that much on a loaded machine costs it the leadership
+/// now and then. Writes are retried through any node until one is acknowledged.
 #[tokio::test]
-async fn large_values_are_in_blobs_that_the_next_checkpoint_syncs() {
+async fn large_values_are_in_files_synced_before_they_are_applied() {
+    const STATES: usize = 12;
+    const VALUE: usize = 300 << 10;
     let cluster = Cluster::binary(3, &[]);
     let traced = cluster.other_than(cluster.await_leader().await);
     let data = cluster.data(traced).to_path_buf();
     let trace = data.with_extension("strace");
     let strace = trace_syncs(cluster.pid(traced), &trace);
 
-    let big = json!("v".repeat(300 << 10));
-    for i in 0..12 {
+    let big = json!("v".repeat(VALUE));
+    for i in 0..STATES {
         cluster.create(&format!("big-{i:02}"), big.clone()).await;
     }
-    let blobs = data.join(slct::storage::SM_DIR).join("blobs");
-    let blobs = blobs.to_str().unwrap();
-    // A checkpoint follows within --checkpoint-interval (100 ms); strace writes as it goes.
-    support::eventually(
+    let values = data
+        .join(slct::storage::SM_DIR)
+        .join(slct::storage::sm::values::VALUES_DIR);
+    // The follower applies what the leader acknowledged a moment later.
+    let files = support::eventually(
         Duration::from_secs(30),
-        "a checkpoint syncs the blobs directory",
+        "the traced follower keeps every large value in a file",
         || {
-            let trace = std::fs::read_to_string(&trace).unwrap_or_default();
-            let synced = fsynced(&trace).contains(&blobs);
-            async move { synced.then_some(()) }
+            let files: Vec<String> = std::fs::read_dir(&values)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter(|e| e.metadata().is_ok_and(|m| m.len() >= VALUE as u64))
+                .map(|e| e.file_name().into_string().unwrap())
+                .collect();
+            async move { (files.len() >= STATES).then_some(files) }
         },
     )
     .await;
     stop_tracing(strace);
 
     let syncs = std::fs::read_to_string(&trace).expect("strace output");
-    let in_blobs = format!("{blobs}/");
-    let synced_blobs: Vec<&str> = fsynced(&syncs)
-        .into_iter()
-        .filter_map(|path| path.strip_prefix(&in_blobs))
-        .collect();
-    let big_blobs: Vec<String> = std::fs::read_dir(blobs)
-        .expect("sled wrote blob files")
-        .map(|e| e.expect("blob entry"))
-        .filter(|e| e.metadata().is_ok_and(|m| m.len() >= 300 << 10))
-        .map(|e| e.file_name().into_string().unwrap())
-        .collect();
-    assert!(!big_blobs.is_empty(), "the values went to blob files");
+    let values = values.to_str().unwrap();
+    let data_synced: Vec<&str> = synced_by(&syncs, "fdatasync");
+    for file in &files {
+        let path = format!("{values}/{file}");
+        assert!(
+            data_synced.contains(&path.as_str()),
+            "the value file {path} was never fdatasynced:\n{syncs}"
+        );
+    }
     assert!(
-        big_blobs.iter().any(|b| synced_blobs.contains(&b.as_str())),
-        "no blob holding the value was synced by a checkpoint: \
-         blobs {big_blobs:?}, synced {synced_blobs:?}\n{syncs}"
+        synced_by(&syncs, "fsync").contains(&values),
+        "the values directory was never fsynced:\n{syncs}"
     );
 }
 
-/// The path of the file or directory of every `fsync` call in strace's output (`-y`
-/// prints it after the descriptor: `fsync(21</data/sm/blobs>) = 0`). While one thread
-/// waits in `fsync`, another traced thread's call splits it into
-/// `fsync(21</data/sm/blobs> <unfinished ...>` and a later `<... fsync resumed>) = 0`
+/// The path of the file or directory of every `call` (`fsync`, `fdatasync`) in
+/// strace's output (`-y` prints it after the descriptor: `fsync(21</data/sm/values>) =
+/// 0`). While one thread waits in a sync, another traced thread's call splits it into
+/// `fsync(21</data/sm/values> <unfinished ...>` and a later `<... fsync resumed>) = 0`
 /// (the checkpoint thread's syncs overlap the write-ahead log's), so a call is read
 /// from its opening line alone.
-fn fsynced(trace: &str) -> Vec<&str> {
+fn synced_by<'a>(trace: &'a str, call: &str) -> Vec<&'a str> {
+    let opening = format!(" {call}(");
     trace
         .lines()
         .filter_map(|line| {
-            let call = line.split_once(" fsync(")?.1;
+            let call = line.split_once(opening.as_str())?.1;
             let path = call.split_once('<')?.1;
             Some(path.split_once('>')?.0)
         })
