@@ -207,21 +207,7 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
             cluster.await_state(id, state).await;
         }
     }
-    let applied = eventually(
-        Duration::from_secs(30),
-        "every node applies the same log",
-        || {
-            let cluster = &cluster;
-            async move {
-                let mut seen = Vec::new();
-                for id in cluster.running() {
-                    seen.push(cluster.cluster_info(id).await?["last_applied"].as_u64()?);
-                }
-                seen.windows(2).all(|w| w[0] == w[1]).then_some(seen[0])
-            }
-        },
-    )
-    .await;
+    let applied = cluster.await_same_applied().await;
     assert!(applied > 0);
     let mut listings = Vec::new();
     for id in cluster.running() {

@@ -307,21 +307,7 @@ async fn kills_during_checkpoints_lose_no_acknowledged_write() {
         acked.extend(writer.await.expect("writer"));
     }
 
-    let applied = support::eventually(
-        Duration::from_secs(30),
-        "every node applies the same log",
-        || {
-            let cluster = &cluster;
-            async move {
-                let mut seen = Vec::new();
-                for id in cluster.running() {
-                    seen.push(cluster.cluster_info(id).await?["last_applied"].as_u64()?);
-                }
-                seen.windows(2).all(|w| w[0] == w[1]).then_some(seen[0])
-            }
-        },
-    )
-    .await;
+    let applied = cluster.await_same_applied().await;
     let mut replicas = Vec::new();
     for id in cluster.running() {
         replicas.push(all_states(&cluster, id).await);

@@ -532,6 +532,23 @@ impl Cluster {
         .await
     }
 
+    /// Waits until every running process has applied the same log index, and returns
+    /// that index.
+    pub async fn await_same_applied(&self) -> u64 {
+        eventually(
+            Duration::from_secs(30),
+            "every node applies the same log",
+            || async {
+                let mut seen = Vec::new();
+                for id in self.running() {
+                    seen.push(self.cluster_info(id).await?["last_applied"].as_u64()?);
+                }
+                seen.windows(2).all(|w| w[0] == w[1]).then_some(seen[0])
+            },
+        )
+        .await
+    }
+
     /// A running process other than `not`.
     pub fn other_than(&self, not: u64) -> u64 {
         *self
