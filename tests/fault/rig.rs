@@ -821,18 +821,29 @@ impl Rig {
 
     /// Fills node `id`'s disk: its tmpfs shrinks to what it holds now (rounded up to a
     /// page), so the next block it needs is refused with `ENOSPC`. Returns the bytes held.
+    /// The node writes meanwhile, and a size below what the tmpfs holds by the time of
+    /// the remount is refused, so the reading and the remount are tried again.
     pub fn fill_disk(&self, id: u64) -> u64 {
         assert_eq!(self.disk, Some(id), "node {id} has no disk of its own");
         let data = path(&self.nodes[&id].data);
-        let used = run("df", &["--output=used", "-B1", &data]);
-        let used: u64 = used
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .expect("df's used bytes");
-        let size = format!("remount,size={}", used.max(4096));
-        run("mount", &["-o", &size, &data]);
-        used
+        for _ in 0..100 {
+            let used = run("df", &["--output=used", "-B1", &data]);
+            let used: u64 = used
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse().ok())
+                .expect("df's used bytes");
+            let size = format!("remount,size={}", used.max(4096));
+            let shrunk = Command::new("mount")
+                .args(["-o", &size, &data])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if shrunk {
+                return used;
+            }
+        }
+        panic!("{data}'s tmpfs could not be shrunk to what it holds: it grew before each remount");
     }
 
     /// Gives node `id`'s disk its room back (see [`Rig::fill_disk`]).
