@@ -39,22 +39,27 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut held = log.held_bytes();
-    let mut metrics = raft.metrics();
+    // Not `Raft::metrics`, which changes on every turn of openraft's core loop.
+    let mut data = raft.data_metrics();
     let mut rounds = 0u64;
     loop {
         let limit = min.max(snapshot_bytes(&snapshots));
+        // Below the limit only the log reaching it wakes this task, not every append
+        // and every entry applied (docs/performance.md, "Hand-offs per write").
+        log.notify_held_from(limit);
         // After a round, something must change before the next: never a busy loop.
         let mut wait = rounds > 0;
         let applied_bytes = loop {
             if wait {
+                let over = *held.borrow() >= limit;
                 tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => return,
                     changed = held.changed() => if changed.is_err() { return },
-                    changed = metrics.changed() => if changed.is_err() { return },
+                    changed = data.changed(), if over => if changed.is_err() { return },
                 }
             }
             wait = true;
-            let applied = metrics.borrow_and_update().last_applied;
+            let applied = data.borrow_and_update().last_applied;
             // Cheap first: the whole log, then what is applied of it.
             if *held.borrow_and_update() >= limit {
                 if let Some(applied) = applied {
