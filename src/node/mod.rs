@@ -261,7 +261,7 @@ struct Inner {
     peers: PeerHealth,
     log: LogStore,
     proposals: mpsc::Sender<Proposal>,
-    leadership: watch::Sender<bool>,
+    leadership: watch::Sender<Option<u64>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -293,7 +293,7 @@ impl Node {
             .map_err(|e| fatal(&e))?;
 
         let (shutdown, _) = watch::channel(false);
-        let (leadership, _) = watch::channel(false);
+        let (leadership, _) = watch::channel(None);
         let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE);
         let tasks = vec![
             tokio::spawn(checkpoints.run(config.checkpoint_interval, shutdown.subscribe())),
@@ -305,6 +305,7 @@ impl Node {
             tokio::spawn(batcher::run(
                 raft.clone(),
                 queue,
+                leadership.subscribe(),
                 progress.clone(),
                 config.group_commit,
                 config.history_limit,
@@ -426,9 +427,10 @@ impl Node {
         self.inner.raft.server_metrics().borrow().state == ServerState::Leader
     }
 
-    /// A watch that changes whenever this node becomes or stops being leader (the
-    /// callback dispatcher runs only while it is `true`).
-    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+    /// A watch of the term this node leads, `None` while it does not lead; it changes
+    /// whenever this node becomes or stops being leader (the callback dispatcher runs
+    /// only while it is `Some`).
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
         self.inner.leadership.subscribe()
     }
 
@@ -735,7 +737,7 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
 /// built and installed ([`crate::raft::state_machine`]).
 async fn follow_leadership(
     raft: Raft,
-    leadership: watch::Sender<bool>,
+    leadership: watch::Sender<Option<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut server = raft.server_metrics();
@@ -744,7 +746,7 @@ async fn follow_leadership(
         let leader = {
             let m = server.borrow_and_update();
             seen.log_changes(&m);
-            m.state == ServerState::Leader
+            (m.state == ServerState::Leader).then_some(m.vote.leader_id().get_term())
         };
         leadership.send_if_modified(|was| std::mem::replace(was, leader) != leader);
         tokio::select! {
@@ -753,7 +755,7 @@ async fn follow_leadership(
             _ = shutdown.changed() => break,
         }
     }
-    leadership.send_if_modified(|was| std::mem::replace(was, false));
+    leadership.send_if_modified(|was| std::mem::take(was).is_some());
     if let Some(e) = raft_failure(&raft) {
         // `slct serve` exits on it too (`Node::raft_failed`).
         tracing::error!("raft stopped: {e}");
