@@ -136,7 +136,7 @@ pub async fn run(config: Config) -> Finding {
         began.elapsed().as_secs_f64()
     );
     if !report.valid() {
-        keep_evidence(&rig, &ops);
+        keep_evidence(&rig, &ops).await;
     }
     Finding {
         report,
@@ -308,9 +308,18 @@ fn node_failures(rig: &Rig, report: &mut Report) {
     }
 }
 
-/// Keeps the node logs and the history under `target/tmp/fault-runs/`.
-fn keep_evidence(rig: &Rig, ops: &[Op]) {
+/// Keeps the node logs, the history, and each live node's `GET /cluster` and thread
+/// stacks under `target/tmp/fault-runs/`.
+async fn keep_evidence(rig: &Rig, ops: &[Op]) {
     let kept = rig.keep_logs();
+    for id in 1..=3 {
+        if let Some(info) = rig.cluster_info(id).await {
+            let _ = std::fs::write(kept.join(format!("n{id}.cluster.json")), info.to_string());
+        }
+        if let Some(stacks) = rig.stacks(id) {
+            let _ = std::fs::write(kept.join(format!("n{id}.stacks.txt")), stacks);
+        }
+    }
     let history: String = ops
         .iter()
         .enumerate()
