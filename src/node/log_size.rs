@@ -39,13 +39,15 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut held = log.held_bytes();
-    // Not `Raft::metrics`, which changes on every turn of openraft's core loop.
-    let mut data = raft.data_metrics();
+    let mut metrics = raft.metrics();
     let mut rounds = 0u64;
     loop {
         let limit = min.max(snapshot_bytes(&snapshots));
         // Below the limit only the log reaching it wakes this task, not every append
-        // and every entry applied (docs/performance.md, "Hand-offs per write").
+        // and every turn of openraft's core loop (docs/performance.md, "Hand-offs per
+        // write"). At or over it, Raft's metrics do as well: what is applied moves with
+        // them, and a purge the log store holds back until the state machine is durable
+        // (crate::raft::log_store, "Purging: one rule") is asked for again on them.
         log.notify_held_from(limit);
         // After a round, something must change before the next: never a busy loop.
         let mut wait = rounds > 0;
@@ -55,11 +57,11 @@ pub async fn run(
                 tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => return,
                     changed = held.changed() => if changed.is_err() { return },
-                    changed = data.changed(), if over => if changed.is_err() { return },
+                    changed = metrics.changed(), if over => if changed.is_err() { return },
                 }
             }
             wait = true;
-            let applied = data.borrow_and_update().last_applied;
+            let applied = metrics.borrow_and_update().last_applied;
             // Cheap first: the whole log, then what is applied of it.
             if *held.borrow_and_update() >= limit {
                 if let Some(applied) = applied {
