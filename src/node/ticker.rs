@@ -27,7 +27,7 @@ const RETRY: Duration = Duration::from_millis(50);
 pub async fn run(
     proposals: mpsc::Sender<Proposal>,
     mut progress: watch::Receiver<Progress>,
-    mut leadership: watch::Receiver<bool>,
+    mut leadership: watch::Receiver<Option<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // The (deadline, log clock) the last successful tick was for: a tick applies
@@ -37,7 +37,7 @@ pub async fn run(
     let mut ticked: Option<(Option<Millis>, Millis)> = None;
     let mut reported: Option<Millis> = None;
     loop {
-        let leader = *leadership.borrow_and_update();
+        let leader = leadership.borrow_and_update().is_some();
         let Progress {
             clock,
             next_deadline: deadline,
