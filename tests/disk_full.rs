@@ -10,7 +10,7 @@ mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{eventually, Cluster};
@@ -190,7 +190,16 @@ async fn a_full_disk_refuses_writes_with_507_and_recovers_without_a_restart() {
     })
     .await;
     let filler = fill(&cluster, follower).await;
+    let filled = Instant::now();
     await_refused(&cluster, "follower-full", &nodes).await;
+    eprintln!(
+        "a follower's disk below its reserve to writes refused through every node: {} ms",
+        filled.elapsed().as_millis()
+    );
+    assert!(
+        !parked.is_finished(),
+        "the receive is still parked while writes are refused"
+    );
     assert_eq!(disk(&cluster, follower).await["low"], true);
     let info = cluster.cluster_info(leader).await.expect("GET /cluster");
     assert_eq!(

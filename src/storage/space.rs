@@ -12,6 +12,9 @@
 //! eighth of it ([`CLEAR_MARGIN`]), so a disk at the edge does not flap between
 //! refusing and accepting with every write; no restart is needed.
 //!
+//! `statvfs` comes from `rustix` (its `fs` feature), already a dependency for the
+//! open-files limit: no `unsafe` here, where `libc` would need it, and no new crate.
+//!
 //! The reserve is what the engines may still write with client writes refused: the
 //! log's next segment (16 MiB, zero-filled ahead of need), a sled checkpoint (it
 //! appends to 8 MiB segments), a snapshot of the state (rebuilt every
