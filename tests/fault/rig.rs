@@ -937,6 +937,26 @@ impl Rig {
         kept
     }
 
+    /// Every thread's stack of node `id`'s process (gdb attached for a moment), if it has
+    /// one and gdb is installed: evidence of where a node that stopped making progress
+    /// waits.
+    pub fn stacks(&self, id: u64) -> Option<String> {
+        let pid = self.pid(id)?;
+        let out = Command::new("gdb")
+            .args([
+                "-p",
+                &pid.to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt",
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// `GET /cluster` of node `id`, if it answers.
     pub async fn cluster_info(&self, id: u64) -> Option<Value> {
         let response = self.http.get(self.url(id, "/cluster")).send().await.ok()?;

@@ -2,6 +2,8 @@
 //! the replicas to agree, check the history, print what was checked.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -59,6 +61,7 @@ pub struct Finding {
 /// Runs once and prints a summary; the caller asserts on the report.
 pub async fn run(config: Config) -> Finding {
     let began = Instant::now();
+    let watchdog = Watchdog::start(config.duration + OVERRUN, config.seed);
     let nofile = config
         .neighbours
         .as_ref()
@@ -66,7 +69,9 @@ pub async fn run(config: Config) -> Finding {
         .unwrap_or_default();
     let rig = Rig::start_full(config.snapshot_threshold, nofile, config.disk).await;
     let setup = began.elapsed();
+    watchdog.phase("making the channels");
     make_channels(&rig).await;
+    watchdog.phase("workload and nemesis");
     let rec = Recorder::new();
     let until = Instant::now() + config.duration;
     let load = config.neighbours.as_ref().map(|n| {
@@ -90,9 +95,11 @@ pub async fn run(config: Config) -> Finding {
     };
     let workload_done = began.elapsed();
     let rig = nemesis.rig;
+    watchdog.phase("drain and agreement after healing");
     let agreement = settle(&rig, &rec, config.seed).await;
 
     let ops = rec.ops();
+    watchdog.phase("the checks");
     let check_began = Instant::now();
     let mut report = checker::check(&ops);
     match agreement {
@@ -129,7 +136,7 @@ pub async fn run(config: Config) -> Finding {
         began.elapsed().as_secs_f64()
     );
     if !report.valid() {
-        keep_evidence(&rig, &ops);
+        keep_evidence(&rig, &ops).await;
     }
     Finding {
         report,
@@ -139,6 +146,53 @@ pub async fn run(config: Config) -> Finding {
         load,
         peak_rss_kib,
         latency_ms,
+    }
+}
+
+/// How long a run may take beyond its workload's duration (setup, drain, agreement,
+/// checks: under a minute and a half each on a loaded 2-core machine so far).
+const OVERRUN: Duration = Duration::from_secs(8 * 60);
+
+/// Ends the test binary when a run is still going `limit` after it began, naming the
+/// phase it is stuck in: a hung run must fail CI with a reason rather than hold it
+/// until the job's time limit (the nodes die with the binary, `PR_SET_PDEATHSIG`).
+struct Watchdog {
+    done: Arc<AtomicBool>,
+    phase: Arc<Mutex<&'static str>>,
+}
+
+impl Watchdog {
+    fn start(limit: Duration, seed: u64) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(Mutex::new("setting up the rig"));
+        let (stop, at) = (done.clone(), phase.clone());
+        std::thread::spawn(move || {
+            let until = std::time::Instant::now() + limit;
+            while std::time::Instant::now() < until {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let phase = *at.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!(
+                "a nemesis run (seed {seed}) is still in {phase} {} s after it began: \
+                 ending the test binary",
+                limit.as_secs()
+            );
+            std::process::exit(101);
+        });
+        Watchdog { done, phase }
+    }
+
+    fn phase(&self, phase: &'static str) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
     }
 }
 
@@ -186,7 +240,10 @@ fn spawn_workload(
     ]
 }
 
-/// After healing: drains the channels through the leader (recorded), waits for the
+/// How long the drain after healing may take.
+const DRAIN_WITHIN: Duration = Duration::from_secs(60);
+
+/// After healing: drains the channels (recorded), waits for the
 /// replicas to agree, and records their agreed listing as the history's last op.
 async fn settle(rig: &Rig, rec: &Recorder, seed: u64) -> Result<String, String> {
     let Some(leader) = rig.try_leader(Duration::from_secs(30)).await else {
@@ -196,9 +253,11 @@ async fn settle(rig: &Rig, rec: &Recorder, seed: u64) -> Result<String, String> 
                 .into(),
         );
     };
-    let base = rig.url(leader, "");
-    let mut drainer = Client::new(90, vec![(leader, base.clone())], rec.clone(), seed);
-    workload::drain(&mut drainer, leader, &base).await;
+    // Through every node (a follower forwards to the leader), so one that exits
+    // meanwhile does not stall the drain.
+    let urls = rig.urls().into_iter().collect();
+    let mut drainer = Client::new(90, urls, rec.clone(), seed);
+    let drained = workload::drain(&mut drainer, Instant::now() + DRAIN_WITHIN).await;
     let (agreement, listing) = converge(rig).await;
     rec.push(Op {
         process: 91,
@@ -211,6 +270,13 @@ async fn settle(rig: &Rig, rec: &Recorder, seed: u64) -> Result<String, String> 
             body: json!({ "states": listing }),
         },
     });
+    if !drained {
+        return Err(format!(
+            "the channels were not drained within {} s after healing (leader n{leader} at \
+             the start); values may be left in them",
+            DRAIN_WITHIN.as_secs()
+        ));
+    }
     agreement
 }
 
@@ -242,9 +308,18 @@ fn node_failures(rig: &Rig, report: &mut Report) {
     }
 }
 
-/// Keeps the node logs and the history under `target/tmp/fault-runs/`.
-fn keep_evidence(rig: &Rig, ops: &[Op]) {
+/// Keeps the node logs, the history, and each live node's `GET /cluster` and thread
+/// stacks under `target/tmp/fault-runs/`.
+async fn keep_evidence(rig: &Rig, ops: &[Op]) {
     let kept = rig.keep_logs();
+    for id in 1..=3 {
+        if let Some(info) = rig.cluster_info(id).await {
+            let _ = std::fs::write(kept.join(format!("n{id}.cluster.json")), info.to_string());
+        }
+        if let Some(stacks) = rig.stacks(id) {
+            let _ = std::fs::write(kept.join(format!("n{id}.stacks.txt")), stacks);
+        }
+    }
     let history: String = ops
         .iter()
         .enumerate()

@@ -458,15 +458,20 @@ pub async fn closer(mut c: Client, at: Instant) {
 }
 
 /// After healing: takes every value left in every channel (buffered or parked),
-/// recorded as receives; stops on a channel at `would_block` or a closed, empty one.
-pub async fn drain(c: &mut Client, node: u64, base: &str) {
+/// recorded as receives, through the client's nodes in turn; stops on a channel at
+/// `would_block` or a closed, empty one. False if `deadline` came first (a node left
+/// down, or no leader): values may be left, and the run must say so rather than wait.
+pub async fn drain(c: &mut Client, deadline: Instant) -> bool {
     for (chan, _) in CHANS {
-        for _ in 0..10_000 {
+        loop {
+            if Instant::now() >= deadline {
+                return false;
+            }
             let call = Call::Recv {
                 chan: chan.into(),
                 wait: 0,
             };
-            match c.call_on(node, base, call).await {
+            match c.call(call).await {
                 Outcome::Ok { body, .. } if body["ok"] == true => {}
                 Outcome::Ok { .. } => break,
                 Outcome::Fail { code, .. } if code == "would_block" => break,
@@ -474,4 +479,5 @@ pub async fn drain(c: &mut Client, node: u64, base: &str) {
             }
         }
     }
+    true
 }
