@@ -93,7 +93,7 @@ pub async fn poll(
         ticket.rearm();
         let woken = tokio::select! {
             woken = wait::waiting(timeout_at(deadline, ticket.woken())) => woken.is_ok(),
-            _ = leading.wait_for(|leader| !leader) => false,
+            _ = leading.wait_for(Option::is_none) => false,
         };
         if !woken {
             return Ok(Json(Vec::<StateView>::new()).into_response());

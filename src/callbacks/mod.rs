@@ -261,7 +261,7 @@ pub fn start(
 async fn run(d: Arc<Shared>, mut stop: watch::Receiver<()>) {
     let mut leadership = d.node.leadership();
     loop {
-        let leading = *leadership.borrow_and_update();
+        let leading = leadership.borrow_and_update().is_some();
         tokio::select! {
             _ = stop.changed() => return,
             changed = leadership.changed() => if changed.is_err() { return },

@@ -21,6 +21,16 @@
 //! With group commit off, every op is its own entry and entries are not limited in
 //! flight: the baseline that shows what batching buys.
 //!
+//! # Slots in flight
+//! A slot is given back when its entry's replies come, or as soon as this node stops
+//! leading the term it proposed in, whichever is first. openraft 0.9 does not answer a
+//! proposal whose entry a snapshot install dropped: a node restarted with its own
+//! committed vote leads its old term at once, may take proposals then, and when the new
+//! leader's snapshot reaches past its shorter log, those entries vanish unanswered
+//! (design.md §3, "Group commit"). A slot held for them would stop every later write on this
+//! node. Their callers time out with the outcome unknown, which it is to them; the task
+//! waiting for such replies ends when its callers are gone.
+//!
 //! A batch also stops growing before its commands pass [`MAX_ENTRY_BYTES`], so no entry
 //! outgrows what a follower accepts; a caller that gave up before its op was proposed
 //! (a write timeout, a client gone) is dropped from the batch, so it never applies.
@@ -35,7 +45,7 @@
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{not_leader, NodeError};
 use crate::clock::now_ms;
@@ -60,10 +70,12 @@ pub struct Proposal {
     pub reply: oneshot::Sender<Result<Applied, NodeError>>,
 }
 
-/// The batcher task: runs until `proposals` closes or `shutdown` fires.
+/// The batcher task: runs until `proposals` closes or `shutdown` fires. `leading` is
+/// the term this node leads, if it leads ([`super::Node::leadership`]).
 pub async fn run(
     raft: Raft,
     mut proposals: mpsc::Receiver<Proposal>,
+    leading: watch::Receiver<Option<u64>>,
     progress: watch::Receiver<Progress>,
     group_commit: bool,
     history_limit: u32,
@@ -111,7 +123,7 @@ pub async fn run(
             continue;
         }
         let now = clock.now(progress.borrow().clock);
-        let (commands, replies): (Vec<Command>, Vec<_>) = batch
+        let (commands, mut replies): (Vec<Command>, Vec<_>) = batch
             .into_iter()
             .map(|p| {
                 let seed = rand::random();
@@ -126,20 +138,51 @@ pub async fn run(
                 )
             })
             .unzip();
+        let term = *leading.borrow();
         match raft.client_write_ff(commands).await {
             Ok(applied) => {
+                let leading = leading.clone();
                 tokio::spawn(async move {
-                    let result = match applied.await {
+                    let Some(result) =
+                        replies_or_gone(applied, &mut replies, permit, leading, term).await
+                    else {
+                        return;
+                    };
+                    let result = match result {
                         Ok(Ok(response)) => Ok(response.data),
                         Ok(Err(e)) => Err(write_error(e)),
                         Err(_) => Err(NodeError::ShuttingDown),
                     };
                     answer(replies, result);
-                    drop(permit);
                 });
             }
             Err(fatal) => answer(replies, Err(fatal_error(fatal))),
         }
+    }
+}
+
+/// Waits for an entry's replies, holding its in-flight slot (if any) until they come
+/// or until this node no longer leads `term`; after that, only while one of the
+/// callers still waits (`None` once all are gone). See "Slots in flight" above.
+async fn replies_or_gone<R: std::future::Future>(
+    replies: R,
+    callers: &mut [oneshot::Sender<Result<Applied, NodeError>>],
+    slot: Option<OwnedSemaphorePermit>,
+    mut leading: watch::Receiver<Option<u64>>,
+    term: Option<u64>,
+) -> Option<R::Output> {
+    tokio::pin!(replies);
+    if slot.is_some() {
+        let deposed = leading.wait_for(|now| term.is_none() || *now != term);
+        tokio::select! {
+            result = &mut replies => return Some(result),
+            _ = deposed => drop(slot),
+        }
+    }
+    let gone = futures::future::join_all(callers.iter_mut().map(|c| c.closed()));
+    tokio::select! {
+        result = &mut replies => Some(result),
+        _ = gone => None,
     }
 }
 

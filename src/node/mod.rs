@@ -265,7 +265,7 @@ struct Inner {
     proposals: mpsc::Sender<Proposal>,
     /// The applied log clock and next deadline.
     progress: watch::Receiver<Progress>,
-    leadership: watch::Sender<bool>,
+    leadership: watch::Sender<Option<u64>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -297,7 +297,7 @@ impl Node {
             .map_err(|e| fatal(&e))?;
 
         let (shutdown, _) = watch::channel(false);
-        let (leadership, _) = watch::channel(false);
+        let (leadership, _) = watch::channel(None);
         let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE);
         let tasks = vec![
             tokio::spawn(checkpoints.run(config.checkpoint_interval, shutdown.subscribe())),
@@ -309,6 +309,7 @@ impl Node {
             tokio::spawn(batcher::run(
                 raft.clone(),
                 queue,
+                leadership.subscribe(),
                 progress.clone(),
                 config.group_commit,
                 config.history_limit,
@@ -438,9 +439,10 @@ impl Node {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
     }
 
-    /// A watch that changes whenever this node becomes or stops being leader (the
-    /// callback dispatcher runs only while it is `true`).
-    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+    /// A watch of the term this node leads, `None` while it does not lead; it changes
+    /// whenever this node becomes or stops being leader (the callback dispatcher runs
+    /// only while it is `Some`).
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
         self.inner.leadership.subscribe()
     }
 
@@ -742,7 +744,7 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
 /// (storage) error.
 async fn follow_leadership(
     raft: Raft,
-    leadership: watch::Sender<bool>,
+    leadership: watch::Sender<Option<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut metrics = raft.metrics();
@@ -752,7 +754,7 @@ async fn follow_leadership(
             let m = metrics.borrow_and_update();
             seen.log_changes(&m);
             (
-                m.state == ServerState::Leader,
+                (m.state == ServerState::Leader).then_some(m.current_term),
                 m.running_state.clone().err(),
             )
         };
@@ -771,7 +773,7 @@ async fn follow_leadership(
             _ = shutdown.changed() => break,
         }
     }
-    leadership.send_if_modified(|was| std::mem::replace(was, false));
+    leadership.send_if_modified(|was| std::mem::take(was).is_some());
 }
 
 /// What [`follow_leadership`] last logged.

@@ -13,8 +13,8 @@
 //! command of its term withdraws those parked in earlier terms, whose handlers can no
 //! longer claim or withdraw them, and puts the values offered to them back into their
 //! channels (design.md §3.3) — without waiting for a client's write. A leader elected
-//! with nothing parked writes nothing for it, and ticks once when it parks its first
-//! operation: a tick too many, but no more.
+//! with nothing parked writes nothing for it; one that parks an operation before it
+//! has ticked in its term ticks once more than it needs to, no more.
 
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ const RETRY: Duration = Duration::from_millis(50);
 pub async fn run(
     proposals: mpsc::Sender<Proposal>,
     mut progress: watch::Receiver<Progress>,
-    mut leadership: watch::Receiver<bool>,
+    mut leadership: watch::Receiver<Option<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // The (deadline, log clock) the last successful tick was for: a tick applies
@@ -43,20 +43,18 @@ pub async fn run(
     // waited out instead. (A catch-up tick moves the clock, so the pair changes.)
     let mut ticked: Option<(Option<Millis>, Millis)> = None;
     let mut reported: Option<Millis> = None;
-    // Leading, and no tick proposed yet in this stretch of leadership.
-    let mut newly_elected = false;
-    let mut was_leader = false;
+    // The term this node led when it last ticked.
+    let mut ticked_in: Option<u64> = None;
     loop {
-        let leader = *leadership.borrow_and_update();
-        newly_elected = leader && (newly_elected || !was_leader);
-        was_leader = leader;
+        let leading = *leadership.borrow_and_update();
+        let leader = leading.is_some();
         let Progress {
             clock,
             next_deadline: deadline,
             parked,
         } = *progress.borrow_and_update();
         let behind = clock > 0 && now_ms() > clock.saturating_add(MAX_CLOCK_JUMP_MS);
-        let take_over = newly_elected && parked;
+        let take_over = leader && parked && leading != ticked_in;
         let mut wait = match deadline {
             _ if take_over || (leader && behind) => Some(0),
             Some(at) if leader => Some(at.saturating_sub(now_ms())),
@@ -67,7 +65,7 @@ pub async fn run(
             match propose(&proposals, Op::Tick).await {
                 Ok(_) => {
                     ticked = Some(mark);
-                    newly_elected = false;
+                    ticked_in = leading;
                 }
                 Err(_) => tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
