@@ -313,6 +313,115 @@ async fn supervisor_restarts_an_exited_node_and_leaves_a_damaged_one_down() {
     assert_eq!(rig.exits().len(), 2, "{:?}", rig.exits());
 }
 
+/// openraft 0.9 restarts a node whose committed vote is its own as leader of that old
+/// term. Cut off, such a node takes writes; when the newer leader's snapshot then
+/// reaches past its log, those entries vanish with no answer. `node::batcher` held its
+/// two in-flight slots for them, so the node, once leader again, wrote nothing while
+/// reads worked (the disk-error run found it; design.md §3, "Group commit"). Here: kill
+/// the leader, move the others on past a snapshot and purge, restart it cut off so it
+/// leads its old term, give it two writes, reconnect it, make it lead again, and write
+/// through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_led_its_old_term_after_restart_writes_once_it_leads_again() {
+    let _rig = ONE_RIG.lock().await;
+    let mut rig = Rig::start(100).await;
+    let writes = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client");
+    let old = rig.await_leader(Duration::from_secs(30)).await;
+    rig.kill(old);
+    let new = rig.await_leader(Duration::from_secs(30)).await;
+    // Snapshots every 100 entries, the log purged behind them: far past `old`'s log.
+    for i in 0..300 {
+        let url = rig.url(new, &format!("/state/w-{i}"));
+        let response = writes
+            .put(url)
+            .json(&serde_json::json!({"data": i}))
+            .send()
+            .await;
+        assert!(
+            response.is_ok_and(|r| r.status().is_success()),
+            "write w-{i}"
+        );
+    }
+
+    rig.isolate(old);
+    rig.start_node(old);
+    eventually(Duration::from_secs(30), || async {
+        let me = rig.cluster_info(old).await?;
+        (me["state"] == "Leader").then_some(())
+    })
+    .await
+    .expect("restarted with its own committed vote, it leads its old term at once");
+    // Two writes, each its own entry (the second once the first is in its log); they
+    // cannot commit, so each holds an in-flight slot.
+    let mut stranded = Vec::new();
+    for n in 0..2 {
+        let before = cluster_number(&rig, old, "last_log_index")
+            .await
+            .unwrap_or(0);
+        let url = rig.url(old, &format!("/state/stranded-{n}"));
+        let request = writes.put(url).json(&serde_json::json!({"data": n}));
+        stranded.push(tokio::spawn(request.send()));
+        eventually(Duration::from_secs(10), || async {
+            (cluster_number(&rig, old, "last_log_index").await? > before).then_some(())
+        })
+        .await
+        .expect("the write is in the cut-off node's log");
+    }
+    rig.heal_network(old);
+    eventually(Duration::from_secs(30), || async {
+        let caught_up = cluster_number(&rig, old, "last_applied").await? >= 300;
+        (caught_up && rig.leader_seen_by(old).await? == new).then_some(())
+    })
+    .await
+    .expect("reconnected, it follows the new leader and installs its snapshot");
+    for write in stranded {
+        let status = write.await.expect("task").map(|r| r.status().as_u16());
+        eprintln!("a write taken while leading the old term: {status:?}");
+    }
+
+    // Kill whoever leads until `old` wins an election.
+    let mut leader = rig.await_leader(Duration::from_secs(30)).await;
+    for _ in 0..20 {
+        if leader == old {
+            break;
+        }
+        let applied = cluster_number(&rig, leader, "last_applied")
+            .await
+            .unwrap_or(0);
+        rig.kill(leader);
+        let next = rig.await_leader(Duration::from_secs(30)).await;
+        rig.start_node(leader);
+        eventually(Duration::from_secs(30), || async {
+            (cluster_number(&rig, leader, "last_applied").await? >= applied).then_some(())
+        })
+        .await
+        .expect("the killed leader restarts and catches up");
+        leader = next;
+    }
+    assert_eq!(leader, old, "the node never won an election in 20 tries");
+    for i in 0..5 {
+        let url = rig.url(old, &format!("/state/after-{i}"));
+        let response = writes
+            .put(url)
+            .json(&serde_json::json!({"data": i}))
+            .send()
+            .await;
+        let status = response.map(|r| r.status().as_u16());
+        assert!(
+            matches!(status, Ok(200 | 201)),
+            "a write through the node that leads again: {status:?}"
+        );
+    }
+}
+
+/// A number from node `id`'s `GET /cluster`, if it answers.
+async fn cluster_number(rig: &Rig, id: u64, field: &str) -> Option<u64> {
+    rig.cluster_info(id).await?[field].as_u64()
+}
+
 /// Polls `check` every 100 ms until it gives a value or `timeout` passes.
 async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
