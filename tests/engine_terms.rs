@@ -166,3 +166,22 @@ fn a_new_term_withdraws_parked_sends_and_receives_nobody_was_offered_anything() 
         "would_block"
     );
 }
+
+#[test]
+fn values_put_back_at_a_new_term_keep_their_order_on_a_channel_that_was_never_made() {
+    // Once both values are offered, nothing of `c` is left in its queues or buffer: the
+    // implicit channel is not stored, and its positions start over.
+    let mut w = World::new();
+    let ids = [Uuid::new_v4(), Uuid::new_v4()];
+    for id in ids {
+        w.ok(park_recv(id));
+    }
+    w.ok(try_send("v1"));
+    w.ok(try_send("v2"));
+    assert_eq!(w.chan("c"), None);
+    w.term = 2;
+    w.tick_to(T0 + 1);
+    assert_eq!(w.chan("c").unwrap().len, 2);
+    assert_eq!(w.try_recv("c"), Ok(received("v1")));
+    assert_eq!(w.try_recv("c"), Ok(received("v2")));
+}

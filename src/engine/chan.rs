@@ -418,8 +418,16 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 rest.push(value);
             }
         }
-        for value in rest.into_iter().rev() {
-            self.put_at_head(name, value)?;
+        if self.chan(name)?.len == 0 {
+            // Nothing to go in front of, and a channel that was not stored meanwhile
+            // (every value offered, nothing queued) started its positions over.
+            for value in rest {
+                self.push_buffer(name, value)?;
+            }
+        } else {
+            for value in rest.into_iter().rev() {
+                self.put_at_head(name, value)?;
+            }
         }
         Ok(())
     }
