@@ -353,7 +353,8 @@ fn outcome_response(outcome: OpOutcome) -> ApiResult<Response> {
         OpOutcome::Expired | OpOutcome::Offered => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
-            "no partner came within the wait; the operation was withdrawn",
+            "no partner came within the wait, or the leader it was parked on stopped \
+             leading; the operation was withdrawn",
         )),
     }
 }
