@@ -70,6 +70,10 @@ pub struct Metrics {
     long_pollers: Gauge<i64, AtomicI64>,
     long_pollers_waiting: Gauge,
     callback_attempts: Family<KindLabel, Counter>,
+    disk_free: Gauge,
+    disk_reserve: Gauge,
+    disk_low: Gauge,
+    disk_low_voters: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -182,6 +186,30 @@ impl Metrics {
                 "Callback attempts by outcome (applied, deferred, failed, gave_up)",
                 Family::default(),
             ),
+            disk_free: series(
+                r,
+                "disk_free_bytes",
+                "Free bytes on the filesystem of this node's data directory",
+                Gauge::default(),
+            ),
+            disk_reserve: series(
+                r,
+                "disk_reserve_bytes",
+                "Free bytes below which this node's disk counts as low and client writes are refused (507 disk_full)",
+                Gauge::default(),
+            ),
+            disk_low: series(
+                r,
+                "disk_low",
+                "1 while this node's data disk is below its reserve",
+                Gauge::default(),
+            ),
+            disk_low_voters: series(
+                r,
+                "disk_low_voters",
+                "Voters whose disk is low as this node knows (itself, and on the leader the others that answer it); the leader refuses client writes while it is not 0",
+                Gauge::default(),
+            ),
             registry,
         }
     }
@@ -226,9 +254,20 @@ impl Metrics {
             .set(gauge_value(value));
     }
 
-    /// Sets the scrape-time figures: Raft's, the state machine's running totals (kept
-    /// as they were if they could not be read), and the long-polls asleep.
-    pub fn refresh(&self, raft: &ClusterInfo, counts: Option<&Counts>, pollers_waiting: usize) {
+    /// Sets the scrape-time figures: Raft's and the disk's, the state machine's running
+    /// totals (kept as they were if they could not be read), the long-polls asleep, and
+    /// the voters known to be low on disk.
+    pub fn refresh(
+        &self,
+        raft: &ClusterInfo,
+        counts: Option<&Counts>,
+        pollers_waiting: usize,
+        low_voters: usize,
+    ) {
+        self.disk_free.set(gauge_value(raft.disk.free_bytes));
+        self.disk_reserve.set(gauge_value(raft.disk.reserve_bytes));
+        self.disk_low.set(i64::from(raft.disk.low));
+        self.disk_low_voters.set(gauge_value(low_voters as u64));
         self.raft_term.set(gauge_value(raft.term));
         self.raft_leader.set(gauge_value(raft.leader.unwrap_or(0)));
         self.raft_last_applied

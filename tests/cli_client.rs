@@ -170,6 +170,7 @@ async fn output_is_a_table_or_json_as_asked() {
     assert!(has_row(&cluster, &["ID", "ADDRESS", "ROLE"]), "{cluster}");
     assert!(has_row(&cluster, &["leader"]), "{cluster}");
     assert_eq!(cluster.matches("voter").count(), 2, "{cluster}");
+    assert!(cluster.contains("MiB free, reserve"), "{cluster}");
 
     let deleted = text(&slct(s, &["state", "delete", "t1", "-o", "table"]).await);
     assert_eq!(deleted.trim(), "deleted t1");

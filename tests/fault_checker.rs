@@ -225,6 +225,41 @@ fn a_keyed_send_retried_and_received_once_passes_and_is_counted() {
 }
 
 #[test]
+fn a_keyed_send_refused_for_a_full_disk_on_retry_is_no_answer() {
+    // 507 disk_full is refused before the key is looked up: it says nothing of the first
+    // attempt, which the later answer shows was applied.
+    let mut h = History::default();
+    h.at(
+        0,
+        3,
+        keyed_send("c", "v1"),
+        Outcome::Unknown("timeout".into()),
+    )
+    .at(4, 5, keyed_send("c", "v1"), fail(507, "disk_full"))
+    .at(6, 7, keyed_send("c", "v1"), ok(200, json!({})))
+    .at(8, 9, recv("c"), got("v1"));
+    assert_valid(&h.check());
+}
+
+#[test]
+fn a_send_refused_for_a_full_disk_must_not_arrive() {
+    let mut h = History::default();
+    h.at(
+        0,
+        1,
+        send("c", "v1", SendMode::Detached),
+        fail(507, "disk_full"),
+    )
+    .at(2, 3, recv("c"), got("v1"));
+    let report = h.check();
+    assert_eq!(
+        violations_about(&report, "its send was refused"),
+        1,
+        "{report}"
+    );
+}
+
+#[test]
 fn a_keyed_send_retried_and_received_twice_fails() {
     let mut h = History::default();
     h.at(

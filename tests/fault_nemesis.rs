@@ -82,6 +82,7 @@ async fn soak() {
         Fault::CrashInSnapshotInstall,
         Fault::DiskEio,
         Fault::DiskFull,
+        Fault::DiskFullAtOnce,
     ]);
     // `SLCT_FAULT_SKIP=CrashInSnapshotInstall,DelayAll` leaves faults out (by name).
     let skip = std::env::var("SLCT_FAULT_SKIP").unwrap_or_default();
@@ -110,19 +111,29 @@ async fn soak() {
 
 /// Disk errors while nodes run, three of each: the next `fdatasync` or `pwrite64` of a
 /// node failing with `EIO` (strace), and node 3's disk full for a few seconds (its data
-/// directory on a tmpfs the rig shrinks to what it holds). A node must exit naming the
-/// error rather than acknowledge what it could not store; the supervisor starts it
-/// again (once the disk has room); it catches up; the other two go on meanwhile; the
-/// checks find nothing lost, doubled or stale. Each fault must show it bit, and no node
-/// may be left down as damaged.
+/// directory on a tmpfs of its own), twice filled gradually and once shrunk at once to
+/// what it holds. On `EIO` a node must exit naming the error rather than acknowledge
+/// what it could not store; the supervisor starts it again; it catches up; the other
+/// two go on meanwhile. A disk filled gradually must refuse writes through every node
+/// with 507 `disk_full` and not stop the node, and writes go on once it has room; one
+/// full at once may do that or stop the node until it has room. The checks find nothing
+/// lost, doubled or stale. Each fault must show it bit, and no node may be left down as
+/// damaged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn disk_errors_while_running_lose_nothing() {
     let _rig = ONE_RIG.lock().await;
     let seed = seed();
-    use Fault::{DiskEio, DiskFull};
+    use Fault::{DiskEio, DiskFull, DiskFullAtOnce};
     let finding = run(Config {
         duration: Duration::from_secs(60),
-        schedule: vec![DiskFull, DiskEio, DiskFull, DiskEio, DiskFull, DiskEio],
+        schedule: vec![
+            DiskFull,
+            DiskEio,
+            DiskFullAtOnce,
+            DiskEio,
+            DiskFull,
+            DiskEio,
+        ],
         hold_ms: (2000, 3000),
         skew_secs: 0,
         snapshot_threshold: 100,

@@ -41,3 +41,43 @@ fn openapi_describes_every_served_route() {
         );
     }
 }
+
+/// Every route that proposes a client write lists 507 `disk_full` (a voter's disk below
+/// its reserve, docs/design.md "A full disk"), and no other route does.
+#[test]
+fn the_write_routes_list_507() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
+        .expect("openapi.yaml at the repository root");
+    let doc: Value = serde_yaml::from_str(&text).expect("openapi.yaml parses");
+    let paths = doc["paths"].as_mapping().expect("paths");
+    let listed: BTreeSet<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let path = path.as_str().unwrap().to_owned();
+            item.as_mapping()
+                .into_iter()
+                .flatten()
+                .filter(|(_, op)| op["responses"].get("507").is_some())
+                .map(move |(method, _)| (method.as_str().unwrap().to_owned(), path.clone()))
+        })
+        .collect();
+    let writes: BTreeSet<(String, String)> = [
+        ("put", "/state/{id}"),
+        ("delete", "/state/{id}"),
+        ("get", "/state/poll"),
+        ("post", "/state/{id}/lease"),
+        ("delete", "/state/{id}/lease"),
+        ("post", "/state/{id}/retry"),
+        ("post", "/state/{id}/pause"),
+        ("post", "/state/{id}/resume"),
+        ("delete", "/states"),
+        ("put", "/chan/{name}"),
+        ("post", "/chan/{name}/send"),
+        ("post", "/chan/{name}/recv"),
+        ("post", "/chan/{name}/close"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    .collect();
+    assert_eq!(listed, writes);
+}

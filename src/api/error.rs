@@ -3,9 +3,12 @@
 //!
 //! Every failure a handler can meet — an engine [`Error`], a [`NodeError`] from the Raft
 //! seam, a storage failure on a read, a rejected extractor — becomes an `ApiError`, so
-//! every error body looks the same. The only 5xx the API ever answers is 503 (with
-//! `Retry-After`): anything that is not the client's fault is a transient unavailability
-//! from the client's point of view (no leader, shutting down, storage trouble).
+//! every error body looks the same. The only 5xx the API ever answers are 503 (with
+//! `Retry-After`) — anything that is not the client's fault is a transient unavailability
+//! from the client's point of view (no leader, shutting down, storage trouble) — and
+//! 507 `disk_full`: a write refused, before it was proposed, because a voter's disk is
+//! low on space ([`NodeError::DiskFull`]); it waits on an operator making room, not on
+//! time, so it has no `Retry-After`.
 //!
 //! A follower that finds out mid-request that it is not the leader answers with
 //! [`NotLeader`] in the response's extensions; the forwarding layer sees it and replays
@@ -103,6 +106,19 @@ impl From<NodeError> for ApiError {
                 "the leader could not confirm with a quorum that it still leads; retry shortly",
             ),
             NodeError::Fatal(message) => ApiError::unavailable("unavailable", message),
+            NodeError::DiskFull(nodes) => {
+                let nodes: Vec<String> = nodes.iter().map(|id| format!("node {id}")).collect();
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "disk_full",
+                    format!(
+                        "the disk of {} is low on space (below its reserve): writes are \
+                         refused until room is made there, this one before it was proposed; \
+                         reads go on",
+                        nodes.join(", ")
+                    ),
+                )
+            }
             e @ NodeError::TooLarge(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
             }
@@ -183,6 +199,16 @@ mod tests {
             assert!(json["error"]["code"].is_string());
             assert_eq!(retry.as_deref(), Some("1"));
         }
+    }
+
+    #[tokio::test]
+    async fn a_low_disk_is_507_disk_full_naming_the_nodes() {
+        let (status, json, retry) = body(NodeError::DiskFull(vec![1, 3]).into()).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(json["error"]["code"], "disk_full");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("node 1, node 3"), "{message}");
+        assert_eq!(retry, None);
     }
 
     #[test]

@@ -379,6 +379,7 @@ impl Show for ClusterInfo {
             ("TERM", self.term.to_string()),
             ("LAST LOG", opt(self.last_log_index)),
             ("APPLIED", opt(self.last_applied)),
+            ("DISK", self.disk.as_ref().map_or_else(|| "-".into(), disk)),
         ]);
         let mut table = Table::new(&["ID", "ADDRESS", "ROLE"]);
         let leader = self.leader.map(|l| l.to_string());
@@ -397,6 +398,22 @@ impl Show for ClusterInfo {
         out.push_str(&table.render());
         out
     }
+}
+
+/// A node's disk as a person reads it: free space, the reserve, and whether writes are
+/// refused for it.
+fn disk(d: &crate::client::Disk) -> String {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    let low = if d.low {
+        " — LOW: writes refused (507 disk_full)"
+    } else {
+        ""
+    };
+    format!(
+        "{:.1} MiB free, reserve {:.1} MiB{low}",
+        mib(d.free_bytes),
+        mib(d.reserve_bytes)
+    )
 }
 
 /// A one-line answer: `{"<key>": <value>}` in JSON, `text` in a table.
@@ -426,6 +443,21 @@ mod tests {
         assert_eq!(time(1), "1970-01-01 00:00:00.001");
         assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00.000");
         assert_eq!(time(1_764_000_000_123), "2025-11-24 16:00:00.123");
+    }
+
+    #[test]
+    fn a_low_disk_says_writes_are_refused() {
+        let mut d = crate::client::Disk {
+            free_bytes: 24 << 20,
+            reserve_bytes: 32 << 20,
+            low: true,
+        };
+        assert_eq!(
+            disk(&d),
+            "24.0 MiB free, reserve 32.0 MiB — LOW: writes refused (507 disk_full)"
+        );
+        d.low = false;
+        assert_eq!(disk(&d), "24.0 MiB free, reserve 32.0 MiB");
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub enum Error {
     /// operations it may.
     #[error("too many waiters: {0}")]
     TooManyWaiters(String),
+    /// 507 `disk_full`: a voter's disk is low on space; the write was refused before it
+    /// was proposed (nothing applied). Not retried: it lasts until room is made there.
+    #[error("disk full: {0}")]
+    DiskFull(String),
     /// 503: no leader, no quorum, shutting down, ... or `outcome_unknown` (a write not
     /// confirmed in time, which may have been applied). See [`Error::nothing_applied`].
     #[error("unavailable ({code}): {message}")]
@@ -133,6 +137,7 @@ impl Error {
             (413, _) => Error::TooLarge(message),
             (422, _) => Error::Unprocessable { code, message },
             (429, _) => Error::TooManyWaiters(message),
+            (507, _) => Error::DiskFull(message),
             (503, _) => Error::Unavailable {
                 code,
                 message,
@@ -165,6 +170,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::TooLarge(_) => "too_large",
             Error::TooManyWaiters(_) => "too_many_waiters",
+            Error::DiskFull(_) => "disk_full",
             Error::Transport(_) | Error::Decode(_) | Error::Usage(_) => "",
         }
     }

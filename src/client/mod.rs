@@ -64,9 +64,9 @@ pub mod worker;
 
 pub use error::Error;
 pub use types::{
-    Callback, Case, Chan, ChanPage, Closed, ClusterInfo, Deleted, Discarded, History, HistoryEvent,
-    Lease, RawJson, Received, Select, SelectResult, SendMode, Sent, State, StateBody, StatePage,
-    Status,
+    Callback, Case, Chan, ChanPage, Closed, ClusterInfo, Deleted, Discarded, Disk, History,
+    HistoryEvent, Lease, RawJson, Received, Select, SelectResult, SendMode, Sent, State, StateBody,
+    StatePage, Status,
 };
 pub use worker::{Worker, WorkerConfig, WorkerStats};
 

@@ -625,6 +625,20 @@ pub struct ClusterInfo {
     /// `Leader`, `Follower`, `Candidate` or `Learner`.
     #[serde(default)]
     pub state: String,
+    /// The node's data disk (absent from nodes older than it).
+    #[serde(default)]
+    pub disk: Option<Disk>,
+}
+
+/// A node's data disk (`GET /cluster`'s `disk`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Bytes free for the node to write.
+    pub free_bytes: u64,
+    /// The free space below which writes are refused with 507 `disk_full`.
+    pub reserve_bytes: u64,
+    /// Whether the free space is below the reserve.
+    pub low: bool,
 }
 
 #[cfg(test)]

@@ -18,6 +18,18 @@
 //! from a quorum, and on a follower that has not heard from the leader, within the
 //! election timeout.
 //!
+//! # When a disk is low on space
+//! The leader refuses a client write with [`NodeError::DiskFull`] (507 `disk_full`)
+//! while its own data directory is below its free-space reserve
+//! ([`crate::storage::space`]) or a voter it hears from says its is (on every Raft
+//! answer, [`crate::raft::network::DISK_LOW_HEADER`]); a follower forwards writes to
+//! the leader, which answers for the cluster. Only the writes that finish an operation
+//! the log holds already — taking the value offered to a parked receive, withdrawing a
+//! parked operation — go on, and so do the leader's ticks: refusing them would turn
+//! operations already acknowledged as parked into unknown outcomes. Nothing is
+//! proposed before the refusal, so a 507 is a definite "not applied". See
+//! docs/design.md, "A full disk".
+//!
 //! # Tasks
 //! - `batcher`: group commit and leader time — every write passes through it.
 //! - `ticker`: on the leader, a `tick` when the next timer, lease or parked-operation
@@ -26,6 +38,8 @@
 //!   fresh), or leaves a node with data to rejoin.
 //! - `log_size`: takes a snapshot and purges the log behind it when the log holds many
 //!   bytes, however few entries.
+//! - the disk watch ([`DiskWatch`]): reads the data directory's free space every
+//!   100 ms.
 //! - leadership: keeps [`Node::leadership`] in step with Raft, and logs at INFO each
 //!   change of leader, of membership and of the snapshot (openraft's own log is off by
 //!   default, see [`crate::raft::peers`]).
@@ -67,6 +81,7 @@ use crate::raft::peers::PeerHealth;
 use crate::raft::state_machine::{Progress, StateMachine};
 use crate::raft::{Raft, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
 use crate::storage::sm::SledStore;
+use crate::storage::space::{DiskWatch, Space};
 use crate::storage::DataDir;
 
 use batcher::{fatal_error, raft_write_error, Proposal};
@@ -189,6 +204,10 @@ pub enum NodeError {
     /// A storage or Raft failure; the node may be unhealthy.
     #[error("{0}")]
     Fatal(String),
+    /// A client write refused, before anything was proposed, because these voters' disks
+    /// are below their free-space reserve.
+    #[error("the disk of node(s) {0:?} is low on space")]
+    DiskFull(Vec<NodeId>),
 }
 
 /// Why a membership change was refused or failed.
@@ -227,6 +246,9 @@ pub struct ClusterInfo {
     pub last_applied: Option<u64>,
     /// `Leader|Follower|Candidate|Learner`.
     pub state: String,
+    /// This node's data disk: free space, the reserve below which writes are refused,
+    /// and whether it is below it.
+    pub disk: DiskInfo,
     /// On the leader only: for every other member, the index of the last log entry it
     /// is known to hold (`null` until it first answers). Absent on other nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +267,30 @@ pub struct PeerContact {
     /// Unix ms at which it last answered an RPC; `null` if never since this node
     /// started.
     pub last_heard_ms: Option<u64>,
+    /// Whether its last answer said its disk is low on space.
+    #[serde(default)]
+    pub disk_low: bool,
+}
+
+/// A node's data disk (`GET /cluster`'s `disk`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Bytes free for the node to write.
+    pub free_bytes: u64,
+    /// The free space below which client writes are refused (507 `disk_full`).
+    pub reserve_bytes: u64,
+    /// Whether the free space is below the reserve (it clears an eighth above it).
+    pub low: bool,
+}
+
+impl From<Space> for DiskInfo {
+    fn from(space: Space) -> Self {
+        DiskInfo {
+            free_bytes: space.free,
+            reserve_bytes: space.reserve,
+            low: space.low,
+        }
+    }
 }
 
 /// A running replica. Cheap to clone.
@@ -262,6 +308,7 @@ struct Inner {
     raft: Raft,
     peers: PeerHealth,
     log: LogStore,
+    disk: DiskWatch,
     proposals: mpsc::Sender<Proposal>,
     /// The applied log clock and next deadline.
     progress: watch::Receiver<Progress>,
@@ -297,9 +344,12 @@ impl Node {
             .map_err(|e| fatal(&e))?;
 
         let (shutdown, _) = watch::channel(false);
+        let (disk, watching) = DiskWatch::start(config.data_dir.clone(), shutdown.subscribe())
+            .map_err(|e| NodeError::Fatal(format!("free space of {:?}: {e}", config.data_dir)))?;
         let (leadership, _) = watch::channel(None);
         let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE);
         let tasks = vec![
+            watching,
             tokio::spawn(checkpoints.run(config.checkpoint_interval, shutdown.subscribe())),
             tokio::spawn(follow_leadership(
                 raft.clone(),
@@ -344,6 +394,7 @@ impl Node {
                 raft,
                 peers,
                 log,
+                disk,
                 proposals,
                 progress,
                 leadership,
@@ -369,14 +420,22 @@ impl Node {
             self.inner.raft.clone(),
             ClusterKey::new(self.inner.config.cluster_secret.as_deref()),
             self.inner.config.id,
+            self.inner.disk.clone(),
         )
     }
 
     /// Replicates and applies `op` (leader only), stamped with leader time and a seed;
     /// returns the applied result. On a follower: `NotLeader` with the leader's address.
+    /// `DiskFull` while a voter's disk is low on space, unless `op` finishes an operation
+    /// the log holds already (see the module docs).
     pub async fn write(&self, op: Op) -> Result<Applied, NodeError> {
         if !self.is_leader() {
             return Err(self.not_leader());
+        }
+        let finishes = matches!(op, Op::Claim { .. } | Op::Withdraw { .. });
+        let low = self.voters_low_on_disk();
+        if !finishes && !low.is_empty() {
+            return Err(NodeError::DiskFull(low));
         }
         let timeout = self.inner.config.write_timeout;
         tokio::time::timeout(timeout, propose(&self.inner.proposals, op))
@@ -411,6 +470,24 @@ impl Node {
             }
             Err(RaftError::Fatal(e)) => Err(fatal_error(e)),
         }
+    }
+
+    /// The voters whose disks are low on space as this node knows: itself from its own
+    /// disk watch, the others from their last Raft answers to it (those that answer).
+    pub fn voters_low_on_disk(&self) -> Vec<NodeId> {
+        let me = self.inner.config.id;
+        let mut low = self.inner.peers.low_on_disk();
+        low.retain(|id| *id != me);
+        if self.inner.disk.is_low() {
+            low.push(me);
+        }
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        low.retain(|id| voters.contains(id));
+        low.sort_unstable();
+        low
     }
 
     /// The local replica of the state machine, for reads.
@@ -464,6 +541,7 @@ impl Node {
             last_log_index: metrics.last_log_index,
             last_applied: metrics.last_applied.map(|id| id.index),
             state: format!("{:?}", metrics.state),
+            disk: self.inner.disk.space().into(),
             replication: metrics.replication.as_ref().map(|r| {
                 r.iter()
                     .filter(|(id, _)| **id != self.inner.config.id)
@@ -472,12 +550,14 @@ impl Node {
             }),
             peers: metrics.replication.as_ref().map(|r| {
                 let heard = self.inner.peers.last_heard();
+                let low = self.inner.peers.low_on_disk();
                 r.keys()
                     .filter(|id| **id != self.inner.config.id)
                     .map(|id| {
                         let contact = PeerContact {
                             reachable: !self.inner.peers.is_down(*id),
                             last_heard_ms: heard.get(id).copied(),
+                            disk_low: low.contains(id),
                         };
                         (*id, contact)
                     })

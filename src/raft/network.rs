@@ -9,6 +9,10 @@
 //! failure is a [`NetworkError`], retried on the next heartbeat. A peer's error result
 //! (say, a higher vote) comes back as a [`RemoteError`]. Whether each peer answers is
 //! recorded in [`PeerHealth`], which logs a peer's going and coming back once each.
+//! So is whether a peer is low on disk space: a node whose disk is below its reserve
+//! says so on every answer with [`DISK_LOW_HEADER`], and a leader refuses client
+//! writes while a voter does (docs/design.md, "A full disk"). Riding on the RPCs the
+//! leader sends anyway (a heartbeat every 100 ms) costs no request of its own.
 //!
 //! An append carries entries up to [`APPEND_BUDGET_BYTES`] (openraft 0.9 allows an
 //! append only the heartbeat interval); when it had to leave some out, a success is
@@ -47,6 +51,10 @@ use crate::codec::{self, CodecError};
 
 /// Header carrying a snapshot chunk's request, but for its bytes, on `/raft/snapshot`.
 pub const SNAPSHOT_HEADER: &str = "Slct-Snapshot";
+
+/// Set (to `1`) on every `/raft/*` answer of a node whose disk is below its free-space
+/// reserve ([`crate::storage::space`]).
+pub const DISK_LOW_HEADER: &str = "slct-disk-low";
 
 /// How long to back off from an unreachable peer before trying again.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
@@ -156,6 +164,10 @@ impl PeerClient {
             }
         })?;
         let status = response.status();
+        let disk_low = response.headers().contains_key(DISK_LOW_HEADER);
+        self.network
+            .health
+            .disk(self.target, &self.node.addr, disk_low);
         if !status.is_success() {
             let refused = openraft::AnyError::error(format!("peer answered HTTP {status}"));
             return Err(RPCError::Unreachable(Unreachable::new(&refused)));

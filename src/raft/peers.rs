@@ -8,6 +8,10 @@
 //! answering, an INFO with the count of failures and the time it was away at its first
 //! answer after that. The same record gives `GET /cluster` its `last_heard` (see
 //! docs/design.md, "Cluster view").
+//!
+//! It also keeps whether each peer said, on its last answer, that its disk is low on
+//! space ([`super::network::DISK_LOW_HEADER`]): a leader refuses client writes while a
+//! voter it hears from says so (docs/design.md, "A full disk").
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,8 @@ struct Peer {
     last_heard_ms: Option<u64>,
     /// Since when, and how many RPCs in a row, it has not answered.
     down: Option<(Instant, u64)>,
+    /// Whether its last answer said its disk is low on space.
+    disk_low: bool,
 }
 
 /// The answering record of every peer this node sends RPCs to. Cheap to clone.
@@ -70,6 +76,39 @@ impl PeerHealth {
         }
     }
 
+    /// Peer `id` at `addr` answered, saying whether its disk is low on space; a change
+    /// is logged.
+    pub fn disk(&self, id: u64, addr: &str, low: bool) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let peer = peers.entry(id).or_default();
+        if std::mem::replace(&mut peer.disk_low, low) == low {
+            return;
+        }
+        if low {
+            tracing::warn!(
+                "node {} hears peer {id} ({addr}) is low on disk space; client writes are \
+                 refused while it is",
+                self.me
+            );
+        } else {
+            tracing::info!(
+                "node {} hears peer {id} ({addr}) has disk space again",
+                self.me
+            );
+        }
+    }
+
+    /// The peers whose last answer said their disk is low, but for those that have not
+    /// answered since (a peer that does not answer stores nothing either).
+    pub fn low_on_disk(&self) -> Vec<u64> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers
+            .iter()
+            .filter(|(_, peer)| peer.disk_low && peer.down.is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Unix ms at which each peer last answered an RPC of this node's; peers never
     /// heard from are absent.
     pub fn last_heard(&self) -> BTreeMap<u64, u64> {
@@ -105,5 +144,22 @@ mod tests {
         assert_eq!(health.last_heard()[&2], heard, "failures are not hearing");
         health.answered(2, "a:1");
         assert!(!health.is_down(2));
+    }
+
+    #[test]
+    fn a_peer_low_on_disk_counts_while_it_answers() {
+        let health = PeerHealth::new(1);
+        health.answered(2, "a:1");
+        health.disk(2, "a:1", true);
+        health.disk(3, "b:1", false);
+        assert_eq!(health.low_on_disk(), [2]);
+        health.failed(2, "a:1", &"refused");
+        assert!(
+            health.low_on_disk().is_empty(),
+            "a silent peer holds nothing back"
+        );
+        health.answered(2, "a:1");
+        health.disk(2, "a:1", false);
+        assert!(health.low_on_disk().is_empty());
     }
 }

@@ -14,6 +14,10 @@
 //! 400), before Raft sees it. A path under `/raft/` that is not a route here is 404
 //! without its body being read.
 //!
+//! Every answer of a node whose disk is below its free-space reserve carries
+//! [`DISK_LOW_HEADER`], for the leader to refuse client writes meanwhile (see
+//! [`super::network`]).
+//!
 //! The routes carry their own body limit, larger than the client API's: an append may
 //! carry many batched commands and a snapshot request one chunk of the snapshot file.
 
@@ -28,9 +32,10 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{ClusterKey, AUTH_HEADER, DIGEST_HEADER};
-use super::network::{decode_snapshot_chunk, SNAPSHOT_HEADER};
+use super::network::{decode_snapshot_chunk, DISK_LOW_HEADER, SNAPSHOT_HEADER};
 use super::{Raft, TypeConfig};
 use crate::codec;
+use crate::storage::space::DiskWatch;
 
 /// Largest `/raft/*` request body: [`super::MAX_APPEND_BYTES`] and some framing.
 pub const MAX_RAFT_BODY: usize = super::MAX_APPEND_BYTES + (1 << 20);
@@ -49,8 +54,9 @@ struct RaftState {
     me: u64,
 }
 
-/// The `/raft/*` routes of node `me`, authenticated with `key`.
-pub fn router(raft: Raft, key: ClusterKey, me: u64) -> Router {
+/// The `/raft/*` routes of node `me`, authenticated with `key`, each answer saying
+/// whether `disk` is low on space.
+pub fn router(raft: Raft, key: ClusterKey, me: u64, disk: DiskWatch) -> Router {
     let state = RaftState { raft, key, me };
     Router::new()
         .route("/raft/vote", post(vote))
@@ -58,6 +64,16 @@ pub fn router(raft: Raft, key: ClusterKey, me: u64) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/status", get(status))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::map_response(move |mut response: Response| {
+            let low = disk.is_low();
+            async move {
+                if low {
+                    let one = header::HeaderValue::from_static("1");
+                    response.headers_mut().insert(DISK_LOW_HEADER, one);
+                }
+                response
+            }
+        }))
         .with_state(state)
 }
 

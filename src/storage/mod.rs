@@ -26,12 +26,16 @@
 //!   commit.
 //! - `snapshots/` — the snapshot served to lagging nodes and the one being installed.
 //!
+//! The free space of the directory's filesystem is watched ([`space`]): below a reserve,
+//! client writes are refused rather than left to meet `ENOSPC`.
+//!
 //! Every value kept in sled is [`seal`]ed with a checksum, so damage is refused, never
 //! served.
 
 pub mod marker;
 pub mod seal;
 pub mod sm;
+pub mod space;
 pub mod wal;
 
 use std::fs::{File, TryLockError};

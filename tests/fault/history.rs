@@ -2,9 +2,10 @@
 //! run began) and what came of it.
 //!
 //! An outcome is [`Outcome::Ok`] (2xx, with the body), [`Outcome::Fail`] (a definite
-//! refusal: 4xx, so nothing was applied — 408 on a blocking send or receive means it was
-//! withdrawn), or [`Outcome::Unknown`]: a timeout, a dropped connection or any 5xx
-//! (503 `outcome_unknown`, `leader_unreachable`, ...). An unknown write may or may not
+//! refusal: 4xx, or 507 `disk_full`, refused before it was proposed, so nothing was
+//! applied — 408 on a blocking send or receive means it was withdrawn), or
+//! [`Outcome::Unknown`]: a timeout, a dropped connection or any other 5xx (503
+//! `outcome_unknown`, `leader_unreachable`, ...). An unknown write may or may not
 //! have been applied, at any time after it started; the checker treats it so.
 
 use std::sync::{Arc, Mutex};
@@ -71,9 +72,9 @@ pub enum Call {
 pub enum Outcome {
     /// 2xx, with the JSON body (null if none).
     Ok { status: u16, body: Value },
-    /// A definite refusal (4xx) with the error code.
+    /// A definite refusal (4xx, 507) with the error code.
     Fail { status: u16, code: String },
-    /// Timeout, lost connection, or 5xx: may or may not have happened.
+    /// Timeout, lost connection, or a 5xx but 507: may or may not have happened.
     Unknown(String),
 }
 

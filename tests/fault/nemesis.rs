@@ -32,6 +32,10 @@ const WIRE_BYTES: u64 = 48 * 1024;
 
 /// No fault starts closer than this to the end of the run.
 const LAST_START: Duration = Duration::from_secs(3);
+/// Bytes [`Fault::DiskFull`] leaves free: below the reserve of the tmpfs it fills (at
+/// least 32 MiB, `storage::space`), above what the node may still write with client
+/// writes refused in a hold (the log's next 16 MiB segment, checkpoints).
+const DISK_ROOM: u64 = 24 << 20;
 
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,9 +72,16 @@ pub enum Fault {
     /// The next `fdatasync` or `pwrite64` of a node (the leader half the time) fails with
     /// `EIO`: the node must exit naming the error, and the supervisor starts it again.
     DiskEio,
-    /// The disk of the node that has one of its own ([`Rig::fill_disk`]) is full for a
-    /// while, then has room again.
+    /// The disk of the node that has one of its own fills gradually to below its
+    /// reserve ([`Rig::fill_disk_gradually`]) for a while, then has room again: writes
+    /// through every node must be refused 507 `disk_full` meanwhile, the node must not
+    /// exit, and writes must go on once there is room.
     DiskFull,
+    /// That disk is full at once ([`Rig::fill_disk`]: no byte free) for a while, then
+    /// has room again: the node may meet `ENOSPC` before it notices (then it exits and
+    /// the supervisor starts it again once there is room) or refuse writes first (507s,
+    /// no exit); either way it must catch up.
+    DiskFullAtOnce,
 }
 
 /// Every fault once.
@@ -192,6 +203,38 @@ impl Nemesis {
         self.probe_with(id, 0).await
     }
 
+    /// One probe write through node `id`: its status and error code, `None` without an
+    /// answer.
+    async fn probe_answer(&mut self, id: u64) -> Option<(u16, String)> {
+        self.probes += 1;
+        let url = self.rig.url(id, &format!("/state/p-{}", self.probes));
+        let data = json!({ "n": self.probes });
+        let response = self
+            .rig
+            .http
+            .put(url)
+            .json(&json!({ "data": data }))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        Some((
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        ))
+    }
+
+    /// One probe write through each node: whether every answer was 507 `disk_full`.
+    async fn refused_everywhere(&mut self) -> bool {
+        let mut refused = true;
+        for id in 1..=3 {
+            let answer = self.probe_answer(id).await;
+            refused &= answer.is_some_and(|(status, code)| status == 507 && code == "disk_full");
+        }
+        refused
+    }
+
     /// One probe write through node `id` carrying `pad` bytes of data.
     async fn probe_with(&mut self, id: u64, pad: usize) -> Option<u64> {
         self.probes += 1;
@@ -238,6 +281,7 @@ impl Nemesis {
             Fault::CrashInSnapshotInstall => self.crash_in_snapshot(Moment::Installing).await,
             Fault::DiskEio => self.disk_eio().await,
             Fault::DiskFull => self.disk_full().await,
+            Fault::DiskFullAtOnce => self.disk_full_at_once().await,
         };
         Record {
             fault,
@@ -656,7 +700,59 @@ impl Nemesis {
         )
     }
 
+    /// [`Fault::DiskFull`]: the evidence is 507s through every node, no exit, and writes
+    /// through every node once the room is back.
     async fn disk_full(&mut self) -> (String, bool) {
+        let Some(target) = self.rig.disk_node() else {
+            return ("no node has a disk of its own".into(), false);
+        };
+        let leader = self.leader().await;
+        let from = self.rig.exits().len();
+        let size = self.rig.fill_disk_gradually(target, DISK_ROOM);
+        // The node notices within its watch's 100 ms, the leader on its next answer.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut refused = self.refused_everywhere().await;
+        while !refused && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            refused = self.refused_everywhere().await;
+        }
+        self.hold().await;
+        let still_refused = self.refused_everywhere().await;
+        let exits = self.exits_of(target, from);
+        self.rig.free_disk(target);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut resumed = Vec::new();
+        for id in 1..=3 {
+            while Instant::now() < deadline {
+                if let Some((200..=299, _)) = self.probe_answer(id).await {
+                    resumed.push(id);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let exits = exits.into_iter().chain(self.exits_of(target, from)).count();
+        let role = if leader == Some(target) {
+            " (leader)"
+        } else {
+            ""
+        };
+        (
+            format!(
+                "n{target}{role}'s disk filled gradually to {} KiB free of {} MiB; writes \
+                 through every node refused 507 disk_full: {refused}, still at the end of \
+                 the hold: {still_refused}; exits: {exits}; room given back, writes went on \
+                 through {resumed:?}",
+                DISK_ROOM / 1024,
+                size >> 20
+            ),
+            refused && still_refused && exits == 0 && resumed.len() == 3,
+        )
+    }
+
+    /// [`Fault::DiskFullAtOnce`]: the evidence is an exit naming `ENOSPC` or 507s through
+    /// every node, and the node caught up once the room is back.
+    async fn disk_full_at_once(&mut self) -> (String, bool) {
         let Some(target) = self.rig.disk_node() else {
             return ("no node has a disk of its own".into(), false);
         };
@@ -666,16 +762,17 @@ impl Nemesis {
         let full_before = full(&self.rig);
         let held = self.rig.fill_disk(target);
         // Until the node meets the full disk (a write that needs a new block; 1 KiB
-        // probes through the others push the log on), then the hold.
+        // probes through the others push the log on) or writes are refused.
         let other = (1..=3).find(|id| *id != target).expect("another node");
         let deadline = Instant::now() + Duration::from_secs(15);
-        while full(&self.rig) == full_before && Instant::now() < deadline {
+        let mut refused = false;
+        while full(&self.rig) == full_before && !refused && Instant::now() < deadline {
             self.probe_with(other, 1024).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
+            refused = self.refused_everywhere().await;
         }
         self.hold().await;
-        let others_write = self.probe(other).await.is_some();
-        let refusals = full(&self.rig) - full_before;
+        let enospc = full(&self.rig) - full_before;
         let exits = self.exits_of(target, from);
         self.rig.free_disk(target);
         // Down by now if it exited: the supervisor starts it within its back-off.
@@ -688,9 +785,9 @@ impl Nemesis {
         };
         (
             format!(
-                "n{target}{role}'s disk full at {} KiB; {refusals} log lines name ENOSPC; \
-                 exits meanwhile: {}; writes through n{other} went on: {others_write}; room \
-                 given back, n{target} caught up to index {index}: {}",
+                "n{target}{role}'s disk full at once at {} KiB; {enospc} log lines name \
+                 ENOSPC; writes through every node refused 507 disk_full: {refused}; exits \
+                 meanwhile: {}; room given back, n{target} caught up to index {index}: {}",
                 held / 1024,
                 if exits.is_empty() {
                     "none".to_owned()
@@ -703,7 +800,7 @@ impl Nemesis {
                 },
                 back.map_or("no".into(), |m| format!("yes ({m})"))
             ),
-            refusals > 0 && others_write && back.is_some(),
+            (enospc > 0 || refused) && back.is_some(),
         )
     }
 

@@ -38,11 +38,15 @@
 //!   libfaketime preloaded into every node (the monotonic clock stays real, so tokio's
 //!   timers are sane); the offset file is re-read every second, so skew changes live.
 //! - [`Rig::heal_network`]: removes the network faults of one node.
-//! - [`Rig::fill_disk`] / [`Rig::free_disk`]: a full disk. The node the rig was started
-//!   with a disk of its own for keeps its data directory on a tmpfs mounted by the rig
-//!   (named `{tag}-n{id}`, so a dead run's is found and unmounted by the next); filling
-//!   it shrinks the tmpfs to what it holds, so the next block it needs is `ENOSPC`,
-//!   without writing a byte; freeing it gives the room back.
+//! - [`Rig::fill_disk_gradually`], [`Rig::fill_disk`] / [`Rig::free_disk`]: a disk
+//!   running full. The node the rig was started with a disk of its own for keeps its
+//!   data directory on a tmpfs mounted by the rig (named `{tag}-n{id}`, so a dead run's
+//!   is found and unmounted by the next). Filling it gradually makes the tmpfs small
+//!   enough for a reserve the node notices (`storage::space`) and writes a file into it
+//!   a MiB at a time until a little room is left, below that reserve; filling it at
+//!   once shrinks the tmpfs to what it holds, so the next block the node needs is
+//!   `ENOSPC`, without writing a byte. Freeing it removes the file and gives the room
+//!   back.
 //! - [`Rig::inject_eio`]: the next `fdatasync` or `pwrite64` of a node fails with `EIO`
 //!   (strace attached to the running process, as `tests/durability.rs` does).
 //!
@@ -846,9 +850,40 @@ impl Rig {
         panic!("{data}'s tmpfs could not be shrunk to what it holds: it grew before each remount");
     }
 
+    /// Fills node `id`'s disk gradually until `room` bytes are free, below the node's
+    /// reserve: the tmpfs is remounted at a size whose reserve (an eighth, at most
+    /// 128 MiB) is above `room` — at least 256 MiB, and twice what it holds and `room`
+    /// — then a file grows in it a MiB at a time. Returns the tmpfs's size.
+    pub fn fill_disk_gradually(&self, id: u64, room: u64) -> u64 {
+        assert_eq!(self.disk, Some(id), "node {id} has no disk of its own");
+        let data = path(&self.nodes[&id].data);
+        let df = |field: &str| -> u64 {
+            let out = run("df", &[&format!("--output={field}"), "-B1", &data]);
+            out.lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse().ok())
+                .expect("df's figure")
+        };
+        let size = (256 << 20).max(2 * (df("used") + room));
+        assert!(room < size.min(1 << 30) / 8, "room below the reserve");
+        run("mount", &["-o", &format!("remount,size={size}"), &data]);
+        let mut filler = std::fs::File::create(self.filler(id)).expect("filler file");
+        let chunk = vec![0u8; 1 << 20];
+        while df("avail") > room + chunk.len() as u64 {
+            std::io::Write::write_all(&mut filler, &chunk).expect("fill the disk");
+        }
+        size
+    }
+
+    /// The file [`Rig::fill_disk_gradually`] fills node `id`'s disk with.
+    fn filler(&self, id: u64) -> PathBuf {
+        self.nodes[&id].data.join("nemesis-filler")
+    }
+
     /// Gives node `id`'s disk its room back (see [`Rig::fill_disk`]).
     pub fn free_disk(&self, id: u64) {
         if self.disk == Some(id) {
+            let _ = std::fs::remove_file(self.filler(id));
             let size = format!("remount,size={DISK_BYTES}");
             run("mount", &["-o", &size, &path(&self.nodes[&id].data)]);
         }

@@ -208,7 +208,8 @@ async fn outcome(sent: Result<reqwest::Response, reqwest::Error>) -> Outcome {
         .to_owned();
     match status {
         200..=299 => Outcome::Ok { status, body },
-        400..=499 => Outcome::Fail { status, code },
+        // 507 `disk_full` is refused before it is proposed (docs/design.md, "A full disk").
+        400..=499 | 507 => Outcome::Fail { status, code },
         _ => Outcome::Unknown(format!("{status} {code}")),
     }
 }
@@ -339,12 +340,14 @@ pub async fn http_sender(mut c: Client, until: Instant) {
         };
         let mut outcome = c.call(send.clone()).await;
         let mut attempts = 1;
-        // After an unknown outcome, a refused connection says nothing about the first
-        // attempt: keep trying until the server answers.
+        // After an unknown outcome, a refused connection or a write refused for a full
+        // disk says nothing about the first attempt: keep trying until the server
+        // answers.
         while keyed
             && attempts < KEYED_ATTEMPTS
             && Instant::now() < until
-            && (outcome.is_unknown() || attempts > 1 && outcome.fail_code() == Some("unreachable"))
+            && (outcome.is_unknown()
+                || attempts > 1 && matches!(outcome.fail_code(), Some("unreachable" | "disk_full")))
         {
             let ms = c.rng.gen_range(100..300) * u64::from(attempts);
             tokio::time::sleep(Duration::from_millis(ms)).await;

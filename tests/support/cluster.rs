@@ -6,7 +6,9 @@
 //! and friends) take an index. The controls of processes ([`Cluster::kill`],
 //! [`Cluster::spawn`], [`Cluster::log`], …) take the node id, as `GET /cluster` names
 //! nodes. Each node's data lives under one temporary directory, removed on drop; a
-//! process's output goes to `{id}.log` beside its data.
+//! process's output goes to `{id}.log` beside its data. Processes may each have a small
+//! disk of their own ([`Builder::tmpfs`]): a tmpfs mounted on the data directory
+//! (tests run as root), unmounted on drop.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -37,9 +39,16 @@ pub struct Builder {
     flags: Vec<String>,
     rust_log: Option<String>,
     open_files: Option<u64>,
+    tmpfs: Option<u64>,
 }
 
 impl Builder {
+    /// Each process's data directory on a tmpfs of `bytes` of its own (processes only).
+    pub fn tmpfs(mut self, bytes: u64) -> Self {
+        self.tmpfs = Some(bytes);
+        self
+    }
+
     /// Members that form the cluster (3 unless set).
     pub fn nodes(mut self, voters: u64) -> Self {
         self.voters = voters;
@@ -102,6 +111,10 @@ impl Builder {
     /// Starts the nodes in this process, each served by `slct::server::serve` on its own
     /// socket, and returns once every member knows the leader and is ready.
     pub async fn start(self) -> Cluster {
+        assert!(
+            self.tmpfs.is_none(),
+            "a tmpfs of their own is for processes"
+        );
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut listeners = Vec::new();
         let mut peers = BTreeMap::new();
@@ -158,6 +171,7 @@ impl Builder {
             stops,
             procs: BTreeMap::new(),
             launch: Launch::default(),
+            mounts: Vec::new(),
             _dir: dir,
         };
         let voters = &cluster.nodes[..self.voters as usize];
@@ -200,6 +214,24 @@ impl Builder {
             .map(|(id, p)| format!("{id}={}", p.addr))
             .collect::<Vec<_>>()
             .join(",");
+        let mut mounts = Vec::new();
+        if let Some(bytes) = self.tmpfs {
+            for proc in procs.values() {
+                std::fs::create_dir_all(&proc.data).expect("data directory");
+                let size = format!("size={bytes},mode=0700");
+                let status = Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &size, "slct-test"])
+                    .arg(&proc.data)
+                    .status()
+                    .expect("mount");
+                assert!(
+                    status.success(),
+                    "mount a tmpfs on {:?} (as root)",
+                    proc.data
+                );
+                mounts.push(proc.data.clone());
+            }
+        }
         let mut flags = self.flags;
         if let Some(secret) = self.secret {
             flags.extend(["--cluster-secret".to_owned(), secret]);
@@ -216,6 +248,7 @@ impl Builder {
                 rust_log: self.rust_log,
                 open_files: self.open_files,
             },
+            mounts,
             _dir: dir,
         };
         for id in 1..=self.voters {
@@ -275,6 +308,8 @@ pub struct Cluster {
     stops: Vec<watch::Sender<bool>>,
     procs: BTreeMap<u64, Proc>,
     launch: Launch,
+    /// Data directories on a tmpfs of their own, unmounted on drop.
+    mounts: Vec<PathBuf>,
     _dir: TempDir,
 }
 
@@ -295,6 +330,7 @@ impl Cluster {
             flags: Vec::new(),
             rust_log: Some("warn,slct=info".to_owned()),
             open_files: None,
+            tmpfs: None,
         }
     }
 
@@ -613,6 +649,9 @@ impl Drop for Cluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        for mount in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
         }
     }
 }

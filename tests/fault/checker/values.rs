@@ -205,8 +205,9 @@ struct Keyed {
 /// it again while the outcome is unknown. Every answer the server gave under one key is
 /// the reply of the key's one application (design.md §3), so the answers must agree —
 /// same status, same code — or it is a violation; the value's fate is that answer's. A
-/// refused connection (`unreachable`) is no answer: it leaves the fate to the other
-/// attempts, or refuses the value if every attempt was refused so. An acknowledged
+/// refused connection (`unreachable`) or a write refused for a full disk (507
+/// `disk_full`, before the key was looked up) is no answer: it leaves the fate to the
+/// other attempts, or refuses the value if every attempt was refused so. An acknowledged
 /// value counts as sent from its first attempt's start to the answer's end.
 fn http_sends(ops: &[Op], closed: &[&str], report: &mut Report) -> (HashMap<String, Sent>, Keyed) {
     let mut attempts: HashMap<String, Vec<usize>> = HashMap::new();
@@ -234,7 +235,7 @@ fn http_sends(ops: &[Op], closed: &[&str], report: &mut Report) -> (HashMap<Stri
             .copied()
             .filter(|i| match &ops[*i].outcome {
                 Outcome::Ok { .. } => true,
-                Outcome::Fail { code, .. } => code != "unreachable",
+                Outcome::Fail { code, .. } => code != "unreachable" && code != "disk_full",
                 Outcome::Unknown(_) => false,
             })
             .collect();
