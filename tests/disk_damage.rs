@@ -5,10 +5,11 @@
 //! damages its data and starts it again. The damage: one flipped byte in a state-machine
 //! record of the sled data file (`<data>/sm/db`) that the last durable flush covers, one
 //! flipped byte in a Raft log record of the write-ahead log (`<data>/wal/*.wal`), or the
-//! sled data file's last pages cut off. sled 0.34 alone would either panic in recovery
-//! or, worse, open the file without the writes after the damage (see
-//! `src/storage/marker.rs`); the write-ahead log checks every record's CRC-32C
-//! (`src/storage/wal/mod.rs`). What damage is and is not found: docs/storage.md, "Damage".
+//! sled data file cut short inside the record of its last durable flush. sled 0.34 alone
+//! would either panic in recovery or, worse, open the file without the writes after the
+//! damage (see `src/storage/marker.rs`); the write-ahead log checks every record's
+//! CRC-32C (`src/storage/wal/mod.rs`). What damage is and is not found: docs/storage.md,
+//! "Damage".
 
 mod support;
 
@@ -118,17 +119,7 @@ fn flip_last(file: &Path, needle: &[u8]) {
 /// so across segments it is not: hence the data file must be within one.
 fn flip_in_a_flushed_record(file: &Path, needle: &[u8], generation: u64) {
     let mut bytes = std::fs::read(file).expect("read the data file");
-    assert!(
-        bytes.len() <= SLED_SEGMENT_BYTES,
-        "{} holds more than one of sled's log segments ({} bytes)",
-        file.display(),
-        bytes.len()
-    );
-    let record = seal::seal(GENERATION_KEY, &encode_generation(generation));
-    let flushed = bytes
-        .windows(record.len())
-        .position(|w| w == record)
-        .unwrap_or_else(|| panic!("flush generation {generation} not in {}", file.display()));
+    let flushed = generation_record(&bytes, file, generation).start;
     let at = last_before(&bytes, flushed, needle).unwrap_or_else(|| {
         panic!(
             "{} not in {} before flush generation {generation}",
@@ -138,6 +129,26 @@ fn flip_in_a_flushed_record(file: &Path, needle: &[u8], generation: u64) {
     });
     bytes[at + needle.len() - 1] ^= 0x01;
     std::fs::write(file, bytes).expect("write the data file");
+}
+
+/// Where in `bytes`, the contents of sled's data file `file`, the record of flush
+/// generation `generation` lies: its first copy, the one that flush wrote (sled may copy
+/// it into later rewrites of its page). Within one of sled's log segments the file's
+/// order is the log's, so everything before it was written before that flush finished
+/// and everything after it, after (see [`flip_in_a_flushed_record`]).
+fn generation_record(bytes: &[u8], file: &Path, generation: u64) -> std::ops::Range<usize> {
+    assert!(
+        bytes.len() <= SLED_SEGMENT_BYTES,
+        "{} holds more than one of sled's log segments ({} bytes)",
+        file.display(),
+        bytes.len()
+    );
+    let record = seal::seal(GENERATION_KEY, &encode_generation(generation));
+    let start = bytes
+        .windows(record.len())
+        .position(|w| w == record)
+        .unwrap_or_else(|| panic!("flush generation {generation} not in {}", file.display()));
+    start..start + record.len()
 }
 
 /// Where the last copy of `needle` that ends by `end` starts in `bytes`.
@@ -226,16 +237,23 @@ async fn a_flipped_byte_in_a_log_record_is_refused() {
     refuses_to_start_and_the_rest_continue(cluster, victim, &file).await;
 }
 
+/// A data file cut one byte into the record of the flush generation the marker records
+/// (so without that record's last byte and everything after it) is refused: sled's
+/// recovery takes the cut record for a write torn by a crash and drops it, so the
+/// database comes up without that generation. No earlier copy of it exists to fall back
+/// on: the cut is at its first.
 #[tokio::test]
 async fn a_data_file_cut_short_is_refused() {
     let (mut cluster, victim) = cluster_with_a_stopped_follower().await;
     cluster.kill(victim);
     let file = data_file(&cluster, victim);
-    let len = std::fs::metadata(&file).expect("data file").len();
+    let generation = flush_generation(&marker_file(&cluster, victim));
+    let bytes = std::fs::read(&file).expect("read the data file");
+    let cut = generation_record(&bytes, &file, generation).end - 1;
     std::fs::File::options()
         .write(true)
         .open(&file)
-        .and_then(|f| f.set_len(len.saturating_sub(16 << 10)))
+        .and_then(|f| f.set_len(cut as u64))
         .expect("cut the data file");
     refuses_to_start_and_the_rest_continue(cluster, victim, &file).await;
 }
