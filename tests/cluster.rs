@@ -212,16 +212,7 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
     assert!(applied > 0);
     let mut listings = Vec::new();
     for id in cluster.running() {
-        let url = cluster.url(id, "/states?limit=1000&stale=true");
-        let listing: Value = cluster
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("GET /states")
-            .json()
-            .await
-            .expect("JSON");
+        let listing = cluster.get_json(id, "/states?limit=1000&stale=true").await;
         let ids: Vec<Value> = listing["states"]
             .as_array()
             .expect("states")

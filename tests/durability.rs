@@ -364,19 +364,11 @@ async fn all_states(cluster: &Cluster, on: u64) -> Vec<serde_json::Value> {
     let mut states = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let mut url = cluster.url(on, "/states?limit=1000&full=true&stale=true");
+        let mut path = "/states?limit=1000&full=true&stale=true".to_owned();
         if let Some(after) = &after {
-            url.push_str(&format!("&after={after}"));
+            path.push_str(&format!("&after={after}"));
         }
-        let page: serde_json::Value = cluster
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("GET /states")
-            .json()
-            .await
-            .expect("JSON");
+        let page = cluster.get_json(on, &path).await;
         states.extend(page["states"].as_array().expect("states").iter().cloned());
         match page["next"].as_str() {
             Some(next) => after = Some(next.to_owned()),
