@@ -1,6 +1,7 @@
 //! Three real `slct serve` processes on loopback: replication, leader failure with
-//! `kill -9`, catching up from the log and by snapshot, a kill loop under writes, and
-//! what a survivor logs about a dead peer.
+//! `kill -9`, catching up from the log and by snapshot, a kill loop under writes, a
+//! receive parked on a leader that is then paused, and what a survivor logs about a
+//! dead peer.
 
 mod support;
 
@@ -211,16 +212,7 @@ async fn nodes_killed_in_a_loop_under_writes_restart_and_agree() {
     assert!(applied > 0);
     let mut listings = Vec::new();
     for id in cluster.running() {
-        let url = cluster.url(id, "/states?limit=1000&stale=true");
-        let listing: Value = cluster
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("GET /states")
-            .json()
-            .await
-            .expect("JSON");
+        let listing = cluster.get_json(id, "/states?limit=1000&stale=true").await;
         let ids: Vec<Value> = listing["states"]
             .as_array()
             .expect("states")
@@ -281,6 +273,100 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_follower() {
     )
     .await;
     assert_eq!(info["leader"], json!(new));
+}
+
+/// Waits until nodes other than `old` agree on a leader other than `old`; its id.
+async fn new_leader(cluster: &Cluster, old: u64) -> u64 {
+    let others: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != old)
+        .collect();
+    eventually(
+        Duration::from_secs(20),
+        "the others elect a new leader",
+        || {
+            let others = &others;
+            async move {
+                let mut leaders = Vec::new();
+                for id in others {
+                    leaders.push(cluster.cluster_info(*id).await?["leader"].as_u64()?);
+                }
+                (leaders[0] != old && leaders.iter().all(|l| *l == leaders[0]))
+                    .then_some(leaders[0])
+            }
+        },
+    )
+    .await
+}
+
+/// `GET /chan/{name}` of node `id`, if it answers.
+async fn chan(cluster: &Cluster, id: u64, name: &str) -> Option<Value> {
+    let response = cluster
+        .http
+        .get(cluster.url(id, &format!("/chan/{name}")))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+/// design.md §3.3: a receive parked on a leader that stops leading belongs to its term.
+/// Its handler, paused with its node, could never claim a value; the next leader
+/// withdraws it as its term begins, so a value sent to the new leader is not offered
+/// to it (and held until the receive's deadline a minute later) but received next.
+#[tokio::test]
+async fn a_receive_parked_on_a_paused_leader_holds_nothing_its_successor_is_sent() {
+    let cluster = Cluster::binary(3, &[]);
+    let old = cluster.await_leader().await;
+    let made = cluster
+        .http
+        .put(cluster.url(old, "/chan/c"))
+        .json(&json!({ "capacity": 4 }))
+        .send()
+        .await
+        .expect("PUT /chan/c");
+    assert_eq!(made.status(), 201);
+    let parked = tokio::spawn(
+        cluster
+            .http
+            .post(cluster.url(old, "/chan/c/recv?wait=60"))
+            .send(),
+    );
+    eventually(Duration::from_secs(10), "the receive parks", || async {
+        (chan(&cluster, old, "c").await?["receivers"] == 1).then_some(())
+    })
+    .await;
+
+    cluster.signal(old, "STOP");
+    let new = new_leader(&cluster, old).await;
+    // The new leader's first command, which it proposes on election, withdraws it.
+    eventually(
+        Duration::from_secs(10),
+        "the new leader withdraws the receive",
+        || async { (chan(&cluster, new, "c").await?["receivers"] == 0).then_some(()) },
+    )
+    .await;
+    let sent = cluster
+        .http
+        .post(cluster.url(new, "/chan/c/send?wait=0"))
+        .json(&json!("v1"))
+        .send()
+        .await
+        .expect("try-send");
+    assert_eq!(sent.status(), 200);
+    let got = cluster
+        .http
+        .post(cluster.url(new, "/chan/c/recv?wait=0"))
+        .send()
+        .await
+        .expect("try-receive");
+    assert_eq!(got.status(), 200);
+    let got: Value = got.json().await.expect("JSON");
+    assert_eq!(got, json!({ "data": "v1", "ok": true }));
+
+    cluster.signal(old, "CONT");
+    parked.abort();
 }
 
 /// Lines of `log` at `level` that contain `text`.

@@ -267,6 +267,13 @@ async fn the_console_lists_shows_and_acts_on_states() {
                     cells.filter(c => c === 'in sync').length === 2;",
         )
         .await;
+    browser
+        .until(
+            "this node's disk: free space and reserve",
+            r"return [...document.querySelectorAll('#view dd')].some(dd =>
+                 /^\d+\.\d MiB free, reserve \d+\.\d MiB$/.test(dd.textContent));",
+        )
+        .await;
     // The other follower stops: shown as unreachable, with when it was last heard.
     let gone = (0..3)
         .find(|i| *i != cluster.leader() && *i != cluster.follower())

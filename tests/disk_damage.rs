@@ -2,12 +2,14 @@
 //! file, and the other two nodes keep taking writes (README "Guarantees").
 //!
 //! Each test runs three real `slct serve` processes, stops one follower with `kill -9`,
-//! damages its data and starts it again. The damage: one flipped byte in the newest
-//! state-machine record of the sled data file (`<data>/sm/db`), one flipped byte in a
-//! Raft log record of the write-ahead log (`<data>/wal/*.wal`), or the sled data file's
-//! last pages cut off. sled 0.34 alone would either panic in recovery or, worse, open
-//! the file without the writes after the damage (see `src/storage/marker.rs`); the
-//! write-ahead log checks every record's CRC-32C (`src/storage/wal/mod.rs`).
+//! damages its data and starts it again. The damage: one flipped byte in a state-machine
+//! record of the sled data file (`<data>/sm/db`) that the last durable flush covers, one
+//! flipped byte in a Raft log record of the write-ahead log (`<data>/wal/*.wal`), or the
+//! sled data file cut short inside the record of its last durable flush. sled 0.34 alone
+//! would either panic in recovery or, worse, open the file without the writes after the
+//! damage (see `src/storage/marker.rs`); the write-ahead log checks every record's
+//! CRC-32C (`src/storage/wal/mod.rs`). What damage is and is not found: docs/storage.md,
+//! "Damage".
 
 mod support;
 
@@ -15,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
+use slct::storage::marker::{encode_generation, GENERATION_KEY};
+use slct::storage::seal;
+use slct::storage::sm::SLED_SEGMENT_BYTES;
 use support::{eventually, Cluster};
 
 /// States created before the damage, so the data file holds many records.
@@ -39,10 +44,7 @@ async fn cluster_with_a_stopped_follower() -> (Cluster, u64) {
     // that was running when the last mark was applied may have read the applied index
     // before it; the one after it did not: so wait for two more, writing meanwhile so
     // that there is something to checkpoint.
-    let marker = cluster
-        .data(follower)
-        .join(slct::storage::SM_DIR)
-        .join(slct::storage::marker::MARKER_FILE);
+    let marker = marker_file(&cluster, follower);
     let before = flush_generation(&marker);
     let mut tick = 0;
     eventually(
@@ -59,6 +61,14 @@ async fn cluster_with_a_stopped_follower() -> (Cluster, u64) {
     )
     .await;
     (cluster, follower)
+}
+
+/// The follower's flush-generation marker (`src/storage/marker.rs`).
+fn marker_file(cluster: &Cluster, id: u64) -> PathBuf {
+    cluster
+        .data(id)
+        .join(slct::storage::SM_DIR)
+        .join(slct::storage::marker::MARKER_FILE)
 }
 
 /// The flush generation the marker file records (`src/storage/marker.rs`; 0 if none).
@@ -89,18 +99,67 @@ fn log_segment_holding(wal: &Path, needle: &[u8]) -> Option<PathBuf> {
 /// Flips one bit in the last place `needle` occurs in the file.
 fn flip_last(file: &Path, needle: &[u8]) {
     let mut bytes = std::fs::read(file).expect("read the data file");
-    let at = bytes
-        .windows(needle.len())
-        .rposition(|w| w == needle)
-        .unwrap_or_else(|| {
-            panic!(
-                "{} not in {}",
-                String::from_utf8_lossy(needle),
-                file.display()
-            )
-        });
+    let at = last_before(&bytes, bytes.len(), needle)
+        .unwrap_or_else(|| panic!("{} not in {}", show(needle), file.display()));
     bytes[at + needle.len() - 1] ^= 0x01;
     std::fs::write(file, bytes).expect("write the data file");
+}
+
+/// Flips one bit in the last copy of `needle` in sled's data file `file` that lies before
+/// the record of flush generation `generation` (the one the marker records), so in a
+/// record that this flush made durable and that sled's recovery must read to reach it.
+///
+/// sled rewrites a page (consolidating it, or splitting it as it grows) into a new record
+/// at its log's end, old values and all. A rewrite made while the last flush was on its
+/// way lands after that flush's generation record, and damage there looks to sled like a
+/// write torn by a crash: its recovery drops the record and all after it, none of which
+/// any checkpoint vouched for, and the node rightly starts (docs/storage.md, "Damage").
+/// The last copy in the file was such a rewrite in 5 runs of 20. Within one of sled's
+/// log segments the file's order is the log's; sled reuses freed segments, lowest first,
+/// so across segments it is not: hence the data file must be within one.
+fn flip_in_a_flushed_record(file: &Path, needle: &[u8], generation: u64) {
+    let mut bytes = std::fs::read(file).expect("read the data file");
+    let flushed = generation_record(&bytes, file, generation).start;
+    let at = last_before(&bytes, flushed, needle).unwrap_or_else(|| {
+        panic!(
+            "{} not in {} before flush generation {generation}",
+            show(needle),
+            file.display()
+        )
+    });
+    bytes[at + needle.len() - 1] ^= 0x01;
+    std::fs::write(file, bytes).expect("write the data file");
+}
+
+/// Where in `bytes`, the contents of sled's data file `file`, the record of flush
+/// generation `generation` lies: its first copy, the one that flush wrote (sled may copy
+/// it into later rewrites of its page). Within one of sled's log segments the file's
+/// order is the log's, so everything before it was written before that flush finished
+/// and everything after it, after (see [`flip_in_a_flushed_record`]).
+fn generation_record(bytes: &[u8], file: &Path, generation: u64) -> std::ops::Range<usize> {
+    assert!(
+        bytes.len() <= SLED_SEGMENT_BYTES,
+        "{} holds more than one of sled's log segments ({} bytes)",
+        file.display(),
+        bytes.len()
+    );
+    let record = seal::seal(GENERATION_KEY, &encode_generation(generation));
+    let start = bytes
+        .windows(record.len())
+        .position(|w| w == record)
+        .unwrap_or_else(|| panic!("flush generation {generation} not in {}", file.display()));
+    start..start + record.len()
+}
+
+/// Where the last copy of `needle` that ends by `end` starts in `bytes`.
+fn last_before(bytes: &[u8], end: usize, needle: &[u8]) -> Option<usize> {
+    bytes[..end]
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+}
+
+fn show(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
 /// Restarts `victim` and checks that it exits non-zero naming its data file, and that the
@@ -135,16 +194,19 @@ async fn refuses_to_start_and_the_rest_continue(mut cluster: Cluster, victim: u6
     assert!(answer.is_err(), "the damaged node answers nothing");
 }
 
+/// Damage in any record of sled's data file that the last durable flush covers is
+/// refused: here the newest such copy of the last state's data (the record the follower
+/// wrote when it applied the entry, or a later rewrite of its page), a record sled's
+/// recovery must read and cannot read past, so the database comes up without the flush
+/// generation the marker records.
 #[tokio::test]
-#[ignore = "flaky since 2026-12-06: 1 of 4 CI runs timed out waiting for the damaged node to exit; cause not yet found; cargo test --test disk_damage state_machine -- --ignored"]
 async fn a_flipped_byte_in_a_state_machine_record_is_refused() {
     let (mut cluster, victim) = cluster_with_a_stopped_follower().await;
     cluster.kill(victim);
-    // The newest copy of the last state's data: the state-machine record written when the
-    // follower applied the entry, after it appended the entry to its log.
     let needle = format!("STATEMARK-{:05}", STATES - 1);
     let file = data_file(&cluster, victim);
-    flip_last(&file, needle.as_bytes());
+    let generation = flush_generation(&marker_file(&cluster, victim));
+    flip_in_a_flushed_record(&file, needle.as_bytes(), generation);
     refuses_to_start_and_the_rest_continue(cluster, victim, &file).await;
 }
 
@@ -175,16 +237,23 @@ async fn a_flipped_byte_in_a_log_record_is_refused() {
     refuses_to_start_and_the_rest_continue(cluster, victim, &file).await;
 }
 
+/// A data file cut one byte into the record of the flush generation the marker records
+/// (so without that record's last byte and everything after it) is refused: sled's
+/// recovery takes the cut record for a write torn by a crash and drops it, so the
+/// database comes up without that generation. No earlier copy of it exists to fall back
+/// on: the cut is at its first.
 #[tokio::test]
 async fn a_data_file_cut_short_is_refused() {
     let (mut cluster, victim) = cluster_with_a_stopped_follower().await;
     cluster.kill(victim);
     let file = data_file(&cluster, victim);
-    let len = std::fs::metadata(&file).expect("data file").len();
+    let generation = flush_generation(&marker_file(&cluster, victim));
+    let bytes = std::fs::read(&file).expect("read the data file");
+    let cut = generation_record(&bytes, &file, generation).end - 1;
     std::fs::File::options()
         .write(true)
         .open(&file)
-        .and_then(|f| f.set_len(len.saturating_sub(16 << 10)))
+        .and_then(|f| f.set_len(cut as u64))
         .expect("cut the data file");
     refuses_to_start_and_the_rest_continue(cluster, victim, &file).await;
 }

@@ -23,7 +23,8 @@ use support::Cluster;
 /// attached (strace attaches to every thread before it says so, and follows the
 /// threads made after).
 fn trace_syncs(pid: u32, out: &std::path::Path) -> std::process::Child {
-    let mut strace = Command::new("strace")
+    let mut strace = Command::new("strace");
+    strace
         .args([
             "-f",
             "-y",
@@ -32,7 +33,16 @@ fn trace_syncs(pid: u32, out: &std::path::Path) -> std::process::Child {
             "-o",
         ])
         .arg(out)
-        .args(["-p", &pid.to_string()])
+        .args(["-p", &pid.to_string()]);
+    attach(strace)
+}
+
+/// Starts `strace` and returns once it says it attached, on the first line of its
+/// stderr: with `-f -p` it has then stopped every thread of the process, so every
+/// system call after this is seen (and faults injected into it).
+fn attach(mut strace: Command) -> std::process::Child {
+    let mut strace = strace
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("strace is installed (scripts/test.sh installs it)");
@@ -197,24 +207,12 @@ async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
     let leader = cluster.await_leader().await;
     cluster.create("before", json!("ok")).await;
 
-    let mut strace = Command::new("strace")
+    let mut inject = Command::new("strace");
+    inject
         .args(["-f", "-e", "trace=fdatasync", "-e"])
         .arg("inject=fdatasync:error=EIO:when=1")
-        .args(["-p", &cluster.pid(leader).to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strace is installed (scripts/test.sh installs it)");
-    let stderr = strace.stderr.take().expect("strace's stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines
-        .next()
-        .expect("strace says something")
-        .expect("stderr");
-    assert!(first.contains("attached"), "strace did not attach: {first}");
-    std::thread::sleep(Duration::from_millis(300));
-    // Drain strace's output, or it blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+        .args(["-p", &cluster.pid(leader).to_string()]);
+    let mut strace = attach(inject);
 
     let body = json!({ "data": "after the failed sync" });
     for i in 0..5 {
@@ -366,19 +364,11 @@ async fn all_states(cluster: &Cluster, on: u64) -> Vec<serde_json::Value> {
     let mut states = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let mut url = cluster.url(on, "/states?limit=1000&full=true&stale=true");
+        let mut path = "/states?limit=1000&full=true&stale=true".to_owned();
         if let Some(after) = &after {
-            url.push_str(&format!("&after={after}"));
+            path.push_str(&format!("&after={after}"));
         }
-        let page: serde_json::Value = cluster
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("GET /states")
-            .json()
-            .await
-            .expect("JSON");
+        let page = cluster.get_json(on, &path).await;
         states.extend(page["states"].as_array().expect("states").iter().cloned());
         match page["next"].as_str() {
             Some(next) => after = Some(next.to_owned()),

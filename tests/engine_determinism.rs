@@ -1,10 +1,12 @@
 //! The same command log gives the same state everywhere: applied one command at a time
-//! to an in-memory store, and in batches to a sled store, every table ends identical.
+//! to an in-memory store, and in batches to a sled store, every table ends identical —
+//! parked operations, their claims and withdrawals, and the withdrawal of everything
+//! parked when a new leader term begins included.
 
 use proptest::prelude::*;
 use serde_json::json;
 use slct::engine::types::{Case, Select};
-use slct::engine::{self, Command, MemStore, Op, RecvMode, SendMode, Store, Table, Tx};
+use slct::engine::{self, Command, MemStore, Op, ParkedOp, RecvMode, SendMode, Store, Table, Tx};
 use slct::storage::sm::SledStore;
 use uuid::Uuid;
 
@@ -49,21 +51,66 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         1 => (0..6u8).prop_map(|s| Op::DeleteState { id: format!("s{s}") }),
         2 => Just(Op::Tick),
+        // Parked HTTP operations: `log` gives each its id and deadline, and points
+        // claims and withdrawals at one parked a few commands before.
+        2 => (0..3usize).prop_map(|c| Op::Recv { chan: CHANS[c].into(), mode: RecvMode::Park(parked()) }),
+        1 => (0..3usize, 0..1000u32).prop_map(|(c, v)| Op::Send { chan: CHANS[c].into(), data: json!(v).into(), mode: SendMode::Park(parked()) }),
+        1 => Just(Op::Claim { id: Uuid::nil() }),
+        1 => Just(Op::Withdraw { id: Uuid::nil() }),
     ]
 }
 
-fn log() -> impl Strategy<Value = Vec<Command>> {
-    prop::collection::vec((op(), 0..30u64, any::<u64>()), 1..120).prop_map(|ops| {
+/// A placeholder that `log` fills in.
+fn parked() -> ParkedOp {
+    ParkedOp {
+        id: Uuid::nil(),
+        deadline: 0,
+    }
+}
+
+/// Commands at non-decreasing times, and the leader term of each: now and then a new
+/// term begins, withdrawing what is parked.
+fn log() -> impl Strategy<Value = Vec<(Command, u64)>> {
+    let command = (
+        op(),
+        0..30u64,
+        any::<u64>(),
+        1..100u64,
+        1..6u128,
+        prop::bool::weighted(0.1),
+    );
+    prop::collection::vec(command, 1..120).prop_map(|ops| {
         let mut now = 1_700_000_000_000;
+        let mut term = 1;
         ops.into_iter()
-            .map(|(op, dt, seed)| {
+            .enumerate()
+            .map(|(i, (mut op, dt, seed, wait_ms, back, elected))| {
                 now += dt;
-                Command {
+                term += u64::from(elected);
+                let id = Uuid::from_u128(i as u128 + 1);
+                let earlier = Uuid::from_u128((i as u128 + 1).saturating_sub(back));
+                match &mut op {
+                    Op::Recv {
+                        mode: RecvMode::Park(p),
+                        ..
+                    }
+                    | Op::Send {
+                        mode: SendMode::Park(p),
+                        ..
+                    } => {
+                        p.id = id;
+                        p.deadline = now + wait_ms;
+                    }
+                    Op::Claim { id } | Op::Withdraw { id } => *id = earlier,
+                    _ => {}
+                }
+                let cmd = Command {
                     now,
                     seed,
                     history_limit: 100,
                     op,
-                }
+                };
+                (cmd, term)
             })
             .collect()
     })
@@ -83,9 +130,9 @@ proptest! {
     fn the_same_log_gives_identical_tables_in_memory_and_in_sled(log in log(), batch in 1..8usize) {
         let mut mem = MemStore::new();
         let mut replies_mem = Vec::new();
-        for cmd in &log {
+        for (cmd, term) in &log {
             let mut tx = Tx::new(&mem);
-            replies_mem.push(engine::apply(&mut tx, cmd, 0).unwrap());
+            replies_mem.push(engine::apply(&mut tx, cmd, 0, *term).unwrap());
             let writes = tx.into_writes();
             mem.commit(writes);
         }
@@ -94,8 +141,8 @@ proptest! {
         let mut replies_sled = Vec::new();
         for chunk in log.chunks(batch) {
             let mut tx = Tx::new(&sled);
-            for cmd in chunk {
-                replies_sled.push(engine::apply(&mut tx, cmd, 0).unwrap());
+            for (cmd, term) in chunk {
+                replies_sled.push(engine::apply(&mut tx, cmd, 0, *term).unwrap());
             }
             sled.commit(tx.into_writes()).unwrap();
         }

@@ -375,6 +375,56 @@ fn a_value_put_back_by_a_withdrawn_receive_counts_as_sent_when_it_was_withdrawn(
     assert_eq!(violations_about(&h.check(), "FIFO"), 1);
 }
 
+/// Sends "v1" at once (200) during `receive`, then "v2" (202) at `v2_at`, and receives v2
+/// before v1 after both.
+fn v1_put_back_behind_v2(receive: (u64, u64, Call, Outcome), v2_at: u64) -> History {
+    let mut h = History::default();
+    let (start, end, call, outcome) = receive;
+    h.at(start, end, call, outcome)
+        .at(10, 11, send("c", "v1", SendMode::Try), ok(200, json!({})))
+        .at(
+            v2_at,
+            v2_at + 1,
+            send("c", "v2", SendMode::Detached),
+            ok(202, json!({})),
+        )
+        .at(100, 101, recv("c"), got("v2"))
+        .at(102, 103, recv("c"), got("v1"));
+    h
+}
+
+#[test]
+fn a_receive_of_unknown_outcome_excuses_a_put_back_value_only_until_it_ended() {
+    // Its caller gave up at 20: its node withdrew it no later than that, or the next
+    // leader did before any send of its term.
+    let during = (5, 20, recv("c"), unknown());
+    assert_valid(&v1_put_back_behind_v2(during.clone(), 12).check());
+    let report = v1_put_back_behind_v2(during, 21).check();
+    assert_eq!(violations_about(&report, "FIFO"), 1, "{report}");
+}
+
+#[test]
+fn a_receive_that_ended_before_the_send_began_excuses_nothing() {
+    // The history of a receive parked on a leader that was then paused: its caller gave
+    // up at 8, and v1, sent to the next leader, must not have been offered to it.
+    let before = (0, 8, recv("c"), unknown());
+    let report = v1_put_back_behind_v2(before, 12).check();
+    assert_eq!(violations_about(&report, "FIFO"), 1, "{report}");
+    let answered = (0, 8, recv("c"), fail(408, "timeout"));
+    let report = v1_put_back_behind_v2(answered, 12).check();
+    assert_eq!(violations_about(&report, "FIFO"), 1, "{report}");
+}
+
+#[test]
+fn a_try_receive_excuses_nothing() {
+    let try_recv = Call::Recv {
+        chan: "c".into(),
+        wait: 0,
+    };
+    let report = v1_put_back_behind_v2((5, 20, try_recv, fail(409, "would_block")), 12).check();
+    assert_eq!(violations_about(&report, "FIFO"), 1, "{report}");
+}
+
 #[test]
 fn fifo_broken_fails() {
     let mut h = History::default();

@@ -2,7 +2,9 @@
 //! with the three ways of waiting.
 //!
 //! A blocking send or receive (`?wait=N`, N > 0) is parked in the channel's queue as
-//! an HTTP waiter with a fresh v4 id and a deadline N seconds ahead in log time. The
+//! an HTTP waiter with a fresh v4 id and a deadline N seconds ahead in log time (from
+//! [`Node::log_now`](crate::node::Node::log_now): a leader whose clock is behind log
+//! time must not park operations that are due at once). The
 //! handler registers for the id's outcome with the [`super::hub`] *before* proposing,
 //! so the outcome cannot slip by. The engine itself withdraws the operation at its
 //! deadline (408). If the outcome does not arrive a little after that, the handler
@@ -39,7 +41,6 @@ use super::extract::{AnyJson, Path, Query};
 use super::hub::OpWaiter;
 use super::states::{blocking as read_blocking, page_limit, read_barrier, ReadQuery};
 use super::{wait_secs, AppState};
-use crate::clock::now_ms;
 use crate::engine::types::ChanView;
 use crate::engine::{self, SendMode};
 use crate::engine::{validate, Data, Error, Op, OpOutcome, ParkedOp, RecvMode, Response as Reply};
@@ -233,7 +234,7 @@ async fn blocking(
     }
     let parked = ParkedOp {
         id: Uuid::new_v4(),
-        deadline: now_ms() + wait * 1000,
+        deadline: state.node.log_now() + wait * 1000,
     };
     let mut waiter = state.hub.op(parked.id);
     let id = parked.id;
@@ -352,7 +353,8 @@ fn outcome_response(outcome: OpOutcome) -> ApiResult<Response> {
         OpOutcome::Expired | OpOutcome::Offered => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
-            "no partner came within the wait; the operation was withdrawn",
+            "no partner came within the wait, or the leader it was parked on stopped \
+             leading; the operation was withdrawn",
         )),
     }
 }

@@ -7,11 +7,14 @@
 //!
 //! A value that meets a parked HTTP receive is *offered* to it, not given: it leaves the
 //! channel but stays in the operation's record until the caller, still connected,
-//! claims it with [`Op::Claim`](super::Op::Claim). A withdrawal (the caller hung up) or
-//! the deadline puts an offered value back at the head of the channel in the same
-//! command, so a receiver that has gone never takes a value, whatever came after it in
-//! the log (design.md §3.3). A value put back may make the buffer longer than its
+//! claims it with [`Op::Claim`](super::Op::Claim). A withdrawal (the caller hung up),
+//! the deadline or the start of a new leader term (whose leader cannot hear from the
+//! handler: `Ctx::enter_term`) puts an offered value back at the head of the channel in
+//! the same command, so a receiver that has gone never takes a value, whatever came
+//! after it in the log (design.md §3.3). A value put back may make the buffer longer than its
 //! capacity for a while: receivers drain it first and sends block until it is back under.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -22,7 +25,7 @@ use super::ctx::Ctx;
 use super::data::Data;
 use super::keys;
 use super::store::{get_record, put_record};
-use super::store::{Store, StoreError, Table};
+use super::store::{Store, StoreError, Table, Tx};
 use super::types::{Chan, ChanView, Millis};
 use crate::codec::decode;
 
@@ -325,11 +328,52 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             return Ok(false);
         };
         match record.offered {
-            Some(value) => self.put_back(&record.chan, value)?,
+            Some(value) => self.put_back(&record.chan, vec![value])?,
             None => self.dequeue(&record.chan, record.side, record.pos)?,
         }
         self.finish_op(op, OpOutcome::Expired)?;
         Ok(true)
+    }
+
+    /// The first command of a new leader term withdraws every parked operation: each
+    /// was parked in an earlier term, and its handler, on a node that stopped leading
+    /// when the term ended, can neither claim nor withdraw it through the new leader
+    /// (design.md §3.3). The values offered to receives go back to the head of their
+    /// channels in the order they were offered, before the command does its own work.
+    /// `term` is the Raft term of the entry being applied, so every replica withdraws
+    /// at the same command.
+    pub fn enter_term(&mut self, term: u64) -> Result<(), StoreError> {
+        let current: u64 = get_record(self.tx, Table::Meta, keys::META_TERM)?.unwrap_or(0);
+        if term <= current {
+            return Ok(());
+        }
+        put_record(self.tx, Table::Meta, keys::META_TERM.to_vec(), &term)?;
+        let mut by_chan: BTreeMap<String, Vec<(Uuid, OpRecord)>> = BTreeMap::new();
+        for entry in self.tx.scan_from(Table::Ops, &[]) {
+            let (key, bytes) = entry?;
+            let op = Uuid::from_slice(&key)
+                .map_err(|_| StoreError::bad_key(&key, "an operation id of the wrong length"))?;
+            let record: OpRecord = decode(&bytes)?;
+            by_chan
+                .entry(record.chan.clone())
+                .or_default()
+                .push((op, record));
+        }
+        for (chan, mut ops) in by_chan {
+            // A channel offers to its parked receives in queue order, so position order
+            // is the order their values were sent in.
+            ops.sort_by_key(|(_, record)| record.pos);
+            let mut offered = Vec::new();
+            for (op, record) in ops {
+                match record.offered {
+                    Some(value) => offered.push(value),
+                    None => self.dequeue(&chan, record.side, record.pos)?,
+                }
+                self.finish_op(op, OpOutcome::Expired)?;
+            }
+            self.put_back(&chan, offered)?;
+        }
+        Ok(())
     }
 
     /// The caller of a parked receive, still connected, takes the value offered to it.
@@ -360,24 +404,47 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         Ok(())
     }
 
-    /// Puts a value taken from the channel back in front of everything else: to the
-    /// first blocked receiver, or at the head of the buffer (even past its capacity).
-    fn put_back(&mut self, name: &str, value: Data) -> Result<(), StoreError> {
-        let c = self.chan(name)?;
-        if c.receivers > 0 {
-            self.take_send(name, value)?;
-            return Ok(());
+    /// Puts values taken from the channel back in front of everything else, first
+    /// first: to the blocked receivers in their order, and what they do not take at the
+    /// head of the buffer (even past its capacity).
+    fn put_back(&mut self, name: &str, values: Vec<Data>) -> Result<(), StoreError> {
+        let mut rest = Vec::new();
+        for value in values {
+            // Receivers wait only on an empty buffer, so once they are served the rest
+            // goes in front of values that came after it.
+            if rest.is_empty() && self.chan(name)?.receivers > 0 {
+                self.take_send(name, value)?;
+            } else {
+                rest.push(value);
+            }
         }
+        if self.chan(name)?.len == 0 {
+            // Nothing to go in front of, and a channel that was not stored meanwhile
+            // (every value offered, nothing queued) started its positions over.
+            for value in rest {
+                self.push_buffer(name, value)?;
+            }
+        } else {
+            for value in rest.into_iter().rev() {
+                self.put_at_head(name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a value in front of the buffer's head.
+    fn put_at_head(&mut self, name: &str, value: Data) -> Result<(), StoreError> {
         let head = self
             .tx
             .first_with_prefix(Table::Buffers, &keys::chan_prefix(name))?
             .map(|(key, _)| keys::queue_pos(&key))
             .transpose()?;
         match head {
-            // Buffered values came after the receive parked (it parked on an empty
-            // buffer and took a position itself), so the position in front of the head
-            // is free; only a channel that emptied and started its positions over can
-            // have its head at 0, and then the value goes to the tail.
+            // Buffered values came after the receives whose values go back parked
+            // (each parked on an empty buffer and took a position of its own), so there
+            // is a free position in front of the head for each of them; only a channel
+            // that emptied and started its positions over can have its head at 0, and
+            // then the value goes to the tail.
             Some(pos) if pos > 0 => {
                 self.update_chan(name, |c| c.len += 1)?;
                 put_record(self.tx, Table::Buffers, keys::queue(name, pos - 1), &value)
@@ -406,6 +473,11 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         }
         Ok(())
     }
+}
+
+/// Whether any HTTP operation is parked (for reads outside apply).
+pub fn any_parked<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<bool, StoreError> {
+    Ok(tx.scan_from(Table::Ops, &[]).next().transpose()?.is_some())
 }
 
 /// A channel's client view.

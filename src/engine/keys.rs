@@ -203,6 +203,9 @@ fn short(key: &[u8]) -> StoreError {
 /// Meta key of the engine's log clock.
 pub const META_CLOCK: &[u8] = b"clock";
 
+/// Meta key of the Raft term of the latest command applied (see `Ctx::enter_term`).
+pub const META_TERM: &[u8] = b"term";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,14 +70,17 @@ use ctx::Ctx;
 use states::OpResult;
 use types::Chan;
 
-/// Applies one command, from the log entry at Raft `index`, to the transaction: first
-/// the passing of time up to the command's `now`, then the operation. Errors are fatal
-/// storage failures only; what the client did wrong is in [`Applied::reply`]. A command
-/// whose `now` jumps too far ahead of log time changes nothing (see [`time::log_time`]).
+/// Applies one command, from the log entry at Raft `index` of leader term `term`, to
+/// the transaction: first the passing of time up to the command's `now`, then — at the
+/// first command of a term — the withdrawal of the operations parked in earlier terms
+/// (`Ctx::enter_term`), then the operation. Errors are fatal storage failures only;
+/// what the client did wrong is in [`Applied::reply`]. A command whose `now` jumps too
+/// far ahead of log time changes nothing (see [`time::log_time`]).
 pub fn apply<S: Store + ?Sized>(
     tx: &mut Tx<'_, S>,
     cmd: &Command,
     index: u64,
+    term: u64,
 ) -> Result<Applied, StoreError> {
     let now = match time::log_time(tx, cmd.now)? {
         Ok(now) => now,
@@ -90,6 +93,7 @@ pub fn apply<S: Store + ?Sized>(
     };
     let mut ctx = Ctx::new(tx, now, cmd.seed).with_history(index, cmd.history_limit);
     ctx.advance()?;
+    ctx.enter_term(term)?;
     let reply = run(&mut ctx, &cmd.op)?;
     ctx.flush()?;
     Ok(Applied {

@@ -70,13 +70,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::clock::now_ms;
 use crate::codec;
+use crate::engine::types::Millis;
 use crate::engine::{Applied, Effects, Op};
 use crate::raft::auth::ClusterKey;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::peers::PeerHealth;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{Progress, StateMachine};
 use crate::raft::{Raft, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
 use crate::storage::sm::SledStore;
 use crate::storage::space::{DiskWatch, Space};
@@ -308,6 +310,8 @@ struct Inner {
     log: LogStore,
     disk: DiskWatch,
     proposals: mpsc::Sender<Proposal>,
+    /// The applied log clock and next deadline.
+    progress: watch::Receiver<Progress>,
     leadership: watch::Sender<Option<u64>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -363,7 +367,7 @@ impl Node {
             )),
             tokio::spawn(ticker::run(
                 proposals.clone(),
-                progress,
+                progress.clone(),
                 leadership.subscribe(),
                 shutdown.subscribe(),
             )),
@@ -392,6 +396,7 @@ impl Node {
                 log,
                 disk,
                 proposals,
+                progress,
                 leadership,
                 shutdown,
                 tasks: Mutex::new(tasks),
@@ -436,6 +441,14 @@ impl Node {
         tokio::time::timeout(timeout, propose(&self.inner.proposals, op))
             .await
             .unwrap_or(Err(NodeError::Timeout(timeout)))
+    }
+
+    /// Log time as a write proposed now would carry it, near enough: this node's clock,
+    /// or the applied log clock if that is ahead (design.md §2 Time). A deadline in log
+    /// time counts from here, so a leader whose clock is behind log time does not set
+    /// deadlines that have already passed.
+    pub fn log_now(&self) -> Millis {
+        now_ms().max(self.inner.progress.borrow().clock)
     }
 
     /// Waits until this node may answer a linearizable read from its local store

@@ -8,6 +8,13 @@
 //! only wait for leadership. A leader whose clock is more than [`MAX_CLOCK_JUMP_MS`]
 //! ahead of log time (after an outage) ticks until log time has caught up, one bounded
 //! step per tick.
+//!
+//! A node that becomes leader while HTTP operations are parked ticks at once: the first
+//! command of its term withdraws those parked in earlier terms, whose handlers can no
+//! longer claim or withdraw them, and puts the values offered to them back into their
+//! channels (design.md §3.3) — without waiting for a client's write. A leader elected
+//! with nothing parked writes nothing for it; one that parks an operation before it
+//! has ticked in its term ticks once more than it needs to, no more.
 
 use std::time::Duration;
 
@@ -36,22 +43,30 @@ pub async fn run(
     // waited out instead. (A catch-up tick moves the clock, so the pair changes.)
     let mut ticked: Option<(Option<Millis>, Millis)> = None;
     let mut reported: Option<Millis> = None;
+    // The term this node led when it last ticked.
+    let mut ticked_in: Option<u64> = None;
     loop {
-        let leader = leadership.borrow_and_update().is_some();
+        let leading = *leadership.borrow_and_update();
+        let leader = leading.is_some();
         let Progress {
             clock,
             next_deadline: deadline,
+            parked,
         } = *progress.borrow_and_update();
         let behind = clock > 0 && now_ms() > clock.saturating_add(MAX_CLOCK_JUMP_MS);
+        let take_over = leader && parked && leading != ticked_in;
         let mut wait = match deadline {
-            _ if leader && behind => Some(0),
+            _ if take_over || (leader && behind) => Some(0),
             Some(at) if leader => Some(at.saturating_sub(now_ms())),
             _ => None,
         };
         let mark = (deadline, clock);
-        if wait == Some(0) && ticked != Some(mark) {
+        if wait == Some(0) && (take_over || ticked != Some(mark)) {
             match propose(&proposals, Op::Tick).await {
-                Ok(_) => ticked = Some(mark),
+                Ok(_) => {
+                    ticked = Some(mark);
+                    ticked_in = leading;
+                }
                 Err(_) => tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
                     _ = shutdown.changed() => return,

@@ -17,8 +17,9 @@
 //! replica that cannot write its state must stop rather than diverge.
 //!
 //! After the commit, the effects of each command (those that are not empty) go out on
-//! the node's broadcast channel in apply order, and [`Progress`] — the log clock and the
-//! next deadline, which the leader's ticker waits for — is published.
+//! the node's broadcast channel in apply order, and [`Progress`] — the log clock, the
+//! next deadline and whether HTTP operations are parked, which the leader's ticker
+//! watches — is published.
 //!
 //! # Snapshots
 //! A build holds applies back only for the instant it reads the applied index and opens
@@ -66,6 +67,8 @@ pub struct Progress {
     pub clock: Millis,
     /// The earliest timer, parked operation or lease deadline still to come.
     pub next_deadline: Option<Millis>,
+    /// Some HTTP operation is parked (a new leader withdraws those of earlier terms).
+    pub parked: bool,
 }
 
 /// The state machine of one node.
@@ -253,8 +256,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
                     for command in &batch {
-                        let applied = engine::apply(&mut tx, command, log_id.index)
-                            .map_err(|e| StorageIOError::apply(log_id, &e))?;
+                        let applied =
+                            engine::apply(&mut tx, command, log_id.index, log_id.leader_id.term)
+                                .map_err(|e| StorageIOError::apply(log_id, &e))?;
                         if !applied.effects.is_empty() {
                             effects.push(Arc::new(applied.effects.clone()));
                         }
@@ -468,6 +472,7 @@ fn read_progress(store: &SledStore) -> Result<Progress, StorageError> {
     Ok(Progress {
         clock: engine::clock(&tx).map_err(read)?,
         next_deadline: engine::next_deadline(&tx).map_err(read)?,
+        parked: engine::chan::any_parked(&tx).map_err(read)?,
     })
 }
 

@@ -203,20 +203,23 @@ impl Nemesis {
         self.probe_with(id, 0).await
     }
 
+    /// Creates a fresh probe state through node `id` carrying `pad` bytes of data (none
+    /// when 0); the answer, `None` without one.
+    async fn probe_write(&mut self, id: u64, pad: usize) -> Option<reqwest::Response> {
+        self.probes += 1;
+        let url = self.rig.url(id, &format!("/state/p-{}", self.probes));
+        let data = match pad {
+            0 => json!({ "n": self.probes }),
+            _ => json!({ "n": self.probes, "pad": "x".repeat(pad) }),
+        };
+        let body = json!({ "data": data });
+        self.rig.http.put(url).json(&body).send().await.ok()
+    }
+
     /// One probe write through node `id`: its status and error code, `None` without an
     /// answer.
     async fn probe_answer(&mut self, id: u64) -> Option<(u16, String)> {
-        self.probes += 1;
-        let url = self.rig.url(id, &format!("/state/p-{}", self.probes));
-        let data = json!({ "n": self.probes });
-        let response = self
-            .rig
-            .http
-            .put(url)
-            .json(&json!({ "data": data }))
-            .send()
-            .await
-            .ok()?;
+        let response = self.probe_write(id, 0).await?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         Some((
@@ -237,17 +240,7 @@ impl Nemesis {
 
     /// One probe write through node `id` carrying `pad` bytes of data.
     async fn probe_with(&mut self, id: u64, pad: usize) -> Option<u64> {
-        self.probes += 1;
-        let url = self.rig.url(id, &format!("/state/p-{}", self.probes));
-        let data = json!({"n": self.probes, "pad": "x".repeat(pad)});
-        let response = self
-            .rig
-            .http
-            .put(url)
-            .json(&json!({ "data": data }))
-            .send()
-            .await
-            .ok()?;
+        let response = self.probe_write(id, pad).await?;
         let body: Value = response.json().await.ok()?;
         body["created_at"].as_u64()
     }

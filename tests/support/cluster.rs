@@ -549,6 +549,21 @@ impl Cluster {
         response.json().await.ok()
     }
 
+    /// `GET {path}` on node `id`, which must answer 200 with JSON: the body.
+    pub async fn get_json(&self, id: u64, path: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(id, path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} on node {id}: {e}"));
+        assert_eq!(response.status(), 200, "GET {path} on node {id}");
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} on node {id}: not JSON: {e}"))
+    }
+
     /// Waits until every running process names the same leader, a running one, and
     /// returns its id.
     pub async fn await_leader(&self) -> u64 {

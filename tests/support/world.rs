@@ -20,6 +20,8 @@ pub struct World {
     pub index: u64,
     /// Events kept per state.
     pub history_limit: u32,
+    /// The leader term of the next command.
+    pub term: u64,
 }
 
 impl World {
@@ -30,6 +32,7 @@ impl World {
             seed: 1,
             index: 1,
             history_limit: 100,
+            term: 1,
         }
     }
 
@@ -43,8 +46,8 @@ impl World {
             op,
         };
         let mut tx = Tx::new(&self.store);
-        let applied =
-            engine::apply(&mut tx, &cmd, self.index).expect("storage never fails in memory");
+        let applied = engine::apply(&mut tx, &cmd, self.index, self.term)
+            .expect("storage never fails in memory");
         self.index += 1;
         let writes = tx.into_writes();
         self.store.commit(writes);

@@ -289,14 +289,26 @@ async function cluster() {
       ['term', String(local.term)],
       ['last log index', String(local.last_log_index ?? '–')],
       ['applied index', String(local.last_applied ?? '–')],
+      ['disk', disk(local.disk)],
     ])),
     el('h2', {}, 'Members'),
     membersTable(local, leader),
     el('p', { class: 'muted' },
       'Lag is how many log entries the leader has that a member is not known to hold. ' +
       'A member is unreachable from the first Raft message of the leader\'s it did not ' +
-      'answer until it answers again.'),
+      'answer until it answers again. While a voter\'s disk is low (below its reserve), ' +
+      'writes are refused with 507 disk_full until room is made there.'),
   ];
+}
+
+/** A node's disk: free space and reserve, marked when writes are refused for it. */
+function disk(d) {
+  if (!d) return '–';
+  const mib = (bytes) => (bytes / (1 << 20)).toFixed(1) + ' MiB';
+  const text = `${mib(d.free_bytes)} free, reserve ${mib(d.reserve_bytes)}`;
+  return d.low
+    ? el('span', { class: 'bad' }, text + ' — low: writes refused (507 disk_full)')
+    : text;
 }
 
 function membersTable(local, leader) {
@@ -323,8 +335,15 @@ function membersTable(local, leader) {
 
 function health(id, known, leader, matched, lag) {
   if (!leader) return el('span', { class: 'warn' }, 'unknown: no leader answered');
-  if (id === known.leader) return el('span', { class: 'ok' }, 'leader');
+  if (id === known.leader) {
+    return leader.disk?.low
+      ? el('span', { class: 'bad' }, 'leader, disk low: writes refused')
+      : el('span', { class: 'ok' }, 'leader');
+  }
   const contact = leader.peers?.[id];
+  if (contact?.reachable && contact.disk_low) {
+    return el('span', { class: 'bad' }, 'disk low: writes refused');
+  }
   if (contact && !contact.reachable) {
     const heard = contact.last_heard_ms
       ? 'last heard ' + time(contact.last_heard_ms) : 'not heard from since the leader started';

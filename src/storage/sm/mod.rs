@@ -46,6 +46,8 @@
 //! file that lost flushed writes (a damaged record that sled's recovery stops at, a cut
 //! tail) is refused on opening. Opening also checks every value once, and turns a panic
 //! of sled's recovery into an error, so a node with a damaged data file does not start.
+//! Damage after the last durable flush's number is not found: sled drops it as a torn
+//! write, with nothing a checkpoint vouched for (docs/storage.md, "Damage").
 //!
 //! # Unfinished sled snapshots
 //! sled writes its own snapshot (an index of its log, not data) to
@@ -87,7 +89,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 /// at 64 concurrent writers. 8 MiB keeps pages up to 2 MiB (the largest log entry) inline.
 /// sled records it in the database's `conf`: a directory made with another size does not
 /// open.
-const SLED_SEGMENT_BYTES: usize = 8 << 20;
+pub const SLED_SEGMENT_BYTES: usize = 8 << 20;
 
 /// sled's main data file inside the database directory.
 const SLED_DATA_FILE: &str = "db";

@@ -23,14 +23,20 @@
 //! send completed before B's in log time, then B must not be received before A — by
 //! HTTP receives that did not overlap, or by state receives in log time.
 //!
-//! One documented exception (README, Guarantees): a value handed at once (200) to a
-//! parked HTTP receive whose caller never took it goes back to the head of the channel
-//! when that receive is withdrawn, so values sent in the meantime may be received first.
-//! For such a value A — an HTTP receive on its channel overlapped A's send and answered
-//! no value — A counts as sent when the last such receive ended (408 and other refusals:
-//! the withdrawal was applied before the answer), or is left out of FIFO pairs as the
-//! earlier send when one of them has an unknown outcome (its withdrawal may come at its
-//! deadline, any time later).
+//! One documented exception (README, Guarantees; design.md §3.3): a value handed at once
+//! (200) to a parked HTTP receive whose caller never took it goes back to the head of
+//! the channel when that receive is withdrawn, so values sent in the meantime may be
+//! received first. Such a receive was parked when the value was sent, so it is a
+//! blocking receive (`wait` > 0) on the value's channel that began before the send
+//! ended, and it answered no value. Its withdrawal comes before its answer (408 and
+//! other refusals), or, when its caller gave up without one, once its node sees the
+//! caller gone (at once on a leader that goes on leading; a leader that stopped has its
+//! parked receives withdrawn by its successor's first command, before any send of the
+//! new term). So such a value A counts as sent when the last receive that overlapped
+//! A's send and answered no value ended; a receive that ended before A's send began
+//! excuses nothing. (Not covered: a caller gone and its node not yet aware, a network
+//! delay, while a value reaches the receive and the handler stops between the offer
+//! and its claim — the checker would report that history.)
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -414,30 +420,23 @@ fn receipts(
 }
 
 /// When an HTTP send answered 200 may have gone back to the head of its channel: the
-/// latest end of an HTTP receive on that channel that overlapped the send and answered
-/// no value (see the module docs). `Some(u64::MAX)` when one of them has an unknown
-/// outcome; `None` when no receive could have been offered the value.
+/// latest end of a blocking HTTP receive on that channel that overlapped the send and
+/// answered no value, or whose outcome is unknown (see the module docs); `None` when no
+/// receive could have been offered the value.
 fn put_back_by(ops: &[Op], send: &Sent) -> Option<u64> {
     let (start, end) = send.http?;
     if !matches!(ops[send.index].outcome, Outcome::Ok { status: 200, .. }) {
         return None;
     }
-    let mut latest = None;
-    for op in ops {
-        let Call::Recv { chan, .. } = &op.call else {
-            continue;
-        };
-        if *chan != send.chan || op.start > end || op.end < start {
-            continue;
-        }
-        let until = match &op.outcome {
-            Outcome::Ok { body, .. } if body["ok"] == true => continue,
-            Outcome::Unknown(_) => u64::MAX,
-            _ => op.end,
-        };
-        latest = latest.max(Some(until));
-    }
-    latest
+    ops.iter()
+        .filter(|op| match &op.call {
+            Call::Recv { chan, wait } => *chan == send.chan && *wait > 0,
+            _ => false,
+        })
+        .filter(|op| op.start <= end && op.end >= start)
+        .filter(|op| !matches!(&op.outcome, Outcome::Ok { body, .. } if body["ok"] == true))
+        .map(|op| op.end)
+        .max()
 }
 
 /// FIFO over every ordered pair of acknowledged sends on one channel; returns how many
