@@ -49,10 +49,17 @@ pub fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().dns_resolver(Arc::new(Resolver::default()))
 }
 
-/// A client with reqwest's defaults but this module's resolver; use it instead of
-/// `reqwest::Client::new()`.
+/// A client of slct nodes (a peer's `/raft/*` routes) with reqwest's defaults but this
+/// module's resolver and [`POOL_IDLE_TIMEOUT`]; use it instead of
+/// `reqwest::Client::new()`. The Raft routes are served on the API's port, under its
+/// `--idle-timeout`, and a follower sends nothing for as long as its leader lasts: with
+/// reqwest's 90 s, its first vote request after that could be written onto a
+/// connection the peer is just closing, and fail, costing the election a round.
 pub fn client() -> reqwest::Client {
-    builder().build().unwrap_or_default()
+    builder()
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build()
+        .unwrap_or_default()
 }
 
 /// Resolves names with hickory-resolver, made on first use (inside the runtime) from
