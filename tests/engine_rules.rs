@@ -558,6 +558,30 @@ fn withdrawing_a_receive_puts_its_offered_value_back_at_the_head_of_the_channel(
 }
 
 #[test]
+fn a_value_put_back_goes_in_front_of_a_buffer_whose_positions_started_over() {
+    // Once "first" is offered, nothing of the implicit channel `c` is stored; made anew,
+    // it numbers its buffer from 0 again, so "second" is the head at position 0.
+    let mut w = World::new();
+    let a = uuid::Uuid::new_v4();
+    w.ok(park_recv(a, T0 + 60_000));
+    assert_eq!(w.ok(try_send("first")), Response::Sent);
+    assert_eq!(w.chan("c"), None);
+    w.make("c", 3);
+    assert_eq!(w.ok(try_send("second")), Response::Sent);
+    assert_eq!(w.ok(Op::Withdraw { id: a }), Response::Done);
+    assert_eq!(w.ok(try_send("third")), Response::Sent);
+    for v in ["first", "second", "third"] {
+        assert_eq!(
+            w.try_recv("c"),
+            Ok(Response::Received {
+                data: json!(v).into(),
+                ok: true
+            })
+        );
+    }
+}
+
+#[test]
 fn an_offered_value_whose_receiver_expires_goes_to_the_next_blocked_receiver() {
     let mut w = World::new();
     let a = uuid::Uuid::new_v4();

@@ -185,3 +185,27 @@ fn values_put_back_at_a_new_term_keep_their_order_on_a_channel_that_was_never_ma
     assert_eq!(w.try_recv("c"), Ok(received("v1")));
     assert_eq!(w.try_recv("c"), Ok(received("v2")));
 }
+
+#[test]
+fn values_put_back_at_a_new_term_go_in_front_of_a_buffer_with_too_few_positions_before_its_head() {
+    // After "v1" and "v2" are offered the implicit `c` is not stored; made anew, it
+    // numbers its buffer from 0 again, and once "x" is received the head "v3" is at
+    // position 1: one free position in front of it, two values to put there.
+    let mut w = World::new();
+    let ids = [Uuid::new_v4(), Uuid::new_v4()];
+    for id in ids {
+        w.ok(park_recv(id));
+    }
+    w.ok(try_send("v1"));
+    w.ok(try_send("v2"));
+    assert_eq!(w.chan("c"), None);
+    w.make("c", 10);
+    w.ok(try_send("x"));
+    w.ok(try_send("v3"));
+    assert_eq!(w.try_recv("c"), Ok(received("x")));
+    w.term = 2;
+    w.ok(try_send("v4"));
+    for v in ["v1", "v2", "v3", "v4"] {
+        assert_eq!(w.try_recv("c"), Ok(received(v)));
+    }
+}

@@ -418,39 +418,68 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 rest.push(value);
             }
         }
+        if rest.is_empty() {
+            return Ok(());
+        }
         if self.chan(name)?.len == 0 {
             // Nothing to go in front of, and a channel that was not stored meanwhile
             // (every value offered, nothing queued) started its positions over.
             for value in rest {
                 self.push_buffer(name, value)?;
             }
+            Ok(())
         } else {
-            for value in rest.into_iter().rev() {
-                self.put_at_head(name, value)?;
-            }
+            self.put_at_head(name, rest)
+        }
+    }
+
+    /// Puts values in front of a buffer that is not empty, first first, in the
+    /// positions just before its head. Buffered values came after the receives whose
+    /// values go back parked, each on an empty buffer and at a position of its own, so
+    /// there are usually enough such positions; a channel that started its positions
+    /// over at 0 (not stored while every value was offered, then sent to or made again)
+    /// can lack them, and its buffer shifts to later positions to make room
+    /// (design.md §3.3).
+    fn put_at_head(&mut self, name: &str, values: Vec<Data>) -> Result<(), StoreError> {
+        let Some((key, _)) = self
+            .tx
+            .first_with_prefix(Table::Buffers, &keys::chan_prefix(name))?
+        else {
+            return Err(StoreError::Invariant(format!(
+                "buffer of {name:?} is empty but counted"
+            )));
+        };
+        let mut head = keys::queue_pos(&key)?;
+        let count = values.len() as u64;
+        if head < count {
+            self.shift_buffer(name, count - head)?;
+            head = count;
+        }
+        self.update_chan(name, |c| c.len += count)?;
+        for (pos, value) in (head - count..).zip(values) {
+            put_record(self.tx, Table::Buffers, keys::queue(name, pos), &value)?;
         }
         Ok(())
     }
 
-    /// Puts a value in front of the buffer's head.
-    fn put_at_head(&mut self, name: &str, value: Data) -> Result<(), StoreError> {
-        let head = self
+    /// Moves every buffered value `by` positions towards the tail, keeping their order,
+    /// and the channel's next position past the last of them.
+    fn shift_buffer(&mut self, name: &str, by: u64) -> Result<(), StoreError> {
+        let prefix = keys::chan_prefix(name);
+        let buffered = self
             .tx
-            .first_with_prefix(Table::Buffers, &keys::chan_prefix(name))?
-            .map(|(key, _)| keys::queue_pos(&key))
-            .transpose()?;
-        match head {
-            // Buffered values came after the receives whose values go back parked
-            // (each parked on an empty buffer and took a position of its own), so there
-            // is a free position in front of the head for each of them; only a channel
-            // that emptied and started its positions over can have its head at 0, and
-            // then the value goes to the tail.
-            Some(pos) if pos > 0 => {
-                self.update_chan(name, |c| c.len += 1)?;
-                put_record(self.tx, Table::Buffers, keys::queue(name, pos - 1), &value)
-            }
-            _ => self.push_buffer(name, value),
+            .scan_prefix(Table::Buffers, &prefix)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut end = 0;
+        for (key, _) in &buffered {
+            self.tx.delete(Table::Buffers, key.clone());
         }
+        for (key, value) in buffered {
+            let pos = keys::queue_pos(&key)? + by;
+            self.tx.put(Table::Buffers, keys::queue(name, pos), value);
+            end = pos + 1;
+        }
+        self.update_chan(name, |c| c.next_pos = c.next_pos.max(end))
     }
 
     /// Forgets a parked operation and reports its outcome.
