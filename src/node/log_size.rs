@@ -43,14 +43,21 @@ pub async fn run(
     let mut rounds = 0u64;
     loop {
         let limit = min.max(snapshot_bytes(&snapshots));
+        // Below the limit only the log reaching it wakes this task, not every append
+        // and every turn of openraft's core loop (docs/performance.md, "Hand-offs per
+        // write"). At or over it, Raft's metrics do as well: what is applied moves with
+        // them, and a purge the log store holds back until the state machine is durable
+        // (crate::raft::log_store, "Purging: one rule") is asked for again on them.
+        log.notify_held_from(limit);
         // After a round, something must change before the next: never a busy loop.
         let mut wait = rounds > 0;
         let applied_bytes = loop {
             if wait {
+                let over = *held.borrow() >= limit;
                 tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => return,
                     changed = held.changed() => if changed.is_err() { return },
-                    changed = metrics.changed() => if changed.is_err() { return },
+                    changed = metrics.changed(), if over => if changed.is_err() { return },
                 }
             }
             wait = true;

@@ -41,8 +41,8 @@
 //! - the disk watch ([`DiskWatch`]): reads the data directory's free space every
 //!   100 ms.
 //! - leadership: keeps [`Node::leadership`] in step with Raft, and logs at INFO each
-//!   change of leader, of membership and of the snapshot (openraft's own log is off by
-//!   default, see [`crate::raft::peers`]).
+//!   change of leader and of membership (openraft's own log is off by default, see
+//!   [`crate::raft::peers`]; snapshots are logged where they are built and installed).
 //!
 //! All of them stop on one shutdown signal ([`Node::shutdown`]).
 //!
@@ -504,16 +504,17 @@ impl Node {
 
     /// The current leader's id and address, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.inner.raft.metrics();
+        let metrics = self.inner.raft.server_metrics();
         let metrics = metrics.borrow();
         let id = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&id)?;
         Some((id, node.addr.clone()))
     }
 
-    /// Whether this node is the leader now.
+    /// Whether this node is the leader now. Read from the server metrics, which
+    /// [`Node::leadership`] follows too, so the two never disagree.
     pub fn is_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow().state == ServerState::Leader
+        self.inner.raft.server_metrics().borrow().state == ServerState::Leader
     }
 
     /// A watch of the term this node leads, `None` while it does not lead; it changes
@@ -728,17 +729,16 @@ impl Node {
 
     /// Resolves, with the error, once Raft has stopped on a fatal error (a storage
     /// failure, or an internal error of openraft's); never after a clean shutdown.
+    ///
+    /// It waits for Raft's server metrics to close, as they do once Raft has stopped and
+    /// sent its last metrics, rather than waking on every metrics update (several per
+    /// write, see [`follow_leadership`]).
     pub async fn raft_failed(&self) -> String {
-        let mut metrics = self.inner.raft.metrics();
-        loop {
-            match metrics.borrow_and_update().running_state.clone() {
-                Err(openraft::error::Fatal::Stopped) | Ok(()) => {}
-                Err(e) => return e.to_string(),
-            }
-            if metrics.changed().await.is_err() {
-                // Raft is gone without saying why: only a shutdown does that.
-                return std::future::pending().await;
-            }
+        let mut server = self.inner.raft.server_metrics();
+        while server.changed().await.is_ok() {}
+        match raft_failure(&self.inner.raft) {
+            Some(e) => e,
+            None => std::future::pending().await,
         }
     }
 
@@ -819,41 +819,48 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
     Ok(Arc::new(valid))
 }
 
-/// Keeps the leadership watch in step with Raft's metrics, logs each change of leader,
-/// membership and snapshot at INFO, and says loudly when Raft stopped on a fatal
-/// (storage) error.
+/// Keeps the leadership watch in step with Raft's server metrics, logs each change of
+/// leader and membership at INFO, and says loudly when Raft stopped on a fatal (storage)
+/// error.
+///
+/// It follows [`Raft::server_metrics`], which changes only with the vote, the state, the
+/// leader or the membership, not [`Raft::metrics`], which openraft sends on every turn of
+/// its core loop: several times per write, each a task woken for nothing
+/// (docs/performance.md, "Hand-offs per write"). Snapshots are logged where they are
+/// built and installed ([`crate::raft::state_machine`]).
 async fn follow_leadership(
     raft: Raft,
     leadership: watch::Sender<Option<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut metrics = raft.metrics();
+    let mut server = raft.server_metrics();
     let mut seen = Seen::default();
     loop {
-        let (leader, stopped) = {
-            let m = metrics.borrow_and_update();
+        let leader = {
+            let m = server.borrow_and_update();
             seen.log_changes(&m);
-            (
-                (m.state == ServerState::Leader).then_some(m.current_term),
-                m.running_state.clone().err(),
-            )
+            (m.state == ServerState::Leader).then_some(m.vote.leader_id().get_term())
         };
         leadership.send_if_modified(|was| std::mem::replace(was, leader) != leader);
-        match stopped {
-            None => {}
-            Some(openraft::error::Fatal::Stopped) => break,
-            Some(e) => {
-                // `slct serve` exits on it too (`Node::raft_failed`).
-                tracing::error!("raft stopped: {e}");
-                break;
-            }
-        }
         tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { break },
+            // Closed: Raft stopped, and dropped its senders after its last metrics.
+            changed = server.changed() => if changed.is_err() { break },
             _ = shutdown.changed() => break,
         }
     }
     leadership.send_if_modified(|was| std::mem::take(was).is_some());
+    if let Some(e) = raft_failure(&raft) {
+        // `slct serve` exits on it too (`Node::raft_failed`).
+        tracing::error!("raft stopped: {e}");
+    }
+}
+
+/// The fatal error Raft stopped on, if it stopped on one (not on a shutdown).
+fn raft_failure(raft: &Raft) -> Option<String> {
+    match raft.metrics().borrow().running_state.clone() {
+        Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// What [`follow_leadership`] last logged.
@@ -861,15 +868,14 @@ async fn follow_leadership(
 struct Seen {
     leader: Option<NodeId>,
     membership: Option<openraft::LogId<NodeId>>,
-    snapshot: Option<openraft::LogId<NodeId>>,
 }
 
 impl Seen {
     /// Logs at INFO what changed in `m` since the last call.
-    fn log_changes(&mut self, m: &openraft::RaftMetrics<NodeId, BasicNode>) {
+    fn log_changes(&mut self, m: &openraft::metrics::RaftServerMetrics<NodeId, BasicNode>) {
         if m.current_leader != self.leader {
             self.leader = m.current_leader;
-            let (me, term) = (m.id, m.current_term);
+            let (me, term) = (m.id, m.vote.leader_id().get_term());
             match m.current_leader {
                 Some(id) if id == me => tracing::info!("node {me} is the leader (term {term})"),
                 Some(id) => tracing::info!("node {me} follows leader {id} (term {term})"),
@@ -888,12 +894,6 @@ impl Seen {
                  {index})",
                 m.id
             );
-        }
-        if m.snapshot != self.snapshot {
-            self.snapshot = m.snapshot;
-            if let Some(at) = m.snapshot {
-                tracing::info!("node {}: snapshot up to log index {}", m.id, at.index);
-            }
         }
     }
 }

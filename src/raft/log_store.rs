@@ -70,6 +70,8 @@ pub struct LogStore {
     pending_purge: Arc<Mutex<Option<LogId<u64>>>>,
     /// The bytes of the entries the log holds, after each change.
     held_bytes: Arc<watch::Sender<u64>>,
+    /// A change of `held_bytes` is notified only when it leaves at least this many.
+    notify_held_from: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -84,6 +86,7 @@ impl LogStore {
             durable: watch::channel(Some(u64::MAX)).1,
             pending_purge: Arc::default(),
             held_bytes,
+            notify_held_from: Arc::new(AtomicU64::new(u64::MAX)),
         };
         let committed = log_store.stored_committed()?;
         log_store.note_committed(committed);
@@ -146,9 +149,19 @@ impl LogStore {
     }
 
     /// Follows the bytes of the entries the log holds (for snapshots by size,
-    /// [`crate::node`]).
+    /// [`crate::node`]). The value is always current, but a change is notified only
+    /// when it leaves the log holding at least what [`LogStore::notify_held_from`] last
+    /// set (nothing before that): the size the node waits for, so that an append below
+    /// it wakes no task (docs/performance.md, "Hand-offs per write").
     pub fn held_bytes(&self) -> watch::Receiver<u64> {
         self.held_bytes.subscribe()
+    }
+
+    /// From now on, notifies changes of [`LogStore::held_bytes`] that leave at least
+    /// `bytes`. Set before looking at the value: the value is updated and the threshold
+    /// read under the watch's lock, so a change in between is seen or notified.
+    pub fn notify_held_from(&self, bytes: u64) {
+        self.notify_held_from.store(bytes, Ordering::SeqCst);
     }
 
     /// The bytes of the entries the log holds up to index `through`.
@@ -157,7 +170,13 @@ impl LogStore {
     }
 
     fn note_held_bytes(&self) {
-        self.held_bytes.send_replace(self.wal.held_bytes());
+        let bytes = self.wal.held_bytes();
+        let from = &self.notify_held_from;
+        self.held_bytes.send_if_modified(|held| {
+            let changed = *held != bytes;
+            *held = bytes;
+            changed && bytes >= from.load(Ordering::SeqCst)
+        });
     }
 
     /// The highest index this node knows to be committed, if any.
