@@ -27,7 +27,8 @@ fn value(i: usize) -> Value {
 }
 
 fn value_files(node: &Node) -> usize {
-    std::fs::read_dir(node.store().values_dir())
+    let dir = node.config().data_dir.join(slct::storage::SM_DIR);
+    std::fs::read_dir(dir.join(slct::storage::sm::values::VALUES_DIR))
         .expect("the values directory")
         .count()
 }

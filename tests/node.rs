@@ -44,7 +44,7 @@ fn create(id: &str, selects: Vec<Select>) -> Op {
 }
 
 fn local_state(node: &Node, id: &str) -> Option<State> {
-    let bytes = node.store().get(Table::States, id.as_bytes()).ok()??;
+    let bytes = node.reader().get(Table::States, id.as_bytes()).ok()??;
     slct::codec::decode(&bytes).ok()
 }
 

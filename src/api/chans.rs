@@ -102,7 +102,7 @@ pub async fn info(
 ) -> ApiResult<JsonOut<ChanView>> {
     validate::name("channel name", &name)?;
     read_barrier(&state, q.stale).await?;
-    let (store, key) = (state.node.store().clone(), name.clone());
+    let (store, key) = (state.node.reader(), name.clone());
     read_blocking(move || crate::engine::chan_view(&store, &key))
         .await?
         .map(JsonOut)
@@ -386,7 +386,7 @@ pub async fn list(
         after: q.after,
         limit,
     };
-    let store = state.node.store().clone();
+    let store = state.node.reader();
     let body = read_blocking(move || engine::list::chans_page(&store, &query)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -78,7 +78,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
 
 /// `GET /metrics`.
 pub async fn render(State(state): State<AppState>) -> Response {
-    let counts = crate::engine::counts(state.node.store())
+    let counts = crate::engine::counts(&state.node.reader())
         .map_err(|e| tracing::warn!("metrics: cannot read the state counts: {e}"))
         .ok();
     let metrics = &state.metrics;

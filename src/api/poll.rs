@@ -109,7 +109,7 @@ async fn candidates(
     min_priority: u8,
     limit: usize,
 ) -> ApiResult<Vec<String>> {
-    let (store, prefix) = (state.node.store().clone(), prefix.to_owned());
+    let (store, prefix) = (state.node.reader(), prefix.to_owned());
     tokio::task::spawn_blocking(move || {
         engine::poll::candidates(&store, &prefix, min_priority, limit)
     })

@@ -64,7 +64,7 @@ pub async fn get(
     Query(query): Query<ReadQuery>,
 ) -> ApiResult<Response> {
     read_barrier(&state, query.stale).await?;
-    let (store, key) = (state.node.store().clone(), id.clone());
+    let (store, key) = (state.node.reader(), id.clone());
     match blocking(move || load_state(&store, &key)).await? {
         Some(s) => Ok(JsonOut(with_max_attempts(&state, &s)).into_response()),
         None => Err(ApiError::not_found(format!("no state {id:?}"))),
@@ -322,7 +322,7 @@ pub async fn history(
 ) -> ApiResult<JsonOut<serde_json::Value>> {
     let limit = page_limit(q.limit)?;
     read_barrier(&state, q.stale).await?;
-    let (store, key, before) = (state.node.store().clone(), id.clone(), q.before);
+    let (store, key, before) = (state.node.reader(), id.clone(), q.before);
     let events = blocking(move || match load_state(&store, &key)? {
         Some(_) => crate::engine::history::read(&store, &key, before, limit + 1).map(Some),
         None => Ok(None),
@@ -404,7 +404,7 @@ pub async fn list(
         limit,
         full: q.full,
     };
-    let store = state.node.store().clone();
+    let store = state.node.reader();
     let body = blocking(move || list::states_page(&store, &query)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -15,7 +15,7 @@ use crate::engine::{Error, Op};
 /// One delivery attempt of the lease the state holds, unless it is the lease `last`
 /// attempted; returns the token attempted.
 pub(super) async fn attempt(d: &Shared, id: &str, last: Option<Uuid>) -> Option<Uuid> {
-    let state = crate::engine::load_state(d.node.store(), id).ok()??;
+    let state = crate::engine::load_state(&d.node.reader(), id).ok()??;
     state.callback.as_ref()?;
     let token = state.lease.as_ref()?.token;
     if Some(token) == last {

@@ -322,7 +322,7 @@ fn dispatch(d: &Arc<Shared>, id: &str) {
 
 /// The target (`host:port`) of the callback of the state `id`, if it has one.
 fn target_of(d: &Shared, id: &str) -> Option<String> {
-    let state = crate::engine::load_state(d.node.store(), id).ok()??;
+    let state = crate::engine::load_state(&d.node.reader(), id).ok()??;
     let url = reqwest::Url::parse(&state.callback?.url).ok()?;
     Some(format!(
         "{}:{}",

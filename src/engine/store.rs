@@ -188,6 +188,29 @@ pub trait Store {
     fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a>;
 }
 
+/// A store that can only be read: all that a node's readers (the API, the callbacks)
+/// get of its replica, which Raft alone writes. Cheap to clone when `S` is, so that a
+/// read can be moved to the blocking pool.
+#[derive(Clone)]
+pub struct ReadOnly<S>(S);
+
+impl<S: Store> ReadOnly<S> {
+    /// `store`, to be read only.
+    pub fn new(store: S) -> Self {
+        ReadOnly(store)
+    }
+}
+
+impl<S: Store> Store for ReadOnly<S> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(table, key)
+    }
+
+    fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
+        self.0.scan_from(table, from)
+    }
+}
+
 /// Staged writes: per table, key → new value (`None` deletes).
 pub type WriteSet = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Table::ALL.len()];
 

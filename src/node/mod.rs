@@ -4,7 +4,7 @@
 //! API ([`crate::api`]): the API never touches openraft directly. Writes go through
 //! [`Node::write`] on the leader (stamped with leader time and a seed, packed with other
 //! concurrent writes into one log entry: group commit); reads go to the local
-//! [`Node::store`] after [`Node::linearizable_read`] (or without, for `?stale=true`);
+//! [`Node::reader`] after [`Node::linearizable_read`] (or without, for `?stale=true`);
 //! every node hears the [`Effects`] of each command it applies through
 //! [`Node::subscribe`].
 //!
@@ -73,7 +73,7 @@ use tokio::task::JoinHandle;
 use crate::clock::now_ms;
 use crate::codec;
 use crate::engine::types::Millis;
-use crate::engine::{Applied, Effects, Op};
+use crate::engine::{Applied, Effects, Op, ReadOnly};
 use crate::raft::auth::ClusterKey;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -490,9 +490,9 @@ impl Node {
         low
     }
 
-    /// The local replica of the state machine, for reads.
-    pub fn store(&self) -> &SledStore {
-        &self.inner.store
+    /// The local replica of the state machine, to read (Raft alone writes it).
+    pub fn reader(&self) -> ReadOnly<SledStore> {
+        ReadOnly::new(self.inner.store.clone())
     }
 
     /// Effects of every command this node applies, in apply order. Commands whose
