@@ -167,18 +167,24 @@ fn a_new_term_withdraws_parked_sends_and_receives_nobody_was_offered_anything() 
     );
 }
 
-#[test]
-fn values_put_back_at_a_new_term_keep_their_order_on_a_channel_that_was_never_made() {
-    // Once both values are offered, nothing of `c` is left in its queues or buffer: the
-    // implicit channel is not stored, and its positions start over.
+/// Two receives parked on the implicit channel `c`, offered "v1" and "v2" in that order;
+/// nothing of `c` is left stored.
+fn two_receives_offered_v1_and_v2() -> World {
     let mut w = World::new();
-    let ids = [Uuid::new_v4(), Uuid::new_v4()];
-    for id in ids {
-        w.ok(park_recv(id));
+    for _ in 0..2 {
+        w.ok(park_recv(Uuid::new_v4()));
     }
     w.ok(try_send("v1"));
     w.ok(try_send("v2"));
     assert_eq!(w.chan("c"), None);
+    w
+}
+
+#[test]
+fn values_put_back_at_a_new_term_keep_their_order_on_a_channel_that_was_never_made() {
+    // Once both values are offered, nothing of `c` is left in its queues or buffer: the
+    // implicit channel is not stored, and its positions start over.
+    let mut w = two_receives_offered_v1_and_v2();
     w.term = 2;
     w.tick_to(T0 + 1);
     assert_eq!(w.chan("c").unwrap().len, 2);
@@ -191,14 +197,7 @@ fn values_put_back_at_a_new_term_go_in_front_of_a_buffer_with_too_few_positions_
     // After "v1" and "v2" are offered the implicit `c` is not stored; made anew, it
     // numbers its buffer from 0 again, and once "x" is received the head "v3" is at
     // position 1: one free position in front of it, two values to put there.
-    let mut w = World::new();
-    let ids = [Uuid::new_v4(), Uuid::new_v4()];
-    for id in ids {
-        w.ok(park_recv(id));
-    }
-    w.ok(try_send("v1"));
-    w.ok(try_send("v2"));
-    assert_eq!(w.chan("c"), None);
+    let mut w = two_receives_offered_v1_and_v2();
     w.make("c", 10);
     w.ok(try_send("x"));
     w.ok(try_send("v3"));
