@@ -481,6 +481,10 @@ impl Node {
         if self.inner.disk.is_low() {
             low.push(me);
         }
+        if low.is_empty() {
+            // The common case, on every write: no membership to look up.
+            return low;
+        }
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
