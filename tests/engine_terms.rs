@@ -208,3 +208,25 @@ fn values_put_back_at_a_new_term_go_in_front_of_a_buffer_with_too_few_positions_
         assert_eq!(w.try_recv("c"), Ok(received(v)));
     }
 }
+
+#[test]
+fn values_put_back_at_a_new_term_keep_their_order_across_a_channel_that_started_over() {
+    // "v1" is offered to the only receive parked on the implicit `c`, which is then not
+    // stored; the next receive parks on `c` anew, at the same queue position, and is
+    // offered "v2". Its id sorts first, so an order by queue position and then by id
+    // would put "v2" back in front of "v1".
+    let mut w = World::new();
+    let (first, second) = (Uuid::from_u128(2), Uuid::from_u128(1));
+    w.ok(park_recv(first));
+    w.ok(try_send("v1"));
+    assert_eq!(w.chan("c"), None);
+    w.ok(park_recv(second));
+    assert_eq!(
+        w.apply(try_send("v2")).effects.ops,
+        [(second, OpOutcome::Offered)]
+    );
+    w.term = 2;
+    w.tick_to(T0 + 1);
+    assert_eq!(w.try_recv("c"), Ok(received("v1")));
+    assert_eq!(w.try_recv("c"), Ok(received("v2")));
+}

@@ -94,7 +94,11 @@ pub struct OpRecord {
     pub chan: String,
     /// The queue it waits in.
     pub side: Side,
-    /// Position in the queue.
+    /// Position in the queue while it waits there; once a value is offered to it, the
+    /// offer's number among all offers ever made (the queue is behind it), so offered
+    /// values go back in the order they were offered even across a channel that started
+    /// its positions over in between (an implicit channel is not stored while every
+    /// value is offered).
     pub pos: u64,
     /// Withdrawn at this log time.
     pub deadline: Millis,
@@ -360,8 +364,9 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 .push((op, record));
         }
         for (chan, mut ops) in by_chan {
-            // A channel offers to its parked receives in queue order, so position order
-            // is the order their values were sent in.
+            // An offered operation's position is its offer's number: the order its
+            // channel handed the values out in. The others leave their queues in any
+            // order.
             ops.sort_by_key(|(_, record)| record.pos);
             let mut offered = Vec::new();
             for (op, record) in ops {
@@ -398,6 +403,14 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             )));
         };
         self.update_chan(&record.chan, |c| c.parked = c.parked.saturating_sub(1))?;
+        let offers: u64 = get_record(self.tx, Table::Meta, keys::META_OFFERS)?.unwrap_or(0);
+        put_record(
+            self.tx,
+            Table::Meta,
+            keys::META_OFFERS.to_vec(),
+            &(offers + 1),
+        )?;
+        record.pos = offers;
         record.offered = Some(value);
         put_record(self.tx, Table::Ops, op.as_bytes().to_vec(), &record)?;
         self.effects.ops.push((op, OpOutcome::Offered));

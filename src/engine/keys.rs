@@ -206,6 +206,10 @@ pub const META_CLOCK: &[u8] = b"clock";
 /// Meta key of the Raft term of the latest command applied (see `Ctx::enter_term`).
 pub const META_TERM: &[u8] = b"term";
 
+/// Meta key of the number of values ever offered to parked receives: an offered
+/// operation's `pos` is its number in that sequence (see `Ctx::enter_term`).
+pub const META_OFFERS: &[u8] = b"offers";
+
 #[cfg(test)]
 mod tests {
     use super::*;
