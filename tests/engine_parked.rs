@@ -6,9 +6,11 @@
 //! it, or its withdrawal puts it back at the head of the channel (to the first parked
 //! receiver, else in front of the buffer, past the capacity if need be). The first
 //! command of a new term withdraws every parked operation and puts the offered values
-//! back in the order they were offered, before the command does its own work. A
-//! channel never made with `PUT` is unbuffered and not stored while it holds nothing,
-//! so its queue positions start over — the case that once put values back out of order.
+//! back in the order they were offered, before the command does its own work. An
+//! operation whose deadline passes in log time is withdrawn as a command begins (before
+//! a new term's withdrawals), in deadline order. A channel never made with `PUT` is
+//! unbuffered and not stored while it holds nothing, so its queue positions start over
+//! — the case that once put values back out of order.
 //!
 //! After every step the engine's reply and the operations' outcomes must be the model's;
 //! at the end the model itself must account for every value it accepted: received
@@ -25,13 +27,12 @@ use support::world::*;
 use uuid::Uuid;
 
 const CHAN: &str = "c";
-/// Far beyond any run: deadlines never pass here; only withdrawals and terms end waits.
-const DEADLINE: u64 = T0 + 3_000_000;
 
 #[derive(Clone, Debug)]
 enum Step {
-    ParkRecv,
-    ParkSend,
+    /// Parks for this many ms of log time.
+    ParkRecv(u64),
+    ParkSend(u64),
     TrySend,
     TryRecv,
     /// Claim / withdraw the `pick`-th operation ever parked (modulo), live or not.
@@ -40,19 +41,27 @@ enum Step {
     /// The next command is the first of a new leader term.
     NewTerm,
     Close,
+    /// Log time moves on this many ms, and a tick is applied.
+    Advance(u64),
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        5 => Just(Step::ParkRecv),
-        2 => Just(Step::ParkSend),
+        5 => wait().prop_map(Step::ParkRecv),
+        2 => wait().prop_map(Step::ParkSend),
         5 => Just(Step::TrySend),
         3 => Just(Step::TryRecv),
         3 => (0usize..64).prop_map(Step::Claim),
         3 => (0usize..64).prop_map(Step::Withdraw),
         2 => Just(Step::NewTerm),
         1 => Just(Step::Close),
+        2 => (1u64..30).prop_map(Step::Advance),
     ]
+}
+
+/// How long an operation parks: mostly past the end of a run, else a few ticks.
+fn wait() -> impl Strategy<Value = u64> {
+    prop_oneof![1 => Just(3_600_000), 1 => 1u64..60]
 }
 
 /// What a step's command did: its reply (or error code) and each operation's outcome.
@@ -72,6 +81,8 @@ struct Model {
     /// Values offered to parked receives, in the order they were offered.
     offered: Vec<(Uuid, Data)>,
     new_term: bool,
+    /// Every parked operation's deadline (log time).
+    deadlines: BTreeMap<Uuid, u64>,
     outcomes: Vec<(Uuid, OpOutcome)>,
     /// Values accepted into the channel (sent, or parked as a send that was taken) and
     /// values received, for the closing account.
@@ -80,9 +91,21 @@ struct Model {
 }
 
 impl Model {
-    /// Applies one command: a new term's withdrawals first, then `op`.
-    fn apply(&mut self, op: &Op) -> Did {
+    /// Applies one command at log time `now`: the operations due withdrawn first, then
+    /// a new term's withdrawals, then `op`.
+    fn apply(&mut self, now: u64, op: &Op) -> Did {
         self.outcomes.clear();
+        let mut due: Vec<(u64, Uuid)> = self
+            .parked()
+            .filter_map(|id| {
+                let at = self.deadlines[&id];
+                (at <= now).then_some((at, id))
+            })
+            .collect();
+        due.sort();
+        for (_, id) in due {
+            self.withdraw(id);
+        }
         if std::mem::take(&mut self.new_term) {
             self.enter_term();
         }
@@ -114,6 +137,32 @@ impl Model {
         self.put_back(values);
     }
 
+    /// The operations still parked or offered.
+    fn parked(&self) -> impl Iterator<Item = Uuid> + '_ {
+        let queued = self
+            .receivers
+            .iter()
+            .chain(self.senders.iter().map(|(id, _)| id));
+        queued.chain(self.offered.iter().map(|(id, _)| id)).copied()
+    }
+
+    /// Withdraws a parked operation: out of its queue, or its offered value put back.
+    /// False if it is not parked.
+    fn withdraw(&mut self, id: Uuid) -> bool {
+        if let Some(at) = self.offered.iter().position(|(o, _)| *o == id) {
+            let (_, value) = self.offered.remove(at);
+            self.put_back(vec![value]);
+        } else if let Some(at) = self.receivers.iter().position(|o| *o == id) {
+            self.receivers.remove(at);
+        } else if let Some(at) = self.senders.iter().position(|(o, _)| *o == id) {
+            self.senders.remove(at);
+        } else {
+            return false;
+        }
+        self.outcomes.push((id, OpOutcome::Expired));
+        true
+    }
+
     fn run(&mut self, op: &Op) -> Result<Response, &'static str> {
         match op {
             Op::Send { data, mode, .. } => self.send(data.clone(), mode),
@@ -124,20 +173,11 @@ impl Model {
                 self.received.push(data.clone());
                 Ok(Response::Received { data, ok: true })
             }
-            Op::Withdraw { id } => {
-                if let Some(at) = self.offered.iter().position(|(o, _)| o == id) {
-                    let (_, value) = self.offered.remove(at);
-                    self.put_back(vec![value]);
-                } else if let Some(at) = self.receivers.iter().position(|o| o == id) {
-                    self.receivers.remove(at);
-                } else if let Some(at) = self.senders.iter().position(|(o, _)| o == id) {
-                    self.senders.remove(at);
-                } else {
-                    return Err("not_found");
-                }
-                self.outcomes.push((*id, OpOutcome::Expired));
-                Ok(Response::Done)
-            }
+            Op::Withdraw { id } => match self.withdraw(*id) {
+                true => Ok(Response::Done),
+                false => Err("not_found"),
+            },
+            Op::Tick => Ok(Response::Done),
             Op::CloseChan { .. } => {
                 if std::mem::replace(&mut self.closed, true) {
                     return Err("closed");
@@ -169,6 +209,7 @@ impl Model {
         }
         match mode {
             SendMode::Park(op) => {
+                self.deadlines.insert(op.id, op.deadline);
                 self.senders.push_back((op.id, data));
                 Ok(Response::Parked)
             }
@@ -205,6 +246,7 @@ impl Model {
         } else {
             return match mode {
                 RecvMode::Park(op) => {
+                    self.deadlines.insert(op.id, op.deadline);
                     self.receivers.push_back(op.id);
                     Ok(Response::Parked)
                 }
@@ -261,25 +303,25 @@ fn run(made: Option<usize>, steps: Vec<Step>) -> Result<(), TestCaseError> {
         values += 1;
         Data::from(json!(format!("v{values}")))
     };
-    let parked = |id: Uuid| ParkedOp {
-        id,
-        deadline: DEADLINE,
-    };
     for (n, step) in steps.into_iter().enumerate() {
         let op = match step {
-            Step::ParkRecv | Step::ParkSend => {
+            Step::ParkRecv(wait) | Step::ParkSend(wait) => {
                 // Ids in no particular order, as v4 ids are.
                 let id = Uuid::from_u128(u128::from(scrambled_id(n)));
                 ids.push(id);
+                let parked = ParkedOp {
+                    id,
+                    deadline: w.now + wait,
+                };
                 match step {
-                    Step::ParkRecv => Op::Recv {
+                    Step::ParkRecv(_) => Op::Recv {
                         chan: CHAN.into(),
-                        mode: RecvMode::Park(parked(id)),
+                        mode: RecvMode::Park(parked),
                     },
                     _ => Op::Send {
                         chan: CHAN.into(),
                         data: value(),
-                        mode: SendMode::Park(parked(id)),
+                        mode: SendMode::Park(parked),
                     },
                 }
             }
@@ -308,9 +350,13 @@ fn run(made: Option<usize>, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 continue;
             }
             Step::Close => Op::CloseChan { name: CHAN.into() },
+            Step::Advance(ms) => {
+                w.now += ms;
+                Op::Tick
+            }
         };
         let engine = did(w.apply(op.clone()));
-        let expected = m.apply(&op);
+        let expected = m.apply(w.now, &op);
         prop_assert_eq!(engine, expected, "step {} ({:?})", n, op);
     }
     // Every value accepted is received once, or still in the channel or offered.
