@@ -2,8 +2,9 @@
 //! `slct serve` processes whose data directories are each a small tmpfs of their own,
 //! filled by a file to below the node's reserve (`storage::space`) and then emptied.
 //! Writes are refused through every node while any voter's disk is low (the leader
-//! hears a follower's on its Raft answers), reads and listings go on, an operation
-//! parked before ends as it would have, and once the file is gone writes go on with no
+//! hears a follower's on its Raft answers), reads and listings go on, so do deletes and
+//! receives (they make room), an operation parked before ends as it would have, and
+//! once the file is gone writes go on with no
 //! node restarted and nothing acknowledged lost (docs/design.md, "A full disk").
 
 mod support;
@@ -133,6 +134,28 @@ async fn reads_work(cluster: &Cluster, nodes: &[u64], acked: &[String]) {
     }
 }
 
+/// What makes room goes on while writes are refused: through each node, one state of
+/// `acked` deleted (then gone) and the next value received from channel `room`, in order.
+async fn room_is_made(cluster: &Cluster, nodes: &[u64], acked: &mut Vec<String>) {
+    for (n, &via) in nodes.iter().enumerate() {
+        let id = acked.pop().expect("a state to delete");
+        let url = cluster.url(via, &format!("/state/{id}"));
+        let deleted = cluster.http.delete(&url).send().await.expect("DELETE");
+        assert_eq!(deleted.status(), 204, "delete {id} through node {via}");
+        let read = cluster.http.get(&url).send().await.expect("GET answered");
+        assert_eq!(read.status(), 404, "{id} is gone");
+        let received = cluster
+            .http
+            .post(cluster.url(via, "/chan/room/recv?wait=0"))
+            .send()
+            .await
+            .expect("receive");
+        assert_eq!(received.status(), 200, "receive through node {via}");
+        let body: Value = received.json().await.expect("JSON");
+        assert_eq!(body["data"], json!(format!("r{n}")));
+    }
+}
+
 /// Waits until writes through every node succeed again; records them as acknowledged.
 async fn await_writes(cluster: &Cluster, round: &str, nodes: &[u64], acked: &mut Vec<String>) {
     for &via in nodes {
@@ -161,6 +184,24 @@ async fn a_full_disk_refuses_writes_with_507_and_recovers_without_a_restart() {
         acked.push(id);
     }
     let follower = cluster.other_than(leader);
+    let room = cluster
+        .http
+        .put(cluster.url(leader, "/chan/room"))
+        .json(&json!({ "capacity": nodes.len() }))
+        .send()
+        .await
+        .expect("make a channel");
+    assert_eq!(room.status(), 201);
+    for n in 0..nodes.len() {
+        let sent = cluster
+            .http
+            .post(cluster.url(leader, "/chan/room/send?wait=0"))
+            .json(&json!(format!("r{n}")))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(sent.status(), 200);
+    }
 
     // A follower's disk: the leader hears of it and refuses for the cluster.
     let chan = cluster
@@ -208,6 +249,7 @@ async fn a_full_disk_refuses_writes_with_507_and_recovers_without_a_restart() {
         "the leader knows: {info}"
     );
     reads_work(&cluster, &nodes, &acked).await;
+    room_is_made(&cluster, &nodes, &mut acked).await;
     let metrics = cluster
         .http
         .get(cluster.url(follower, "/metrics"))

@@ -237,6 +237,19 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the operation goes on while a voter's disk is low on space (design.md §4,
+    /// "A full disk"): it finishes an operation the log holds already (a claim, a
+    /// withdrawal), or it makes room (a delete, a receive taking a value out). Each is a
+    /// small entry; everything else is refused before it is proposed.
+    pub fn allowed_on_low_disk(&self) -> bool {
+        match self {
+            Op::Claim { .. } | Op::Withdraw { .. } => true,
+            Op::DeleteState { .. } | Op::DeleteStates { .. } | Op::Recv { .. } => true,
+            Op::Keyed { op, .. } => op.allowed_on_low_disk(),
+            _ => false,
+        }
+    }
+
     /// The kind of operation, as idempotency records name it.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -25,7 +25,8 @@
 //! answer, [`crate::raft::network::DISK_LOW_HEADER`]); a follower forwards writes to
 //! the leader, which answers for the cluster. Only the writes that finish an operation
 //! the log holds already — taking the value offered to a parked receive, withdrawing a
-//! parked operation — go on, and so do the leader's ticks: refusing them would turn
+//! parked operation — or make room — deletes, receives — go on
+//! ([`Op::allowed_on_low_disk`]), and so do the leader's ticks: refusing them would turn
 //! operations already acknowledged as parked into unknown outcomes. Nothing is
 //! proposed before the refusal, so a 507 is a definite "not applied". See
 //! docs/design.md, "A full disk".
@@ -427,14 +428,13 @@ impl Node {
     /// Replicates and applies `op` (leader only), stamped with leader time and a seed;
     /// returns the applied result. On a follower: `NotLeader` with the leader's address.
     /// `DiskFull` while a voter's disk is low on space, unless `op` finishes an operation
-    /// the log holds already (see the module docs).
+    /// the log holds already or makes room (see the module docs).
     pub async fn write(&self, op: Op) -> Result<Applied, NodeError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let finishes = matches!(op, Op::Claim { .. } | Op::Withdraw { .. });
         let low = self.voters_low_on_disk();
-        if !finishes && !low.is_empty() {
+        if !low.is_empty() && !op.allowed_on_low_disk() {
             return Err(NodeError::DiskFull(low));
         }
         let timeout = self.inner.config.write_timeout;
