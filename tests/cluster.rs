@@ -1,13 +1,15 @@
 //! Three real `slct serve` processes on loopback: replication, leader failure with
 //! `kill -9`, catching up from the log and by snapshot, a kill loop under writes, a
-//! receive parked on a leader that is then paused, and what a survivor logs about a
-//! dead peer.
+//! receive parked on a leader that is then paused, one whose caller left while nothing
+//! could commit, and what a survivor logs about a dead peer.
 
 mod support;
 
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::strace::{attach, stop_tracing};
 use support::{eventually, Cluster};
 
 #[tokio::test]
@@ -367,6 +369,99 @@ async fn a_receive_parked_on_a_paused_leader_holds_nothing_its_successor_is_sent
 
     cluster.signal(old, "CONT");
     parked.abort();
+}
+
+/// design.md §3.3: a caller that hangs up takes its parked operation with it, even when
+/// its withdrawal cannot get into the log at once. Here every `fdatasync` of both
+/// followers takes 4 s (strace), so the leader's two entries in flight stay
+/// uncommitted while heartbeats go on (no new term), and the withdrawal waits behind
+/// them until `--write-timeout` drops it unproposed (`node::batcher`). It is retried,
+/// and lands once syncs are quick again — not at the receive's deadline two minutes
+/// later, holding any value offered to it meanwhile while later values were received.
+#[tokio::test]
+async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_after() {
+    let cluster = Cluster::build()
+        .flags(&["--write-timeout", "1s"])
+        .rust_log(Some("warn,slct=info,slct::api::chans=debug"))
+        .binary();
+    let leader = cluster.await_leader().await;
+    let term = cluster.get_json(leader, "/cluster").await["term"].clone();
+    let made = cluster
+        .http
+        .put(cluster.url(leader, "/chan/c"))
+        .send()
+        .await
+        .expect("PUT /chan/c");
+    assert_eq!(made.status(), 201);
+    let parked = tokio::spawn(
+        cluster
+            .http
+            .post(cluster.url(leader, "/chan/c/recv?wait=120"))
+            .send(),
+    );
+    eventually(Duration::from_secs(10), "the receive parks", || async {
+        (chan(&cluster, leader, "c").await?["receivers"] == 1).then_some(())
+    })
+    .await;
+
+    let stalls: Vec<_> = (1..=3)
+        .filter(|id| *id != leader)
+        .map(|id| {
+            let mut stall = Command::new("strace");
+            stall
+                .args(["-f", "-o", "/dev/null", "-e", "trace=fdatasync"])
+                .args(["-e", "inject=fdatasync:delay_enter=4000000"])
+                .args(["-p", &cluster.pid(id).to_string()]);
+            attach(stall)
+        })
+        .collect();
+    // Two writes fill the leader's two entries in flight; neither commits in time.
+    for n in 1..=2 {
+        let stuck = cluster
+            .put_state(leader, &format!("stuck-{n}"), &json!({ "data": n }))
+            .await;
+        assert_eq!(
+            stuck,
+            Some(503),
+            "write {n} with the followers' syncs stalled"
+        );
+    }
+    parked.abort();
+    eventually(
+        Duration::from_secs(10),
+        "the leader sees the receiver go",
+        || async {
+            let log = cluster.log(leader);
+            (!lines_at(&log, "DEBUG", "HTTP caller went away").is_empty()).then_some(())
+        },
+    )
+    .await;
+    // A write queued after the withdrawal: once it has timed out, so has the withdrawal.
+    let queued = cluster
+        .put_state(leader, "queued", &json!({ "data": 3 }))
+        .await;
+    assert_eq!(queued, Some(503), "a write queued behind the stuck entries");
+    for stall in stalls {
+        stop_tracing(stall);
+    }
+
+    eventually(
+        Duration::from_secs(20),
+        "the departed receive is withdrawn",
+        || async { (chan(&cluster, leader, "c").await?["receivers"] == 0).then_some(()) },
+    )
+    .await;
+    let sent = cluster
+        .http
+        .post(cluster.url(leader, "/chan/c/send?wait=0"))
+        .json(&json!("v1"))
+        .send()
+        .await
+        .expect("try-send");
+    assert_eq!(sent.status(), 409, "no receiver is left to take it");
+    // Withdrawn by the retried withdrawal, not by a new term's first command.
+    let now = cluster.get_json(leader, "/cluster").await;
+    assert_eq!((&now["leader"], &now["term"]), (&json!(leader), &term));
 }
 
 /// Lines of `log` at `level` that contain `text`.

@@ -11,11 +11,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+use support::strace::{attach, stop_tracing};
 use support::Cluster;
 
 /// Attaches `strace` to every thread of process `pid`, logging `fsync`, `fdatasync`
@@ -35,37 +35,6 @@ fn trace_syncs(pid: u32, out: &std::path::Path) -> std::process::Child {
         .arg(out)
         .args(["-p", &pid.to_string()]);
     attach(strace)
-}
-
-/// Starts `strace` and returns once it says it attached, on the first line of its
-/// stderr: with `-f -p` it has then stopped every thread of the process, so every
-/// system call after this is seen (and faults injected into it).
-fn attach(mut strace: Command) -> std::process::Child {
-    let mut strace = strace
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strace is installed (scripts/test.sh installs it)");
-    let stderr = strace.stderr.take().expect("strace's stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines
-        .next()
-        .expect("strace says something")
-        .expect("strace's stderr");
-    assert!(first.contains("attached"), "strace did not attach: {first}");
-    // Drain the rest, so that strace never writes into a closed or full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    strace
-}
-
-/// Lets strace detach (SIGINT) and waits for it, so its output is complete.
-fn stop_tracing(mut strace: std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-INT", &strace.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    strace.wait().expect("strace exits");
 }
 
 /// At one connection, every write waits for its own sync of the write-ahead log on the

@@ -12,7 +12,10 @@
 //! parked" means it completed meanwhile, and its outcome is awaited a moment longer.
 //!
 //! A caller that goes away (its connection closes, so axum drops the handler) takes
-//! its operation with it: a guard proposes [`Op::Withdraw`] from its `Drop`. A value
+//! its operation with it: a guard proposes [`Op::Withdraw`] from its `Drop`, and
+//! retries until it settles (a write that waited behind entries that could not commit
+//! until `--write-timeout` was dropped unproposed, and the operation would have stayed
+//! parked until its deadline). A value
 //! that meets a parked receive is only *offered* to it ([`OpOutcome::Offered`]); the
 //! handler, still running and so still connected, takes it with [`Op::Claim`]. A
 //! receiver that hung up never claims, and its withdrawal — however late it enters the
@@ -312,12 +315,41 @@ impl Drop for WithdrawOnDrop {
         let Some(state) = self.state.take() else {
             return;
         };
-        let id = self.id;
-        tracing::debug!(%id, "HTTP caller went away; withdrawing its parked operation");
-        tokio::spawn(async move {
-            // Not parked (any more) is fine: it completed or expired meanwhile.
-            let _ = state.write(Op::Withdraw { id }).await;
-        });
+        tracing::debug!(id = %self.id, "HTTP caller went away; withdrawing its parked operation");
+        tokio::spawn(withdraw_until_settled(state, self.id));
+    }
+}
+
+/// Longest a withdrawal is retried, in real time: past any `wait` and its grace.
+const WITHDRAW_RETRY_FOR: Duration = Duration::from_secs(MAX_WAIT_SECS + 60);
+
+/// Proposes [`Op::Withdraw`] until it is settled: applied, or the operation no longer
+/// parked (it completed, expired, or was withdrawn already — a withdrawal is
+/// idempotent), or this node no longer leads (the operation belongs to a term that is
+/// over, and the next term's first command withdraws it, design.md §3.3). A write that
+/// timed out is proposed again at once — the timeout was the wait, and being queued
+/// when commits resume puts the withdrawal in the first entry after the stall, before
+/// values sent later can be received; any other failure is retried after a pause.
+async fn withdraw_until_settled(state: AppState, id: Uuid) {
+    let give_up = Instant::now() + WITHDRAW_RETRY_FOR;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let code = match state.write(Op::Withdraw { id }).await {
+            Ok(_) => return,
+            Err(e) => e.code,
+        };
+        if matches!(
+            code,
+            "not_found" | "not_leader" | "no_leader" | "shutting_down"
+        ) || Instant::now() + pause > give_up
+        {
+            return;
+        }
+        tracing::debug!(%id, code, "withdrawing a parked operation failed; retrying");
+        if code != "outcome_unknown" {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 }
 
@@ -338,10 +370,14 @@ async fn withdraw(state: &AppState, id: Uuid, waiter: &mut OpWaiter) -> ApiResul
             .wait_until(Instant::now() + GRACE)
             .await
             .ok_or_else(|| unknown("its outcome was not seen by this node")),
-        Err(e) => Err(unknown(&format!(
-            "it could not be withdrawn ({})",
-            e.message
-        ))),
+        Err(e) => {
+            // The caller hears "unknown" now; the withdrawal goes on without it.
+            tokio::spawn(withdraw_until_settled(state.clone(), id));
+            Err(unknown(&format!(
+                "it could not be withdrawn yet ({})",
+                e.message
+            )))
+        }
     }
 }
 

@@ -30,7 +30,8 @@
 //! blocking receive (`wait` > 0) on the value's channel that began before the send
 //! ended, and it answered no value. Its withdrawal comes before its answer (408 and
 //! other refusals), or, when its caller gave up without one, once its node sees the
-//! caller gone (at once on a leader that goes on leading; a leader that stopped has its
+//! caller gone (at once on a leader that goes on leading, or in the first entry after
+//! its commits stalled, as the withdrawal is proposed again; a leader that stopped has its
 //! parked receives withdrawn by its successor's first command, before any send of the
 //! new term). So such a value A counts as sent when the last receive that overlapped
 //! A's send and answered no value ended; a receive that ended before A's send began
