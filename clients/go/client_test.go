@@ -263,6 +263,10 @@ func TestEachCodeIsItsOwnError(t *testing.T) {
 	if _, err := c.PutState(cx, id, Body().Data(func() {})); err == nil {
 		t.Fatal("a body that cannot be JSON was sent")
 	}
+	// The code a 507 carries on the wire (openapi.yaml, DiskFull).
+	if full := error(&Error{Status: 507, Code: "disk_full"}); !errors.Is(full, ErrDiskFull) {
+		t.Fatal("a 507 disk_full is not ErrDiskFull")
+	}
 }
 
 func TestClusterHealthReadyMetrics(t *testing.T) {

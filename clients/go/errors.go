@@ -105,8 +105,9 @@ var (
 	ErrOutcomeUnknown = sentinel("outcome_unknown")
 	// 503: the leader's clock is far ahead of log time; nothing was applied.
 	ErrClockJump = sentinel("clock_jump")
-	// 507: the node's disk is full.
-	ErrDisk = sentinel("disk")
+	// 507: a voter's disk is below its free-space reserve; the write was refused
+	// before it was proposed, so it was not applied.
+	ErrDiskFull = sentinel("disk_full")
 )
 
 // Codes of a 503 that guarantee the request was not applied.

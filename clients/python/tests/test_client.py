@@ -156,6 +156,9 @@ class Errors(unittest.TestCase):
         self.assertTrue(slct.from_answer(503, "outcome_unknown", "m").outcome_unknown)
         self.assertIs(type(slct.from_answer(409, "brand_new", "m")), slct.ConflictError)
         self.assertIs(type(slct.from_answer(418, "teapot", "m")), slct.ApiError)
+        full = slct.from_answer(507, "disk_full", "m")
+        self.assertIs(type(full), slct.DiskFull)
+        self.assertEqual(full.code_name, "disk_full")
 
     def test_a_token_the_cluster_does_not_ask_for_is_harmless(self):
         c = slct.Client(shared().urls, token="anything")

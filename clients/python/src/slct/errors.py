@@ -239,8 +239,10 @@ class ClockJump(Unavailable):
 
 
 class DiskFull(ApiError):
-    """507 ``disk``: the node's disk is full."""
-    code_name = "disk"
+    """507 ``disk_full``: a voter's disk is below its free-space reserve; the write was
+    refused before it was proposed, so it was not applied. Deletes and receives go on;
+    other writes resume once an operator makes room."""
+    code_name = "disk_full"
 
 
 #: Codes of a 503 that guarantee the request was not applied.
