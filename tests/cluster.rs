@@ -313,6 +313,32 @@ async fn chan(cluster: &Cluster, id: u64, name: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
+/// Makes channel `c` with buffer `capacity` through node `id` and parks a receive on it
+/// there for `wait` seconds; returns once it is parked. The receive is the task's own
+/// request: aborting the task hangs it up.
+async fn park_a_receive(
+    cluster: &Cluster,
+    id: u64,
+    capacity: u64,
+    wait: u64,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let made = cluster
+        .http
+        .put(cluster.url(id, "/chan/c"))
+        .json(&json!({ "capacity": capacity }))
+        .send()
+        .await
+        .expect("PUT /chan/c");
+    assert_eq!(made.status(), 201);
+    let url = cluster.url(id, &format!("/chan/c/recv?wait={wait}"));
+    let parked = tokio::spawn(cluster.http.post(url).send());
+    eventually(Duration::from_secs(10), "the receive parks", || async {
+        (chan(cluster, id, "c").await?["receivers"] == 1).then_some(())
+    })
+    .await;
+    parked
+}
+
 /// design.md §3.3: a receive parked on a leader that stops leading belongs to its term.
 /// Its handler, paused with its node, could never claim a value; the next leader
 /// withdraws it as its term begins, so a value sent to the new leader is not offered
@@ -321,24 +347,7 @@ async fn chan(cluster: &Cluster, id: u64, name: &str) -> Option<Value> {
 async fn a_receive_parked_on_a_paused_leader_holds_nothing_its_successor_is_sent() {
     let cluster = Cluster::binary(3, &[]);
     let old = cluster.await_leader().await;
-    let made = cluster
-        .http
-        .put(cluster.url(old, "/chan/c"))
-        .json(&json!({ "capacity": 4 }))
-        .send()
-        .await
-        .expect("PUT /chan/c");
-    assert_eq!(made.status(), 201);
-    let parked = tokio::spawn(
-        cluster
-            .http
-            .post(cluster.url(old, "/chan/c/recv?wait=60"))
-            .send(),
-    );
-    eventually(Duration::from_secs(10), "the receive parks", || async {
-        (chan(&cluster, old, "c").await?["receivers"] == 1).then_some(())
-    })
-    .await;
+    let parked = park_a_receive(&cluster, old, 4, 60).await;
 
     cluster.signal(old, "STOP");
     let new = new_leader(&cluster, old).await;
@@ -386,23 +395,7 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
         .binary();
     let leader = cluster.await_leader().await;
     let term = cluster.get_json(leader, "/cluster").await["term"].clone();
-    let made = cluster
-        .http
-        .put(cluster.url(leader, "/chan/c"))
-        .send()
-        .await
-        .expect("PUT /chan/c");
-    assert_eq!(made.status(), 201);
-    let parked = tokio::spawn(
-        cluster
-            .http
-            .post(cluster.url(leader, "/chan/c/recv?wait=120"))
-            .send(),
-    );
-    eventually(Duration::from_secs(10), "the receive parks", || async {
-        (chan(&cluster, leader, "c").await?["receivers"] == 1).then_some(())
-    })
-    .await;
+    let parked = park_a_receive(&cluster, leader, 0, 120).await;
 
     let stalls: Vec<_> = (1..=3)
         .filter(|id| *id != leader)
