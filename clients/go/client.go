@@ -149,6 +149,10 @@ func defaultTransport() *http.Transport {
 		return conn, nil
 	}
 	t.MaxIdleConnsPerHost = 64
+	// Below the server's idle timeout (60 s by default): a connection the server is
+	// closing must not be picked for a write, whose failure then could not be told
+	// from one the server received.
+	t.IdleConnTimeout = 30 * time.Second
 	return t
 }
 
