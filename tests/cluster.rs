@@ -1,7 +1,8 @@
 //! Three real `slct serve` processes on loopback: replication, leader failure with
 //! `kill -9`, catching up from the log and by snapshot, a kill loop under writes, a
 //! receive parked on a leader that is then paused, one whose caller left while nothing
-//! could commit, and what a survivor logs about a dead peer.
+//! could commit, one parked on a leader restarted into its old term, and what a
+//! survivor logs about a dead peer.
 
 mod support;
 
@@ -455,6 +456,46 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
     // Withdrawn by the retried withdrawal, not by a new term's first command.
     let now = cluster.get_json(leader, "/cluster").await;
     assert_eq!((&now["leader"], &now["term"]), (&json!(leader), &term));
+}
+
+/// design.md §3.3: a leader killed and started again before anyone else could be elected
+/// leads its old term at once (openraft 0.9: its committed vote is its own), so no new
+/// term withdraws what its previous process parked. Here the whole cluster is killed
+/// with a receive parked on the leader, and started again, the leader first. Its first
+/// entry withdraws the receive, so a send finds no receiver rather than offering its
+/// value to one that can never claim it (held until the deadline two minutes later).
+#[tokio::test]
+async fn a_leader_restarted_into_its_old_term_withdraws_what_its_last_process_parked() {
+    let mut cluster = Cluster::binary(3, &[]);
+    let leader = cluster.await_leader().await;
+    let term = cluster.get_json(leader, "/cluster").await["term"].clone();
+    let parked = park_a_receive(&cluster, leader, 0, 120).await;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in followers.iter().chain([&leader]) {
+        cluster.kill(*id);
+    }
+    parked.abort();
+    for id in [leader].iter().chain(&followers) {
+        cluster.spawn(*id);
+    }
+    assert_eq!(cluster.await_leader().await, leader);
+    let now = cluster.get_json(leader, "/cluster").await;
+    assert_eq!(now["term"], term, "the same term: no election withdrew it");
+
+    eventually(
+        Duration::from_secs(10),
+        "the receive of the killed process is withdrawn",
+        || async { (chan(&cluster, leader, "c").await?["receivers"] == 0).then_some(()) },
+    )
+    .await;
+    let sent = cluster
+        .http
+        .post(cluster.url(leader, "/chan/c/send?wait=0"))
+        .json(&json!("v1"))
+        .send()
+        .await
+        .expect("try-send");
+    assert_eq!(sent.status(), 409, "no receiver is left to take it");
 }
 
 /// Lines of `log` at `level` that contain `text`.

@@ -6,7 +6,8 @@
 //! it, or its withdrawal puts it back at the head of the channel (to the first parked
 //! receiver, else in front of the buffer, past the capacity if need be). The first
 //! command of a new term withdraws every parked operation and puts the offered values
-//! back in the order they were offered, before the command does its own work. An
+//! back in the order they were offered, before the command does its own work; so does
+//! `WithdrawParked`, which a leader restarted into its old term proposes first. An
 //! operation whose deadline passes in log time is withdrawn as a command begins (before
 //! a new term's withdrawals), in deadline order. A channel never made with `PUT` is
 //! unbuffered and not stored while it holds nothing, so its queue positions start over
@@ -40,6 +41,8 @@ enum Step {
     Withdraw(usize),
     /// The next command is the first of a new leader term.
     NewTerm,
+    /// A leader restarted into its old term withdraws what its last process parked.
+    WithdrawParked,
     Close,
     /// Log time moves on this many ms, and a tick is applied.
     Advance(u64),
@@ -54,6 +57,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0usize..64).prop_map(Step::Claim),
         3 => (0usize..64).prop_map(Step::Withdraw),
         2 => Just(Step::NewTerm),
+        1 => Just(Step::WithdrawParked),
         1 => Just(Step::Close),
         2 => (1u64..30).prop_map(Step::Advance),
     ]
@@ -178,6 +182,10 @@ impl Model {
                 false => Err("not_found"),
             },
             Op::Tick => Ok(Response::Done),
+            Op::WithdrawParked => {
+                self.enter_term();
+                Ok(Response::Done)
+            }
             Op::CloseChan { .. } => {
                 if std::mem::replace(&mut self.closed, true) {
                     return Err("closed");
@@ -350,6 +358,7 @@ fn run(made: Option<usize>, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 continue;
             }
             Step::Close => Op::CloseChan { name: CHAN.into() },
+            Step::WithdrawParked => Op::WithdrawParked,
             Step::Advance(ms) => {
                 w.now += ms;
                 Op::Tick

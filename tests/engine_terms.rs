@@ -230,3 +230,22 @@ fn values_put_back_at_a_new_term_keep_their_order_across_a_channel_that_started_
     assert_eq!(w.try_recv("c"), Ok(received("v1")));
     assert_eq!(w.try_recv("c"), Ok(received("v2")));
 }
+
+#[test]
+fn withdraw_parked_withdraws_like_a_new_term_within_the_term() {
+    // A leader restarted into its old term proposes it first: the same withdrawals as a
+    // new term's first command, though the term does not change.
+    let mut w = World::new();
+    let ids = offered_in_term_one(&mut w);
+    let applied = w.apply(Op::WithdrawParked);
+    assert_eq!(applied.reply, Ok(Response::Done));
+    let mut expired: Vec<_> = applied.effects.ops.iter().map(|(id, _)| *id).collect();
+    expired.sort();
+    let mut all = ids.to_vec();
+    all.sort();
+    assert_eq!(expired, all);
+    assert_eq!(w.ok(try_send("v3")), Response::Sent);
+    for v in ["v1", "v2", "v3"] {
+        assert_eq!(w.try_recv("c"), Ok(received(v)));
+    }
+}

@@ -352,6 +352,12 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             return Ok(());
         }
         put_record(self.tx, Table::Meta, keys::META_TERM.to_vec(), &term)?;
+        self.withdraw_all_ops()
+    }
+
+    /// Withdraws every parked operation, as a new term does ([`Self::enter_term`]); also
+    /// [`Op::WithdrawParked`](super::Op::WithdrawParked).
+    pub fn withdraw_all_ops(&mut self) -> Result<(), StoreError> {
         let mut by_chan: BTreeMap<String, Vec<(Uuid, OpRecord)>> = BTreeMap::new();
         for entry in self.tx.scan_from(Table::Ops, &[]) {
             let (key, bytes) = entry?;

@@ -234,6 +234,12 @@ pub enum Op {
         /// Operation id.
         id: Uuid,
     },
+    /// Withdraws every parked HTTP operation, as the first command of a term does
+    /// ([`Ctx::enter_term`](super::ctx::Ctx)): proposed first by a leader that restarted
+    /// into the term it led before (openraft 0.9 restarts a node whose committed vote is
+    /// its own as leader of that term), whose previous process took the handlers along
+    /// (design.md §3.3).
+    WithdrawParked,
 }
 
 impl Op {
@@ -243,7 +249,7 @@ impl Op {
     /// small entry; everything else is refused before it is proposed.
     pub fn allowed_on_low_disk(&self) -> bool {
         match self {
-            Op::Claim { .. } | Op::Withdraw { .. } => true,
+            Op::Claim { .. } | Op::Withdraw { .. } | Op::WithdrawParked => true,
             Op::DeleteState { .. } | Op::DeleteStates { .. } | Op::Recv { .. } => true,
             Op::Keyed { op, .. } => op.allowed_on_low_disk(),
             _ => false,
@@ -270,6 +276,7 @@ impl Op {
             Op::Recv { .. } => "receive",
             Op::Withdraw { .. } => "withdraw",
             Op::Claim { .. } => "claim",
+            Op::WithdrawParked => "withdraw parked",
             Op::Keyed { .. } => "keyed",
             Op::Tick => "tick",
         }

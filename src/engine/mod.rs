@@ -192,6 +192,10 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
             op,
         } => keyed(ctx, &key, digest, window_ms, *op),
         Op::Tick => Ok(Ok(Response::Done)),
+        Op::WithdrawParked => {
+            ctx.withdraw_all_ops()?;
+            Ok(Ok(Response::Done))
+        }
         Op::Claim { id } => Ok(match ctx.claim_op(id)? {
             Some(data) => Ok(Response::Received { data, ok: true }),
             None => Err(Error::NotFound(format!(

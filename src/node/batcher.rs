@@ -70,6 +70,20 @@ pub struct Proposal {
     pub reply: oneshot::Sender<Result<Applied, NodeError>>,
 }
 
+/// How the batcher proposes.
+pub struct Settings {
+    /// Pack concurrent writes into one entry (`--group-commit`).
+    pub group_commit: bool,
+    /// Stamped on every command (`--history-limit`).
+    pub history_limit: u32,
+    /// The term this node led before it restarted, if its committed vote was its own:
+    /// openraft 0.9 restarts it as leader of that term at once, and the operations its
+    /// previous process parked have no handler left. No new term begins to withdraw them
+    /// (`Ctx::enter_term`), so the first entry this node proposes in that term starts with
+    /// [`Op::WithdrawParked`] (design.md §3.3).
+    pub restarted_leading: Option<u64>,
+}
+
 /// The batcher task: runs until `proposals` closes or `shutdown` fires. `leading` is
 /// the term this node leads, if it leads ([`super::Node::leadership`]).
 pub async fn run(
@@ -77,10 +91,14 @@ pub async fn run(
     mut proposals: mpsc::Receiver<Proposal>,
     leading: watch::Receiver<Option<u64>>,
     progress: watch::Receiver<Progress>,
-    group_commit: bool,
-    history_limit: u32,
+    settings: Settings,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Settings {
+        group_commit,
+        history_limit,
+        restarted_leading: mut take_over,
+    } = settings;
     let in_flight = group_commit.then(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
     let mut clock = LeaderClock::default();
     // An op that did not fit the last batch: it leads the next one.
@@ -122,6 +140,17 @@ pub async fn run(
         if batch.is_empty() {
             continue;
         }
+        let term = *leading.borrow();
+        if take_over.is_some() && term.is_some() {
+            if term == take_over {
+                // Nobody waits for its reply.
+                let (reply, _) = oneshot::channel();
+                let op = Op::WithdrawParked;
+                batch.insert(0, Proposal { op, size: 0, reply });
+            }
+            // Proposed now, or a later term withdraws them anyway.
+            take_over = None;
+        }
         let now = clock.now(progress.borrow().clock);
         let (commands, mut replies): (Vec<Command>, Vec<_>) = batch
             .into_iter()
@@ -138,7 +167,6 @@ pub async fn run(
                 )
             })
             .unzip();
-        let term = *leading.borrow();
         match raft.client_write_ff(commands).await {
             Ok(applied) => {
                 let leading = leading.clone();

@@ -66,6 +66,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -80,7 +81,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::peers::PeerHealth;
 use crate::raft::state_machine::{Progress, StateMachine};
-use crate::raft::{Raft, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
+use crate::raft::{Raft, StorageError, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
 use crate::storage::sm::SledStore;
 use crate::storage::space::{DiskWatch, Space};
 use crate::storage::DataDir;
@@ -340,6 +341,9 @@ impl Node {
         let peers = PeerHealth::new(config.id);
         let key = ClusterKey::new(config.cluster_secret.as_deref());
         let network = Network::new(key, peers.clone());
+        let restarted_leading = restarted_leading(&mut log.clone(), config.id)
+            .await
+            .map_err(|e| fatal(&e))?;
         let raft = Raft::new(config.id, raft_config, network, log.clone(), state_machine)
             .await
             .map_err(|e| fatal(&e))?;
@@ -362,8 +366,11 @@ impl Node {
                 queue,
                 leadership.subscribe(),
                 progress.clone(),
-                config.group_commit,
-                config.history_limit,
+                batcher::Settings {
+                    group_commit: config.group_commit,
+                    history_limit: config.history_limit,
+                    restarted_leading,
+                },
                 shutdown.subscribe(),
             )),
             tokio::spawn(ticker::run(
@@ -821,6 +828,15 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
         .validate()
         .map_err(|e| NodeError::Fatal(format!("raft configuration: {e}")))?;
     Ok(Arc::new(valid))
+}
+
+/// The term this node led when it stopped, if its stored vote is its own and committed:
+/// openraft 0.9 then starts it as leader of that term (see [`batcher::Settings`]).
+async fn restarted_leading(log: &mut LogStore, me: NodeId) -> Result<Option<u64>, StorageError> {
+    let vote = RaftLogStorage::read_vote(log).await?;
+    Ok(vote
+        .filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(me))
+        .map(|v| v.leader_id().get_term()))
 }
 
 /// Keeps the leadership watch in step with Raft's server metrics, logs each change of

@@ -33,7 +33,7 @@
 //! caller gone (at once on a leader that goes on leading, or in the first entry after
 //! its commits stalled, as the withdrawal is proposed again; a leader that stopped has its
 //! parked receives withdrawn by its successor's first command, before any send of the
-//! new term). So such a value A counts as sent when the last receive that overlapped
+//! new term, or by its own first entry if it restarted into its old term). So such a value A counts as sent when the last receive that overlapped
 //! A's send and answered no value ended; a receive that ended before A's send began
 //! excuses nothing. (Not covered: a caller gone and its node not yet aware, a network
 //! delay, while a value reaches the receive and the handler stops between the offer
