@@ -439,20 +439,7 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
         stop_tracing(stall);
     }
 
-    eventually(
-        Duration::from_secs(20),
-        "the departed receive is withdrawn",
-        || async { (chan(&cluster, leader, "c").await?["receivers"] == 0).then_some(()) },
-    )
-    .await;
-    let sent = cluster
-        .http
-        .post(cluster.url(leader, "/chan/c/send?wait=0"))
-        .json(&json!("v1"))
-        .send()
-        .await
-        .expect("try-send");
-    assert_eq!(sent.status(), 409, "no receiver is left to take it");
+    await_no_receiver(&cluster, leader, "the departed receive is withdrawn").await;
     // Withdrawn by the retried withdrawal, not by a new term's first command.
     let now = cluster.get_json(leader, "/cluster").await;
     assert_eq!((&now["leader"], &now["term"]), (&json!(leader), &term));
@@ -482,15 +469,24 @@ async fn a_leader_restarted_into_its_old_term_withdraws_what_its_last_process_pa
     let now = cluster.get_json(leader, "/cluster").await;
     assert_eq!(now["term"], term, "the same term: no election withdrew it");
 
-    eventually(
-        Duration::from_secs(10),
+    await_no_receiver(
+        &cluster,
+        leader,
         "the receive of the killed process is withdrawn",
-        || async { (chan(&cluster, leader, "c").await?["receivers"] == 0).then_some(()) },
     )
+    .await;
+}
+
+/// Waits (up to 20 s, far less than the parked receive's two minutes) until channel `c`
+/// on node `id` has no receiver, and checks that a try-send finds none to take it.
+async fn await_no_receiver(cluster: &Cluster, id: u64, what: &str) {
+    eventually(Duration::from_secs(20), what, || async {
+        (chan(cluster, id, "c").await?["receivers"] == 0).then_some(())
+    })
     .await;
     let sent = cluster
         .http
-        .post(cluster.url(leader, "/chan/c/send?wait=0"))
+        .post(cluster.url(id, "/chan/c/send?wait=0"))
         .json(&json!("v1"))
         .send()
         .await
