@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::json;
 use slct::engine::types::Status;
-use slct::engine::{Data, Error, Op, OpOutcome, ParkedOp, RecvMode, Response, SendMode};
+use slct::engine::{Data, Error, Op, OpOutcome, Response};
 use support::world::*;
 
 // --- Rule 1: ready cases -----------------------------------------------------------
@@ -480,9 +480,9 @@ fn a_send_on_a_closed_channel_from_http_is_refused() {
 fn a_parked_receive_is_offered_a_value_claims_it_or_expires_at_its_deadline() {
     let mut w = World::new();
     let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    assert_eq!(w.ok(park_recv(a, T0 + 1_000)), Response::Parked);
-    assert_eq!(w.ok(park_recv(b, T0 + 1_000)), Response::Parked);
-    let sent = w.apply(try_send("x"));
+    assert_eq!(w.ok(park_recv("c", a, T0 + 1_000)), Response::Parked);
+    assert_eq!(w.ok(park_recv("c", b, T0 + 1_000)), Response::Parked);
+    let sent = w.apply(try_send("c", "x"));
     assert_eq!(sent.reply, Ok(Response::Sent));
     assert_eq!(sent.effects.ops, vec![(a, OpOutcome::Offered)]);
     assert_eq!(
@@ -509,33 +509,16 @@ fn a_parked_receive_is_offered_a_value_claims_it_or_expires_at_its_deadline() {
     assert_eq!(w.err(Op::Withdraw { id: b }).code(), "not_found");
 }
 
-/// A parked HTTP receive on channel `c`.
-fn park_recv(id: uuid::Uuid, deadline: u64) -> Op {
-    Op::Recv {
-        chan: "c".into(),
-        mode: RecvMode::Park(ParkedOp { id, deadline }),
-    }
-}
-
-/// A try-send of `v` on channel `c`.
-fn try_send(v: &str) -> Op {
-    Op::Send {
-        chan: "c".into(),
-        data: json!(v).into(),
-        mode: SendMode::Try,
-    }
-}
-
 #[test]
 fn withdrawing_a_receive_puts_its_offered_value_back_at_the_head_of_the_channel() {
     let mut w = World::new();
     w.make("c", 2);
     let a = uuid::Uuid::new_v4();
-    w.ok(park_recv(a, T0 + 60_000));
-    assert_eq!(w.ok(try_send("first")), Response::Sent);
+    w.ok(park_recv("c", a, T0 + 60_000));
+    assert_eq!(w.ok(try_send("c", "first")), Response::Sent);
     // The receiver hung up; later sends fill the buffer before its withdrawal lands.
-    assert_eq!(w.ok(try_send("second")), Response::Sent);
-    assert_eq!(w.ok(try_send("third")), Response::Sent);
+    assert_eq!(w.ok(try_send("c", "second")), Response::Sent);
+    assert_eq!(w.ok(try_send("c", "third")), Response::Sent);
     let withdrawn = w.apply(Op::Withdraw { id: a });
     assert_eq!(withdrawn.reply, Ok(Response::Done));
     assert_eq!(withdrawn.effects.ops, vec![(a, OpOutcome::Expired)]);
@@ -544,15 +527,9 @@ fn withdrawing_a_receive_puts_its_offered_value_back_at_the_head_of_the_channel(
         3,
         "past its capacity of 2 for a while"
     );
-    assert_eq!(w.err(try_send("fourth")).code(), "would_block");
+    assert_eq!(w.err(try_send("c", "fourth")).code(), "would_block");
     for v in ["first", "second", "third"] {
-        assert_eq!(
-            w.try_recv("c"),
-            Ok(Response::Received {
-                data: json!(v).into(),
-                ok: true
-            })
-        );
+        assert_eq!(w.try_recv("c"), Ok(received(v)));
     }
     assert_eq!(w.err(Op::Claim { id: a }).code(), "not_found");
 }
@@ -563,21 +540,15 @@ fn a_value_put_back_goes_in_front_of_a_buffer_whose_positions_started_over() {
     // it numbers its buffer from 0 again, so "second" is the head at position 0.
     let mut w = World::new();
     let a = uuid::Uuid::new_v4();
-    w.ok(park_recv(a, T0 + 60_000));
-    assert_eq!(w.ok(try_send("first")), Response::Sent);
+    w.ok(park_recv("c", a, T0 + 60_000));
+    assert_eq!(w.ok(try_send("c", "first")), Response::Sent);
     assert_eq!(w.chan("c"), None);
     w.make("c", 3);
-    assert_eq!(w.ok(try_send("second")), Response::Sent);
+    assert_eq!(w.ok(try_send("c", "second")), Response::Sent);
     assert_eq!(w.ok(Op::Withdraw { id: a }), Response::Done);
-    assert_eq!(w.ok(try_send("third")), Response::Sent);
+    assert_eq!(w.ok(try_send("c", "third")), Response::Sent);
     for v in ["first", "second", "third"] {
-        assert_eq!(
-            w.try_recv("c"),
-            Ok(Response::Received {
-                data: json!(v).into(),
-                ok: true
-            })
-        );
+        assert_eq!(w.try_recv("c"), Ok(received(v)));
     }
 }
 
@@ -585,8 +556,8 @@ fn a_value_put_back_goes_in_front_of_a_buffer_whose_positions_started_over() {
 fn an_offered_value_whose_receiver_expires_goes_to_the_next_blocked_receiver() {
     let mut w = World::new();
     let a = uuid::Uuid::new_v4();
-    w.ok(park_recv(a, T0 + 1_000));
-    assert_eq!(w.ok(try_send("v")), Response::Sent);
+    w.ok(park_recv("c", a, T0 + 1_000));
+    assert_eq!(w.ok(try_send("c", "v")), Response::Sent);
     let r = w.create("r", vec![sel("g", vec![recv("c")])]);
     assert_eq!(
         r.status(),
@@ -604,17 +575,11 @@ fn an_offered_value_whose_receiver_expires_goes_to_the_next_blocked_receiver() {
 fn an_offered_value_survives_a_close_and_is_drained_before_ok_false() {
     let mut w = World::new();
     let a = uuid::Uuid::new_v4();
-    w.ok(park_recv(a, T0 + 60_000));
-    assert_eq!(w.ok(try_send("v")), Response::Sent);
+    w.ok(park_recv("c", a, T0 + 60_000));
+    assert_eq!(w.ok(try_send("c", "v")), Response::Sent);
     w.close("c").unwrap();
     w.ok(Op::Withdraw { id: a });
-    assert_eq!(
-        w.try_recv("c"),
-        Ok(Response::Received {
-            data: json!("v").into(),
-            ok: true
-        })
-    );
+    assert_eq!(w.try_recv("c"), Ok(received("v")));
     assert_eq!(
         w.try_recv("c"),
         Ok(Response::Received {

@@ -14,30 +14,8 @@ use support::world::*;
 use uuid::Uuid;
 
 /// A parked HTTP receive on channel `c` that waits a minute.
-fn park_recv(id: Uuid) -> Op {
-    Op::Recv {
-        chan: "c".into(),
-        mode: RecvMode::Park(ParkedOp {
-            id,
-            deadline: T0 + 60_000,
-        }),
-    }
-}
-
-/// A try-send of `v` on channel `c`.
-fn try_send(v: &str) -> Op {
-    Op::Send {
-        chan: "c".into(),
-        data: json!(v).into(),
-        mode: SendMode::Try,
-    }
-}
-
-fn received(v: &str) -> Response {
-    Response::Received {
-        data: json!(v).into(),
-        ok: true,
-    }
+fn park_recv_c(id: Uuid) -> Op {
+    park_recv("c", id, T0 + 60_000)
 }
 
 /// Three receives parked in term 1 on a buffered channel, the first two offered "v1"
@@ -46,14 +24,14 @@ fn offered_in_term_one(w: &mut World) -> [Uuid; 3] {
     w.make("c", 10);
     let ids = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
     for id in ids {
-        assert_eq!(w.ok(park_recv(id)), Response::Parked);
+        assert_eq!(w.ok(park_recv_c(id)), Response::Parked);
     }
     assert_eq!(
-        w.apply(try_send("v1")).effects.ops,
+        w.apply(try_send("c", "v1")).effects.ops,
         [(ids[0], OpOutcome::Offered)]
     );
     assert_eq!(
-        w.apply(try_send("v2")).effects.ops,
+        w.apply(try_send("c", "v2")).effects.ops,
         [(ids[1], OpOutcome::Offered)]
     );
     ids
@@ -64,7 +42,7 @@ fn the_first_command_of_a_new_term_puts_offered_values_back_in_order_before_its_
     let mut w = World::new();
     let ids = offered_in_term_one(&mut w);
     w.term = 2;
-    let first = w.apply(try_send("v3"));
+    let first = w.apply(try_send("c", "v3"));
     assert_eq!(first.reply, Ok(Response::Sent));
     let expired: Vec<_> = ids.iter().map(|id| (*id, OpOutcome::Expired)).collect();
     assert_eq!(
@@ -124,7 +102,7 @@ fn values_put_back_at_a_new_term_go_to_blocked_selects_first_then_to_the_buffer_
         json!("v1"),
         "the first value to the first receiver"
     );
-    assert_eq!(w.ok(try_send("v3")), Response::Sent);
+    assert_eq!(w.ok(try_send("c", "v3")), Response::Sent);
     assert_eq!(w.try_recv("c"), Ok(received("v2")));
     assert_eq!(w.try_recv("c"), Ok(received("v3")));
 }
@@ -142,7 +120,7 @@ fn a_new_term_withdraws_parked_sends_and_receives_nobody_was_offered_anything() 
         }),
     };
     assert_eq!(w.ok(park_send), Response::Parked);
-    assert_eq!(w.ok(park_recv(recv)), Response::Parked);
+    assert_eq!(w.ok(park_recv_c(recv)), Response::Parked);
     let mut ids = [send, recv];
     ids.sort();
     w.term = 3;
@@ -172,10 +150,10 @@ fn a_new_term_withdraws_parked_sends_and_receives_nobody_was_offered_anything() 
 fn two_receives_offered_v1_and_v2() -> World {
     let mut w = World::new();
     for _ in 0..2 {
-        w.ok(park_recv(Uuid::new_v4()));
+        w.ok(park_recv_c(Uuid::new_v4()));
     }
-    w.ok(try_send("v1"));
-    w.ok(try_send("v2"));
+    w.ok(try_send("c", "v1"));
+    w.ok(try_send("c", "v2"));
     assert_eq!(w.chan("c"), None);
     w
 }
@@ -199,11 +177,11 @@ fn values_put_back_at_a_new_term_go_in_front_of_a_buffer_with_too_few_positions_
     // position 1: one free position in front of it, two values to put there.
     let mut w = two_receives_offered_v1_and_v2();
     w.make("c", 10);
-    w.ok(try_send("x"));
-    w.ok(try_send("v3"));
+    w.ok(try_send("c", "x"));
+    w.ok(try_send("c", "v3"));
     assert_eq!(w.try_recv("c"), Ok(received("x")));
     w.term = 2;
-    w.ok(try_send("v4"));
+    w.ok(try_send("c", "v4"));
     for v in ["v1", "v2", "v3", "v4"] {
         assert_eq!(w.try_recv("c"), Ok(received(v)));
     }
@@ -217,12 +195,12 @@ fn values_put_back_at_a_new_term_keep_their_order_across_a_channel_that_started_
     // would put "v2" back in front of "v1".
     let mut w = World::new();
     let (first, second) = (Uuid::from_u128(2), Uuid::from_u128(1));
-    w.ok(park_recv(first));
-    w.ok(try_send("v1"));
+    w.ok(park_recv_c(first));
+    w.ok(try_send("c", "v1"));
     assert_eq!(w.chan("c"), None);
-    w.ok(park_recv(second));
+    w.ok(park_recv_c(second));
     assert_eq!(
-        w.apply(try_send("v2")).effects.ops,
+        w.apply(try_send("c", "v2")).effects.ops,
         [(second, OpOutcome::Offered)]
     );
     w.term = 2;
@@ -244,7 +222,7 @@ fn withdraw_parked_withdraws_like_a_new_term_within_the_term() {
     let mut all = ids.to_vec();
     all.sort();
     assert_eq!(expired, all);
-    assert_eq!(w.ok(try_send("v3")), Response::Sent);
+    assert_eq!(w.ok(try_send("c", "v3")), Response::Sent);
     for v in ["v1", "v2", "v3"] {
         assert_eq!(w.try_recv("c"), Ok(received(v)));
     }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use slct::codec;
 use slct::engine::types::{Case, ChanView, Select, State};
 use slct::engine::{self, Applied, Command, Data, Error, MemStore, Op, Response, Tx};
+use slct::engine::{ParkedOp, RecvMode, SendMode};
 use uuid::Uuid;
 
 /// Log time at which every scenario starts.
@@ -202,4 +203,29 @@ pub fn sel(id: &str, cases: Vec<Case>) -> Select {
 /// The selects of a state as a client would send them back.
 pub fn written(state: &State) -> Vec<Select> {
     state.selects.iter().map(Select::as_written).collect()
+}
+
+/// A parked HTTP receive on `chan`, withdrawn at `deadline` (log time).
+pub fn park_recv(chan: &str, id: Uuid, deadline: u64) -> Op {
+    Op::Recv {
+        chan: chan.into(),
+        mode: RecvMode::Park(ParkedOp { id, deadline }),
+    }
+}
+
+/// A try-send of the string `v` on `chan`.
+pub fn try_send(chan: &str, v: &str) -> Op {
+    Op::Send {
+        chan: chan.into(),
+        data: serde_json::json!(v).into(),
+        mode: SendMode::Try,
+    }
+}
+
+/// The reply of a receive that got the string `v`.
+pub fn received(v: &str) -> Response {
+    Response::Received {
+        data: serde_json::json!(v).into(),
+        ok: true,
+    }
 }
