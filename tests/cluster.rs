@@ -353,20 +353,8 @@ async fn a_receive_parked_on_a_paused_leader_holds_nothing_its_successor_is_sent
     cluster.signal(old, "STOP");
     let new = new_leader(&cluster, old).await;
     // The new leader's first command, which it proposes on election, withdraws it.
-    eventually(
-        Duration::from_secs(10),
-        "the new leader withdraws the receive",
-        || async { (chan(&cluster, new, "c").await?["receivers"] == 0).then_some(()) },
-    )
-    .await;
-    let sent = cluster
-        .http
-        .post(cluster.url(new, "/chan/c/send?wait=0"))
-        .json(&json!("v1"))
-        .send()
-        .await
-        .expect("try-send");
-    assert_eq!(sent.status(), 200);
+    await_no_receiver(&cluster, new, "the new leader withdraws the receive").await;
+    assert_eq!(try_send(&cluster, new, "v1").await, 200);
     let got = cluster
         .http
         .post(cluster.url(new, "/chan/c/recv?wait=0"))
@@ -440,6 +428,11 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
     }
 
     await_no_receiver(&cluster, leader, "the departed receive is withdrawn").await;
+    assert_eq!(
+        try_send(&cluster, leader, "v1").await,
+        409,
+        "no receiver left"
+    );
     // Withdrawn by the retried withdrawal, not by a new term's first command.
     let now = cluster.get_json(leader, "/cluster").await;
     assert_eq!((&now["leader"], &now["term"]), (&json!(leader), &term));
@@ -475,23 +468,32 @@ async fn a_leader_restarted_into_its_old_term_withdraws_what_its_last_process_pa
         "the receive of the killed process is withdrawn",
     )
     .await;
+    assert_eq!(
+        try_send(&cluster, leader, "v1").await,
+        409,
+        "no receiver left"
+    );
 }
 
-/// Waits (up to 20 s, far less than the parked receive's two minutes) until channel `c`
-/// on node `id` has no receiver, and checks that a try-send finds none to take it.
+/// Waits (up to 20 s, far less than the parked receives' deadlines) until channel `c`
+/// on node `id` has no receiver.
 async fn await_no_receiver(cluster: &Cluster, id: u64, what: &str) {
     eventually(Duration::from_secs(20), what, || async {
         (chan(cluster, id, "c").await?["receivers"] == 0).then_some(())
     })
     .await;
+}
+
+/// A try-send of `v` on channel `c` through node `id`: the answer's status.
+async fn try_send(cluster: &Cluster, id: u64, v: &str) -> u16 {
     let sent = cluster
         .http
         .post(cluster.url(id, "/chan/c/send?wait=0"))
-        .json(&json!("v1"))
+        .json(&json!(v))
         .send()
         .await
         .expect("try-send");
-    assert_eq!(sent.status(), 409, "no receiver is left to take it");
+    sent.status().as_u16()
 }
 
 /// Lines of `log` at `level` that contain `text`.
