@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestMain(m *testing.M) {
 	}
 	shared = c
 	code := m.Run()
-	c.stop()
+	c.stop(code != 0)
 	os.Exit(code)
 }
 
@@ -74,15 +75,15 @@ func startCluster(extra ...string) (*localCluster, error) {
 	c.peers = fmt.Sprintf("1=%s,2=%s,3=%s", c.addrs[1], c.addrs[2], c.addrs[3])
 	for i := 1; i <= 3; i++ {
 		if err := c.spawn(i); err != nil {
-			c.stop()
+			c.stop(true)
 			return nil, err
 		}
 	}
 	for i := 1; i <= 3; i++ {
 		i := i
 		if err := await(60*time.Second, func() bool { return c.ready(i) }); err != nil {
-			c.stop()
-			return nil, fmt.Errorf("node %d not ready (logs in %s): %w", i, dir, err)
+			c.stop(true)
+			return nil, fmt.Errorf("node %d not ready: %w", i, err)
 		}
 	}
 	return c, nil
@@ -152,9 +153,21 @@ func (c *localCluster) leader() (int, error) {
 	return leader, err
 }
 
-func (c *localCluster) stop() {
+// stop kills the nodes and removes their files; after a failure it first prints the
+// end of each node's log, which a test's own output does not show.
+func (c *localCluster) stop(failed bool) {
 	for i := range c.procs {
 		c.kill(i)
+	}
+	if failed {
+		for i := 1; i <= 3; i++ {
+			log, _ := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("node-%d.log", i)))
+			lines := strings.Split(strings.TrimRight(string(log), "\n"), "\n")
+			if len(lines) > 40 {
+				lines = lines[len(lines)-40:]
+			}
+			fmt.Fprintf(os.Stderr, "--- node %d's log, last lines:\n%s\n", i, strings.Join(lines, "\n"))
+		}
 	}
 	os.RemoveAll(c.dir)
 }

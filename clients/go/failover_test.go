@@ -39,7 +39,7 @@ func TestTheClientRidesOutTheLossOfTheLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cluster.stop()
+	defer func() { cluster.stop(t.Failed()) }()
 	cx := ctx(t)
 	leader, err := cluster.leader()
 	if err != nil {
