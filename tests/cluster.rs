@@ -126,6 +126,11 @@ async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
     let down = cluster.other_than(leader);
     cluster.kill(down);
 
+    // Large values, kept in files of their own, which the snapshot carries along.
+    let big = |i: usize| json!(format!("{i}").repeat(100_000));
+    for i in 0..3 {
+        cluster.create(&format!("big{i}"), big(i)).await;
+    }
     for i in 0..60 {
         cluster.create(&format!("s{i}"), json!(i)).await;
     }
@@ -140,6 +145,13 @@ async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
     for i in 0..60 {
         let state = cluster.await_state(down, &format!("s{i}")).await;
         assert_eq!(state["data"], json!(i));
+    }
+    for i in 0..3 {
+        let state = cluster.await_state(down, &format!("big{i}")).await;
+        assert!(
+            state["data"] == big(i),
+            "big{i} came whole with the snapshot"
+        );
     }
     assert!(
         cluster.log(down).contains("installed snapshot"),

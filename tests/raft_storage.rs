@@ -227,3 +227,186 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
         snapshot.meta.last_log_id
     );
 }
+
+/// A large value (kept in a file of its own) is on disk once, whether the store or the
+/// snapshot or both hold it: the snapshot links the file. It travels to a peer with the
+/// snapshot, checked, and a snapshot that no longer refers to it lets its link go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
+    use std::os::unix::fs::MetadataExt;
+
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use slct::engine::{Command, Op, Store, Table};
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+    const LARGE: usize = 100_000;
+    let entry = |i: u64, op: Op| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(vec![Command {
+            now: 1_000 + i,
+            seed: i,
+            history_limit: 0,
+            op,
+        }]),
+    };
+    let create = |n: u64| Op::CreateState {
+        id: format!("s{n}"),
+        data: serde_json::json!({ "blob": format!("{n}").repeat(LARGE) }).into(),
+        selects: vec![],
+        callback: None,
+        priority: 0,
+        max_deliveries: 0,
+        retain_ms: 0,
+    };
+    let tables = |store: &SledStore| {
+        Table::ALL
+            .iter()
+            .flat_map(|&table| {
+                store
+                    .scan_from(table, &[])
+                    .map(move |entry| (table.index(), entry.expect("scan")))
+            })
+            .collect::<Vec<_>>()
+    };
+    // (name, hard links) of each file in `dir`.
+    let files = |dir: &std::path::Path| {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| {
+                let e = e.expect("entry");
+                let links = e.metadata().expect("metadata").nlink();
+                (e.file_name().into_string().expect("name"), links)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+
+    let mut source = Fresh::open();
+    for n in 1..=3 {
+        source.sm.apply([entry(n, create(n))]).await.expect("apply");
+    }
+    let snapshot = source
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let linked = files(&source.snapshots.join("values"));
+    assert_eq!(linked.len(), 3, "one link per large value: {linked:?}");
+    assert!(
+        linked.iter().all(|(_, links)| *links == 2),
+        "each file has two names, the store's and the snapshot's: {linked:?}"
+    );
+    let stored: Vec<String> = files(source.store.values_dir())
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(
+        stored,
+        linked.iter().map(|f| f.0.clone()).collect::<Vec<_>>()
+    );
+    let tables_bytes = std::fs::metadata(source.snapshots.join("current.snap"))
+        .expect("current.snap")
+        .len();
+    assert!(
+        tables_bytes < LARGE as u64,
+        "the tables file holds no value ({tables_bytes} bytes)"
+    );
+
+    // Received as openraft receives one: chunks written at offsets into the file the
+    // receiver opened.
+    let mut received = Fresh::open();
+    let mut sent = snapshot.snapshot;
+    let mut into = received.sm.begin_receiving_snapshot().await.expect("begin");
+    let len = sent.seek(std::io::SeekFrom::End(0)).await.expect("length");
+    assert!(
+        len > 3 * LARGE as u64,
+        "the stream carries the values ({len} bytes)"
+    );
+    let mut offset = 0;
+    while offset < len {
+        sent.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .expect("seek");
+        let mut chunk = Vec::with_capacity(70_000);
+        while chunk.len() < chunk.capacity() {
+            if sent.read_buf(&mut chunk).await.expect("read") == 0 {
+                break;
+            }
+        }
+        into.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .expect("seek");
+        into.write_all(&chunk).await.expect("write");
+        offset += chunk.len() as u64;
+    }
+    assert_eq!(offset, len);
+    drop(sent);
+    into.flush().await.expect("flush");
+
+    // A damaged value is refused.
+    let mut damaged = Fresh::open();
+    let mut copy = damaged.sm.begin_receiving_snapshot().await.expect("begin");
+    into.seek(std::io::SeekFrom::Start(0)).await.expect("seek");
+    let mut bytes = Vec::new();
+    into.read_to_end(&mut bytes).await.expect("read");
+    let at = bytes.len() - 16 - LARGE;
+    bytes[at] ^= 1;
+    copy.write_all(&bytes).await.expect("write");
+    copy.flush().await.expect("flush");
+    let refused = damaged.sm.install_snapshot(&snapshot.meta, copy).await;
+    assert!(refused.is_err(), "a flipped byte in a value was installed");
+
+    received
+        .sm
+        .install_snapshot(&snapshot.meta, into)
+        .await
+        .expect("install");
+    assert_eq!(tables(&received.store), tables(&source.store));
+    let linked = files(&received.snapshots.join("values"));
+    assert_eq!(linked.len(), 3);
+    assert!(
+        linked.iter().all(|(_, links)| *links == 2),
+        "the receiver keeps each value once too: {linked:?}"
+    );
+
+    // States deleted, a new snapshot: the old links go (no stream holds them).
+    for n in 1..=3 {
+        let delete = Op::DeleteState {
+            id: format!("s{n}"),
+        };
+        source
+            .sm
+            .apply([entry(3 + n, delete)])
+            .await
+            .expect("apply");
+    }
+    source.sm.apply([entry(7, create(7))]).await.expect("apply");
+    let newer = source
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert_eq!(
+        files(&source.snapshots.join("values")).len(),
+        4,
+        "held while read"
+    );
+    drop(newer);
+    let linked = files(&source.snapshots.join("values"));
+    assert_eq!(linked.len(), 1, "only the new value's link: {linked:?}");
+
+    // A restart keeps what the snapshot refers to, and the store reads the same.
+    let before = tables(&source.store);
+    drop(source.sm);
+    let reopened = StateMachine::open(source.store.clone(), &source.snapshots, source.effects)
+        .expect("reopen");
+    assert_eq!(files(&source.snapshots.join("values")).len(), 1);
+    assert_eq!(tables(&source.store), before);
+    drop(reopened);
+}

@@ -4,11 +4,13 @@
 //! log behind it, keeping that many entries. An entry carries up to 2 MiB, so 10,000
 //! of them could hold gigabytes of values long since received: 100 sends of 900 KB
 //! kept 117 MB of log per node (`benches/space_per_value.sh`). So each node also takes
-//! a snapshot once its log holds more than [`NodeConfig::snapshot_log_bytes`] (64 MiB)
-//! of applied entries, or as many as the current snapshot's size if that is larger, and
-//! purges its log up to that snapshot. Tied to the snapshot's size, a snapshot is never
-//! taken to free fewer bytes of log than it writes, so a large state is not rewritten
-//! for a little log.
+//! a snapshot once its log holds more than [`NodeConfig::snapshot_log_bytes`] (16 MiB)
+//! of applied entries, or as many as the current snapshot's tables file if that is
+//! larger, and purges its log up to that snapshot. Tied to the tables' size, a snapshot
+//! is never taken to free fewer bytes of log than it writes, so a large state is not
+//! rewritten for a little log; large values cost a snapshot no bytes (it links their
+//! files, `crate::raft::snapshot_files`), so the limit can be low: until the log drops
+//! an entry, a value it carries that still waits in a channel is on disk twice.
 //!
 //! openraft's `purge_log` does not keep `--snapshot-threshold` entries: a follower
 //! that falls behind by more gets the snapshot instead. The purge still keeps to the

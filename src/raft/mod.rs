@@ -36,6 +36,8 @@ pub mod network;
 pub mod peers;
 pub mod server;
 pub mod snapshot;
+pub mod snapshot_data;
+pub mod snapshot_files;
 pub mod state_machine;
 
 use crate::engine::{Applied, Command};
@@ -54,7 +56,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
+        SnapshotData = snapshot_data::SnapshotData,
 );
 
 /// A Raft instance of slct.

@@ -26,11 +26,14 @@
 //! a [`PointInTime`](crate::storage::sm::point_in_time::PointInTime) view of the tables (it
 //! holds the read side of a lock whose write side `apply` and `install` take). It then
 //! streams the view to a file under `snapshots/` (see [`snapshot`]) while applies go on,
-//! and renames it to `current.snap`. One build or install runs at a time. Installing copies the received file there first, then
-//! clears and reloads the tables; an `installing` marker written before the clear makes a
-//! restart after a crash halfway finish the install from that file. A restart also
-//! reloads `current.snap` when it is ahead of the tables (their unflushed tail was lost
-//! while the synced snapshot survived), since the log behind it may be purged.
+//! links the value files it refers to into `snapshots/values/` ([`snapshot_files`]), and
+//! renames it to `current.snap`. One build or install runs at a time. Installing takes
+//! the received stream apart into a tables file and value files ([`snapshot_data`]),
+//! makes it `current.snap`, then clears and reloads the tables; an `installing` marker
+//! written before the clear makes a restart after a crash halfway finish the install
+//! from that file. A restart also reloads `current.snap` when it is ahead of the tables
+//! (their unflushed tail was lost while the synced snapshot survived), since the log
+//! behind it may be purged.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +45,8 @@ use openraft::{
 use tokio::sync::{broadcast, watch, Mutex, RwLock};
 
 use super::snapshot::{self, Meta};
+use super::snapshot_data::{self, Outgoing, SnapshotData};
+use super::snapshot_files::{self, SnapshotFiles};
 use super::{Replies, StorageError, TypeConfig};
 use crate::engine::types::Millis;
 use crate::engine::{self, Effects, Store, Table, Tx};
@@ -77,6 +82,8 @@ pub struct StateMachine {
     /// Makes the store durable now and then, and says how far it is.
     checkpoints: Checkpoints,
     dir: PathBuf,
+    /// The value files the snapshots share with the store.
+    files: Arc<SnapshotFiles>,
     /// Write side taken by apply and install; read side held while a snapshot build
     /// opens its view.
     lock: Arc<RwLock<()>>,
@@ -110,6 +117,9 @@ impl StateMachine {
         if dir.join(INSTALLING).exists() || snapshot_is_newer(&store, dir)? {
             reload(&store, dir)?;
         }
+        // After the reload, which takes files from the links that this prunes.
+        let files =
+            SnapshotFiles::open(dir, &dir.join(CURRENT)).map_err(|e| snapshot_write_err(&e))?;
         let progress = watch::Sender::new(read_progress(&store)?);
         let applied = applied_log_id(&store)?.map(|id| id.index);
         let checkpoints = Checkpoints::open(store.clone(), applied)
@@ -121,6 +131,7 @@ impl StateMachine {
             checkpoints,
             store,
             dir: dir.to_owned(),
+            files,
             lock: Arc::new(RwLock::new(())),
             one_snapshot: Arc::default(),
             effects,
@@ -143,27 +154,20 @@ impl StateMachine {
         get_meta(&self.store, KEY_APPLIED)
     }
 
-    /// Copies a received snapshot into place and loads the tables from it; a crash
-    /// after the copy is finished by [`StateMachine::open`] (the `installing` mark).
+    /// Takes a received snapshot apart into place and loads the tables from it; a crash
+    /// after it is in place is finished by [`StateMachine::open`] (the `installing`
+    /// mark).
     async fn install(
         &self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        mut received: Box<tokio::fs::File>,
+        mut received: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        use tokio::io::AsyncSeekExt;
+        let _change = self.files.change();
         let tmp = self.tmp_path("install");
-        let mut copy = tokio::fs::File::create(&tmp)
+        snapshot_data::unpack(&mut received, &tmp, &self.files)
             .await
             .map_err(|e| snapshot_write_err(&e))?;
-        received
-            .seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(|e| snapshot_read_err(&e))?;
-        tokio::io::copy(&mut received, &mut copy)
-            .await
-            .map_err(|e| snapshot_write_err(&e))?;
-        copy.sync_all().await.map_err(|e| snapshot_write_err(&e))?;
-        drop(copy);
+        drop(received);
         self.remove_received()?;
         let (dir, expected) = (self.dir.clone(), meta.clone());
         tokio::task::spawn_blocking(move || {
@@ -293,6 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             store: self.store.clone(),
             dir: self.dir.clone(),
+            files: self.files.clone(),
             lock: self.lock.clone(),
             one_snapshot: self.one_snapshot.clone(),
             tmp: self.tmp_path("build"),
@@ -300,7 +305,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
         // openraft receives one snapshot at a time: a new one supersedes any unfinished.
         self.remove_received()?;
         let file = tokio::fs::OpenOptions::new()
@@ -310,13 +315,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .open(self.tmp_path(RECEIVED))
             .await
             .map_err(|e| snapshot_write_err(&e))?;
-        Ok(Box::new(file))
+        Ok(Box::new(SnapshotData::Incoming(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        received: Box<tokio::fs::File>,
+        received: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
         let one_snapshot = self.one_snapshot.clone();
         let _only_one = one_snapshot.lock().await;
@@ -326,16 +331,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let path = self.dir.join(CURRENT);
-        let file = match std::fs::File::open(&path) {
+        // The stream counts as a reader before the file is opened, so that no prune
+        // between the two takes its links.
+        let reader = self.files.reader();
+        let file = match std::fs::File::open(self.dir.join(CURRENT)) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(snapshot_read_err(&e)),
         };
-        let meta = snapshot::read_meta(&file).map_err(|e| snapshot_read_err(&e))?;
+        let (meta, outgoing) =
+            Outgoing::open(file, &self.files, reader).map_err(|e| snapshot_read_err(&e))?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
+            snapshot: Box::new(SnapshotData::Outgoing(outgoing)),
         }))
     }
 }
@@ -344,6 +352,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     store: SledStore,
     dir: PathBuf,
+    files: Arc<SnapshotFiles>,
     lock: Arc<RwLock<()>>,
     one_snapshot: Arc<Mutex<()>>,
     tmp: PathBuf,
@@ -355,24 +364,26 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let only_one = self.one_snapshot.clone().lock_owned().await;
         let applies_held = self.lock.clone().read_owned().await;
         let (store, dir, tmp) = (self.store.clone(), self.dir.clone(), self.tmp.clone());
-        let checkpoints = self.checkpoints.clone();
+        let (files, checkpoints) = (self.files.clone(), self.checkpoints.clone());
         let started = std::time::Instant::now();
-        let (meta, file, records) = tokio::task::spawn_blocking(move || {
+        let (meta, outgoing, records) = tokio::task::spawn_blocking(move || {
             let _only_one = only_one;
+            let _change = files.change();
             let meta = current_meta(&store)?;
             let view = store
                 .point_in_time()
                 .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
             drop(applies_held);
-            let built = build(&view, &meta, &tmp, &dir)
-                .map(|(file, records)| (meta, file, records))
-                .map_err(|e| snapshot_write_err(&e))?;
+            let (file, records) =
+                build(&view, &meta, &tmp, &dir, &files).map_err(|e| snapshot_write_err(&e))?;
             drop(view);
-            checkpoints.snapshot_durable(built.0.last_log_id.map(|id| id.index));
+            checkpoints.snapshot_durable(meta.last_log_id.map(|id| id.index));
             checkpoints
                 .checkpoint()
                 .map_err(|e| StorageIOError::write_state_machine(&e))?;
-            Ok::<_, StorageError>(built)
+            let (_, outgoing) =
+                Outgoing::open(file, &files, files.reader()).map_err(|e| snapshot_read_err(&e))?;
+            Ok::<_, StorageError>((meta, outgoing, records))
         })
         .await
         .map_err(|e| snapshot_write_err(&e))??;
@@ -384,7 +395,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
+            snapshot: Box::new(SnapshotData::Outgoing(outgoing)),
         })
     }
 }
@@ -408,26 +419,30 @@ fn current_meta(store: &SledStore) -> Result<Meta, StorageError> {
     })
 }
 
-/// Writes the snapshot to `tmp`, makes it the current one, and returns it opened for
-/// reading (the handle stays valid if a newer snapshot replaces the file) with the
-/// number of records it holds.
+/// Writes the snapshot to `tmp`, links the value files it refers to (while `view`
+/// keeps them in place), makes it the current one, and returns it opened for reading
+/// (the handle stays valid if a newer snapshot replaces the file) with the number of
+/// records it holds.
 fn build(
     view: &PointInTime<'_>,
     meta: &Meta,
     tmp: &Path,
     dir: &Path,
+    files: &SnapshotFiles,
 ) -> std::io::Result<(std::fs::File, u64)> {
     let file = std::fs::File::create(tmp)?;
-    let records = snapshot::write(view, meta, &file)?;
+    let written = snapshot::write(view, meta, &file)?;
+    files.link(view.values_dir(), &written.files)?;
     let reader = std::fs::File::open(tmp)?;
     std::fs::rename(tmp, dir.join(CURRENT))?;
     sync_dir(dir)?;
-    Ok((reader, records))
+    Ok((reader, written.records))
 }
 
 /// Loads `current.snap` into the tables, makes it durable, and drops the install marker.
 fn reload(store: &SledStore, dir: &Path) -> Result<(), StorageError> {
-    snapshot::load(store, &dir.join(CURRENT)).map_err(|e| snapshot_read_err(&e))?;
+    let files = dir.join(snapshot_files::FILES_DIR);
+    snapshot::load(store, &dir.join(CURRENT), &files).map_err(|e| snapshot_read_err(&e))?;
     store
         .flush_durable()
         .map_err(|e| StorageIOError::write_state_machine(&e))?;
@@ -449,7 +464,8 @@ fn snapshot_is_newer(store: &SledStore, dir: &Path) -> Result<bool, StorageError
     Ok(meta.last_log_id > applied)
 }
 
-/// The size of the current snapshot file in the snapshot directory `dir` (0: none).
+/// The size of the current snapshot's tables file in the snapshot directory `dir` (0:
+/// none): what a build writes, the value files it shares aside.
 pub fn snapshot_bytes(dir: &Path) -> u64 {
     std::fs::metadata(dir.join(CURRENT)).map_or(0, |m| m.len())
 }

@@ -16,11 +16,12 @@
 //! open-files limit: no `unsafe` here, where `libc` would need it, and no new crate.
 //!
 //! The reserve is what the engines may still write with client writes refused: the
-//! log's next segment (16 MiB, zero-filled ahead of need), a sled checkpoint (it
-//! appends to 8 MiB segments), a snapshot of the state (rebuilt every
-//! `--snapshot-threshold` entries and when the log holds 64 MiB), and the writes
-//! already accepted when the flag sets — [`RESERVE_CAP`], 128 MiB, holds the first two,
-//! a 64 MiB snapshot and 40 MiB more. A filesystem smaller than 1 GiB gets an eighth of
+//! log's next segment (8 MiB, zero-filled ahead of need), a sled checkpoint (it
+//! appends to 8 MiB segments), a snapshot's tables file (rebuilt every
+//! `--snapshot-threshold` entries and when the log holds 16 MiB; its large values are
+//! links, no new bytes), and the writes already accepted when the flag sets —
+//! [`RESERVE_CAP`], 128 MiB, holds the first two, a 64 MiB tables file and 40 MiB
+//! more. A filesystem smaller than 1 GiB gets an eighth of
 //! its size instead, so a small disk (a test's tmpfs) is not refused from its first
 //! write; there a large snapshot may not fit, and a node that meets `ENOSPC` anyway
 //! still exits for its supervisor to restart it.

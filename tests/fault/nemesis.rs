@@ -34,7 +34,7 @@ const WIRE_BYTES: u64 = 48 * 1024;
 const LAST_START: Duration = Duration::from_secs(3);
 /// Bytes [`Fault::DiskFull`] leaves free: below the reserve of the tmpfs it fills (at
 /// least 32 MiB, `storage::space`), above what the node may still write with client
-/// writes refused in a hold (the log's next 16 MiB segment, checkpoints).
+/// writes refused in a hold (the log's next 8 MiB segment, checkpoints).
 const DISK_ROOM: u64 = 24 << 20;
 
 /// One kind of fault.

@@ -345,6 +345,28 @@ impl SledStore {
             .map_err(|e| self.read_err(e))
     }
 
+    /// Writes `records` into `table` in one batch, each a key and the value file that
+    /// holds its value (a snapshot's link, and the reference it was stored under there):
+    /// the file is linked in under a new id ([`ValueFiles::adopt`]), as a large value
+    /// [`SledStore::load`] would write. For loading a snapshot, as `load`.
+    pub fn load_files(
+        &self,
+        table: Table,
+        records: &[(Vec<u8>, Reference, PathBuf)],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (key, reference, from) in records {
+            batch.insert(key.as_slice(), self.values.adopt(key, reference, from)?);
+        }
+        self.values.sync_dir()?;
+        self.tree(table)
+            .apply_batch(batch)
+            .map_err(|e| self.read_err(e))
+    }
+
     /// Commits staged writes to every touched tree in one atomic transaction (after
     /// keeping what an open [`point_in_time::PointInTime`] needs of the old values).
     /// Large values are written to durable value files first; the files of the values

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sled::IVec;
 
+use super::values::Reference;
 use super::SledStore;
 use crate::engine::{StoreError, Table, WriteSet};
 
@@ -118,7 +119,22 @@ impl SledStore {
     }
 }
 
+/// A value as [`PointInTime::for_each`] gives it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Emitted {
+    /// Kept in sled: the value, checked.
+    Value(Vec<u8>),
+    /// Kept in a value file (see [`super::values`]): the reference to it, checked. The
+    /// file is not read; it stays in place while the view is open.
+    File(Reference),
+}
+
 impl PointInTime<'_> {
+    /// Where the value files that [`Emitted::File`] refers to are.
+    pub fn values_dir(&self) -> &std::path::Path {
+        self.store.values_dir()
+    }
+
     /// Calls `emit` with every key and value `table` held when the view opened: first
     /// those unchanged since, in key order, then the rest in no particular order.
     /// Each table is read once.
@@ -127,10 +143,19 @@ impl PointInTime<'_> {
     pub fn for_each(
         &self,
         table: Table,
-        mut emit: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
+        mut emit: impl FnMut(&[u8], Emitted) -> io::Result<()>,
     ) -> io::Result<()> {
         let (store, i) = (self.store, table.index());
         let tree = store.tree(table);
+        let emitted = |key: &[u8], stored: IVec| -> io::Result<Emitted> {
+            match Reference::in_stored(key, &stored) {
+                Some(reference) => Ok(Emitted::File(reference)),
+                None => store
+                    .unseal(tree, key, stored)
+                    .map(Emitted::Value)
+                    .map_err(io::Error::other),
+            }
+        };
         for entry in tree.iter() {
             let (key, stored) = entry.map_err(|e| io::Error::other(store.read_err(e)))?;
             let unchanged = {
@@ -141,10 +166,7 @@ impl PointInTime<'_> {
                 unchanged
             };
             if unchanged {
-                emit(
-                    &key,
-                    &store.unseal(tree, &key, stored).map_err(io::Error::other)?,
-                )?;
+                emit(&key, emitted(&key, stored)?)?;
             }
         }
         let pre_images = {
@@ -155,10 +177,7 @@ impl PointInTime<'_> {
         };
         for (key, stored) in pre_images {
             if let Some(stored) = stored {
-                emit(
-                    &key,
-                    &store.unseal(tree, &key, stored).map_err(io::Error::other)?,
-                )?;
+                emit(&key, emitted(&key, stored)?)?;
             }
         }
         Ok(())
@@ -217,7 +236,10 @@ mod tests {
             view.for_each(table, |key, value| {
                 during(table, n);
                 n += 1;
-                let again = seen.insert((table.index(), key.to_vec()), value.to_vec());
+                let Emitted::Value(value) = value else {
+                    panic!("{table:?} {key:?}: only small values here, kept in sled");
+                };
+                let again = seen.insert((table.index(), key.to_vec()), value);
                 assert!(again.is_none(), "{table:?} {key:?} emitted twice");
                 Ok(())
             })

@@ -47,7 +47,7 @@ pub const LARGE_VALUE_BYTES: usize = 64 << 10;
 pub const VALUES_DIR: &str = "values";
 
 /// Bytes of a reference: the file id, the value's length and its CRC-32.
-const REFERENCE_BYTES: usize = 16 + 8 + 4;
+pub const REFERENCE_BYTES: usize = 16 + 8 + 4;
 
 /// A value kept in a file: which file, and what it must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,8 @@ pub struct Reference {
 }
 
 impl Reference {
-    fn encode(&self) -> [u8; REFERENCE_BYTES] {
+    /// The reference as bytes (as a snapshot carries it; sled keeps it sealed).
+    pub fn encode(&self) -> [u8; REFERENCE_BYTES] {
         let mut bytes = [0; REFERENCE_BYTES];
         bytes[..16].copy_from_slice(&self.id.to_be_bytes());
         bytes[16..24].copy_from_slice(&self.len.to_be_bytes());
@@ -66,7 +67,8 @@ impl Reference {
         bytes
     }
 
-    fn decode(bytes: &[u8]) -> Option<Reference> {
+    /// The reference `bytes` encode, if they are one's length.
+    pub fn decode(bytes: &[u8]) -> Option<Reference> {
         let bytes: &[u8; REFERENCE_BYTES] = bytes.try_into().ok()?;
         Some(Reference {
             id: u128::from_be_bytes(bytes[..16].try_into().ok()?),
@@ -92,7 +94,18 @@ impl Reference {
         self.id
     }
 
-    fn file_name(&self) -> String {
+    /// The length of the value.
+    pub fn value_len(&self) -> u64 {
+        self.len
+    }
+
+    /// The CRC-32 of the value.
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+
+    /// The name of the file.
+    pub fn file_name(&self) -> String {
         file_name(self.id)
     }
 }
@@ -134,18 +147,8 @@ impl ValueFiles {
     /// Writes `value`, to be stored under `key`, into a new file and returns the sealed
     /// reference to store instead. Not durable until [`ValueFiles::sync_dir`].
     pub fn write(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let (reference, stored) = loop {
-            let reference = Reference {
-                id: uuid::Uuid::new_v4().as_u128(),
-                len: value.len() as u64,
-                crc: crc32fast::hash(value),
-            };
-            let stored = seal::seal_reference(key, &reference.encode());
-            // A reference must never pass for an inline value (module docs of `seal`).
-            if seal::unseal(key, stored.clone()).is_none() {
-                break (reference, stored);
-            }
-        };
+        let (reference, stored) =
+            self.new_reference(key, value.len() as u64, crc32fast::hash(value));
         let path = self.dir.join(reference.file_name());
         let mut file = File::options()
             .write(true)
@@ -155,6 +158,41 @@ impl ValueFiles {
         file.write_all(value).map_err(|e| io_err(&path, e))?;
         file.sync_data().map_err(|e| io_err(&path, e))?;
         Ok(stored)
+    }
+
+    /// Takes in the value file `from` (a snapshot's link to a file that holds what
+    /// `reference` refers to, checked as it arrived) for a value to be stored under
+    /// `key`: links it here under a new id and returns the sealed reference to store.
+    /// A new id, not the snapshot's, so that no file this store already holds — or has
+    /// dropped and is about to delete — is ever taken for it. Not durable until
+    /// [`ValueFiles::sync_dir`].
+    pub fn adopt(
+        &self,
+        key: &[u8],
+        reference: &Reference,
+        from: &Path,
+    ) -> Result<Vec<u8>, StoreError> {
+        let (adopted, stored) = self.new_reference(key, reference.len, reference.crc);
+        let path = self.dir.join(adopted.file_name());
+        std::fs::hard_link(from, &path).map_err(|e| io_err(from, e))?;
+        Ok(stored)
+    }
+
+    /// A reference to a new file for a value of `len` bytes with CRC-32 `crc`, to be
+    /// stored under `key`, and its sealed form.
+    fn new_reference(&self, key: &[u8], len: u64, crc: u32) -> (Reference, Vec<u8>) {
+        loop {
+            let reference = Reference {
+                id: uuid::Uuid::new_v4().as_u128(),
+                len,
+                crc,
+            };
+            let stored = seal::seal_reference(key, &reference.encode());
+            // A reference must never pass for an inline value (module docs of `seal`).
+            if seal::unseal(key, stored.clone()).is_none() {
+                return (reference, stored);
+            }
+        }
     }
 
     /// Makes the names of the files written so far durable.
@@ -284,6 +322,7 @@ fn io_err(path: &Path, source: std::io::Error) -> StoreError {
 mod tests {
     use super::*;
     use crate::engine::{Store, Table, WriteSet};
+    use crate::storage::sm::point_in_time::Emitted;
     use crate::storage::sm::SledStore;
 
     fn put(store: &SledStore, key: &[u8], value: Option<Vec<u8>>) {
@@ -355,7 +394,11 @@ mod tests {
         store.flush_durable().unwrap();
         let mut seen = Vec::new();
         view.for_each(Table::Senders, |k, v| {
-            seen.push((k.to_vec(), v.to_vec()));
+            let Emitted::File(reference) = v else {
+                panic!("a large value is kept in a file: {v:?}");
+            };
+            let file = store.values_dir().join(reference.file_name());
+            seen.push((k.to_vec(), std::fs::read(file).unwrap()));
             Ok(())
         })
         .unwrap();

@@ -60,7 +60,7 @@ use record::{Found, Record, SegmentHead};
 use sync::Shared;
 
 /// Size of a segment file (a record larger than a segment gets a segment of its own size).
-pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+pub const DEFAULT_SEGMENT_SIZE: u64 = 8 << 20;
 
 /// The torn-write check looks for an all-zero run this long, aligned in the file.
 const SECTOR: usize = 512;
