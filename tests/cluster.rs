@@ -140,6 +140,10 @@ async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
         async move { exists.then_some(()) }
     })
     .await;
+    let linked = std::fs::read_dir(leader_dir.join("snapshots/values"))
+        .expect("the snapshot's value files")
+        .count();
+    assert_eq!(linked, 3, "the snapshot refers to each large value's file");
 
     cluster.spawn(down);
     for i in 0..60 {
