@@ -1,6 +1,7 @@
 //! Disk space of large values on a real three-node cluster over HTTP: each value lies
-//! once in a file of its own, which goes once the value is received; a log holding many
-//! bytes in few entries is snapshotted and purged on every node.
+//! once in a file of its own, which the snapshot shares (a hard link) and which goes
+//! once the value is received, from the snapshot too; a log holding many bytes in few
+//! entries is snapshotted and purged on every node.
 
 mod support;
 
@@ -31,6 +32,19 @@ fn value_files(node: &Node) -> usize {
     std::fs::read_dir(dir.join(slct::storage::sm::values::VALUES_DIR))
         .expect("the values directory")
         .count()
+}
+
+/// The hard-link count of each value file the node's snapshot links to.
+fn snapshot_links(node: &Node) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = node.config().data_dir.join(slct::storage::SNAPSHOTS_DIR);
+    std::fs::read_dir(dir.join(slct::raft::snapshot_files::FILES_DIR))
+        .map(|entries| {
+            entries
+                .map(|e| e.expect("entry").metadata().expect("metadata").nlink())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn snapshot_bytes(node: &Node) -> u64 {
@@ -73,6 +87,19 @@ async fn large_values_are_kept_once_and_the_log_is_purged_by_size() {
             value_files(node) == VALUES
         })
         .await;
+        // The snapshot holds the values that were waiting when it was built (at least
+        // one: LOG_BYTES is under three values) by their files: the same file under
+        // two names, the store's and the snapshot's, and no copy in its tables file.
+        let links = snapshot_links(node);
+        assert!(!links.is_empty(), "the snapshot refers to value files");
+        assert!(
+            links.iter().all(|n| *n == 2),
+            "shared, not copied: {links:?}"
+        );
+        assert!(
+            snapshot_bytes(node) < VALUE_BYTES as u64,
+            "no value in the tables"
+        );
     }
 
     // Nothing was lost to the purge, and a received value's file goes.
@@ -85,6 +112,13 @@ async fn large_values_are_kept_once_and_the_log_is_purged_by_size() {
         eventually(Duration::from_secs(30), "the files deleted", || async {
             value_files(node) == 0
         })
+        .await;
+        // Held by the snapshot alone, they go with the next one (`node::log_size`).
+        eventually(
+            Duration::from_secs(30),
+            "the snapshot's links gone",
+            || async { snapshot_links(node).is_empty() },
+        )
         .await;
     }
     c.shutdown().await;

@@ -17,22 +17,33 @@
 //! one purge rule (design.md §4): the log store never purges past the durable applied
 //! index or a durable snapshot, and a snapshot is durable once built.
 //!
+//! A snapshot also keeps the files of the large values it refers to, and once those
+//! values are received only the snapshot holds them, until the next one. So every
+//! [`HELD_ALONE_EVERY`] the task also counts those bytes and takes a snapshot once they
+//! reach the same limit: the new one does not refer to them, and their files go.
+//!
 //! What counts is the bytes of entries already applied, which a snapshot taken now
 //! lets the log drop: entries not yet applied (a follower catching up) stay whatever
 //! is done, and counting them would make snapshots back to back.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 #[cfg(doc)]
 use super::NodeConfig;
 use crate::raft::log_store::LogStore;
-use crate::raft::state_machine::snapshot_bytes;
+use crate::raft::state_machine::{snapshot_bytes, snapshot_bytes_held_alone};
 use crate::raft::Raft;
+
+/// How often the task counts the value files that only the snapshot still holds.
+const HELD_ALONE_EVERY: Duration = Duration::from_secs(5);
 
 /// Takes snapshots for the log's size until `shutdown`: once `log` holds `min` bytes of
 /// applied entries, or as many as the current snapshot in the directory `snapshots`.
+/// Also once the snapshot alone holds that many bytes of value files: a new snapshot
+/// refers to none of them, and their links go.
 pub async fn run(
     raft: Raft,
     log: LogStore,
@@ -42,6 +53,8 @@ pub async fn run(
 ) {
     let mut held = log.held_bytes();
     let mut metrics = raft.metrics();
+    let mut held_alone_tick = tokio::time::interval(HELD_ALONE_EVERY);
+    held_alone_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rounds = 0u64;
     loop {
         let limit = min.max(snapshot_bytes(&snapshots));
@@ -53,13 +66,22 @@ pub async fn run(
         log.notify_held_from(limit);
         // After a round, something must change before the next: never a busy loop.
         let mut wait = rounds > 0;
-        let applied_bytes = loop {
+        // Why a round is due, and how many bytes it lets go.
+        let (why, bytes) = loop {
             if wait {
                 let over = *held.borrow() >= limit;
-                tokio::select! {
+                let count_held_alone = tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => return,
-                    changed = held.changed() => if changed.is_err() { return },
-                    changed = metrics.changed(), if over => if changed.is_err() { return },
+                    changed = held.changed() => if changed.is_err() { return } else { false },
+                    changed = metrics.changed(), if over => if changed.is_err() { return } else { false },
+                    _ = held_alone_tick.tick() => true,
+                };
+                if count_held_alone {
+                    let alone = held_alone(&snapshots).await;
+                    if alone >= limit {
+                        break ("value files only the snapshot holds", alone);
+                    }
+                    continue;
                 }
             }
             wait = true;
@@ -69,7 +91,7 @@ pub async fn run(
                 if let Some(applied) = applied {
                     let bytes = log.held_bytes_through(applied.index);
                     if bytes >= limit {
-                        break bytes;
+                        break ("applied entries in the log", bytes);
                     }
                 }
             }
@@ -80,12 +102,24 @@ pub async fn run(
             done = round(&raft) => if !done { return },
         }
         tracing::info!(
-            applied_bytes,
+            why,
+            bytes,
             left = *held.borrow(),
             limit,
             "purged the log after a snapshot taken for its size"
         );
     }
+}
+
+/// Bytes of the value files that only the current snapshot in the directory
+/// `snapshots` holds (0 if they cannot be counted: the next count tries again).
+async fn held_alone(snapshots: &Path) -> u64 {
+    let dir = snapshots.to_owned();
+    tokio::task::spawn_blocking(move || snapshot_bytes_held_alone(&dir))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0)
 }
 
 /// Makes sure a snapshot covers what was applied when the round began, purges the log

@@ -136,6 +136,29 @@ impl SnapshotFiles {
     }
 }
 
+/// Bytes of the value files that the snapshot whose tables file is `current` refers
+/// to and that have no name but their link in `dir`: values received or removed since
+/// it was built, which the store no longer holds. A newer snapshot lets them go.
+pub fn bytes_held_alone(dir: &Path, current: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let references = match File::open(current) {
+        Ok(file) => snapshot::read_files(&file)?,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = 0;
+    for reference in references {
+        match std::fs::metadata(dir.join(reference.file_name())) {
+            Ok(metadata) if metadata.nlink() == 1 => bytes += reference.value_len(),
+            Ok(_) => {}
+            // Pruned meanwhile: a newer snapshot replaced `current`.
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(bytes)
+}
+
 /// A build or an install under way (see [`SnapshotFiles::change`]).
 pub struct Change(Arc<SnapshotFiles>);
 

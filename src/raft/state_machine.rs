@@ -470,6 +470,12 @@ pub fn snapshot_bytes(dir: &Path) -> u64 {
     std::fs::metadata(dir.join(CURRENT)).map_or(0, |m| m.len())
 }
 
+/// Bytes of the value files that only the current snapshot in the snapshot directory
+/// `dir` still holds (see [`snapshot_files::bytes_held_alone`]).
+pub fn snapshot_bytes_held_alone(dir: &Path) -> std::io::Result<u64> {
+    snapshot_files::bytes_held_alone(&dir.join(snapshot_files::FILES_DIR), &dir.join(CURRENT))
+}
+
 /// The meta of `current.snap`, if there is one.
 fn current_snapshot_meta(dir: &Path) -> Result<Option<Meta>, StorageError> {
     let file = match std::fs::File::open(dir.join(CURRENT)) {
