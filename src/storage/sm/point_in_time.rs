@@ -345,4 +345,31 @@ mod tests {
             prop_assert_eq!(seen, before);
         }
     }
+
+    #[test]
+    fn an_open_view_keeps_the_value_files_it_may_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let large = vec![1u8; crate::storage::sm::values::LARGE_VALUE_BYTES];
+        let files = || std::fs::read_dir(store.values_dir()).unwrap().count();
+        commit(&store, &[(Table::Senders, b"a", Some(&large))]);
+        let view = store.point_in_time().unwrap();
+        commit(&store, &[(Table::Senders, b"a", None)]);
+        store.flush_durable().unwrap();
+        let mut seen = Vec::new();
+        view.for_each(Table::Senders, |k, v| {
+            let Emitted::File(reference) = v else {
+                panic!("a large value is kept in a file: {v:?}");
+            };
+            let file = store.values_dir().join(reference.file_name());
+            seen.push((k.to_vec(), std::fs::read(file).unwrap()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(b"a".to_vec(), large)]);
+        drop(view);
+        assert_eq!(files(), 1, "kept while the view was open");
+        store.flush_durable().unwrap();
+        assert_eq!(files(), 0, "deleted by the next flush");
+    }
 }

@@ -322,7 +322,6 @@ fn io_err(path: &Path, source: std::io::Error) -> StoreError {
 mod tests {
     use super::*;
     use crate::engine::{Store, Table, WriteSet};
-    use crate::storage::sm::point_in_time::Emitted;
     use crate::storage::sm::SledStore;
 
     fn put(store: &SledStore, key: &[u8], value: Option<Vec<u8>>) {
@@ -382,31 +381,6 @@ mod tests {
         store.flush_durable().unwrap();
         assert!(files(&store).is_empty());
         assert_eq!(store.get(Table::Senders, b"a").unwrap(), None);
-    }
-
-    #[test]
-    fn an_open_view_keeps_the_files_it_may_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        put(&store, b"a", Some(large(1)));
-        let view = store.point_in_time().unwrap();
-        put(&store, b"a", None);
-        store.flush_durable().unwrap();
-        let mut seen = Vec::new();
-        view.for_each(Table::Senders, |k, v| {
-            let Emitted::File(reference) = v else {
-                panic!("a large value is kept in a file: {v:?}");
-            };
-            let file = store.values_dir().join(reference.file_name());
-            seen.push((k.to_vec(), std::fs::read(file).unwrap()));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(seen, vec![(b"a".to_vec(), large(1))]);
-        drop(view);
-        assert_eq!(files(&store).len(), 1, "kept while the view was open");
-        store.flush_durable().unwrap();
-        assert!(files(&store).is_empty(), "deleted by the next flush");
     }
 
     #[test]
