@@ -110,7 +110,7 @@ const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 /// leader) after which a node stops calling itself ready.
 pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// Default [`NodeConfig::snapshot_log_bytes`].
-pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 16 << 20;
+pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 /// Default `--listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
 /// Default `--data`.
@@ -390,6 +390,7 @@ impl Node {
                 log.clone(),
                 config.snapshot_log_bytes,
                 snapshots,
+                store.large_values_written(),
                 shutdown.subscribe(),
             )),
         ];

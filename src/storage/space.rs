@@ -18,7 +18,7 @@
 //! The reserve is what the engines may still write with client writes refused: the
 //! log's next segment (8 MiB, zero-filled ahead of need), a sled checkpoint (it
 //! appends to 8 MiB segments), a snapshot's tables file (rebuilt every
-//! `--snapshot-threshold` entries and when the log holds 16 MiB; its large values are
+//! `--snapshot-threshold` entries and when the log holds 64 MiB; its large values are
 //! links, no new bytes), and the writes already accepted when the flag sets —
 //! [`RESERVE_CAP`], 128 MiB, holds the first two, a 64 MiB tables file and 40 MiB
 //! more. A filesystem smaller than 1 GiB gets an eighth of

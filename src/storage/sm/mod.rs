@@ -478,6 +478,12 @@ impl SledStore {
         self.values.dir()
     }
 
+    /// Follows the bytes of large values written to files of their own since the
+    /// store opened (see [`values`]).
+    pub fn large_values_written(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.values.written()
+    }
+
     /// Empties every state machine table (before installing a snapshot). Refused while
     /// a point-in-time view is open, since it would not see the change.
     pub fn clear(&self) -> Result<(), StoreError> {

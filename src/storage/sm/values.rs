@@ -36,6 +36,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use tokio::sync::watch;
+
 use super::seal;
 use crate::engine::StoreError;
 
@@ -127,6 +129,9 @@ pub struct ValueFiles {
     dir: PathBuf,
     /// Files whose references commits have replaced or removed, not yet deleted.
     dropped: Mutex<Vec<u128>>,
+    /// Bytes of the files written for commits so far (not those adopted from a
+    /// snapshot): each such value came in a log entry.
+    written: watch::Sender<u64>,
 }
 
 impl ValueFiles {
@@ -136,12 +141,18 @@ impl ValueFiles {
         Ok(ValueFiles {
             dir: dir.to_owned(),
             dropped: Mutex::default(),
+            written: watch::Sender::new(0),
         })
     }
 
     /// Where the files are.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Follows the bytes of the files written for commits since the store opened.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.subscribe()
     }
 
     /// Writes `value`, to be stored under `key`, into a new file and returns the sealed
@@ -157,6 +168,8 @@ impl ValueFiles {
             .map_err(|e| io_err(&path, e))?;
         file.write_all(value).map_err(|e| io_err(&path, e))?;
         file.sync_data().map_err(|e| io_err(&path, e))?;
+        self.written
+            .send_modify(|bytes| *bytes += value.len() as u64);
         Ok(stored)
     }
 
