@@ -47,6 +47,28 @@ impl Fresh {
             sm,
         }
     }
+
+    async fn build_snapshot(&mut self) -> openraft::storage::Snapshot<TypeConfig> {
+        use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+        let mut builder = self.sm.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("build")
+    }
+}
+
+/// A record of a table: the table's index, its key and value.
+type Record = (usize, (Vec<u8>, Vec<u8>));
+
+/// Every record of every table of `store`, in order.
+fn tables(store: &SledStore) -> Vec<Record> {
+    use slct::engine::{Store, Table};
+    Table::ALL
+        .iter()
+        .flat_map(|&table| {
+            store
+                .scan_from(table, &[])
+                .map(move |entry| (table.index(), entry.expect("scan")))
+        })
+        .collect()
 }
 
 #[test]
@@ -145,7 +167,7 @@ async fn tables_behind_the_snapshot_are_reloaded_on_restart() {
 async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
-    use slct::engine::{Command, Op, Store, Table};
+    use slct::engine::{Command, Op};
 
     // Entry i creates state s{i} (with an idempotency key, and a retention: records in
     // every table); from entry 1,001 on, it also deletes s{i - 1000}.
@@ -180,16 +202,6 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
             payload: EntryPayload::Normal(batch),
         }
-    };
-    let tables = |store: &SledStore| {
-        Table::ALL
-            .iter()
-            .flat_map(|&table| {
-                store
-                    .scan_from(table, &[])
-                    .map(move |entry| (table.index(), entry.expect("scan")))
-            })
-            .collect::<Vec<_>>()
     };
 
     let mut source = Fresh::open();
@@ -235,9 +247,9 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
 async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
     use std::os::unix::fs::MetadataExt;
 
-    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::storage::RaftStateMachine;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
-    use slct::engine::{Command, Op, Store, Table};
+    use slct::engine::{Command, Op};
     use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
     const LARGE: usize = 100_000;
@@ -259,16 +271,6 @@ async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
         max_deliveries: 0,
         retain_ms: 0,
     };
-    let tables = |store: &SledStore| {
-        Table::ALL
-            .iter()
-            .flat_map(|&table| {
-                store
-                    .scan_from(table, &[])
-                    .map(move |entry| (table.index(), entry.expect("scan")))
-            })
-            .collect::<Vec<_>>()
-    };
     // (name, hard links) of each file in `dir`.
     let files = |dir: &std::path::Path| {
         let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
@@ -287,13 +289,7 @@ async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
     for n in 1..=3 {
         source.sm.apply([entry(n, create(n))]).await.expect("apply");
     }
-    let snapshot = source
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snapshot = source.build_snapshot().await;
     let linked = files(&source.snapshots.join("values"));
     assert_eq!(linked.len(), 3, "one link per large value: {linked:?}");
     assert!(
@@ -385,13 +381,7 @@ async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
             .expect("apply");
     }
     source.sm.apply([entry(7, create(7))]).await.expect("apply");
-    let newer = source
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let newer = source.build_snapshot().await;
     assert_eq!(
         files(&source.snapshots.join("values")).len(),
         4,
