@@ -250,3 +250,52 @@ fn read_u8(input: &mut impl Read) -> io::Result<u8> {
 fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Store;
+
+    /// A snapshot file of the first format, as an older node wrote it: every value
+    /// inline, no list of value files.
+    fn first_format(meta: &Meta, records: &[(Table, &[u8], &[u8])]) -> Vec<u8> {
+        let mut bytes = MAGIC_V1.to_vec();
+        write_chunk(&mut bytes, &serde_json::to_vec(meta).unwrap()).unwrap();
+        for (table, key, value) in records {
+            bytes.push(table.index() as u8);
+            write_chunk(&mut bytes, key).unwrap();
+            write_chunk(&mut bytes, value).unwrap();
+        }
+        bytes.push(END);
+        bytes.extend_from_slice(&(records.len() as u64).to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_snapshot_of_the_first_format_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("sm")).unwrap();
+        let meta = Meta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "old".into(),
+        };
+        // One value large enough to go into a file of its own once loaded.
+        let large = vec![7u8; crate::storage::sm::values::LARGE_VALUE_BYTES];
+        let path = dir.path().join("current.snap");
+        let records: [(Table, &[u8], &[u8]); 2] =
+            [(Table::States, b"a", b"1"), (Table::Chans, b"c", &large)];
+        std::fs::write(&path, first_format(&meta, &records)).unwrap();
+
+        let file = File::open(&path).unwrap();
+        assert_eq!(read_meta(&file).unwrap().snapshot_id, "old");
+        assert!(
+            read_files(&file).unwrap().is_empty(),
+            "no value files listed"
+        );
+        let loaded = load(&store, &path, &dir.path().join("values")).unwrap();
+        assert_eq!(loaded.snapshot_id, "old");
+        assert_eq!(store.get(Table::States, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get(Table::Chans, b"c").unwrap(), Some(large));
+    }
+}
