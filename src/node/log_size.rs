@@ -49,10 +49,8 @@ const HELD_ALONE_EVERY: Duration = Duration::from_secs(5);
 
 /// What woke the task.
 enum Woke {
-    /// The log's size, or Raft's metrics.
-    Log,
-    /// A large value was written to a file of its own.
-    LargeValue,
+    /// The log's size, Raft's metrics, or a large value written to a file of its own.
+    Changed,
     /// Time to count the files only the snapshot holds.
     HeldAloneTick,
 }
@@ -97,9 +95,9 @@ pub async fn run(
                 let over = *held.borrow() >= limit;
                 let woke = tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => return,
-                    changed = held.changed() => changed.map(|()| Woke::Log),
-                    changed = metrics.changed(), if over => changed.map(|()| Woke::Log),
-                    changed = large_written.changed() => changed.map(|()| Woke::LargeValue),
+                    changed = held.changed() => changed.map(|()| Woke::Changed),
+                    changed = metrics.changed(), if over => changed.map(|()| Woke::Changed),
+                    changed = large_written.changed() => changed.map(|()| Woke::Changed),
                     _ = held_alone_tick.tick() => Ok(Woke::HeldAloneTick),
                 };
                 match woke {
@@ -111,28 +109,25 @@ pub async fn run(
                         }
                         continue;
                     }
-                    Ok(Woke::Log | Woke::LargeValue) => {}
+                    Ok(Woke::Changed) => {}
                 }
             }
             wait = true;
             let applied = metrics.borrow_and_update().last_applied.map(|id| id.index);
+            // Until the log drops it, a large value still waiting is on disk twice: in
+            // its entry and in its file. `large_limit` is never above `limit`.
             let large = *large_written.borrow_and_update() - large_at_round;
+            let (why, due_at) = if large >= large_limit {
+                ("large values in the log", large_limit)
+            } else {
+                ("applied entries in the log", limit)
+            };
             // Cheap first: the whole log, then what is applied of it.
             let held_now = *held.borrow_and_update();
-            if let Some(applied) = applied.filter(|_| held_now >= limit) {
+            if let Some(applied) = applied.filter(|_| held_now >= due_at) {
                 let bytes = log.held_bytes_through(applied);
-                if bytes >= limit {
-                    break ("applied entries in the log", bytes);
-                }
-            }
-            // Until the log drops it, a large value still waiting is on disk twice: in
-            // its entry and in its file.
-            if let Some(applied) =
-                applied.filter(|_| large >= large_limit && held_now >= large_limit)
-            {
-                let bytes = log.held_bytes_through(applied);
-                if bytes >= large_limit {
-                    break ("large values in the log", bytes);
+                if bytes >= due_at {
+                    break (why, bytes);
                 }
             }
         };

@@ -7,7 +7,7 @@
 //! A large value kept in a file of its own (`crate::storage::sm::values`) is not copied
 //! into the snapshot: the record holds its reference, and the snapshot shares the file
 //! itself (a hard link, see [`super::snapshot_files`]). A waiting value is then on disk
-//! once, not once in the store and again in the snapshot (design.md §4, "Disk space").
+//! once, not once in the store and again in the snapshot (design.md §4, "Snapshots").
 //! What travels to a peer is this file followed by the value files it lists
 //! ([`super::snapshot_data`]).
 //!
