@@ -74,6 +74,7 @@ pub struct Metrics {
     disk_reserve: Gauge,
     disk_low: Gauge,
     disk_low_voters: Gauge,
+    body_bytes_held: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -210,6 +211,12 @@ impl Metrics {
                 "Voters whose disk is low as this node knows (itself, and on the leader the others that answer it); the leader refuses client writes while it is not 0",
                 Gauge::default(),
             ),
+            body_bytes_held: series(
+                r,
+                "request_body_bytes_held",
+                "Bytes of request bodies this node holds now, which --max-inflight-bytes caps",
+                Gauge::default(),
+            ),
             registry,
         }
     }
@@ -255,15 +262,18 @@ impl Metrics {
     }
 
     /// Sets the scrape-time figures: Raft's and the disk's, the state machine's running
-    /// totals (kept as they were if they could not be read), the long-polls asleep, and
-    /// the voters known to be low on disk.
+    /// totals (kept as they were if they could not be read), the long-polls asleep, the
+    /// voters known to be low on disk, and the request body bytes held.
     pub fn refresh(
         &self,
         raft: &ClusterInfo,
         counts: Option<&Counts>,
         pollers_waiting: usize,
         low_voters: usize,
+        body_bytes_held: usize,
     ) {
+        self.body_bytes_held
+            .set(gauge_value(body_bytes_held as u64));
         self.disk_free.set(gauge_value(raft.disk.free_bytes));
         self.disk_reserve.set(gauge_value(raft.disk.reserve_bytes));
         self.disk_low.set(i64::from(raft.disk.low));

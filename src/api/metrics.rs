@@ -87,6 +87,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         counts.as_ref(),
         state.hub.pollers_waiting(),
         state.node.voters_low_on_disk().len(),
+        state.inflight.used(),
     );
     let Ok(text) = metrics.encode() else {
         return ApiError::unavailable("metrics", "could not encode metrics").into_response();
