@@ -32,7 +32,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     postcard::to_allocvec(value).map_err(CodecError::Encode)
 }
 
-/// Decodes a value; a failure means the bytes are corrupt or of another type.
+/// Decodes a value; a failure means the bytes are corrupt or of another type. Bytes
+/// after the value are ignored (a record may carry more after it, see
+/// [`decode_prefix`]).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     postcard::from_bytes(bytes).map_err(CodecError::Decode)
+}
+
+/// Decodes the value at the start of `bytes` and returns it with the bytes after it.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), CodecError> {
+    postcard::take_from_bytes(bytes).map_err(CodecError::Decode)
 }

@@ -48,8 +48,9 @@ const STATES: [&str; 4] = ["s0", "s1", "s2", "s3"];
 const PRIORITIES: [u8; 3] = [0, 5, 9];
 /// `min_priority` of polls: mostly none, else on and just above each priority in use.
 const MIN_PRIORITIES: [u8; 6] = [0, 0, 0, 1, 5, 6];
-/// Events kept per state, chosen per run: none, few (truncation) or plenty.
-const HISTORY_LIMITS: [u32; 4] = [0, 1, 3, 100];
+/// Events kept per state, chosen per run: none, few (truncation), more than a tail
+/// holds (its chunks trimmed) or plenty.
+const HISTORY_LIMITS: [u32; 5] = [0, 1, 3, 20, 100];
 /// `max_deliveries` of the states of a run: no limit, or a few deliveries.
 const MAX_DELIVERIES: [u32; 4] = [0, 1, 2, 4];
 /// `retain_ms` of the states of a run: kept, or deleted soon after they are done.

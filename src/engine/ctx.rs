@@ -31,6 +31,8 @@ struct CachedState {
     stored_index: BTreeSet<(Table, Vec<u8>)>,
     stored_status: Option<Status>,
     current: Option<State>,
+    /// The newest events of its history, kept in its record.
+    tail: history::Tail,
     changed: bool,
 }
 
@@ -94,12 +96,19 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
     /// The state `id`, if it exists.
     pub fn state(&mut self, id: &str) -> Result<Option<State>, StoreError> {
         if !self.states.contains_key(id) {
-            let stored: Option<State> = get_record(self.tx, Table::States, id.as_bytes())?;
+            let (stored, tail) = match self.tx.get(Table::States, id.as_bytes())? {
+                Some(bytes) => {
+                    let (state, tail) = history::decode_state(&bytes)?;
+                    (Some(state), tail)
+                }
+                None => (None, history::Tail::default()),
+            };
             let stored_index = stored.as_ref().map(index_keys).unwrap_or_default();
             let cached = CachedState {
                 stored_index,
                 stored_status: stored.as_ref().map(State::status),
                 current: stored,
+                tail,
                 changed: false,
             };
             self.states.insert(id.to_owned(), cached);
@@ -199,6 +208,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             stored_index,
             stored_status,
             current,
+            mut tail,
             ..
         } = cached;
         if let Some(status) = stored_status {
@@ -211,11 +221,13 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         if !events.is_empty() {
             let stamp = (self.now, self.index);
             let (next, limit) = (state.next_event, self.history_limit);
-            state.next_event = history::write(self.tx, &id, next, stamp, events, limit)?;
+            state.next_event = history::write(self.tx, &id, next, stamp, events, limit, &mut tail)?;
         }
         self.count(Counter::States(state.status()), 1);
         self.update_index(&id, &stored_index, index_keys(&state));
-        put_record(self.tx, Table::States, id.into_bytes(), &state)
+        let record = history::encode_state(&state, &tail)?;
+        self.tx.put(Table::States, id.into_bytes(), record);
+        Ok(())
     }
 
     /// A deleted state: its record, its history and its index entries go.
