@@ -6,9 +6,10 @@
 //! Commands are applied in batches, as the Raft state machine applies log entries, each
 //! batch committed in one sled transaction. Reports the apply rate and the CPU time per
 //! command (the figure to compare on a busy machine), per-batch latency
-//! percentiles, the writes a command stages (keys and bytes, and the share of each
-//! state's history; `SLCT_BENCH_HISTORY=0` turns history off), the bytes on disk per
-//! blocked select and the process's peak resident memory (VmHWM).
+//! percentiles, the writes a command stages (keys and bytes, and the share of the
+//! history table: a state's newest events are in its own record;
+//! `SLCT_BENCH_HISTORY=0` turns history off), the bytes on disk per blocked select and
+//! the process's peak resident memory (VmHWM).
 
 use std::time::{Duration, Instant};
 
@@ -161,7 +162,7 @@ fn run(
     );
     let per = |n: u64| n as f64 / count as f64;
     println!(
-        "  staged per command: {:.1} keys, {:.0} bytes; of which history {:.1} keys, {:.0} bytes",
+        "  staged per command: {:.1} keys, {:.0} bytes; of which the history table {:.1} keys, {:.0} bytes",
         per(keys),
         per(bytes),
         per(history_keys),

@@ -45,7 +45,8 @@ pub enum Table {
     ByStatus,
     /// Operation id → parked HTTP send or receive.
     Ops,
-    /// (state id, number) → event: each state's recent history.
+    /// (state id, number of the first event) → a chunk of a state's history (the
+    /// newest events are in the state's record, see `history`).
     History,
     /// Engine bookkeeping (log clock) and, for the Raft layer, applied index and membership.
     Meta,
