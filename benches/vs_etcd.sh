@@ -19,7 +19,8 @@
 #   (never 7001-7003, so a running `slct dev` is left alone). With REPEAT > 1 the four
 #   runs are interleaved REPEAT times and the summary shows medians.
 #   SLCT_BIN=path skips the cargo build; WARMUP=seconds (default 2) per cluster.
-#   Raw wrk output and server logs are kept if KEEP=1 (path printed at the end).
+#   Raw wrk output and server logs are kept if KEEP=1 (path printed at the end);
+#   SLCT_LOG=filter sets the nodes' RUST_LOG (default warn; info logs each snapshot).
 set -euo pipefail
 SECS=${1:-10}
 REPEAT=${2:-1}
@@ -60,7 +61,7 @@ SLCT_PEERS="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((B
 ETCD_CLUSTER="e1=http://127.0.0.1:$((BASE + 21)),e2=http://127.0.0.1:$((BASE + 22)),e3=http://127.0.0.1:$((BASE + 23))"
 declare -A PID
 for i in 1 2 3; do
-  RUST_LOG=warn "$SLCT_BIN" serve --id "$i" --listen "127.0.0.1:$((BASE + i))" \
+  RUST_LOG=${SLCT_LOG:-warn} "$SLCT_BIN" serve --id "$i" --listen "127.0.0.1:$((BASE + i))" \
     --data "$TMP/slct$i" --peers "$SLCT_PEERS" >"$TMP/slct$i.log" 2>&1 &
   PID[slct$i]=$!
   PIDS+=($!)
@@ -195,7 +196,7 @@ fi
 for r in $(seq "$REPEAT"); do
   for conns in 64 1; do
     for system in etcd slct; do
-      echo "run $r: $system, $conns connection(s), ${SECS}s" >&2
+      echo "run $r: $system, $conns connection(s), ${SECS}s, from $(date -u +%T.%3N)" >&2
       run "$system" "$conns" "$SECS"
     done
   done
