@@ -152,7 +152,7 @@ async fn membership_needs_the_admin_token_and_the_api_token_is_forbidden_there()
     let health = call(&c, f, Method::GET, "/healthz", None, None).await;
     assert_eq!(health.status, StatusCode::OK);
     support::eventually(
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         "/readyz without a token",
         || async {
             let ready = call(&c, f, Method::GET, "/readyz", None, None).await.status;

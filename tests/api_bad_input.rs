@@ -269,7 +269,7 @@ async fn bad_requests_get_the_right_4xx_and_code() {
         assert_eq!(health.status, StatusCode::OK);
         // Still ready after all that (once it has applied what it knows is committed).
         support::eventually(
-            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(30),
             "the node ready",
             || async { c.call(node, Method::GET, "/readyz", None).await.status == StatusCode::OK },
         )

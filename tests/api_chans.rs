@@ -158,7 +158,7 @@ async fn blocking_send_meets_blocking_recv_and_both_time_out_alone() {
             support::answer(r).await
         })
     };
-    support::eventually(Duration::from_secs(5), "the sender to park", || async {
+    support::eventually(Duration::from_secs(30), "the sender to park", || async {
         let info = c.call(f, Method::GET, "/chan/rv", None).await;
         info.body["senders"] == 1
     })
@@ -206,7 +206,7 @@ async fn blocking_send_meets_blocking_recv_and_both_time_out_alone() {
             support::answer(r).await
         })
     };
-    support::eventually(Duration::from_secs(5), "the receiver to park", || async {
+    support::eventually(Duration::from_secs(30), "the receiver to park", || async {
         c.call(f, Method::GET, "/chan/cl", None).await.body["receivers"] == 1
     })
     .await;

@@ -78,7 +78,7 @@ async fn a_leader_without_followers_times_out_writes_and_is_not_ready() {
     assert_eq!(stale.status, StatusCode::OK, "stale reads still work");
 
     assert!(c.nodes[leader].is_leader(), "openraft keeps it in office");
-    eventually(Duration::from_secs(3), "the leader not ready", || async {
+    eventually(Duration::from_secs(30), "the leader not ready", || async {
         let ready = c.call(leader, Method::GET, "/readyz", None).await;
         ready.status == StatusCode::SERVICE_UNAVAILABLE && ready.code() == "not_ready"
     })
@@ -96,7 +96,7 @@ async fn a_follower_without_a_leader_is_not_ready_and_refuses_writes_in_time() {
     let leader = c.leader();
     let survivor = c.follower();
     // Ready once it has heard from the leader and applied what it knows is committed.
-    eventually(Duration::from_secs(5), "the follower ready", || async {
+    eventually(Duration::from_secs(30), "the follower ready", || async {
         let ready = c.call(survivor, Method::GET, "/readyz", None).await;
         ready.status == StatusCode::OK
     })
@@ -107,10 +107,14 @@ async fn a_follower_without_a_leader_is_not_ready_and_refuses_writes_in_time() {
         }
     }
     assert_ne!(leader, survivor);
-    eventually(Duration::from_secs(3), "the follower not ready", || async {
-        c.call(survivor, Method::GET, "/readyz", None).await.status
-            == StatusCode::SERVICE_UNAVAILABLE
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the follower not ready",
+        || async {
+            c.call(survivor, Method::GET, "/readyz", None).await.status
+                == StatusCode::SERVICE_UNAVAILABLE
+        },
+    )
     .await;
     let started = Instant::now();
     let put = c

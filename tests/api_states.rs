@@ -35,7 +35,7 @@ async fn create_read_update_delete_through_any_node() {
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.body["selects"][0]["id"], "g1");
     eventually(
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         "stale read on a follower",
         || async {
             c.call(f, Method::GET, &format!("/state/{id}?stale=true"), None)

@@ -147,7 +147,7 @@ async fn the_leader_ticks_when_a_timer_is_due_and_every_replica_hears_it() {
         );
     }
     let heard = eventually(
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         "the follower hears the state turn pending",
         || {
             let got = effects.try_recv().ok();
@@ -164,7 +164,7 @@ async fn a_node_without_peers_is_a_cluster_of_one() {
     let node = single.leader_node().await;
     let applied = node.write(create("solo", vec![])).await.expect("write");
     assert!(applied.reply.is_ok());
-    eventually(Duration::from_secs(5), "ready", || async {
+    eventually(Duration::from_secs(30), "ready", || async {
         node.is_ready().await.then_some(())
     })
     .await;
@@ -236,7 +236,7 @@ async fn raft_routes_refuse_a_wrong_cluster_secret() {
         );
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut answer = [0u8; 12];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+        tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut answer))
             .await
             .expect("an answer before the body")
             .unwrap();
