@@ -225,7 +225,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         }
         self.count(Counter::States(state.status()), 1);
         self.update_index(&id, &stored_index, index_keys(&state));
-        let record = history::encode_state(&state, &tail)?;
+        let record = history::encode_state(self.tx, &id, &state, &mut tail)?;
         self.tx.put(Table::States, id.into_bytes(), record);
         Ok(())
     }

@@ -218,11 +218,23 @@ impl Tail {
     }
 }
 
-/// A state's record: the state, then its history's tail.
-pub fn encode_state(state: &State, tail: &Tail) -> Result<Vec<u8>, StoreError> {
+/// State `id`'s record: the state, then its history's tail. A tail of [`TAIL_BYTES`]
+/// or more moves to the history table first: its size is known once it is encoded,
+/// and the record encodes it anyway.
+pub fn encode_state<S: Store + ?Sized>(
+    tx: &mut Tx<'_, S>,
+    id: &str,
+    state: &State,
+    tail: &mut Tail,
+) -> Result<Vec<u8>, StoreError> {
     let mut bytes = encode(state)?;
     if !tail.records.is_empty() || tail.keep_from > 0 {
-        bytes.extend(encode(tail)?);
+        let mut encoded = encode(tail)?;
+        if encoded.len() >= TAIL_BYTES && !tail.records.is_empty() {
+            spill(tx, id, tail)?;
+            encoded = encode(tail)?;
+        }
+        bytes.extend(encoded);
     }
     Ok(bytes)
 }
@@ -239,9 +251,9 @@ pub fn decode_state(bytes: &[u8]) -> Result<(State, Tail), StoreError> {
 }
 
 /// Adds `events` of state `id`, produced at log time `at` by the entry at Raft
-/// `index`, as numbers `next..` to its tail, moving the tail to the history table if
-/// it is full, and drops its events older than the last `limit`. Returns the next
-/// number.
+/// `index`, as numbers `next..` to its tail, moving the tail to the history table once
+/// it holds [`TAIL_EVENTS`] (or `limit`, if fewer), and drops its events older than the
+/// last `limit`. Returns the next number.
 pub fn write<S: Store + ?Sized>(
     tx: &mut Tx<'_, S>,
     id: &str,
@@ -261,20 +273,28 @@ pub fn write<S: Store + ?Sized>(
     tail.records.push(Record { at, index, events });
     tail.drop_before(keep_from);
     tail.keep_from = keep_from;
-    let full = !tail.records.is_empty()
-        && (tail.events() >= TAIL_EVENTS.min(limit as usize)
-            || encode(&tail.records)?.len() >= TAIL_BYTES);
-    if full {
-        let mut chunk = Vec::new();
-        for record in &tail.records {
-            chunk.extend(encode(record)?);
-        }
-        tx.put(Table::History, keys::state_seq(id, tail.first), chunk);
-        trim(tx, id, keep_from)?;
-        tail.records.clear();
-        tail.first = after;
+    if !tail.records.is_empty() && tail.events() >= TAIL_EVENTS.min(limit as usize) {
+        spill(tx, id, tail)?;
     }
     Ok(after)
+}
+
+/// Moves the tail of state `id` to the history table as one chunk, and deletes the
+/// chunks wholly older than its `keep_from`.
+fn spill<S: Store + ?Sized>(
+    tx: &mut Tx<'_, S>,
+    id: &str,
+    tail: &mut Tail,
+) -> Result<(), StoreError> {
+    let mut chunk = Vec::new();
+    for record in &tail.records {
+        chunk.extend(encode(record)?);
+    }
+    tx.put(Table::History, keys::state_seq(id, tail.first), chunk);
+    trim(tx, id, tail.keep_from)?;
+    tail.first += tail.events() as u64;
+    tail.records.clear();
+    Ok(())
 }
 
 /// A chunk's records, one after the other in its bytes.
@@ -298,20 +318,19 @@ fn numbered(first: u64, records: Vec<Record>) -> impl Iterator<Item = (u64, Reco
 }
 
 /// Deletes the chunks of state `id` whose every event is numbered below `keep_from`.
+/// Chunks follow one another, so a chunk ends where the next begins (or before, if
+/// events between were dropped, and those were older than `keep_from`): every chunk
+/// followed by one that begins at or below `keep_from` goes, and none is read.
 fn trim<S: Store + ?Sized>(tx: &mut Tx<'_, S>, id: &str, keep_from: u64) -> Result<(), StoreError> {
     let prefix = keys::state_prefix(id);
     let mut old = Vec::new();
+    let mut previous = None;
     for entry in tx.scan_prefix(Table::History, &prefix) {
-        let (key, bytes) = entry?;
-        let first = keys::seq_of(&key)?;
-        if first >= keep_from {
+        let (key, _) = entry?;
+        if keys::seq_of(&key)? > keep_from {
             break;
         }
-        let events: usize = decode_chunk(&bytes)?.iter().map(|r| r.events.len()).sum();
-        if first + events as u64 > keep_from {
-            break;
-        }
-        old.push(key);
+        old.extend(previous.replace(key));
     }
     for key in old {
         tx.delete(Table::History, key);
@@ -431,7 +450,7 @@ mod tests {
                 let tail = &mut self.tail;
                 self.next = write(&mut tx, "s", self.next, stamp, events, limit, tail).unwrap();
             }
-            let record = encode_state(&state("s"), &self.tail).unwrap();
+            let record = encode_state(&mut tx, "s", &state("s"), &mut self.tail).unwrap();
             tx.put(Table::States, b"s".to_vec(), record);
             let writes = tx.into_writes();
             self.store.commit(writes);
@@ -611,11 +630,8 @@ mod tests {
         .unwrap();
         delete_all(&mut tx, "s").unwrap();
         tx.delete(Table::States, b"s".to_vec());
-        tx.put(
-            Table::States,
-            b"s2".to_vec(),
-            encode_state(&state("s2"), &tail).unwrap(),
-        );
+        let record = encode_state(&mut tx, "s2", &state("s2"), &mut tail).unwrap();
+        tx.put(Table::States, b"s2".to_vec(), record);
         let writes = tx.into_writes();
         history.store.commit(writes);
         assert!(read(&history.store, "s", None, 100).unwrap().is_empty());
