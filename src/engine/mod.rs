@@ -58,7 +58,7 @@ pub use command::{
 pub use counts::{counts, Counts};
 pub use data::Data;
 pub use error::Error;
-pub use store::{MemStore, ReadOnly, Scan, Store, StoreError, Table, Tx, WriteSet};
+pub use store::{merge, MemStore, ReadOnly, Scan, Store, StoreError, Table, Tx, WriteSet};
 pub use time::{clock, next_deadline, MAX_CLOCK_JUMP_MS};
 
 pub use ctx::CALLBACK_LEASE_MARGIN_MS;

@@ -252,12 +252,8 @@ impl<'s, S: Store + ?Sized> Tx<'s, S> {
     pub fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
         let staged = self.writes[table.index()]
             .range(from.to_vec()..)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .peekable();
-        Box::new(Merge {
-            base: self.base.scan_from(table, from).peekable(),
-            staged,
-        })
+            .map(|(k, v)| (k.clone(), v.clone()));
+        merge(self.base.scan_from(table, from), staged)
     }
 
     /// Entries whose key starts with `prefix`, ascending.
@@ -294,8 +290,18 @@ impl<S: Store + ?Sized> Store for Tx<'_, S> {
     }
 }
 
-/// Merges a store scan with the staged writes over the same range; staged entries win,
-/// staged deletes hide stored entries.
+/// Merges a store scan with staged writes (key → value, `None`: deleted) in key order
+/// over the same range: staged entries win, staged deletes hide stored entries.
+pub fn merge<'a, I>(base: Scan<'a>, staged: I) -> Scan<'a>
+where
+    I: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + 'a,
+{
+    Box::new(Merge {
+        base: base.peekable(),
+        staged: staged.peekable(),
+    })
+}
+
 struct Merge<'a, I: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>> {
     base: Peekable<Scan<'a>>,
     staged: Peekable<I>,

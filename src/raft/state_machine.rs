@@ -4,11 +4,12 @@
 //! openraft hands over committed entries a run at a time. Every command of every entry in
 //! the run goes through [`engine::apply`] into one [`Tx`] overlay; the last applied log
 //! id and the last membership go into [`Table::Meta`] of the same overlay, and
-//! [`SledStore::commit`] writes it all in one sled transaction. So `kill -9` at any
-//! instant leaves a replica at an entry boundary, never between a command's writes and
-//! the applied index that says it happened (design.md §4). The commit is not flushed:
-//! the entries are durable in the Raft log, and a checkpoint every
-//! `--checkpoint-interval` flushes the tables and publishes the durable applied index
+//! [`SledStore::commit`] commits it all at once, in memory. A checkpoint every
+//! `--checkpoint-interval` writes the commits into sled in one sled transaction and
+//! flushes them, so `kill -9` at any instant leaves a replica at an entry boundary,
+//! never between a command's writes and the applied index that says it happened
+//! (design.md §4). Nothing is written to disk per apply: the entries are durable in the
+//! Raft log, and the checkpoint publishes the durable applied index
 //! ([`Checkpoints`]); after a crash the node replays the log from there (openraft
 //! re-applies from the applied id it reads back up to the committed one), and the log
 //! is never purged past it. A build also checkpoints, and an install ends flushed.

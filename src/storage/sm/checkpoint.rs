@@ -1,9 +1,10 @@
 //! Checkpoints: the state machine made durable now and then, not on every apply.
 //!
-//! A batch of entries is committed to sled with its applied log index and is not
-//! flushed: the entries are durable in the Raft log already, so after a crash the node
-//! replays them from the last index sled holds. A checkpoint flushes sled durably
-//! ([`SledStore::flush_durable`]) every `--checkpoint-interval` (and when a snapshot is
+//! A batch of entries is committed with its applied log index and held in memory
+//! (see `super::overlay`): the entries are durable in the Raft log already, so after a
+//! crash the node replays them from the last index sled holds. A checkpoint writes the
+//! commits into sled and flushes it durably ([`SledStore::flush_durable`]) every
+//! `--checkpoint-interval` (and when a snapshot is
 //! built or installed), and publishes the index it made durable: the *durable applied
 //! index*. The log may drop entries only up to it (or up to a durable snapshot), never
 //! beyond: those it would need to replay after a power loss (docs/design.md §4).

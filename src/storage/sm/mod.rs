@@ -1,10 +1,13 @@
 //! The state machine's tables in sled: one tree per [`Table`], committed atomically.
 //!
 //! # Atomicity
-//! A command (or a batch of them) is applied into a [`Tx`](crate::engine::Tx) overlay and committed here in
-//! one sled transaction across every touched tree, together with whatever the Raft layer
-//! adds to the [`Table::Meta`] tree (the applied index). sled transactions are atomic:
-//! after `kill -9` at any instant a restarted node sees either all of a batch or none.
+//! A command (or a batch of them) is applied into a [`Tx`](crate::engine::Tx) overlay
+//! and committed here, together with whatever the Raft layer adds to the
+//! [`Table::Meta`] tree (the applied index), into an in-memory layer (see [`overlay`]),
+//! where it lands whole. [`SledStore::flush_durable`] (a checkpoint)
+//! first writes the layer into sled in one sled transaction across every touched tree.
+//! sled transactions are atomic: after `kill -9` at any instant a restarted node sees
+//! either all of a write-back or none, so it is at an entry boundary.
 //!
 //! # Durability, and sled issue #1452
 //! `sled::Db::flush` writes its log with `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`
@@ -13,7 +16,7 @@
 //! so a flushed write survives a process crash (`kill -9`: the page cache survives
 //! anyway) but not necessarily a power loss or kernel crash. [`SledStore::flush_durable`]
 //! therefore follows `flush` with `fdatasync` on sled's data file, which does both; the
-//! state machine calls it after each applied batch.
+//! checkpoints call it.
 //!
 //! # Blobs
 //! sled writes a page larger than a quarter of its segment (2 MiB with our
@@ -61,6 +64,7 @@
 //! the checks above still refuse a database that lost flushed writes.
 
 pub mod checkpoint;
+mod overlay;
 pub mod point_in_time;
 pub mod values;
 
@@ -76,7 +80,8 @@ use sled::Transactional;
 
 use super::marker::{self, FlushMarker};
 use super::seal;
-use crate::engine::{Scan, Store, StoreError, Table, WriteSet};
+use crate::engine::{self, Scan, Store, StoreError, Table, WriteSet};
+use overlay::{Found, Overlay};
 use point_in_time::Capture;
 use values::{ReadError, Reference, ValueFiles, LARGE_VALUE_BYTES, VALUES_DIR};
 
@@ -111,6 +116,8 @@ pub struct SledStore {
     generation: Arc<Mutex<u64>>,
     /// What commits keep for an open [`point_in_time::PointInTime`].
     capture: Capture,
+    /// Commits not yet written into sled (see [`overlay`]).
+    overlay: Arc<Overlay>,
 }
 
 /// The blob files synced so far (see "Blobs" in the module docs).
@@ -184,6 +191,7 @@ impl SledStore {
             marker: Arc::new(marker),
             generation: Arc::default(),
             capture: Capture::default(),
+            overlay: Arc::default(),
         })
     }
 
@@ -367,16 +375,42 @@ impl SledStore {
             .map_err(|e| self.read_err(e))
     }
 
-    /// Commits staged writes to every touched tree in one atomic transaction (after
+    /// Commits staged writes atomically: readers see all of them or none. They are
+    /// held in memory (see [`overlay`]) and written into sled by the next
+    /// [`SledStore::flush_durable`], or at once if the writes held have grown past
+    /// [`overlay::WRITE_BACK_BYTES`].
+    pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
+        if self.overlay.commit(writes) {
+            self.write_back()?;
+        }
+        Ok(())
+    }
+
+    /// Writes every commit held in memory into sled (not durably).
+    fn write_back(&self) -> Result<(), StoreError> {
+        let _one = self.overlay.one_write_back();
+        self.write_back_held()
+    }
+
+    /// [`SledStore::write_back`], for a caller that holds [`Overlay::one_write_back`].
+    fn write_back_held(&self) -> Result<(), StoreError> {
+        while let Some(frozen) = self.overlay.freeze() {
+            self.write_to_sled(&frozen.writes())?;
+            self.overlay.written_back();
+        }
+        Ok(())
+    }
+
+    /// Writes `writes` to every touched tree in one atomic sled transaction (after
     /// keeping what an open [`point_in_time::PointInTime`] needs of the old values).
     /// Large values are written to durable value files first; the files of the values
     /// it replaces or removes are deleted after the next durable flush (see [`values`]).
-    pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        self.capture.keep_pre_images(self, &writes)?;
+    fn write_to_sled(&self, writes: &WriteSet) -> Result<(), StoreError> {
+        self.capture.keep_pre_images(self, writes)?;
         let mut files = false;
         let mut trees = Vec::new();
         let mut staged = Vec::new();
-        for (i, writes) in writes.into_iter().enumerate() {
+        for (i, writes) in writes.iter().enumerate() {
             if writes.is_empty() {
                 continue;
             }
@@ -385,7 +419,7 @@ impl SledStore {
                 let stored = match value {
                     Some(v) => {
                         files |= v.len() >= LARGE_VALUE_BYTES;
-                        Some(sled::IVec::from(self.stored_form(&key, &v)?))
+                        Some(sled::IVec::from(self.stored_form(key, v)?))
                     }
                     None => None,
                 };
@@ -424,13 +458,15 @@ impl SledStore {
         Ok(())
     }
 
-    /// Makes every write so far durable: sled's flush, then `fsync` of new blob files and
-    /// their directory, then `fdatasync` of the data file (see module docs).
+    /// Makes every write so far durable: the commits held in memory written into sled,
+    /// sled's flush, then `fsync` of new blob files and their directory, then
+    /// `fdatasync` of the data file (see module docs).
     /// The flush is numbered (see "Damage") and its number recorded once it is durable.
     ///
     /// Then deletes the value files that commits before the flush stopped referring to,
     /// unless a point-in-time view is open (see [`values`]).
     pub fn flush_durable(&self) -> Result<(), StoreError> {
+        self.write_back()?;
         let generation = self.next_generation()?;
         let dropped = self.values.take_dropped();
         self.db.flush().map_err(|e| self.read_err(e))?;
@@ -492,6 +528,8 @@ impl SledStore {
                 "cannot clear the tables while a point-in-time view is open".into(),
             ));
         }
+        let _one = self.overlay.one_write_back();
+        self.overlay.clear();
         self.trees
             .iter()
             .try_for_each(|t| t.clear().map_err(|e| self.read_err(e)))?;
@@ -501,6 +539,9 @@ impl SledStore {
 
 impl Store for SledStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Found::InLayer(value) = self.overlay.get(table, key) {
+            return Ok(value);
+        }
         let tree = self.tree(table);
         match tree.get(key).map_err(|e| self.read_err(e))? {
             Some(stored) => self.value_now(tree, key, stored),
@@ -510,9 +551,12 @@ impl Store for SledStore {
 
     fn scan_from<'a>(&'a self, table: Table, from: &[u8]) -> Scan<'a> {
         let tree = self.tree(table);
+        // The layers are taken before sled's iterator starts (see "Scans" in
+        // [`overlay`]).
+        let layers = self.overlay.scan(table, from);
         // A key whose value file went with a change since the scan read it shows as it
         // is now, or not at all if it is gone, as sled's own iterators do.
-        Box::new(tree.range(from.to_vec()..).filter_map(move |entry| {
+        let stored = Box::new(tree.range(from.to_vec()..).filter_map(move |entry| {
             let found = entry
                 .map_err(|e| self.read_err(e))
                 .and_then(|(key, stored)| {
@@ -520,7 +564,8 @@ impl Store for SledStore {
                     Ok(value.map(|value| (key.to_vec(), value)))
                 });
             found.transpose()
-        }))
+        }));
+        engine::merge(stored, layers)
     }
 }
 

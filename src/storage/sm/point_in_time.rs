@@ -104,7 +104,11 @@ pub struct PointInTime<'a> {
 impl SledStore {
     /// Opens a view of the tables as they stand now. The caller makes sure no commit is
     /// under way as it opens (the state machine holds applies back for that instant).
+    /// Commits held in memory are written into sled first: the view reads sled, and
+    /// write-backs from then on keep pre-images like commits.
     pub fn point_in_time(&self) -> Result<PointInTime<'_>, StoreError> {
+        let _one = self.overlay.one_write_back();
+        self.write_back_held()?;
         let mut kept = self.capture.lock();
         if kept.is_some() {
             return Err(StoreError::Invariant(
@@ -208,7 +212,15 @@ mod tests {
     /// A write of `key` in `table`: a value, or `None` to delete it.
     type Change<'a> = (Table, &'a [u8], Option<&'a [u8]>);
 
+    /// Commits `changes` and writes them into sled, as the checkpoints that run
+    /// while a view is open do.
     fn commit(store: &SledStore, changes: &[Change<'_>]) {
+        commit_in_memory(store, changes);
+        store.write_back().expect("write back");
+    }
+
+    /// Commits `changes`, leaving them in memory (see [`super::super::overlay`]).
+    fn commit_in_memory(store: &SledStore, changes: &[Change<'_>]) {
         let mut writes = WriteSet::default();
         for (table, key, value) in changes {
             writes[table.index()].insert(key.to_vec(), value.map(<[u8]>::to_vec));
@@ -253,7 +265,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let (states, chans) = (Table::States, Table::Chans);
-        commit(
+        // Held in memory when the view opens: the view writes them into sled first.
+        commit_in_memory(
             &store,
             &[
                 (states, b"a", Some(b"1")),

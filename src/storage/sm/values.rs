@@ -337,10 +337,12 @@ mod tests {
     use crate::engine::{Store, Table, WriteSet};
     use crate::storage::sm::SledStore;
 
+    /// Commits a write and writes it into sled, where value files are made.
     fn put(store: &SledStore, key: &[u8], value: Option<Vec<u8>>) {
         let mut writes = WriteSet::default();
         writes[Table::Senders.index()].insert(key.to_vec(), value);
         store.commit(writes).unwrap();
+        store.write_back().unwrap();
     }
 
     fn files(store: &SledStore) -> Vec<String> {
