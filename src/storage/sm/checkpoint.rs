@@ -86,24 +86,66 @@ impl Checkpoints {
     /// Flushes sled durably and publishes the applied index it covers. Blocking.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(failure) = self.failure() {
-            return Err(StoreError::Invariant(format!(
-                "an earlier checkpoint failed: {failure}"
-            )));
-        }
+        self.not_failed()?;
         let applied = *self.applied.borrow();
-        if let Err(e) = self.store.flush_durable() {
-            tracing::error!("checkpoint failed, the node stops: {e}");
-            *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-            return Err(e);
-        }
+        self.store
+            .flush_durable()
+            .inspect_err(|e| self.fail("checkpoint", e))?;
         self.publish(applied);
         Ok(())
     }
 
-    /// Checkpoints every `interval` while entries are applied, until `shutdown`; then
-    /// once more.
-    pub async fn run(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    /// Writes the commits held in memory into sled, not durably (see
+    /// `super::overlay`): between checkpoints, when they have grown. A failure stops
+    /// the node as a checkpoint's does.
+    fn write_back(&self) -> Result<(), StoreError> {
+        self.not_failed()?;
+        self.store
+            .write_back()
+            .inspect_err(|e| self.fail("write-back", e))
+    }
+
+    /// An error if a checkpoint or write-back failed before.
+    fn not_failed(&self) -> Result<(), StoreError> {
+        match self.failure() {
+            Some(failure) => Err(StoreError::Invariant(format!(
+                "an earlier checkpoint failed: {failure}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps the error that stops the node.
+    fn fail(&self, what: &str, e: &StoreError) {
+        tracing::error!("{what} failed, the node stops: {e}");
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+    }
+
+    /// Checkpoints every `interval` while entries are applied, and writes back
+    /// between checkpoints when the commits held have grown, until `shutdown`; then
+    /// checkpoints once more.
+    pub async fn run(self, interval: Duration, shutdown: watch::Receiver<bool>) {
+        tokio::join!(
+            self.write_backs(shutdown.clone()),
+            self.checkpoints(interval, shutdown)
+        );
+    }
+
+    async fn write_backs(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = self.store.layer_grown() => {}
+            }
+            let this = self.clone();
+            let done = tokio::task::spawn_blocking(move || this.write_back()).await;
+            if !matches!(done, Ok(Ok(()))) {
+                return;
+            }
+        }
+    }
+
+    async fn checkpoints(&self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut applied = self.applied.subscribe();
         // Whatever was applied before this task began is checkpointed too.
         applied.mark_changed();
@@ -172,6 +214,31 @@ mod tests {
         assert_eq!(*durable.borrow(), Some(4), "never goes back");
         checkpoints.snapshot_durable(Some(9));
         assert_eq!(*durable.borrow(), Some(9));
+    }
+
+    #[tokio::test]
+    async fn the_task_writes_back_a_grown_layer_before_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let checkpoints = Checkpoints::open(store.clone(), None).unwrap();
+        let durable = checkpoints.durable();
+        let (stop, shutdown) = watch::channel(false);
+        let hour = Duration::from_secs(3600);
+        let task = tokio::spawn(checkpoints.clone().run(hour, shutdown));
+        for key in 0..super::super::overlay::WRITE_BACK_SOON_KEYS {
+            commit(&store, &key.to_string());
+        }
+        checkpoints.applied(Some(1));
+        let in_sled = || store.tree(Table::States).len();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while in_sled() < super::super::overlay::WRITE_BACK_SOON_KEYS {
+            assert!(tokio::time::Instant::now() < deadline, "no write-back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*durable.borrow(), None, "a write-back is not a checkpoint");
+        stop.send_replace(true);
+        task.await.unwrap();
+        assert_eq!(*durable.borrow(), Some(1), "the checkpoint at shutdown");
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ mod overlay;
 pub mod point_in_time;
 pub mod values;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::panic::AssertUnwindSafe;
@@ -81,7 +81,7 @@ use sled::Transactional;
 use super::marker::{self, FlushMarker};
 use super::seal;
 use crate::engine::{self, Scan, Store, StoreError, Table, WriteSet};
-use overlay::{Found, Overlay};
+use overlay::{Found, Overlay, Pressure};
 use point_in_time::Capture;
 use values::{ReadError, Reference, ValueFiles, LARGE_VALUE_BYTES, VALUES_DIR};
 
@@ -375,19 +375,26 @@ impl SledStore {
             .map_err(|e| self.read_err(e))
     }
 
-    /// Commits staged writes atomically: readers see all of them or none. They are
-    /// held in memory (see [`overlay`]) and written into sled by the next
-    /// [`SledStore::flush_durable`], or at once if the writes held have grown past
-    /// [`overlay::WRITE_BACK_BYTES`].
+    /// Commits staged writes, all in one step. They are held in memory (see
+    /// [`overlay`]) and written into sled by the next [`SledStore::flush_durable`] or
+    /// [`SledStore::write_back`] — at once if the writes held have grown past
+    /// [`overlay::WRITE_BACK_BYTES`]; past [`overlay::WRITE_BACK_SOON_KEYS`] keys,
+    /// [`SledStore::layer_grown`] says so.
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        if self.overlay.commit(writes) {
+        if self.overlay.commit(writes) == Pressure::Now {
             self.write_back()?;
         }
         Ok(())
     }
 
+    /// Waits until the commits held in memory ask for a write-back before the next
+    /// checkpoint (see "Write-back size" in [`overlay`]).
+    pub async fn layer_grown(&self) {
+        self.overlay.grown().await;
+    }
+
     /// Writes every commit held in memory into sled (not durably).
-    fn write_back(&self) -> Result<(), StoreError> {
+    pub fn write_back(&self) -> Result<(), StoreError> {
         let _one = self.overlay.one_write_back();
         self.write_back_held()
     }
@@ -395,7 +402,15 @@ impl SledStore {
     /// [`SledStore::write_back`], for a caller that holds [`Overlay::one_write_back`].
     fn write_back_held(&self) -> Result<(), StoreError> {
         while let Some(frozen) = self.overlay.freeze() {
-            self.write_to_sled(&frozen.writes())?;
+            let started = std::time::Instant::now();
+            let writes = frozen.writes();
+            self.write_to_sled(&writes)?;
+            tracing::debug!(
+                keys = writes.iter().map(BTreeMap::len).sum::<usize>(),
+                micros = started.elapsed().as_micros() as u64,
+                "wrote commits back into sled"
+            );
+            drop(writes);
             self.overlay.written_back();
         }
         Ok(())
