@@ -38,7 +38,9 @@ fn main() {
     let store = SledStore::open_with_cache(dir.path(), cache_mib << 20).expect("open sled");
     let checkpoints = Checkpoints::open(store.clone(), None).expect("checkpoints");
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let task = checkpoints.clone().run(DEFAULT_CHECKPOINT_INTERVAL, shutdown);
+    let task = checkpoints
+        .clone()
+        .run(DEFAULT_CHECKPOINT_INTERVAL, shutdown);
     let checkpointing = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
