@@ -189,6 +189,7 @@ impl Checkpoints {
 
 #[cfg(test)]
 mod tests {
+    use super::super::overlay::WRITE_BACK_SOON_KEYS;
     use super::*;
     use crate::engine::{Table, WriteSet};
 
@@ -225,13 +226,13 @@ mod tests {
         let (stop, shutdown) = watch::channel(false);
         let hour = Duration::from_secs(3600);
         let task = tokio::spawn(checkpoints.clone().run(hour, shutdown));
-        for key in 0..super::super::overlay::WRITE_BACK_SOON_KEYS {
+        for key in 0..WRITE_BACK_SOON_KEYS {
             commit(&store, &key.to_string());
         }
         checkpoints.applied(Some(1));
         let in_sled = || store.tree(Table::States).len();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while in_sled() < super::super::overlay::WRITE_BACK_SOON_KEYS {
+        while in_sled() < WRITE_BACK_SOON_KEYS {
             assert!(tokio::time::Instant::now() < deadline, "no write-back");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -4,10 +4,11 @@
 //! A command (or a batch of them) is applied into a [`Tx`](crate::engine::Tx) overlay
 //! and committed here, together with whatever the Raft layer adds to the
 //! [`Table::Meta`] tree (the applied index), into an in-memory layer (see [`overlay`]),
-//! where it lands whole. [`SledStore::flush_durable`] (a checkpoint)
-//! first writes the layer into sled in one sled transaction across every touched tree.
-//! sled transactions are atomic: after `kill -9` at any instant a restarted node sees
-//! either all of a write-back or none, so it is at an entry boundary.
+//! where it lands whole. [`SledStore::write_back`] (when the layer has grown, and first
+//! thing in [`SledStore::flush_durable`], a checkpoint) writes the layer into sled in
+//! one sled transaction across every touched tree. sled transactions are atomic: after
+//! `kill -9` at any instant a restarted node sees either all of a write-back or none,
+//! so it is at an entry boundary.
 //!
 //! # Durability, and sled issue #1452
 //! `sled::Db::flush` writes its log with `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`

@@ -4,10 +4,11 @@
 //! which writes sled's IO buffer out twice on sled's thread pool, and at one connection
 //! that was a fifth of the leader's CPU for a commit that nobody flushes (a crash
 //! replays the Raft log from the last checkpoint anyway). So a commit goes into an
-//! in-memory *layer* of the tables, and a checkpoint writes the layer into sled in one
-//! transaction before it flushes: one sled transaction per checkpoint, not per apply,
-//! and a key written by many commands in between (a channel's counters, the applied
-//! index) is written once.
+//! in-memory *layer* of the tables, written into sled in one transaction (a
+//! *write-back*) when it has grown (see "Write-back size") and by each checkpoint
+//! before it flushes: one sled transaction per write-back, not per apply, and a key
+//! written by many commands in between (a channel's counters, the applied index) is
+//! written once.
 //!
 //! Reads see the layers first (newest first), then sled. There are at most two layers:
 //! the *active* one that commits go into, and the *frozen* one a write-back is copying
@@ -32,7 +33,6 @@
 //! some changes made while it runs and not others: the engine, which writes, never
 //! scans while it commits; readers never needed a scan to be a snapshot.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -65,14 +65,9 @@ pub(super) struct Layer {
 }
 
 impl Layer {
-    fn read(&self) -> RwLockReadGuard<'_, WriteSet> {
-        self.tables.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The writes in this layer, to write into sled. Only a frozen layer is read whole,
-    /// and it no longer changes.
+    /// The writes in this layer, read-locked (a frozen layer's no longer change).
     pub(super) fn writes(&self) -> RwLockReadGuard<'_, WriteSet> {
-        self.read()
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -89,7 +84,7 @@ pub(super) struct Overlay {
 #[derive(Default)]
 struct Layers {
     active: Arc<Layer>,
-    /// Keys in `active`.
+    /// Keys in `active` (0: it is empty).
     active_keys: usize,
     /// Bytes of keys and values committed into `active` (a key written twice counts
     /// twice).
@@ -159,7 +154,7 @@ impl Overlay {
     pub(super) fn get(&self, table: Table, key: &[u8]) -> Found {
         let layers = self.layers();
         for layer in layers.newest_first() {
-            if let Some(value) = layer.read()[table.index()].get(key) {
+            if let Some(value) = layer.writes()[table.index()].get(key) {
                 return Found::InLayer(value.clone());
             }
         }
@@ -186,7 +181,7 @@ impl Overlay {
         if let Some(frozen) = &layers.frozen {
             return Some(frozen.clone());
         }
-        if layers.active.read().iter().all(BTreeMap::is_empty) {
+        if layers.active_keys == 0 {
             return None;
         }
         let frozen = std::mem::take(&mut layers.active);
@@ -235,7 +230,7 @@ impl Iterator for LayerScan {
         };
         let mut next: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
         for layer in &self.layers {
-            let tables = layer.read();
+            let tables = layer.writes();
             let Some((key, value)) = tables[self.table]
                 .range::<[u8], _>((start, Bound::Unbounded))
                 .next()
