@@ -8,13 +8,16 @@
 //!
 //! # Durability
 //! openraft may count an entry towards a majority as soon as the flush callback of
-//! [`RaftLogStorage::append`] fires, so the callback fires from the log's sync thread
-//! once the `fdatasync` covering the entry returned; appends that arrive meanwhile share
-//! the next one. `append` itself returns once the entries are written. A vote is
-//! durable before `save_vote` returns. The committed id, truncations and purges ride on
-//! the next sync: a crash may bring back truncated (never committed) or purged (already
-//! in a snapshot) entries, which Raft tolerates. A failed `fdatasync` stops the log for
-//! good; openraft gets the error and stops, and so does the node.
+//! [`RaftLogStorage::append`] fires, so it fires once the `fdatasync` covering the entry
+//! returned: before `append` returns when the append ran the sync itself (no sync was
+//! running, the usual case, as openraft 0.9 awaits each flush), else from the log's sync
+//! thread, where appends that arrive meanwhile share the next one (docs/design.md §4).
+//! Such a sync blocks the tokio worker for as long as the disk takes, so `append` first
+//! yields to whatever is queued on that worker; openraft's core waits for the flush
+//! anyway. A vote is durable before `save_vote` returns. The committed id, truncations
+//! and purges ride on the next sync: a crash may bring back truncated (never committed)
+//! or purged (already in a snapshot) entries, which Raft tolerates. A failed `fdatasync`
+//! stops the log for good; openraft gets the error and stops, and so does the node.
 //!
 //! # Purging: one rule
 //! The state machine is made durable by checkpoints, not on every apply
@@ -270,6 +273,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let bytes = json(vote).map_err(|e| vote_err(&e))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // The write may sync on this thread (see "Durability").
+        tokio::task::yield_now().await;
         self.wal
             .save_vote(bytes, move |result| {
                 let _ = tx.send(result);
@@ -345,6 +350,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = codec::encode(&entry).map_err(|e| write_err(&e))?;
             encoded.push((entry.log_id.index, bytes));
         }
+        // The write may sync on this thread (see "Durability").
+        tokio::task::yield_now().await;
         self.wal
             .append(encoded, move |result| {
                 callback.log_io_completed(result.map_err(std::io::Error::other));

@@ -297,7 +297,11 @@ impl Wal {
         };
         let keep_from = state.oldest_needed();
         let current_file = state.segments[&state.current].clone();
-        let shared = Shared::new(current_file, dir.path(&segment_name(state.current)));
+        let shared = Shared::new(
+            dir.clone(),
+            current_file,
+            dir.path(&segment_name(state.current)),
+        );
         for seq in stale
             .into_iter()
             .chain(state.segments.range(..keep_from).map(|(s, _)| *s))
@@ -306,10 +310,10 @@ impl Wal {
         }
         state.segments.retain(|seq, _| *seq >= keep_from);
         let thread = {
-            let (shared, dir) = (shared.clone(), dir.clone());
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name("wal-sync".to_owned())
-                .spawn(move || sync::run(shared, dir))
+                .spawn(move || sync::run(shared))
                 .map_err(|e| WalError::io("start the sync thread", e))?
         };
         let wal = Wal {
@@ -373,8 +377,9 @@ impl Wal {
     }
 
     /// Appends entries (each with its index, in sequence after the last one; an empty log
-    /// may begin anywhere past its end) and calls
-    /// `done` once they are durable, on the sync thread. Returns once they are written.
+    /// may begin anywhere past its end) and calls `done` once they are durable: before
+    /// it returns if it ran the sync itself, else on the sync thread (see
+    /// [`sync`]'s "Who syncs").
     pub fn append(
         &self,
         entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
@@ -395,11 +400,12 @@ impl Wal {
             records.push(Record::Entry { index, data });
         }
         let seq = self.write(&mut state, records)?;
-        self.inner.sync.wait(seq, Box::new(done));
+        drop(state);
+        self.inner.sync.sync_here(seq, Box::new(done));
         Ok(())
     }
 
-    /// Saves the vote and calls `done` once it is durable, on the sync thread.
+    /// Saves the vote and calls `done` once it is durable, as [`Wal::append`] does.
     pub fn save_vote(
         &self,
         vote: Vec<u8>,
@@ -407,7 +413,8 @@ impl Wal {
     ) -> Result<(), WalError> {
         let mut state = self.state();
         let seq = self.write(&mut state, vec![Record::Vote(vote)])?;
-        self.inner.sync.wait(seq, Box::new(done));
+        drop(state);
+        self.inner.sync.sync_here(seq, Box::new(done));
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::fs::{Dir, SegmentFile};
 
@@ -14,7 +14,31 @@ const SECTOR: u64 = 512;
 
 /// One disk; [`SimDisk::crash`] gives the disk that a power loss would leave.
 #[derive(Clone, Default)]
-pub struct SimDisk(Arc<Mutex<Disk>>);
+pub struct SimDisk(Arc<Mutex<Disk>>, Arc<SyncGate>);
+
+/// Holds every `fdatasync` until released ([`SimDisk::hold_syncs`]).
+#[derive(Default)]
+struct SyncGate {
+    /// (syncs are held, syncs waiting at the gate)
+    state: Mutex<(bool, usize)>,
+    changed: Condvar,
+}
+
+impl SyncGate {
+    fn lock(&self) -> MutexGuard<'_, (bool, usize)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pass(&self) {
+        let mut state = self.lock();
+        state.1 += 1;
+        self.changed.notify_all();
+        while state.0 {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.1 -= 1;
+    }
+}
 
 #[derive(Default)]
 struct Disk {
@@ -112,6 +136,29 @@ impl SimDisk {
         self.lock().fail_syncs = true;
     }
 
+    /// From now on every `fdatasync` waits until [`SimDisk::release_syncs`].
+    pub fn hold_syncs(&self) {
+        self.1.lock().0 = true;
+    }
+
+    /// Lets the held `fdatasync`s (and later ones) go.
+    pub fn release_syncs(&self) {
+        self.1.lock().0 = false;
+        self.1.changed.notify_all();
+    }
+
+    /// Waits until an `fdatasync` is held.
+    pub fn await_held_sync(&self) {
+        let mut state = self.1.lock();
+        while state.1 == 0 {
+            state = self
+                .1
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Loses power: this disk stops working, and the returned one holds what survived
     /// (choices drawn from `seed`).
     pub fn crash(&self, seed: u64) -> SimDisk {
@@ -146,13 +193,14 @@ impl SimDisk {
                 },
             );
         }
-        SimDisk(Arc::new(Mutex::new(Disk {
+        let survived = Disk {
             next_id: disk.next_id,
             files,
             names: names.clone(),
             durable_names: names,
             ..Disk::default()
-        })))
+        };
+        SimDisk(Arc::new(Mutex::new(survived)), Arc::default())
     }
 
     /// The bytes of `name` as they read now.
@@ -275,6 +323,7 @@ impl SegmentFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.disk.1.pass();
         let mut disk = self.disk.live()?;
         if disk.fail_syncs {
             return Err(io::Error::from_raw_os_error(5));

@@ -1,17 +1,28 @@
 //! Group commit: one thread that runs `fdatasync` for every append waiting at that moment.
 //!
 //! Writers `pwrite` their records under the log's lock, note the write here (each gets a
-//! number), and hand over a callback. The sync thread takes the newest number written,
-//! syncs the current segment once, and calls back every waiter up to that number; appends
-//! that arrive during the sync share the next one. Segment files doomed by a purge are
+//! number), and hand over a callback. A sync takes the newest number written, syncs the
+//! current segment once, and calls back every waiter up to that number; appends that
+//! arrive during the sync share the next one. Segment files doomed by a purge are
 //! removed only after a sync that covers the purge record, so no restart can find the
 //! entries gone while the purge point is not on disk.
+//!
+//! # Who syncs
+//! A writer that finds no sync running and nobody waiting runs the sync itself
+//! ([`Shared::sync_here`]) and its callback fires before it returns. That is the common
+//! case: openraft 0.9 runs one log write at a time and waits for its flush before it
+//! does anything else, so a thread to hand the sync to would add two thread wake-ups
+//! (there, and the callback back) to every write on the leader and again on the
+//! follower, with no other write to share the sync with. A writer that finds a sync
+//! running hands its callback to the sync thread, which syncs once that one ends, for
+//! every write waiting by then; so no writer ever waits for a sync that does not cover
+//! its write, and concurrent writers still share one.
 //!
 //! A failed `fdatasync` is never retried (the kernel may have dropped the dirty pages and
 //! cleared the error, so a retry that succeeds proves nothing): the log stops, every
 //! waiter and every later call gets the error, and the node must stop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::fs::{Dir, SegmentFile};
@@ -24,6 +35,8 @@ pub type Waiter = Box<dyn FnOnce(Result<(), WalError>) + Send>;
 pub struct Shared {
     state: Mutex<SyncState>,
     wake: Condvar,
+    /// The log's directory, where doomed segments are removed.
+    dir: Arc<dyn Dir>,
 }
 
 struct SyncState {
@@ -39,12 +52,15 @@ struct SyncState {
     doomed: Vec<(u64, String)>,
     failed: Option<WalError>,
     stop: bool,
+    /// A sync is running (on the sync thread or in a writer).
+    syncing: bool,
 }
 
 impl Shared {
-    /// Starts with `file` as the segment being written, everything in it durable.
-    pub fn new(file: Arc<dyn SegmentFile>, path: PathBuf) -> Arc<Shared> {
+    /// Starts with `file` of `dir` as the segment being written, everything in it durable.
+    pub fn new(dir: Arc<dyn Dir>, file: Arc<dyn SegmentFile>, path: PathBuf) -> Arc<Shared> {
         Arc::new(Shared {
+            dir,
             state: Mutex::new(SyncState {
                 written: 0,
                 synced: 0,
@@ -54,6 +70,7 @@ impl Shared {
                 doomed: Vec::new(),
                 failed: None,
                 stop: false,
+                syncing: false,
             }),
             wake: Condvar::new(),
         })
@@ -84,6 +101,65 @@ impl Shared {
         }
         state.waiters.push((seq, waiter));
         self.wake.notify_one();
+    }
+
+    /// Calls `waiter` once write `seq` is durable, syncing on this thread if no sync is
+    /// running and nobody else waits (see "Who syncs"); otherwise as [`Shared::wait`].
+    pub fn sync_here(&self, seq: u64, waiter: Waiter) {
+        let (target, file, path) = {
+            let mut state = self.lock();
+            if state.failed.is_some() || seq <= state.synced || state.syncing {
+                drop(state);
+                return self.wait(seq, waiter);
+            }
+            if !state.waiters.is_empty() {
+                state.waiters.push((seq, waiter));
+                self.wake.notify_one();
+                return;
+            }
+            state.waiters.push((seq, waiter));
+            state.syncing = true;
+            (state.written, state.file.clone(), state.path.clone())
+        };
+        self.sync(target, &*file, &path);
+    }
+
+    /// Syncs `file` (taken with `syncing` set, when `target` was the latest write), then
+    /// calls back every waiter it covers and removes the segments that waited for it;
+    /// a failure stops the log. Wakes the sync thread if writes arrived meanwhile.
+    fn sync(&self, target: u64, file: &dyn SegmentFile, path: &Path) {
+        if let Err(e) = file.sync_data() {
+            let error = WalError::io(format!("fdatasync of {}", path.display()), e);
+            tracing::error!(%error, "the write-ahead log stops");
+            self.lock().syncing = false;
+            return self.fail(error);
+        }
+        let (ready, doomed) = {
+            let mut state = self.lock();
+            state.syncing = false;
+            state.synced = state.synced.max(target);
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.waiters)
+                .into_iter()
+                .partition(|(seq, _)| *seq <= target);
+            state.waiters = waiting;
+            let (doomed, kept) = std::mem::take(&mut state.doomed)
+                .into_iter()
+                .partition(|(after, _)| *after <= target);
+            state.doomed = kept;
+            if !state.waiters.is_empty() {
+                self.wake.notify_one();
+            }
+            (ready, doomed)
+        };
+        for (_, name) in doomed {
+            if let Err(e) = self.dir.remove(&name) {
+                tracing::warn!(file = %self.dir.path(&name).display(), error = %e,
+                    "could not remove a purged write-ahead log segment");
+            }
+        }
+        for (_, waiter) in ready {
+            waiter(Ok(()));
+        }
     }
 
     /// From now on the sync thread syncs `file`.
@@ -123,12 +199,15 @@ impl Shared {
     }
 }
 
-/// The sync thread's loop.
-pub fn run(shared: Arc<Shared>, dir: Arc<dyn Dir>) {
+/// The sync thread's loop: syncs for the writers that found a sync running.
+pub fn run(shared: Arc<Shared>) {
     loop {
         let (target, file, path) = {
             let mut state = shared.lock();
-            while !state.stop && state.failed.is_none() && state.waiters.is_empty() {
+            while !state.stop
+                && state.failed.is_none()
+                && (state.syncing || state.waiters.is_empty())
+            {
                 state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             if state.stop || state.failed.is_some() {
@@ -140,35 +219,9 @@ pub fn run(shared: Arc<Shared>, dir: Arc<dyn Dir>) {
                 }
                 return;
             }
+            state.syncing = true;
             (state.written, state.file.clone(), state.path.clone())
         };
-        if let Err(e) = file.sync_data() {
-            let error = WalError::io(format!("fdatasync of {}", path.display()), e);
-            tracing::error!(%error, "the write-ahead log stops");
-            shared.fail(error);
-            continue;
-        }
-        let (ready, doomed) = {
-            let mut state = shared.lock();
-            state.synced = target;
-            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.waiters)
-                .into_iter()
-                .partition(|(seq, _)| *seq <= target);
-            state.waiters = waiting;
-            let (doomed, kept) = std::mem::take(&mut state.doomed)
-                .into_iter()
-                .partition(|(after, _)| *after <= target);
-            state.doomed = kept;
-            (ready, doomed)
-        };
-        for (_, name) in doomed {
-            if let Err(e) = dir.remove(&name) {
-                tracing::warn!(file = %dir.path(&name).display(), error = %e,
-                    "could not remove a purged write-ahead log segment");
-            }
-        }
-        for (_, waiter) in ready {
-            waiter(Ok(()));
-        }
+        shared.sync(target, &*file, &path);
     }
 }

@@ -282,6 +282,55 @@ fn a_failed_fdatasync_stops_the_log_for_good() {
 }
 
 #[test]
+fn a_lone_append_syncs_on_its_own_thread_and_is_durable_when_it_returns() {
+    let disk = SimDisk::default();
+    let wal = open(&disk).unwrap();
+    // Opening queues a sync on the sync thread; once this append is called back, no
+    // sync runs and nobody waits.
+    append(&wal, entries(0..1, "a")).unwrap();
+    let called_on = Arc::new(Mutex::new(None));
+    let record = called_on.clone();
+    wal.append(entries(1..2, "a"), move |r| {
+        *record.lock().unwrap() = Some((std::thread::current().id(), r.is_ok()));
+    })
+    .unwrap();
+    assert_eq!(
+        *called_on.lock().unwrap(),
+        Some((std::thread::current().id(), true)),
+        "called back on the appending thread before append returned"
+    );
+    let after = open(&disk.crash(7)).unwrap();
+    assert_eq!(all(&after), entries(0..2, "a"));
+}
+
+#[test]
+fn an_append_during_a_sync_waits_for_a_sync_that_covers_it() {
+    let disk = SimDisk::default();
+    let wal = open(&disk).unwrap();
+    append(&wal, entries(0..1, "a")).unwrap();
+    disk.hold_syncs();
+    // The first append syncs itself, held in its fdatasync.
+    let first = {
+        let wal = wal.clone();
+        std::thread::spawn(move || append(&wal, entries(1..2, "a")))
+    };
+    disk.await_held_sync();
+    // The second finds that sync running: it returns at once, and is not called back
+    // by the held sync, which began before it was written.
+    let (tx, second) = mpsc::channel();
+    wal.append(entries(2..3, "a"), move |r| {
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    assert!(second.try_recv().is_err(), "called back before any sync");
+    disk.release_syncs();
+    first.join().unwrap().unwrap();
+    second.recv().expect("callback").unwrap();
+    let after = open(&disk.crash(11)).unwrap();
+    assert_eq!(all(&after), entries(0..3, "a"));
+}
+
+#[test]
 fn the_real_directory_keeps_entries_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), SMALL).unwrap();
