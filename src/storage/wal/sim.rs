@@ -19,24 +19,35 @@ pub struct SimDisk(Arc<Mutex<Disk>>, Arc<SyncGate>);
 /// Holds every `fdatasync` until released ([`SimDisk::hold_syncs`]).
 #[derive(Default)]
 struct SyncGate {
-    /// (syncs are held, syncs waiting at the gate)
-    state: Mutex<(bool, usize)>,
+    state: Mutex<GateState>,
     changed: Condvar,
 }
 
+#[derive(Default)]
+struct GateState {
+    held: bool,
+    /// Syncs waiting at the gate.
+    waiting: usize,
+}
+
 impl SyncGate {
-    fn lock(&self) -> MutexGuard<'_, (bool, usize)> {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn wait<'a>(&self, state: MutexGuard<'a, GateState>) -> MutexGuard<'a, GateState> {
+        self.changed.wait(state).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns once syncs are not held.
     fn pass(&self) {
         let mut state = self.lock();
-        state.1 += 1;
+        state.waiting += 1;
         self.changed.notify_all();
-        while state.0 {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        while state.held {
+            state = self.wait(state);
         }
-        state.1 -= 1;
+        state.waiting -= 1;
     }
 }
 
@@ -138,24 +149,20 @@ impl SimDisk {
 
     /// From now on every `fdatasync` waits until [`SimDisk::release_syncs`].
     pub fn hold_syncs(&self) {
-        self.1.lock().0 = true;
+        self.1.lock().held = true;
     }
 
     /// Lets the held `fdatasync`s (and later ones) go.
     pub fn release_syncs(&self) {
-        self.1.lock().0 = false;
+        self.1.lock().held = false;
         self.1.changed.notify_all();
     }
 
     /// Waits until an `fdatasync` is held.
     pub fn await_held_sync(&self) {
         let mut state = self.1.lock();
-        while state.1 == 0 {
-            state = self
-                .1
-                .changed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+        while state.waiting == 0 {
+            state = self.1.wait(state);
         }
     }
 
