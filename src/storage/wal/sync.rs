@@ -1,4 +1,4 @@
-//! Group commit: one thread that runs `fdatasync` for every append waiting at that moment.
+//! Group commit: one `fdatasync` for every append waiting at that moment.
 //!
 //! Writers `pwrite` their records under the log's lock, note the write here (each gets a
 //! number), and hand over a callback. A sync takes the newest number written, syncs the
@@ -108,14 +108,10 @@ impl Shared {
     pub fn sync_here(&self, seq: u64, waiter: Waiter) {
         let (target, file, path) = {
             let mut state = self.lock();
-            if state.failed.is_some() || seq <= state.synced || state.syncing {
+            let busy = state.syncing || !state.waiters.is_empty();
+            if busy || state.failed.is_some() || seq <= state.synced {
                 drop(state);
                 return self.wait(seq, waiter);
-            }
-            if !state.waiters.is_empty() {
-                state.waiters.push((seq, waiter));
-                self.wake.notify_one();
-                return;
             }
             state.waiters.push((seq, waiter));
             state.syncing = true;
