@@ -146,9 +146,21 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every handler gets. Cheap to clone.
+/// What every handler gets: one reference-counted pointer, so the clone that each
+/// middleware layer and each handler takes per request is one count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// The handlers' shared context, behind [`AppState`].
+pub struct AppShared {
     /// The replica.
     pub node: Node,
     /// API settings.
@@ -227,7 +239,7 @@ pub fn router_with(node: Node, config: ApiConfig, metrics: Arc<Metrics>) -> Rout
         &config.allow_origins,
     );
     let exposed = !node.config().listen.ip().is_loopback();
-    let state = AppState {
+    let state = AppState(Arc::new(AppShared {
         answers: Arc::new(answers),
         inflight: forward::Inflight::new(config.max_inflight_bytes),
         exposed,
@@ -236,7 +248,7 @@ pub fn router_with(node: Node, config: ApiConfig, metrics: Arc<Metrics>) -> Rout
         config: Arc::new(config),
         relay: forward::relay_client(),
         node,
-    };
+    }));
     routes()
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
