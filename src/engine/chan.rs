@@ -525,7 +525,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
 
 /// Whether any HTTP operation is parked (for reads outside apply).
 pub fn any_parked<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<bool, StoreError> {
-    Ok(tx.scan_from(Table::Ops, &[]).next().transpose()?.is_some())
+    Ok(tx.first_key(Table::Ops)?.is_some())
 }
 
 /// A channel's client view.

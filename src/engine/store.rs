@@ -8,9 +8,11 @@
 //! including in ordered scans (a merge of the overlay and the store), which is what the
 //! queue and index look-ups need.
 
+use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::iter::Peekable;
+use std::ops::Bound;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -216,9 +218,21 @@ impl<S: Store> Store for ReadOnly<S> {
 pub type WriteSet = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Table::ALL.len()];
 
 /// A write overlay over a store.
+///
+/// # The base's first keys
+/// Every command looks for what is due in the four deadline-ordered tables, and every
+/// applied batch for the earliest deadline: a scan each, which in sled is an iterator
+/// walked from the root. Within one transaction the base store does not change (the
+/// apply holds the only writer, and its transaction commits only once it ends), so the
+/// first key of a table in the base is read once and kept ([`Tx::first_key`],
+/// [`Tx::keys_below`]); most of the time it tells that nothing in the base is due and
+/// only the staged writes need looking at. A transaction over a store that others
+/// write meanwhile (a reader's) must not use those two.
 pub struct Tx<'s, S: Store + ?Sized> {
     base: &'s S,
     writes: WriteSet,
+    /// Per table, the base's first key (`None`: the table is empty there), once read.
+    base_first: [OnceCell<Option<Vec<u8>>>; Table::ALL.len()],
 }
 
 impl<'s, S: Store + ?Sized> Tx<'s, S> {
@@ -227,7 +241,60 @@ impl<'s, S: Store + ?Sized> Tx<'s, S> {
         Tx {
             base,
             writes: Default::default(),
+            base_first: Default::default(),
         }
+    }
+
+    /// The first key of `table` in the base store, read once per transaction (see "The
+    /// base's first keys").
+    fn base_first(&self, table: Table) -> Result<Option<&[u8]>, StoreError> {
+        let cell = &self.base_first[table.index()];
+        if cell.get().is_none() {
+            let first = self.base.scan_from(table, &[]).next().transpose()?;
+            let _ = cell.set(first.map(|(key, _)| key));
+        }
+        Ok(cell.get().and_then(|first| first.as_deref()))
+    }
+
+    /// The first key of `table`, seeing staged writes: what `scan_from(table, &[])`
+    /// would give first, without walking the base again unless a staged delete took
+    /// the base's first key (see "The base's first keys").
+    pub fn first_key(&self, table: Table) -> Result<Option<Vec<u8>>, StoreError> {
+        let staged = &self.writes[table.index()];
+        let base = self.base_first(table)?;
+        if let Some(first) = base {
+            if matches!(staged.get(first), Some(None)) {
+                let first = self.scan_from(table, &[]).next().transpose()?;
+                return Ok(first.map(|(key, _)| key));
+            }
+        }
+        let staged_first = staged
+            .iter()
+            .find(|(_, value)| value.is_some())
+            .map(|(key, _)| key.as_slice());
+        Ok(match (base, staged_first) {
+            (Some(b), Some(s)) => Some(b.min(s).to_vec()),
+            (b, s) => b.or(s).map(<[u8]>::to_vec),
+        })
+    }
+
+    /// The keys of `table` below `bound`, ascending, seeing staged writes: what a scan
+    /// from the start would give up to `bound`. The base is walked only if its first
+    /// key is below `bound` (see "The base's first keys").
+    pub fn keys_below(&self, table: Table, bound: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let base_below = self.base_first(table)?.is_some_and(|first| first < bound);
+        if base_below {
+            return self
+                .scan_from(table, &[])
+                .map(|entry| entry.map(|(key, _)| key))
+                .take_while(|key| key.as_ref().map_or(true, |k| k.as_slice() < bound))
+                .collect();
+        }
+        Ok(self.writes[table.index()]
+            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(bound)))
+            .filter(|(_, value)| value.is_some())
+            .map(|(key, _)| key.clone())
+            .collect())
     }
 
     /// Reads a key, seeing staged writes.
@@ -415,4 +482,53 @@ pub fn put_record<S: Store + ?Sized, T: Serialize>(
 ) -> Result<(), StoreError> {
     tx.put(table, key, codec::encode(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a scan from the start gives: the answers `first_key` and `keys_below` must
+    /// match without walking the base.
+    fn scanned(tx: &Tx<'_, MemStore>, table: Table) -> Vec<Vec<u8>> {
+        tx.scan_from(table, &[]).map(|e| e.unwrap().0).collect()
+    }
+
+    /// A step of a transaction: stage a write (`Some`) or a delete (`None`) of a
+    /// one-byte key, then ask both questions with a one-byte bound.
+    fn step() -> impl Strategy<Value = (u8, Option<u8>, u8)> {
+        (0..16u8, proptest::option::of(any::<u8>()), 0..18u8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Random base tables, then random staged writes and deletes: after each, the
+        /// first key and the keys below a bound are what a full merged scan gives.
+        #[test]
+        fn first_keys_and_keys_below_agree_with_a_scan(
+            base in proptest::collection::btree_set(0..16u8, 0..8),
+            steps in proptest::collection::vec(step(), 1..24),
+        ) {
+            let mut store = MemStore::new();
+            let mut writes = WriteSet::default();
+            for key in base {
+                writes[Table::Timers.index()].insert(vec![key], Some(vec![key]));
+            }
+            store.commit(writes);
+            let mut tx = Tx::new(&store);
+            for (key, value, bound) in steps {
+                match value {
+                    Some(value) => tx.put(Table::Timers, vec![key], vec![value]),
+                    None => tx.delete(Table::Timers, vec![key]),
+                }
+                let all = scanned(&tx, Table::Timers);
+                prop_assert_eq!(tx.first_key(Table::Timers).unwrap(), all.first().cloned());
+                let below: Vec<Vec<u8>> =
+                    all.iter().filter(|k| k.as_slice() < [bound].as_slice()).cloned().collect();
+                prop_assert_eq!(tx.keys_below(Table::Timers, &[bound]).unwrap(), below);
+            }
+        }
+    }
 }

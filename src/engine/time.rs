@@ -24,19 +24,19 @@ pub fn clock<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Millis, StoreError> {
 /// The earliest deadline (timer, parked operation, lease, retention or idempotency
 /// record) still to come, so the leader knows when to propose a tick.
 pub fn next_deadline<S: Store + ?Sized>(tx: &Tx<'_, S>) -> Result<Option<Millis>, StoreError> {
-    let timer = tx.scan_from(Table::Timers, &[]).next().transpose()?;
-    let lease = tx.scan_from(Table::Leases, &[]).next().transpose()?;
-    let retention = tx.scan_from(Table::Retention, &[]).next().transpose()?;
-    let keys = tx
-        .scan_from(Table::IdempotencyExpiry, &[])
-        .next()
-        .transpose()?;
-    let at = |entry: Option<(Vec<u8>, Vec<u8>)>| entry.map(|(k, _)| keys::deadline(&k));
-    let timer = at(timer).transpose()?;
-    let lease = at(lease).transpose()?;
-    let retention = at(retention).transpose()?;
-    let keys = at(keys).transpose()?;
-    Ok([timer, lease, retention, keys].into_iter().flatten().min())
+    let mut earliest = None;
+    for table in [
+        Table::Timers,
+        Table::Leases,
+        Table::Retention,
+        Table::IdempotencyExpiry,
+    ] {
+        if let Some(key) = tx.first_key(table)? {
+            let at = keys::deadline(&key)?;
+            earliest = Some(earliest.map_or(at, |e: Millis| e.min(at)));
+        }
+    }
+    Ok(earliest)
 }
 
 /// How far one command may move log time ahead. A leader whose clock is further ahead
@@ -126,11 +126,13 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         self.flush()
     }
 
-    /// Keys of a deadline-ordered table that are due at `self.now`.
+    /// Keys of a deadline-ordered table that are due at `self.now`. A key starts with
+    /// its deadline, big-endian, so those due sort below `now + 1` (log time stays far
+    /// below `u64::MAX`, see [`MAX_LOG_TIME`]).
     fn due(&self, table: Table) -> Result<Vec<Vec<u8>>, StoreError> {
+        let after = self.now.saturating_add(1).to_be_bytes();
         let mut due = Vec::new();
-        for entry in self.tx.scan_from(table, &[]) {
-            let (key, _) = entry?;
+        for key in self.tx.keys_below(table, &after)? {
             if keys::deadline(&key)? > self.now {
                 break;
             }

@@ -121,7 +121,7 @@ impl StateMachine {
         // After the reload, which takes files from the links that this prunes.
         let files =
             SnapshotFiles::open(dir, &dir.join(CURRENT)).map_err(|e| snapshot_write_err(&e))?;
-        let progress = watch::Sender::new(read_progress(&store)?);
+        let progress = watch::Sender::new(read_progress(&Tx::new(&store))?);
         let applied = applied_log_id(&store)?.map(|id| id.index);
         let checkpoints = Checkpoints::open(store.clone(), applied)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
@@ -189,7 +189,8 @@ impl StateMachine {
         tokio::task::spawn_blocking(move || reload(&store, &dir))
             .await
             .map_err(|e| snapshot_write_err(&e))??;
-        self.progress.send_replace(read_progress(&self.store)?);
+        self.progress
+            .send_replace(read_progress(&Tx::new(&self.store))?);
         // `reload` flushed the tables durably.
         let installed = meta.last_log_id.map(|id| id.index);
         self.checkpoints.applied(installed);
@@ -280,6 +281,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(log_id) = last {
             put_meta(&mut tx, KEY_APPLIED, &log_id)?;
         }
+        // Read through the transaction, which sees what the commit will hold, and keeps
+        // the first keys that the commands' look for due deadlines read already.
+        let progress = read_progress(&tx)?;
         self.store
             .commit(tx.into_writes())
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
@@ -290,7 +294,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Nobody listening is fine: effects are notifications, not state.
             let _ = self.effects.send(effect);
         }
-        self.progress.send_replace(read_progress(&self.store)?);
+        self.progress.send_replace(progress);
         Ok(replies)
     }
 
@@ -489,13 +493,12 @@ fn current_snapshot_meta(dir: &Path) -> Result<Option<Meta>, StorageError> {
         .map_err(|e| snapshot_read_err(&e))
 }
 
-fn read_progress(store: &SledStore) -> Result<Progress, StorageError> {
-    let tx = Tx::new(store);
+fn read_progress(tx: &Tx<'_, SledStore>) -> Result<Progress, StorageError> {
     let read = |e: engine::StoreError| StorageError::from(StorageIOError::read_state_machine(&e));
     Ok(Progress {
-        clock: engine::clock(&tx).map_err(read)?,
-        next_deadline: engine::next_deadline(&tx).map_err(read)?,
-        parked: engine::chan::any_parked(&tx).map_err(read)?,
+        clock: engine::clock(tx).map_err(read)?,
+        next_deadline: engine::next_deadline(tx).map_err(read)?,
+        parked: engine::chan::any_parked(tx).map_err(read)?,
     })
 }
 
