@@ -8,8 +8,26 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` of mimalloc.h (the same number in mimalloc 2 and 3, which
+/// never renumber an option; the Rust bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long mimalloc keeps freed memory before returning it to the OS. sled writes its
+/// log through buffers of a segment's size (8 MiB, `storage::sm`), each a new
+/// allocation: with mimalloc's default of one second the memory had gone back to the
+/// OS before the next buffer came, and every 4 KiB sled wrote cost a page fault that
+/// zeroed a page — a tenth of a follower's CPU at 64 connections (docs/performance.md,
+/// "The allocator's purge delay").
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // mimalloc reads its environment when the process starts: a delay set there wins.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's global options, which it reads atomically; any
+        // value is valid for it. The only `unsafe` in slct: mimalloc has no safe setter.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
