@@ -11,7 +11,8 @@
 # Raw outputs stay in OUT (default /tmp/slct-profile.<time>), not in the repository.
 #
 # Usage: benches/profile_leader.sh [SECONDS] [OUT] [BASE_PORT]   (default: 10, -, 19300)
-#   SLCT_BIN=path skips the cargo build; CONNS (default 64); FREQ (default 499 Hz).
+#   SLCT_BIN=path skips the cargo build; CONNS (default 64); FREQ (default 499 Hz);
+#   PROFILE=follower records a follower instead of the leader (perf stat covers all three).
 set -euo pipefail
 SECS=${1:-10}
 OUT=${2:-/tmp/slct-profile.$(date +%Y%m%d-%H%M%S)}
@@ -83,7 +84,10 @@ for i in 1 2 3; do
   perf stat -e "$EVENTS" -p "${PID[$i]}" -o "$OUT/stat-node$i-$role.txt" -- sleep "$SECS" &
   STATS+=($!)
 done
-perf record -F "$FREQ" --call-graph dwarf,16384 -p "${PID[$LEADER]}" \
+TARGET=$LEADER
+if [ "${PROFILE:-leader}" = follower ]; then TARGET=$((LEADER % 3 + 1)); fi
+echo "perf record of node $TARGET (${PROFILE:-leader})" | tee -a "$OUT/info.txt" >&2
+perf record -F "$FREQ" --call-graph dwarf,16384 -p "${PID[$TARGET]}" \
   -o "$OUT/perf.data" -- sleep "$SECS" 2>"$OUT/record.log"
 wait "${STATS[@]}"
 BUSY1=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat)
