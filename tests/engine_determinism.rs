@@ -1,12 +1,15 @@
 //! The same command log gives the same state everywhere: applied one command at a time
 //! to an in-memory store, and in batches to a sled store, every table ends identical —
 //! parked operations, their claims and withdrawals, and the withdrawal of everything
-//! parked when a new leader term begins included.
+//! parked when a new leader term begins included. A state a command replies with is
+//! the state it stored.
 
 use proptest::prelude::*;
 use serde_json::json;
 use slct::engine::types::{Case, Select};
-use slct::engine::{self, Command, MemStore, Op, ParkedOp, RecvMode, SendMode, Store, Table, Tx};
+use slct::engine::{
+    self, Command, MemStore, Op, ParkedOp, RecvMode, Response, SendMode, Store, Table, Tx,
+};
 use slct::storage::sm::SledStore;
 use uuid::Uuid;
 
@@ -132,9 +135,15 @@ proptest! {
         let mut replies_mem = Vec::new();
         for (cmd, term) in &log {
             let mut tx = Tx::new(&mem);
-            replies_mem.push(engine::apply(&mut tx, cmd, 0, *term).unwrap());
+            let applied = engine::apply(&mut tx, cmd, 0, *term).unwrap();
             let writes = tx.into_writes();
             mem.commit(writes);
+            // A state in a reply is the state as stored by that command.
+            if let Ok(Response::State(state)) = &applied.reply {
+                let stored = engine::load_state(&mem, &state.id).unwrap();
+                prop_assert_eq!(stored.as_ref(), Some(state.as_ref()));
+            }
+            replies_mem.push(applied);
         }
         let dir = tempfile::tempdir().unwrap();
         let sled = SledStore::open(dir.path()).unwrap();

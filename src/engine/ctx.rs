@@ -177,10 +177,21 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
     /// Writes every cached change into the transaction, updates the derived indexes,
     /// records which states turned pending, and empties the caches.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.flush_keeping(None).map(drop)
+    }
+
+    /// [`Ctx::flush`], returning state `keep` as it was written if this flush wrote it
+    /// (what reading it back would give, without decoding its record again).
+    pub fn flush_keeping(&mut self, keep: Option<&str>) -> Result<Option<State>, StoreError> {
+        let mut kept = None;
         for (id, cached) in std::mem::take(&mut self.states) {
             let events = self.events.remove(&id).unwrap_or_default();
             if cached.changed {
-                self.flush_state(id, cached, events)?;
+                let wanted = keep == Some(id.as_str());
+                let written = self.flush_state(id, cached, events)?;
+                if wanted {
+                    kept = written;
+                }
             }
         }
         for (name, cached) in std::mem::take(&mut self.chans) {
@@ -191,19 +202,19 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
         for (counter, delta) in std::mem::take(&mut self.counts) {
             counts::add(self.tx, counter, delta)?;
         }
-        Ok(())
+        Ok(kept)
     }
 }
 
 impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Writes back one changed state with its history, and its index entries by their
-    /// difference from the stored ones.
+    /// difference from the stored ones; returns the state as written (`None`: deleted).
     fn flush_state(
         &mut self,
         id: String,
         cached: CachedState,
         mut events: Vec<What>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<State>, StoreError> {
         let CachedState {
             stored_index,
             stored_status,
@@ -215,7 +226,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             self.count(Counter::States(status), -1);
         }
         let Some(mut state) = current else {
-            return self.delete_records(&id, stored_index);
+            return self.delete_records(&id, stored_index).map(|()| None);
         };
         self.settle(&mut state, &mut events);
         if !events.is_empty() {
@@ -227,7 +238,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         self.update_index(&id, &stored_index, index_keys(&state));
         let record = history::encode_state(self.tx, &id, &state, &mut tail)?;
         self.tx.put(Table::States, id.into_bytes(), record);
-        Ok(())
+        Ok(Some(state))
     }
 
     /// A deleted state: its record, its history and its index entries go.

@@ -396,8 +396,12 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 
     fn reply_state(&mut self, id: &str) -> OpResult {
-        self.flush()?;
-        Ok(match self.state(id)? {
+        let written = self.flush_keeping(Some(id))?;
+        let state = match written {
+            Some(state) => Some(state),
+            None => self.state(id)?,
+        };
+        Ok(match state {
             Some(state) => Ok(Response::State(Box::new(state))),
             None => Err(not_found(id)),
         })
