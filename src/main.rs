@@ -25,7 +25,8 @@ async fn main() -> ExitCode {
     // mimalloc reads its environment when the process starts: a delay set there wins.
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one of mimalloc's global options, which it reads atomically; any
-        // value is valid for it. The only `unsafe` in slct: mimalloc has no safe setter.
+        // value is valid for it. slct's one `unsafe` (with its test's): mimalloc has no
+        // safe setter.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
     tracing_subscriber::fmt()
@@ -44,5 +45,21 @@ async fn main() -> ExitCode {
             eprintln!("slct: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Option 15 is the purge delay: it holds mimalloc 3's default for that option
+    /// (1,000 ms), or what the environment set. Fails if an upgrade renumbered it.
+    #[test]
+    fn option_15_is_mimallocs_purge_delay() {
+        let expected = std::env::var("MIMALLOC_PURGE_DELAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000);
+        // SAFETY: reads one of mimalloc's global options.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, expected);
     }
 }
