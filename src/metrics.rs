@@ -30,7 +30,7 @@ pub struct RequestLabels {
     /// HTTP method, one the API serves, or `other`.
     pub method: &'static str,
     /// Route template, or `other`.
-    pub route: String,
+    pub route: &'static str,
     /// Status code.
     pub status: u16,
 }
@@ -41,7 +41,7 @@ pub struct RouteLabels {
     /// HTTP method, one the API serves, or `other`.
     pub method: &'static str,
     /// Route template, or `other`.
-    pub route: String,
+    pub route: &'static str,
 }
 
 /// A one-label set (`status`, `queue`, `outcome`).

@@ -32,13 +32,9 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::AppState;
 
 /// The hosts and origins a node answers to.
 #[derive(Clone, Debug, Default)]
@@ -182,14 +178,6 @@ pub fn check(answers: &Answers, method: &Method, headers: &HeaderMap) -> Result<
         }
     }
     Ok(())
-}
-
-/// The layer: [`check`], then the request goes on.
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match check(&state.answers, req.method(), req.headers()) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@
 //! them) but answers 503 `not_leader` with `Retry-After`.
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderMap, HeaderName, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -61,8 +61,8 @@ pub fn is_local(method: &Method, path: &str, query: Option<&str>) -> bool {
         || (method == Method::GET && (cluster || console || has("stale=true")))
 }
 
-/// The forwarding layer (see the module docs).
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Serves `req` here with `next`, or on the leader (see the module docs).
+pub async fn serve(state: &AppState, req: Request, next: Next) -> Response {
     let routed = req
         .extensions()
         .get::<MatchedPath>()
@@ -74,20 +74,20 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let (parts, body) = req.into_parts();
     // Held until the answer is built: the body's bytes count against
     // --max-inflight-bytes while they are in memory.
-    let (bytes, _held) = match read_body(&state, &parts.headers, body).await {
+    let (bytes, _held) = match read_body(state, &parts.headers, body).await {
         Ok(read) => read,
         Err(e) => return e.into_response(),
     };
     if !state.node.is_leader() && !forwarded {
         return match state.node.leader() {
-            Some((_, addr)) => relay(&state, &addr, &parts, bytes).await,
+            Some((_, addr)) => relay(state, &addr, &parts, bytes).await,
             None => ApiError::from(crate::node::NodeError::NoLeader).into_response(),
         };
     }
     let local = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
     let response = next.run(local).await;
     match response.extensions().get::<NotLeader>() {
-        Some(NotLeader(_, addr)) if !forwarded => relay(&state, addr, &parts, bytes).await,
+        Some(NotLeader(_, addr)) if !forwarded => relay(state, addr, &parts, bytes).await,
         _ => response,
     }
 }

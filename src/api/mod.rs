@@ -13,10 +13,10 @@
 //!
 //! # Request path
 //! Every request passes, outermost first: a panic guard (a bug answers 503, never 500)
-//! → metrics (route, status, latency) → browser checks ([`browser`]: Host, Origin,
-//! Content-Type) → bearer
-//! auth ([`auth`]: `--token`, `--admin-token`) → forwarding (a follower sends the request to
-//! the leader, unless it is answerable locally) → the handler. Handlers run on the
+//! → [`gate`], one layer that runs, in order: metrics (route, status, latency) →
+//! browser checks ([`browser`]: Host, Origin, Content-Type) → bearer auth ([`auth`]:
+//! `--token`, `--admin-token`) → forwarding (a follower sends the request to the
+//! leader, unless it is answerable locally) → the handler. Handlers run on the
 //! leader, write through [`Node::write`] and read from the local store after
 //! [`Node::linearizable_read`]; a handler that meets "not the leader" half-way marks its
 //! response and the forwarding layer replays the request on the new leader.
@@ -253,19 +253,7 @@ pub fn router_with(node: Node, config: ApiConfig, metrics: Arc<Metrics>) -> Rout
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            forward::middleware,
-        ))
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            browser::middleware,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::middleware,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), gate))
         .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
 }
@@ -435,23 +423,41 @@ pub fn has_admin_token(config: &ApiConfig, headers: &header::HeaderMap) -> bool 
     matches!((&config.admin_token, given), (Some(t), Some(g)) if bool::from(t.as_bytes().ct_eq(g.as_bytes())))
 }
 
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Every request's way to its handler, in one layer: recorded in the metrics, checked
+/// as a browser's request, authorized, then served here or forwarded to the leader
+/// (see "Request path"). One layer, not four: axum clones the service behind a layer
+/// for every request, and each layer's clone holds the layers inside it.
+async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    metrics::recorded(&state, req, |req| async {
+        if let Err(e) = browser::check(&state.answers, req.method(), req.headers()) {
+            return e.into_response();
+        }
+        if let Err(refused) = auth(&state, &req) {
+            return refused;
+        }
+        forward::serve(&state, req, next).await
+    })
+    .await
+}
+
+/// Bearer auth: the refusal's answer, if `req` may not pass.
+fn auth(state: &AppState, req: &Request) -> Result<(), Response> {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match authorize(
+    authorize(
         &state.config,
         state.exposed,
         guard(req.method(), req.uri().path()),
         given,
-    ) {
-        Ok(()) => next.run(req).await,
-        Err(Refusal::Forbidden(why)) => {
+    )
+    .map_err(|refusal| match refusal {
+        Refusal::Forbidden(why) => {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response()
         }
-        Err(Refusal::Unauthenticated) => {
+        Refusal::Unauthenticated => {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -464,7 +470,7 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
             );
             response
         }
-    }
+    })
 }
 
 /// A handler that panicked (a bug) answers 503 in the error shape rather than 500 or a
