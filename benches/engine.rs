@@ -152,7 +152,7 @@ fn run(
                 history_limit: history_limit(),
                 op,
             };
-            let applied = engine::apply(&mut tx, &cmd, 0, 1).expect("apply");
+            let applied = engine::apply(&mut tx, cmd, 0, 1).expect("apply");
             assert!(applied.reply.is_ok(), "{:?}", applied.reply);
             count += 1;
         }

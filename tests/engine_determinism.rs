@@ -135,7 +135,7 @@ proptest! {
         let mut replies_mem = Vec::new();
         for (cmd, term) in &log {
             let mut tx = Tx::new(&mem);
-            let applied = engine::apply(&mut tx, cmd, 0, *term).unwrap();
+            let applied = engine::apply(&mut tx, cmd.clone(), 0, *term).unwrap();
             let writes = tx.into_writes();
             mem.commit(writes);
             // A state in a reply is the state as stored by that command.
@@ -151,7 +151,7 @@ proptest! {
         for chunk in log.chunks(batch) {
             let mut tx = Tx::new(&sled);
             for (cmd, term) in chunk {
-                replies_sled.push(engine::apply(&mut tx, cmd, 0, *term).unwrap());
+                replies_sled.push(engine::apply(&mut tx, cmd.clone(), 0, *term).unwrap());
             }
             sled.commit(tx.into_writes()).unwrap();
         }

@@ -78,7 +78,7 @@ use types::Chan;
 /// far ahead of log time changes nothing (see [`time::log_time`]).
 pub fn apply<S: Store + ?Sized>(
     tx: &mut Tx<'_, S>,
-    cmd: &Command,
+    cmd: Command,
     index: u64,
     term: u64,
 ) -> Result<Applied, StoreError> {
@@ -94,7 +94,7 @@ pub fn apply<S: Store + ?Sized>(
     let mut ctx = Ctx::new(tx, now, cmd.seed).with_history(index, cmd.history_limit);
     ctx.advance()?;
     ctx.enter_term(term)?;
-    let reply = run(&mut ctx, &cmd.op)?;
+    let reply = run(&mut ctx, cmd.op)?;
     ctx.flush()?;
     Ok(Applied {
         reply,
@@ -102,11 +102,11 @@ pub fn apply<S: Store + ?Sized>(
     })
 }
 
-fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: &Op) -> OpResult {
+fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: Op) -> OpResult {
     if let Some(Err(e)) = op.chan().map(|name| validate::name("channel name", name)) {
         return Ok(Err(e));
     }
-    match op.clone() {
+    match op {
         Op::CreateState {
             id,
             data,
@@ -235,7 +235,7 @@ fn keyed<S: Store + ?Sized>(
             first.route
         ))));
     }
-    let reply = run(ctx, &op)?;
+    let reply = run(ctx, op)?;
     let record = idempotency::Record {
         route: route.to_owned(),
         digest,

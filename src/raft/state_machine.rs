@@ -261,12 +261,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
-                    for command in &batch {
-                        let applied =
+                    for command in batch {
+                        let mut applied =
                             engine::apply(&mut tx, command, log_id.index, log_id.leader_id.term)
                                 .map_err(|e| StorageIOError::apply(log_id, &e))?;
                         if !applied.effects.is_empty() {
-                            effects.push(Arc::new(applied.effects.clone()));
+                            // The effects go to the listeners; the reply is for the writer.
+                            effects.push(Arc::new(std::mem::take(&mut applied.effects)));
                         }
                         batch_replies.push(applied);
                     }

@@ -47,7 +47,7 @@ impl World {
             op,
         };
         let mut tx = Tx::new(&self.store);
-        let applied = engine::apply(&mut tx, &cmd, self.index, self.term)
+        let applied = engine::apply(&mut tx, cmd, self.index, self.term)
             .expect("storage never fails in memory");
         self.index += 1;
         let writes = tx.into_writes();
