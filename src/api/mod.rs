@@ -432,16 +432,16 @@ async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Respon
         if let Err(e) = browser::check(&state.answers, req.method(), req.headers()) {
             return e.into_response();
         }
-        if let Err(refused) = auth(&state, &req) {
-            return refused;
+        if let Some(refusal) = auth(&state, &req) {
+            return refusal;
         }
         forward::serve(&state, req, next).await
     })
     .await
 }
 
-/// Bearer auth: the refusal's answer, if `req` may not pass.
-fn auth(state: &AppState, req: &Request) -> Result<(), Response> {
+/// Bearer auth: the answer refusing `req`, if it may not pass.
+fn auth(state: &AppState, req: &Request) -> Option<Response> {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -453,7 +453,8 @@ fn auth(state: &AppState, req: &Request) -> Result<(), Response> {
         guard(req.method(), req.uri().path()),
         given,
     )
-    .map_err(|refusal| match refusal {
+    .err()
+    .map(|refusal| match refusal {
         Refusal::Forbidden(why) => {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response()
         }
