@@ -53,6 +53,7 @@ use serde::Serialize;
 
 use tokio::sync::watch;
 
+use super::log_tail::{Tail, TAIL_BYTES};
 use super::state_machine::applied_log_id;
 use super::{StorageError, TypeConfig};
 use crate::codec;
@@ -75,6 +76,8 @@ pub struct LogStore {
     held_bytes: Arc<watch::Sender<u64>>,
     /// A change of `held_bytes` is notified only when it leaves at least this many.
     notify_held_from: Arc<AtomicU64>,
+    /// The newest entries, decoded, for reads soon after the append ([`log_tail`]).
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl LogStore {
@@ -90,6 +93,7 @@ impl LogStore {
             pending_purge: Arc::default(),
             held_bytes,
             notify_held_from: Arc::new(AtomicU64::new(u64::MAX)),
+            tail: Arc::new(Mutex::new(Tail::new(TAIL_BYTES))),
         };
         let committed = log_store.stored_committed()?;
         log_store.note_committed(committed);
@@ -105,6 +109,10 @@ impl LogStore {
 
     fn pending_purge(&self) -> std::sync::MutexGuard<'_, Option<LogId<u64>>> {
         self.pending_purge.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Does a held purge if the durable index has reached it; whether none is held.
@@ -147,6 +155,7 @@ impl LogStore {
         self.wal
             .purge(log_id.index, id)
             .map_err(|e| write_err(&e))?;
+        self.tail().purged(log_id.index);
         self.note_held_bytes();
         Ok(())
     }
@@ -216,6 +225,9 @@ impl LogStore {
         };
         if start >= end {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self.tail().read(start, end, self.wal.next_index()) {
+            return Ok(entries);
         }
         let found = self.wal.read(start..end).map_err(|e| read_err(&e))?;
         found
@@ -344,11 +356,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.settle_purge().await?;
         let first = self.wal.log_state().first_index;
         let mut encoded = Vec::new();
+        let mut appended = Vec::new();
         // Entries below the purge point are already in the state machine (openraft's
         // storage suite appends such).
         for entry in entries.into_iter().filter(|e| e.log_id.index >= first) {
             let bytes = codec::encode(&entry).map_err(|e| write_err(&e))?;
+            let size = bytes.len();
             encoded.push((entry.log_id.index, bytes));
+            appended.push((entry, size));
         }
         // The write may sync on this thread (see "Durability").
         tokio::task::yield_now().await;
@@ -357,6 +372,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 callback.log_io_completed(result.map_err(std::io::Error::other));
             })
             .map_err(|e| write_err(&e))?;
+        let mut tail = self.tail();
+        for (entry, size) in appended {
+            tail.appended(entry, size);
+        }
+        drop(tail);
         self.note_held_bytes();
         Ok(())
     }
@@ -366,6 +386,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         self.wal.truncate(log_id.index).map_err(|e| write_err(&e))?;
+        self.tail().truncated(log_id.index);
         self.note_held_bytes();
         Ok(())
     }

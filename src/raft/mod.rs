@@ -32,6 +32,7 @@
 
 pub mod auth;
 pub mod log_store;
+pub mod log_tail;
 pub mod network;
 pub mod peers;
 pub mod server;

@@ -364,6 +364,11 @@ impl Wal {
             .sum()
     }
 
+    /// The index the next entry appended must have.
+    pub fn next_index(&self) -> u64 {
+        self.state().index.next()
+    }
+
     /// What the log holds besides entries.
     pub fn log_state(&self) -> LogState {
         let state = self.state();
