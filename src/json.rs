@@ -100,19 +100,11 @@ fn unknown_field(e: &serde_json::Error) -> Option<String> {
 /// The deepest nesting of arrays and objects in a JSON text, ignoring brackets inside
 /// strings. Works on invalid JSON too (the parser rejects that afterwards).
 pub fn depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut depth, mut max, mut at) = (0usize, 0usize, 0usize);
+    while let Some(&b) = bytes.get(at) {
+        at += 1;
         match b {
-            b'"' => in_string = true,
+            b'"' => at = string_end(bytes, at),
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
@@ -122,6 +114,24 @@ pub fn depth(bytes: &[u8]) -> usize {
         }
     }
     max
+}
+
+/// Where the string whose text begins at `at` (after its opening quote) ends: after its
+/// closing quote, or at the end of `bytes` if it has none. A string's text is most of a
+/// request's bytes (a state's data), so it is skipped to the next quote or backslash at
+/// a time rather than looked at byte by byte.
+fn string_end(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(found) = bytes
+        .get(at..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    {
+        let i = at + found;
+        if bytes[i] == b'"' {
+            return i + 1;
+        }
+        at = i + 2; // the backslash and the byte it escapes
+    }
+    bytes.len()
 }
 
 #[cfg(test)]
@@ -134,6 +144,41 @@ mod tests {
         assert_eq!(depth(b"1"), 0);
         assert_eq!(depth(br#"{"a": [1, {"b": "[[[[\"{"}]}"#), 3);
         assert_eq!(depth(&b"[".repeat(65)), 65);
+    }
+
+    /// [`depth`] as a plain walk over every byte.
+    fn depth_byte_by_byte(bytes: &[u8]) -> usize {
+        let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+        for &b in bytes {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        max
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn depth_skipping_strings_agrees_with_a_walk_over_every_byte(
+            text in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\ a".to_vec()), 0..64)
+        ) {
+            proptest::prop_assert_eq!(depth(&text), depth_byte_by_byte(&text));
+        }
     }
 
     #[test]
