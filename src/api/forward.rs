@@ -11,7 +11,7 @@
 //! and blocking channel operations are forwarded too; the client's timeout covers the
 //! longest wait.
 //!
-//! This layer also reads every body, up to `--max-body` (413 beyond), for all routes
+//! This step also reads every body, up to `--max-body` (413 beyond), for all routes
 //! that are not answered locally; axum's own default body limit is off. It runs after
 //! auth, so a body is read only once the token checks. The bytes of bodies held at
 //! once, across all requests, are capped by `--max-inflight-bytes`: beyond it the

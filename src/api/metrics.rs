@@ -1,4 +1,4 @@
-//! `GET /metrics` and the middleware that records every request in the node's
+//! `GET /metrics` and the recording of every request in the node's
 //! [`Metrics`] (design.md §3.5).
 //!
 //! Request labels come from a closed set, so no request can add series: the method is

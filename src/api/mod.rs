@@ -7,7 +7,7 @@
 //! - [`states`], [`poll`], [`chans`], [`cluster`]: the handlers, one module per concern.
 //! - [`hub`]: wakes long-pollers and parked channel operations from the apply path.
 //! - [`forward`]: a follower replays writes and linearizable reads on the leader.
-//! - [`metrics`]: `GET /metrics`, and the middleware recording every request in the
+//! - [`metrics`]: `GET /metrics`, and the recording of every request in the
 //!   node's [`Metrics`]; [`wait`]: a request's wait, kept apart from its service time.
 //! - [`console`]: the web console at `/`, static files compiled into the binary.
 //!
@@ -146,8 +146,8 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every handler gets: one reference-counted pointer, so the clone that each
-/// middleware layer and each handler takes per request is one count, not one per field.
+/// What every handler gets: one reference-counted pointer, so the clone that the
+/// middleware layer and each handler take per request is one count, not one per field.
 #[derive(Clone)]
 pub struct AppState(Arc<AppShared>);
 

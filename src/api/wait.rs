@@ -2,7 +2,7 @@
 //! pending, a blocking send or receive parked for a partner — kept apart from its
 //! service time, so a healthy cluster's latency is not its pollers' `wait`.
 //!
-//! A handler runs its wait under [`waiting`]; the metrics middleware runs the request
+//! A handler runs its wait under [`waiting`]; the metrics' recording runs the request
 //! under [`measured`] and records the two times in their own series. A follower that
 //! relays a request learns the leader's wait from the [`WAITED_HEADER`] of the answer
 //! and adds it with [`add_wait`].
