@@ -131,14 +131,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// below `u64::MAX`, see [`MAX_LOG_TIME`]).
     fn due(&self, table: Table) -> Result<Vec<Vec<u8>>, StoreError> {
         let after = self.now.saturating_add(1).to_be_bytes();
-        let mut due = Vec::new();
-        for key in self.tx.keys_below(table, &after)? {
-            if keys::deadline(&key)? > self.now {
-                break;
-            }
-            due.push(key);
-        }
-        Ok(due)
+        self.tx.keys_below(table, &after)
     }
 
     /// A blocked select's earliest timer fired: it completes through that timer case
