@@ -35,7 +35,7 @@ use slct::codec;
 use slct::engine::chan::{Side, Waiter};
 use slct::engine::history::{self, Event, What};
 use slct::engine::poll::candidates;
-use slct::engine::types::{Callback, Case, Select, State, Status};
+use slct::engine::types::{Callback, Case, Chan, Select, State, Status};
 use slct::engine::{Applied, Data, CALLBACK_LEASE_MARGIN_MS};
 use slct::engine::{Discarded, DiscardedSend};
 use slct::engine::{Error, Op, RecvMode, Response, SendMode, Store, Table};
@@ -1721,6 +1721,12 @@ fn counts_match_the_tables(world: &World) -> Result<(), String> {
     }
     tally.senders = world.store.len(Table::Senders) as u64;
     tally.receivers = world.store.len(Table::Receivers) as u64;
+    // A queue's head may wait in its channel's record instead of the queue's table.
+    for entry in world.store.scan_from(Table::Chans, &[]) {
+        let chan: Chan = codec::decode(&entry.unwrap().1).unwrap();
+        tally.senders += u64::from(chan.head_sender.is_some());
+        tally.receivers += u64::from(chan.head_receiver.is_some());
+    }
     tally.timers = world.store.len(Table::Timers) as u64;
     let kept = slct::engine::counts(&world.store).unwrap();
     // Deletions are not in the tables: the model counts them.

@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::json;
 use slct::engine::types::Status;
-use slct::engine::{Data, Error, Op, OpOutcome, Response};
+use slct::engine::{Data, Error, Op, OpOutcome, Response, Table};
 use support::world::*;
 
 // --- Rule 1: ready cases -----------------------------------------------------------
@@ -188,6 +188,31 @@ fn blocked_receivers_are_served_first_in_first_out() {
         w.send("c", json!(i));
         assert_eq!(w.state(&format!("r{i}")).results[0].data, json!(i));
     }
+}
+
+/// The head of a queue may wait in its channel's record (design.md §4, keys per
+/// command); the order must not change when the head leaves from the middle of things.
+#[test]
+fn receivers_stay_in_order_when_the_first_leaves_through_another_case() {
+    let mut w = World::new();
+    w.create("r0", vec![sel("g", vec![recv("c"), recv("other")])]);
+    assert_eq!(
+        w.store.len(Table::Receivers),
+        0,
+        "a lone waiter is kept in each channel's record"
+    );
+    w.create("r1", vec![sel("g", vec![recv("c")])]);
+    w.create("r2", vec![sel("g", vec![recv("c")])]);
+    w.send("other", json!("elsewhere"));
+    assert_eq!(w.state("r0").results[0].data, json!("elsewhere"));
+    assert_eq!(w.chan("c").unwrap().receivers, 2);
+    w.create("r3", vec![sel("g", vec![recv("c")])]);
+    for i in 1..=3 {
+        w.send("c", json!(i));
+        assert_eq!(w.state(&format!("r{i}")).results[0].data, json!(i));
+    }
+    assert_eq!(w.chan("c"), None);
+    assert_eq!(w.store.len(Table::Receivers), 0);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use super::data::Data;
 use super::keys;
 use super::store::{get_record, put_record};
 use super::store::{Store, StoreError, Table, Tx};
-use super::types::{Chan, ChanView, Millis};
+use super::types::{Chan, ChanView, Millis, QueuedCase};
 use crate::codec::decode;
 
 /// Who waits in a channel queue.
@@ -85,6 +85,24 @@ impl Side {
             Side::Recv => &mut c.receivers,
         }
     }
+
+    /// This side's head waiter kept in a channel's metadata, if any.
+    fn head(self, c: &mut Chan) -> &mut Option<QueuedCase> {
+        match self {
+            Side::Send => &mut c.head_sender,
+            Side::Recv => &mut c.head_receiver,
+        }
+    }
+}
+
+impl From<QueuedCase> for Waiter {
+    fn from(head: QueuedCase) -> Self {
+        Waiter::Select {
+            state: head.state,
+            select: head.select,
+            case: head.case,
+        }
+    }
 }
 
 /// A parked HTTP operation: where it waits, so it can be withdrawn.
@@ -136,17 +154,17 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// sender), else the first blocked sender's value, else `ok: false` from a closed
     /// channel.
     pub fn take_recv(&mut self, name: &str) -> Result<(Data, bool), StoreError> {
-        let c = self.chan(name)?;
-        if c.len > 0 {
+        let &Chan { len, senders, .. } = self.chan(name)?;
+        if len > 0 {
             let value = self.pop_buffer(name)?;
-            if c.senders > 0 {
+            if senders > 0 {
                 let sender = self.pop_waiter(name, Side::Send)?;
                 let sent = self.complete_waiter(sender, Completion::Sent { ok: true })?;
                 self.push_buffer(name, sent)?;
             }
             return Ok((value, true));
         }
-        if c.senders > 0 {
+        if senders > 0 {
             let sender = self.pop_waiter(name, Side::Send)?;
             let sent = self.complete_waiter(sender, Completion::Sent { ok: true })?;
             return Ok((sent, true));
@@ -157,11 +175,13 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Completes a ready send of `data`: to the first blocked receiver, else into the
     /// buffer. Returns false if the channel is closed (the send fails).
     pub fn take_send(&mut self, name: &str, data: Data) -> Result<bool, StoreError> {
-        let c = self.chan(name)?;
-        if c.closed {
+        let &Chan {
+            closed, receivers, ..
+        } = self.chan(name)?;
+        if closed {
             return Ok(false);
         }
-        if c.receivers > 0 {
+        if receivers > 0 {
             let receiver = self.pop_waiter(name, Side::Recv)?;
             self.complete_waiter(receiver, Completion::Received { data, ok: true })?;
         } else {
@@ -170,20 +190,43 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         Ok(true)
     }
 
-    /// Queues a waiter at the tail; returns its position.
-    pub fn enqueue(&mut self, name: &str, side: Side, waiter: &Waiter) -> Result<u64, StoreError> {
-        let mut c = self.chan(name)?;
+    /// Queues a waiter at the tail; returns its position. A select's case that finds
+    /// the queue empty waits in the channel's record instead of the queue's table, so
+    /// blocking on a channel of its own writes one key fewer (design.md §4).
+    pub fn enqueue(&mut self, name: &str, side: Side, waiter: Waiter) -> Result<u64, StoreError> {
+        let c = self.chan_mut(name)?;
         let pos = c.next_pos;
         c.next_pos += 1;
-        *side.waiters(&mut c) += 1;
-        self.put_chan(name, c)?;
-        put_record(self.tx, side.queue(), keys::queue(name, pos), waiter)?;
+        let waiting = side.waiters(c);
+        *waiting += 1;
+        match waiter {
+            Waiter::Select {
+                state,
+                select,
+                case,
+            } if *waiting == 1 => {
+                *side.head(c) = Some(QueuedCase {
+                    pos,
+                    state,
+                    select,
+                    case,
+                });
+            }
+            waiter => put_record(self.tx, side.queue(), keys::queue(name, pos), &waiter)?,
+        }
         Ok(pos)
     }
 
     /// Removes a waiter from the middle of a queue (its select completed elsewhere, or
     /// it was withdrawn). Absent entries are ignored.
     pub fn dequeue(&mut self, name: &str, side: Side, pos: u64) -> Result<(), StoreError> {
+        let c = self.chan_mut(name)?;
+        let head = side.head(c);
+        if head.as_ref().is_some_and(|head| head.pos == pos) {
+            *head = None;
+            *side.waiters(c) -= 1;
+            return Ok(());
+        }
         let key = keys::queue(name, pos);
         if self.tx.get(side.queue(), &key)?.is_none() {
             return Ok(());
@@ -197,13 +240,12 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// first [`MAX_DISCARDED_LISTED`] of them (with their number) are returned for the
     /// closer to hear of (design.md §3.3). `None` if the channel was closed already.
     pub fn close(&mut self, name: &str) -> Result<Option<Discarded>, StoreError> {
-        let mut c = self.chan(name)?;
+        let c = self.chan_mut(name)?;
         if c.closed {
             return Ok(None);
         }
         let mut discarded = Discarded::default();
         c.closed = true;
-        self.put_chan(name, c)?;
         // Completing one waiter withdraws its select's other entries, possibly in this
         // same queue: count anew each time.
         while self.chan(name)?.receivers > 0 {
@@ -237,11 +279,16 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// The channel as clients see it, or `None` if nothing is stored for it.
     pub fn chan_view(&mut self, name: &str) -> Result<Option<ChanView>, StoreError> {
         let c = self.chan(name)?;
-        Ok((!c.is_vacant()).then(|| view(name, &c)))
+        Ok((!c.is_vacant()).then(|| view(name, c)))
     }
 
     /// Removes and returns the first waiter of a queue whose count says it has one.
     fn pop_waiter(&mut self, name: &str, side: Side) -> Result<Waiter, StoreError> {
+        let c = self.chan_mut(name)?;
+        if let Some(head) = side.head(c).take() {
+            *side.waiters(c) -= 1;
+            return Ok(head.into());
+        }
         let table = side.queue();
         let prefix = keys::chan_prefix(name);
         let Some((key, bytes)) = self.tx.first_with_prefix(table, &prefix)? else {
@@ -267,11 +314,10 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 
     fn push_buffer(&mut self, name: &str, data: Data) -> Result<(), StoreError> {
-        let mut c = self.chan(name)?;
+        let c = self.chan_mut(name)?;
         let pos = c.next_pos;
         c.next_pos += 1;
         c.len += 1;
-        self.put_chan(name, c)?;
         put_record(self.tx, Table::Buffers, keys::queue(name, pos), &data)
     }
 
@@ -308,7 +354,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
         data: Data,
         deadline: Millis,
     ) -> Result<(), StoreError> {
-        let pos = self.enqueue(name, side, &Waiter::Http { op, data })?;
+        let pos = self.enqueue(name, side, Waiter::Http { op, data })?;
         self.update_chan(name, |c| c.parked += 1)?;
         let record = OpRecord {
             chan: name.to_owned(),

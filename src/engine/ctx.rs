@@ -38,7 +38,8 @@ struct CachedState {
 
 /// A channel as loaded and as changed; written back only if changed.
 struct CachedChan {
-    stored: Chan,
+    /// Its blocked senders and receivers as stored, for the running totals.
+    stored_waiters: (u64, u64),
     chan: Chan,
     changed: bool,
 }
@@ -138,28 +139,15 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
     }
 
     /// The channel `name` (an implicit empty channel if nothing is stored).
-    pub fn chan(&mut self, name: &str) -> Result<Chan, StoreError> {
-        if let Some(cached) = self.chans.get(name) {
-            return Ok(cached.chan.clone());
-        }
-        let chan: Chan = get_record(self.tx, Table::Chans, name.as_bytes())?.unwrap_or_default();
-        let cached = CachedChan {
-            stored: chan.clone(),
-            chan: chan.clone(),
-            changed: false,
-        };
-        self.chans.insert(name.to_owned(), cached);
-        Ok(chan)
+    pub fn chan(&mut self, name: &str) -> Result<&Chan, StoreError> {
+        Ok(&self.cached_chan(name)?.chan)
     }
 
-    /// Replaces a channel's metadata.
-    pub fn put_chan(&mut self, name: &str, chan: Chan) -> Result<(), StoreError> {
-        self.chan(name)?;
-        if let Some(cached) = self.chans.get_mut(name) {
-            cached.chan = chan;
-            cached.changed = true;
-        }
-        Ok(())
+    /// The channel `name`, to change: it is written back when the command flushes.
+    pub fn chan_mut(&mut self, name: &str) -> Result<&mut Chan, StoreError> {
+        let cached = self.cached_chan(name)?;
+        cached.changed = true;
+        Ok(&mut cached.chan)
     }
 
     /// Counts a change of a running total (see [`counts`]).
@@ -169,9 +157,8 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
 
     /// Changes a channel's metadata in place.
     pub fn update_chan(&mut self, name: &str, f: impl FnOnce(&mut Chan)) -> Result<(), StoreError> {
-        let mut chan = self.chan(name)?;
-        f(&mut chan);
-        self.put_chan(name, chan)
+        f(self.chan_mut(name)?);
+        Ok(())
     }
 
     /// Writes every cached change into the transaction, updates the derived indexes,
@@ -203,6 +190,23 @@ impl<'a, 's, S: Store + ?Sized> Ctx<'a, 's, S> {
             counts::add(self.tx, counter, delta)?;
         }
         Ok(kept)
+    }
+
+    /// Channel `name` in the cache, loaded from the store on first use.
+    fn cached_chan(&mut self, name: &str) -> Result<&mut CachedChan, StoreError> {
+        if !self.chans.contains_key(name) {
+            let chan: Chan =
+                get_record(self.tx, Table::Chans, name.as_bytes())?.unwrap_or_default();
+            let cached = CachedChan {
+                stored_waiters: (chan.senders, chan.receivers),
+                chan,
+                changed: false,
+            };
+            self.chans.insert(name.to_owned(), cached);
+        }
+        self.chans
+            .get_mut(name)
+            .ok_or_else(|| StoreError::Invariant(format!("channel {name:?} left the cache")))
     }
 }
 
@@ -312,15 +316,13 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Writes back one changed channel (or deletes it, vacant) and counts the change
     /// in its waiters.
     fn flush_chan(&mut self, name: String, cached: CachedChan) -> Result<(), StoreError> {
-        let CachedChan { stored, chan, .. } = cached;
-        self.count(
-            Counter::Senders,
-            chan.senders as i64 - stored.senders as i64,
-        );
-        self.count(
-            Counter::Receivers,
-            chan.receivers as i64 - stored.receivers as i64,
-        );
+        let CachedChan {
+            stored_waiters: (senders, receivers),
+            chan,
+            ..
+        } = cached;
+        self.count(Counter::Senders, chan.senders as i64 - senders as i64);
+        self.count(Counter::Receivers, chan.receivers as i64 - receivers as i64);
         if chan.is_vacant() {
             self.tx.delete(Table::Chans, name.into_bytes());
             Ok(())

@@ -247,20 +247,21 @@ fn keyed<S: Store + ?Sized>(
 }
 
 fn make_chan<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, name: &str, capacity: u64) -> OpResult {
-    let mut chan = ctx.chan(name)?;
-    let created = chan.is_vacant();
+    let stored = ctx.chan(name)?;
+    let created = stored.is_vacant();
+    if !created && stored.capacity != capacity {
+        let message = format!("channel {name:?} exists with capacity {}", stored.capacity);
+        return Ok(Err(Error::Exists(message)));
+    }
+    let chan = ctx.chan_mut(name)?;
     if created {
-        chan = Chan {
+        *chan = Chan {
             capacity,
             ..Chan::default()
         };
-    } else if chan.capacity != capacity {
-        let message = format!("channel {name:?} exists with capacity {}", chan.capacity);
-        return Ok(Err(Error::Exists(message)));
     }
     chan.explicit = true;
-    let view = chan::view(name, &chan);
-    ctx.put_chan(name, chan)?;
+    let view = chan::view(name, chan);
     Ok(Ok(Response::Chan {
         chan: view,
         created,
@@ -291,7 +292,7 @@ fn send<S: Store + ?Sized>(
         SendMode::Try => return Ok(Err(Error::WouldBlock)),
         SendMode::Detached => {
             let sent_at = ctx.now;
-            ctx.enqueue(name, Side::Send, &chan::Waiter::Detached { data, sent_at })?;
+            ctx.enqueue(name, Side::Send, chan::Waiter::Detached { data, sent_at })?;
         }
         SendMode::Park(op) => {
             if let Err(e) = park(ctx, name, Side::Send, &op, data)? {
@@ -368,7 +369,17 @@ pub fn queued<S: Store + ?Sized>(
     name: &str,
     side: Side,
 ) -> Result<Vec<chan::Waiter>, StoreError> {
-    chan_entries(store, side.queue(), name)
+    let chan: Option<Chan> = store
+        .get(Table::Chans, name.as_bytes())?
+        .map(|bytes| codec::decode(&bytes))
+        .transpose()?;
+    let head = chan.and_then(|c| match side {
+        Side::Send => c.head_sender,
+        Side::Recv => c.head_receiver,
+    });
+    let mut waiters: Vec<chan::Waiter> = head.into_iter().map(Into::into).collect();
+    waiters.extend(chan_entries(store, side.queue(), name)?);
+    Ok(waiters)
 }
 
 /// The records of channel `name` in `table`, in key order.

@@ -136,7 +136,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 select: select.id.clone(),
                 case,
             };
-            let pos = self.enqueue(chan, side_of(c), &waiter)?;
+            let pos = self.enqueue(chan, side_of(c), waiter)?;
             select.queued.push((case, pos));
         }
         let mut state = self.state_or_corrupt(state_id)?;

@@ -473,7 +473,8 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// A channel's stored metadata. Values and waiters live in their own tables.
+/// A channel's stored metadata. Values and waiters live in their own tables, except
+/// the head of a queue that a select's case joined while it was empty (design.md §4).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Chan {
     /// Buffer capacity (0: unbuffered).
@@ -494,6 +495,25 @@ pub struct Chan {
     pub next_pos: u64,
     /// Detached sends its close discarded.
     pub discarded: u64,
+    /// The first blocked sender, when it is a select's case that found the senders'
+    /// queue empty: kept here rather than in the queue's table, which holds only the
+    /// senders behind it.
+    pub head_sender: Option<QueuedCase>,
+    /// The first blocked receiver, kept here on the same terms as `head_sender`.
+    pub head_receiver: Option<QueuedCase>,
+}
+
+/// A select's case waiting at the head of a channel queue, in the channel's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedCase {
+    /// Its position in the channel, as if it were in the queue's table.
+    pub pos: u64,
+    /// State id.
+    pub state: String,
+    /// Select id.
+    pub select: String,
+    /// Case index.
+    pub case: usize,
 }
 
 impl Chan {

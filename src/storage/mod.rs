@@ -1,7 +1,7 @@
 //! A node's data directory (`--data`): who may use it, which format it is in, and the
 //! engines that keep their files under it.
 //!
-//! # Layout (format 4)
+//! # Layout (format 5)
 //! - `LOCK` — held (`flock`, exclusive) by the one process using the directory. Two
 //!   nodes on one directory would each overwrite what the other acknowledged, so a
 //!   second process is refused at start, naming the directory; the kernel drops the
@@ -19,7 +19,10 @@
 //!     this layout and every format 2 is refused;
 //!   - format 3: this layout, with each state's history kept as a JSON record per
 //!     event (format 4 keeps one postcard record per state and command), which this
-//!     version cannot read.
+//!     version cannot read;
+//!   - format 4: this layout, with every blocked waiter in its queue's table (format 5
+//!     keeps a select's case at the head of an empty queue in the channel's record),
+//!     whose channel records this version cannot read.
 //! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`]
 //!   and large values in files of their own (`sm/values/`).
 //! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
@@ -43,7 +46,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The format this version reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The lock file, held while a process uses the directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -57,10 +60,25 @@ pub const WAL_DIR: &str = "wal";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 /// Format 1's sled database (Raft log and state machine in one).
 const FORMAT_1_DIR: &str = "sled";
-/// What format 2 says in `FORMAT`.
-const FORMAT_2: &str = "2";
-/// Format 3: this layout with a state's history as JSON, a record per event.
-const FORMAT_3: &str = "3";
+/// The formats before this one that wrote a `FORMAT` file: what each says in it, and
+/// why this version cannot read it.
+const OLDER_FORMATS: [(&str, &str); 3] = [
+    (
+        "2",
+        "format 2, a development build's: it may hold the Raft log and the vote in the \
+         sled database under sm/, where this version does not look for them",
+    ),
+    (
+        "3",
+        "format 3: each state's history kept as a JSON record per event, which this \
+         version does not read",
+    ),
+    (
+        "4",
+        "format 4: channel records without the head of their queues, which this version \
+         does not read",
+    ),
+];
 
 /// Why a data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +90,7 @@ pub enum DataDirError {
         .dir.display(), .dir.join(LOCK_FILE).display()
     )]
     InUse { dir: PathBuf },
-    /// Format 1, 2 or 3: from a version of slct that kept the Raft log in sled, or
+    /// Format 1, 2, 3 or 4: from a version of slct that kept the Raft log in sled, or
     /// its tables in another layout.
     #[error(
         "the data directory {} was written by an earlier version of slct ({what}); \
@@ -190,26 +208,19 @@ fn check_format(dir: &Path) -> Result<(), DataDirError> {
         Err(source) => return Err(DataDirError::Io { path, source }),
     };
     let text = String::from_utf8_lossy(&found);
-    if text.trim() == FORMAT_VERSION.to_string() {
-        Ok(())
-    } else if text.trim() == FORMAT_2 {
-        Err(DataDirError::OlderFormat {
+    let found = text.trim();
+    if found == FORMAT_VERSION.to_string() {
+        return Ok(());
+    }
+    match OLDER_FORMATS.iter().find(|(format, _)| *format == found) {
+        Some(&(_, what)) => Err(DataDirError::OlderFormat {
             dir: dir.to_owned(),
-            what: "format 2, a development build's: it may hold the Raft log and the \
-                   vote in the sled database under sm/, where this version does not \
-                   look for them",
-        })
-    } else if text.trim() == FORMAT_3 {
-        Err(DataDirError::OlderFormat {
+            what,
+        }),
+        None => Err(DataDirError::OtherFormat {
             dir: dir.to_owned(),
-            what: "format 3: each state's history kept as a JSON record per event, \
-                   which this version does not read",
-        })
-    } else {
-        Err(DataDirError::OtherFormat {
-            dir: dir.to_owned(),
-            found: text.trim().to_owned(),
-        })
+            found: found.to_owned(),
+        }),
     }
 }
 
@@ -279,23 +290,26 @@ mod tests {
     }
 
     #[test]
-    fn a_format_3_directory_is_refused_naming_what_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FORMAT_FILE), "3\n").unwrap();
-        let error = DataDir::open(dir.path()).unwrap_err();
-        assert!(matches!(error, DataDirError::OlderFormat { .. }), "{error}");
-        let message = error.to_string();
-        assert!(message.contains("format 3"), "{message}");
-        assert!(message.contains("does not migrate"), "{message}");
+    fn formats_3_and_4_are_refused_naming_what_changed() {
+        for (format, changed) in [("3", "JSON record"), ("4", "head of their queues")] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(FORMAT_FILE), format!("{format}\n")).unwrap();
+            let error = DataDir::open(dir.path()).unwrap_err();
+            assert!(matches!(error, DataDirError::OlderFormat { .. }), "{error}");
+            let message = error.to_string();
+            assert!(message.contains(&format!("format {format}")), "{message}");
+            assert!(message.contains(changed), "{message}");
+            assert!(message.contains("does not migrate"), "{message}");
+        }
     }
 
     #[test]
     fn another_or_missing_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FORMAT_FILE), "5\n").unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "6\n").unwrap();
         let error = DataDir::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "5"),
+            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "6"),
             "{error}"
         );
 
