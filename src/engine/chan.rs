@@ -87,7 +87,15 @@ impl Side {
     }
 
     /// This side's head waiter kept in a channel's metadata, if any.
-    fn head(self, c: &mut Chan) -> &mut Option<QueuedCase> {
+    pub fn head(self, c: &Chan) -> Option<&QueuedCase> {
+        match self {
+            Side::Send => c.head_sender.as_ref(),
+            Side::Recv => c.head_receiver.as_ref(),
+        }
+    }
+
+    /// [`Side::head`], to change.
+    fn head_mut(self, c: &mut Chan) -> &mut Option<QueuedCase> {
         match self {
             Side::Send => &mut c.head_sender,
             Side::Recv => &mut c.head_receiver,
@@ -205,7 +213,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
                 select,
                 case,
             } if *waiting == 1 => {
-                *side.head(c) = Some(QueuedCase {
+                *side.head_mut(c) = Some(QueuedCase {
                     pos,
                     state,
                     select,
@@ -220,10 +228,12 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Removes a waiter from the middle of a queue (its select completed elsewhere, or
     /// it was withdrawn). Absent entries are ignored.
     pub fn dequeue(&mut self, name: &str, side: Side, pos: u64) -> Result<(), StoreError> {
-        let c = self.chan_mut(name)?;
-        let head = side.head(c);
-        if head.as_ref().is_some_and(|head| head.pos == pos) {
-            *head = None;
+        if side
+            .head(self.chan(name)?)
+            .is_some_and(|head| head.pos == pos)
+        {
+            let c = self.chan_mut(name)?;
+            *side.head_mut(c) = None;
             *side.waiters(c) -= 1;
             return Ok(());
         }
@@ -240,12 +250,11 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// first [`MAX_DISCARDED_LISTED`] of them (with their number) are returned for the
     /// closer to hear of (design.md §3.3). `None` if the channel was closed already.
     pub fn close(&mut self, name: &str) -> Result<Option<Discarded>, StoreError> {
-        let c = self.chan_mut(name)?;
-        if c.closed {
+        if self.chan(name)?.closed {
             return Ok(None);
         }
         let mut discarded = Discarded::default();
-        c.closed = true;
+        self.chan_mut(name)?.closed = true;
         // Completing one waiter withdraws its select's other entries, possibly in this
         // same queue: count anew each time.
         while self.chan(name)?.receivers > 0 {
@@ -285,7 +294,7 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// Removes and returns the first waiter of a queue whose count says it has one.
     fn pop_waiter(&mut self, name: &str, side: Side) -> Result<Waiter, StoreError> {
         let c = self.chan_mut(name)?;
-        if let Some(head) = side.head(c).take() {
+        if let Some(head) = side.head_mut(c).take() {
             *side.waiters(c) -= 1;
             return Ok(head.into());
         }

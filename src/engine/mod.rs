@@ -373,10 +373,7 @@ pub fn queued<S: Store + ?Sized>(
         .get(Table::Chans, name.as_bytes())?
         .map(|bytes| codec::decode(&bytes))
         .transpose()?;
-    let head = chan.and_then(|c| match side {
-        Side::Send => c.head_sender,
-        Side::Recv => c.head_receiver,
-    });
+    let head = chan.as_ref().and_then(|c| side.head(c)).cloned();
     let mut waiters: Vec<chan::Waiter> = head.into_iter().map(Into::into).collect();
     waiters.extend(chan_entries(store, side.queue(), name)?);
     Ok(waiters)
