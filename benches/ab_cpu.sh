@@ -21,43 +21,10 @@ THREADS=$((CONNS < 2 ? CONNS : 2)) # wrk needs a connection per thread
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-TMP=$(mktemp -d /tmp/slct-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+bench_scratch slct-ab
 
-declare -A PID
-start() { # SIDE PORT_BASE BINARY EXTRA_ENV
-  local side=$1 base=$2 bin=$3 extra=$4
-  local peers="1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
-  for i in 1 2 3; do
-    # shellcheck disable=SC2086 # EXTRA_ENV is a list of NAME=value words
-    env $extra RUST_LOG=warn "$bin" serve --id "$i" --listen "127.0.0.1:$((base + i))" \
-      --data "$TMP/$side$i" --peers "$peers" >"$TMP/$side$i.log" 2>&1 &
-    PID[$side$i]=$!
-    PIDS+=($!)
-  done
-}
-leader() { # PORT_BASE -> the leader's port
-  local base=$1 id
-  for _ in $(seq 150); do
-    id=$(curl -sf "http://127.0.0.1:$((base + 1))/cluster" |
-      python3 -c 'import json, sys; print(json.load(sys.stdin)["leader"] or "")' \
-        2>/dev/null || true)
-    if [ -n "$id" ] && curl -sf "http://127.0.0.1:$((base + id))/readyz" >/dev/null; then
-      echo $((base + id))
-      return
-    fi
-    sleep 0.2
-  done
-  echo "no leader on $base after 30 s" >&2
-  exit 1
-}
 ticks() { # SIDE -> CPU clock ticks of its three servers so far
   local side=$1 total=0 i
   for i in 1 2 3; do
@@ -66,10 +33,12 @@ ticks() { # SIDE -> CPU clock ticks of its three servers so far
   echo "$total"
 }
 
-start A "$BASE" "$BIN_A" "${ENV_A:-}"
-start B "$((BASE + 100))" "$BIN_B" "${ENV_B:-}"
-PORT_A=$(leader "$BASE")
-PORT_B=$(leader "$((BASE + 100))")
+slct_cluster A "$BASE" "$BIN_A" "${ENV_A:-}"
+slct_cluster B "$((BASE + 100))" "$BIN_B" "${ENV_B:-}"
+LEADER_A=$(slct_leader "$BASE")
+LEADER_B=$(slct_leader "$((BASE + 100))")
+PORT_A=$((BASE + LEADER_A))
+PORT_B=$((BASE + 100 + LEADER_B))
 A0=$(ticks A)
 B0=$(ticks B)
 for side in A B; do

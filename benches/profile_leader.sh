@@ -29,40 +29,15 @@ if ! perf stat -e task-clock true >/dev/null 2>&1; then
   echo "perf cannot count here (perf_event_paranoid, or no perf_event_open in this sandbox)" >&2
   exit 1
 fi
-if [ -z "${SLCT_BIN:-}" ]; then
-  cargo build --release --bin slct >&2
-  SLCT_BIN=$ROOT/target/release/slct
-fi
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+slct_bin
 mkdir -p "$OUT"
-DATA=$(mktemp -d /tmp/slct-profile-data.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PEERS="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((BASE + 3))"
-declare -A PID
-for i in 1 2 3; do
-  RUST_LOG=warn "$SLCT_BIN" serve --id "$i" --listen "127.0.0.1:$((BASE + i))" \
-    --data "$DATA/$i" --peers "$PEERS" >"$OUT/slct$i.log" 2>&1 &
-  PID[$i]=$!
-  PIDS+=($!)
-done
-LEADER=""
-for _ in $(seq 150); do
-  LEADER=$(curl -sf "http://127.0.0.1:$((BASE + 1))/cluster" |
-    python3 -c 'import json, sys; c = json.load(sys.stdin); print(c["leader"] or "")' \
-      2>/dev/null || true)
-  [ -n "$LEADER" ] && curl -sf "http://127.0.0.1:$((BASE + LEADER))/readyz" >/dev/null && break
-  LEADER=""
-  sleep 0.2
-done
-[ -n "$LEADER" ] || { echo "no leader after 30 s" >&2; exit 1; }
-echo "leader: node $LEADER (pid ${PID[$LEADER]}); wrk -c$CONNS for $((WARM + SECS + 2)) s," \
+bench_scratch slct-profile-data
+LOGS=$OUT # the nodes' logs stay with the profile
+slct_cluster slct "$BASE" "$SLCT_BIN"
+LEADER=$(slct_leader "$BASE")
+echo "leader: node $LEADER (pid ${PID[slct$LEADER]}); wrk -c$CONNS for $((WARM + SECS + 2)) s," \
   "perf for ${SECS} s after ${WARM} s; load before: $(cut -d' ' -f1-3 /proc/loadavg)" |
   tee "$OUT/info.txt" >&2
 
@@ -81,13 +56,13 @@ STATS=()
 for i in 1 2 3; do
   role=follower
   [ "$i" = "$LEADER" ] && role=leader
-  perf stat -e "$EVENTS" -p "${PID[$i]}" -o "$OUT/stat-node$i-$role.txt" -- sleep "$SECS" &
+  perf stat -e "$EVENTS" -p "${PID[slct$i]}" -o "$OUT/stat-node$i-$role.txt" -- sleep "$SECS" &
   STATS+=($!)
 done
 TARGET=$LEADER
 if [ "${PROFILE:-leader}" = follower ]; then TARGET=$((LEADER % 3 + 1)); fi
 echo "perf record of node $TARGET (${PROFILE:-leader})" | tee -a "$OUT/info.txt" >&2
-perf record -F "$FREQ" --call-graph dwarf,16384 -p "${PID[$TARGET]}" \
+perf record -F "$FREQ" --call-graph dwarf,16384 -p "${PID[slct$TARGET]}" \
   -o "$OUT/perf.data" -- sleep "$SECS" 2>"$OUT/record.log"
 wait "${STATS[@]}"
 BUSY1=$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat)

@@ -20,29 +20,11 @@ if [ -z "${SLCT_BIN:-}" ] || [ -z "${RESUME_BENCH_BIN:-}" ]; then
 fi
 SLCT_BIN=${SLCT_BIN:-target/release/slct}
 RESUME_BENCH_BIN=${RESUME_BENCH_BIN:-target/release/resume_bench}
-TMP=$(mktemp -d /tmp/slct-resume.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept: $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-PEERS="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((BASE + 3))"
-for i in 1 2 3; do
-  RUST_LOG=warn "$SLCT_BIN" serve --id "$i" --listen "127.0.0.1:$((BASE + i))" \
-    --data "$TMP/$i" --peers "$PEERS" >"$TMP/$i.log" 2>&1 &
-  PIDS+=($!)
-done
-for i in 1 2 3; do
-  for _ in $(seq 150); do
-    curl -sf "http://127.0.0.1:$((BASE + i))/readyz" >/dev/null && continue 2
-    sleep 0.2
-  done
-  echo "node $i not ready after 30 s: $(tail -3 "$TMP/$i.log")" >&2
-  exit 1
-done
-echo "slct $(git rev-parse --short HEAD 2>/dev/null), three nodes on 127.0.0.1:$((BASE + 1))-$((BASE + 3))" >&2
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+bench_scratch slct-resume
+slct_cluster slct "$BASE" "$SLCT_BIN"
+slct_leader "$BASE" >/dev/null
+echo "$SLCT_BIN, three nodes on 127.0.0.1:$((BASE + 1))-$((BASE + 3))" >&2
 SLCT_PIDS=$(IFS=,; echo "${PIDS[*]}") \
   "$RESUME_BENCH_BIN" --server "http://127.0.0.1:$((BASE + 1))" "$@"

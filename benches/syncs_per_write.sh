@@ -15,38 +15,12 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace >/dev/null; }
-if [ -z "${SLCT_BIN:-}" ]; then
-  cargo build --release --bin slct >&2
-  SLCT_BIN=$ROOT/target/release/slct
-fi
-TMP=$(mktemp -d /tmp/slct-syncs.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PEERS="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((BASE + 3))"
-declare -A PID
-for i in 1 2 3; do
-  RUST_LOG=warn "$SLCT_BIN" serve --id "$i" --listen "127.0.0.1:$((BASE + i))" \
-    --data "$TMP/$i" --peers "$PEERS" >"$TMP/slct$i.log" 2>&1 &
-  PID[$i]=$!
-  PIDS+=($!)
-done
-LEADER=""
-for _ in $(seq 150); do
-  LEADER=$(curl -sf "http://127.0.0.1:$((BASE + 1))/cluster" |
-    python3 -c 'import json, sys; c = json.load(sys.stdin); print(c["leader"] or "")' \
-      2>/dev/null || true)
-  [ -n "$LEADER" ] && curl -sf "http://127.0.0.1:$((BASE + LEADER))/readyz" >/dev/null && break
-  LEADER=""
-  sleep 0.2
-done
-[ -n "$LEADER" ] || { echo "no leader after 30 s" >&2; exit 1; }
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+slct_bin
+bench_scratch slct-syncs
+slct_cluster slct "$BASE" "$SLCT_BIN"
+LEADER=$(slct_leader "$BASE")
 FOLLOWER=$((LEADER % 3 + 1))
 URL="http://127.0.0.1:$((BASE + LEADER))"
 # Warm-up: the first writes create files and fill caches.
@@ -55,7 +29,7 @@ VS_TARGET=slct VS_RUN=warm$$ wrk -t1 -c1 -d2s -s "$ROOT/benches/vs_etcd.lua" "$U
 declare -A STRACE
 for node in "$LEADER" "$FOLLOWER"; do
   strace -f -c -e trace=fdatasync,fsync,sync_file_range -o "$TMP/strace-$node.txt" \
-    -p "${PID[$node]}" 2>/dev/null &
+    -p "${PID[slct$node]}" 2>/dev/null &
   STRACE[$node]=$!
 done
 sleep 1 # strace attaches to every thread

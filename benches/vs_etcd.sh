@@ -41,30 +41,16 @@ need wrk wrk
 need curl curl
 need python3 python3
 
-if [ -z "${SLCT_BIN:-}" ]; then
-  cargo build --release --bin slct >&2
-  SLCT_BIN=$ROOT/target/release/slct
-fi
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+slct_bin
 
-TMP=$(mktemp -d /tmp/vs-etcd.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept: $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_scratch vs-etcd
 
 # --- the two clusters -------------------------------------------------------------
-SLCT_PEERS="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((BASE + 3))"
+slct_cluster slct "$BASE" "$SLCT_BIN"
 ETCD_CLUSTER="e1=http://127.0.0.1:$((BASE + 21)),e2=http://127.0.0.1:$((BASE + 22)),e3=http://127.0.0.1:$((BASE + 23))"
-declare -A PID
 for i in 1 2 3; do
-  RUST_LOG=${SLCT_LOG:-warn} "$SLCT_BIN" serve --id "$i" --listen "127.0.0.1:$((BASE + i))" \
-    --data "$TMP/slct$i" --peers "$SLCT_PEERS" >"$TMP/slct$i.log" 2>&1 &
-  PID[slct$i]=$!
-  PIDS+=($!)
   etcd --name "e$i" --data-dir "$TMP/etcd$i" \
     --listen-client-urls "http://127.0.0.1:$((BASE + 10 + i))" \
     --advertise-client-urls "http://127.0.0.1:$((BASE + 10 + i))" \
@@ -76,26 +62,7 @@ for i in 1 2 3; do
   PIDS+=($!)
 done
 
-# The leader's base URL: slct from GET /cluster, etcd from each member's
-# /v3/maintenance/status (the member whose id is the leader's).
-slct_leader() {
-  local deadline=$((SECONDS + 30)) out
-  while [ $SECONDS -lt $deadline ]; do
-    out=$(curl -sf "http://127.0.0.1:$((BASE + 1))/cluster" | python3 -c '
-import json, sys
-c = json.load(sys.stdin)
-addr = c["members"].get(str(c["leader"])) if c.get("leader") is not None else None
-print(addr or "")' 2>/dev/null || true)
-    if [ -n "$out" ] && curl -sf "http://$out/readyz" >/dev/null; then
-      echo "$out"
-      return
-    fi
-    sleep 0.2
-  done
-  echo "slct: no leader after 30 s (logs in $TMP)" >&2
-  KEEP=1
-  exit 1
-}
+# etcd's leader: the member whose /v3/maintenance/status names itself as the leader.
 etcd_leader() {
   local deadline=$((SECONDS + 30)) i out
   while [ $SECONDS -lt $deadline ]; do
@@ -113,11 +80,12 @@ print("yes" if s.get("leader") and s["leader"] == s["header"]["member_id"] else 
     done
     sleep 0.2
   done
-  echo "etcd: no leader after 30 s (logs in $TMP)" >&2
-  KEEP=1
+  echo "etcd: no leader after 30 s" >&2
+  for i in 1 2 3; do echo "== etcd$i.log" >&2 && tail -3 "$TMP/etcd$i.log" >&2; done
   exit 1
 }
-SLCT_LEADER=$(slct_leader)
+SLCT_LEADER_ID=$(slct_leader "$BASE")
+SLCT_LEADER=127.0.0.1:$((BASE + SLCT_LEADER_ID))
 ETCD_LEADER=$(etcd_leader)
 # The JSON gateway path (etcd 3.4 serves /v3/; older ones only /v3beta/): the Lua
 # script posts to /v3/kv/put, so check that it answers.
@@ -127,7 +95,7 @@ if ! curl -sf -X POST -d '{"key":"dnMtcHJvYmU=","value":"MQ=="}' \
   exit 1
 fi
 echo "etcd $(etcd --version | head -1 | awk '{print $3}'), leader $ETCD_LEADER;" \
-  "slct $(git rev-parse --short HEAD 2>/dev/null), leader $SLCT_LEADER;" \
+  "slct $SLCT_BIN, leader $SLCT_LEADER;" \
   "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'); ${SECS}s per run" >&2
 
 # --- measuring --------------------------------------------------------------------
