@@ -96,8 +96,9 @@ pub enum DataDirError {
         "the data directory {} was written by an earlier version of slct ({what}); \
          this version reads format {FORMAT_VERSION} only and does not migrate it. Run the \
          earlier version on it, or start this node on an empty directory: for a whole \
-         cluster, start it afresh; for one node of a running cluster, remove it from the \
-         membership and add a node with an empty directory in its place",
+         cluster, start it afresh; for one node of a cluster already running this \
+         version, remove it from the membership and add a node with an empty directory \
+         in its place",
         .dir.display()
     )]
     OlderFormat { dir: PathBuf, what: &'static str },
