@@ -99,6 +99,9 @@ pub const SLED_SEGMENT_BYTES: usize = 8 << 20;
 
 /// sled's main data file inside the database directory.
 const SLED_DATA_FILE: &str = "db";
+/// How long an open waits for sled's lock on its data file, held by a store of this
+/// process that was just dropped (see [`SledStore::open_with_cache`]).
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The directory where sled keeps pages too large for its log segments.
 const SLED_BLOBS_DIR: &str = "blobs";
 
@@ -148,10 +151,20 @@ impl SledStore {
             .segment_size(SLED_SEGMENT_BYTES)
             // Flushes are ours: checkpoints (`checkpoint`) and `flush_durable`.
             .flush_every_ms(None);
-        let db = match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(sled_err(e, &data)),
-            Err(panic) => return Err(recovery_panicked(&data, &panic)),
+        // sled locks its data file, and may hold the lock for a moment after the last
+        // handle to a database was dropped. Another process is kept out by the data
+        // directory's own `LOCK` (`storage`), so a lock found here is this process's
+        // store that was just closed (a restart in place): wait for it, briefly.
+        let waited_from = std::time::Instant::now();
+        let db = loop {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+                Ok(Ok(db)) => break db,
+                Ok(Err(e)) if is_lock_held(&e) && waited_from.elapsed() < SLED_LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(Err(e)) => return Err(sled_err(e, &data)),
+                Err(panic) => return Err(recovery_panicked(&data, &panic)),
+            }
         };
         let store = Self::with_db(db, dir)?;
         store.check_generation()?;
@@ -655,6 +668,14 @@ fn recovery_panicked(data: &Path, panic: &Box<dyn std::any::Any + Send>) -> Stor
 }
 
 /// A sled failure on the database whose data file is `data`, as a storage failure.
+/// Whether sled refused to open because its data file is locked: the only error sled
+/// reports as its own `io::Error` with this message (sled 0.34, `config.rs`).
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(source)
+        if source.kind() == ErrorKind::Other
+            && source.to_string().starts_with("could not acquire lock"))
+}
+
 fn sled_err(e: sled::Error, data: &Path) -> StoreError {
     let file = Some(data.to_owned());
     match e {
@@ -710,6 +731,27 @@ mod tests {
         assert!(!unfinished.exists());
         let got = store.get(Table::States, b"s000199").unwrap();
         assert!(got.is_some_and(|v| v.ends_with(b"-000199")));
+    }
+
+    /// A restart in place opens the store right after dropping it, while sled may
+    /// still hold its lock: the open waits for the lock instead of failing.
+    #[test]
+    fn a_store_opens_again_right_after_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..20u32 {
+            let store = SledStore::open(dir.path()).unwrap();
+            let mut writes = WriteSet::default();
+            let key = i.to_be_bytes().to_vec();
+            writes[Table::States.index()].insert(key, Some(b"v".to_vec()));
+            store.commit(writes).unwrap();
+            store.flush_durable().unwrap();
+            assert_eq!(store.scan_from(Table::States, b"").count(), i as usize + 1);
+        }
+        let other = tempfile::tempdir().unwrap();
+        let held = sled::Config::new().path(other.path()).open().unwrap();
+        let refused = sled::Config::new().path(other.path()).open().err().unwrap();
+        assert!(is_lock_held(&refused), "{refused:?}");
+        drop(held);
     }
 
     /// A store holding `n` flushed states whose values end in `-{i:06}`; then closed.
