@@ -220,6 +220,11 @@ fn a_detached_send_parks_until_a_receiver_takes_it() {
     let mut w = World::new();
     assert_eq!(w.send("c", json!("later")), Response::Parked);
     assert_eq!(w.chan("c").unwrap().senders, 1);
+    assert_eq!(
+        w.store.len(Table::Senders),
+        1,
+        "a value waits in the queue's table, never in the channel's record"
+    );
     let r = w.create("r", vec![sel("g", vec![recv("c")])]);
     assert_eq!(r.results[0].data, json!("later"));
     assert_eq!(w.chan("c"), None);

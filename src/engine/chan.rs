@@ -3,7 +3,9 @@
 //!
 //! A waiter in a queue is a blocked select of some state, a detached send, or an HTTP
 //! caller's parked send or receive. Counts of buffered values and waiters live in the
-//! channel's metadata, so readiness is decided without touching the queues.
+//! channel's metadata, so readiness is decided without touching the queues; so does a
+//! select's case that joined an empty queue, the head of that queue, which saves the
+//! commonest blocking command a key of its own (design.md §4, keys per command).
 //!
 //! A value that meets a parked HTTP receive is *offered* to it, not given: it leaves the
 //! channel but stays in the operation's record until the caller, still connected,
