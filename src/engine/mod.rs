@@ -369,11 +369,9 @@ pub fn queued<S: Store + ?Sized>(
     name: &str,
     side: Side,
 ) -> Result<Vec<chan::Waiter>, StoreError> {
-    let chan: Option<Chan> = store
-        .get(Table::Chans, name.as_bytes())?
-        .map(|bytes| codec::decode(&bytes))
-        .transpose()?;
-    let head = chan.as_ref().and_then(|c| side.head(c)).cloned();
+    let mut tx = Tx::new(store);
+    let mut ctx = Ctx::new(&mut tx, 0, 0);
+    let head = side.head(ctx.chan(name)?).cloned();
     let mut waiters: Vec<chan::Waiter> = head.into_iter().map(Into::into).collect();
     waiters.extend(chan_entries(store, side.queue(), name)?);
     Ok(waiters)
