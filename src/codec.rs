@@ -32,6 +32,19 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     postcard::to_allocvec(value).map_err(CodecError::Encode)
 }
 
+/// Encodes a value of many KiB (a log entry, an append of entries): its length is found
+/// first ([`encoded_len`]), so the buffer is allocated once at its size. Grown by
+/// doubling instead, each step was a copy and, at these sizes, fresh pages to fault in.
+pub fn encode_sized<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let len = encoded_len(value)?;
+    postcard::to_extend(value, Vec::with_capacity(len)).map_err(CodecError::Encode)
+}
+
+/// The length of a value's encoding, found without encoding it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    postcard::experimental::serialized_size(value).map_err(CodecError::Encode)
+}
+
 /// Decodes a value; a failure means the bytes are corrupt or of another type. Bytes
 /// after the value are ignored (a record may carry more after it, see
 /// [`decode_prefix`]).

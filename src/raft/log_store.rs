@@ -360,7 +360,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Entries below the purge point are already in the state machine (openraft's
         // storage suite appends such).
         for entry in entries.into_iter().filter(|e| e.log_id.index >= first) {
-            let bytes = codec::encode(&entry).map_err(|e| write_err(&e))?;
+            let bytes = codec::encode_sized(&entry).map_err(|e| write_err(&e))?;
             let size = bytes.len();
             encoded.push((entry.log_id.index, bytes));
             appended.push((entry, size));

@@ -196,7 +196,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<AppendEntriesResponse<u64>> {
         let network_err = |e: CodecError| RPCError::Network(NetworkError::new(&e));
         let (rpc, cut) = within_budget(rpc).map_err(network_err)?;
-        let body = codec::encode(&rpc).map_err(network_err)?;
+        let body = codec::encode_sized(&rpc).map_err(network_err)?;
         let answer = self
             .send(self.request("append", &option, None, body))
             .await?;
@@ -241,7 +241,7 @@ fn within_budget(
     let mut bytes = 0;
     let mut keep = 0;
     for entry in &rpc.entries {
-        bytes += codec::encode(entry)?.len();
+        bytes += codec::encoded_len(entry)?;
         if keep > 0 && bytes > APPEND_BUDGET_BYTES {
             break;
         }
