@@ -1,6 +1,8 @@
 //! openraft's own storage suite against slct's log store (the write-ahead log) and
 //! state machine (sled).
 
+use std::sync::Arc;
+
 use openraft::testing::{StoreBuilder, Suite};
 use slct::raft::log_store::LogStore;
 use slct::raft::state_machine::StateMachine;
@@ -108,7 +110,7 @@ async fn an_interrupted_install_is_finished_on_restart() {
     };
     let entry = Entry::<TypeConfig> {
         log_id,
-        payload: EntryPayload::Normal(vec![create]),
+        payload: EntryPayload::Normal(Arc::new(vec![create])),
     };
     sm.apply([entry]).await.expect("apply");
     sm.get_snapshot_builder()
@@ -200,7 +202,7 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
         }
         Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-            payload: EntryPayload::Normal(batch),
+            payload: EntryPayload::Normal(Arc::new(batch)),
         }
     };
 
@@ -255,12 +257,12 @@ async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
     const LARGE: usize = 100_000;
     let entry = |i: u64, op: Op| Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-        payload: EntryPayload::Normal(vec![Command {
+        payload: EntryPayload::Normal(Arc::new(vec![Command {
             now: 1_000 + i,
             seed: i,
             history_limit: 0,
             op,
-        }]),
+        }])),
     };
     let create = |n: u64| Op::CreateState {
         id: format!("s{n}"),

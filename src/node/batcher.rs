@@ -167,7 +167,7 @@ pub async fn run(
                 )
             })
             .unzip();
-        match raft.client_write_ff(commands).await {
+        match raft.client_write_ff(Arc::new(commands)).await {
             Ok(applied) => {
                 let leading = leading.clone();
                 tokio::spawn(async move {

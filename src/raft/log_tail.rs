@@ -200,6 +200,35 @@ mod tests {
     }
 
     #[test]
+    fn a_read_shares_the_batch_and_the_encoding_is_the_commands_list() {
+        let command = crate::engine::Command {
+            now: 1,
+            seed: 2,
+            history_limit: 0,
+            op: crate::engine::Op::DeleteState { id: "s".into() },
+        };
+        let batch: super::super::Batch = std::sync::Arc::new(vec![command.clone()]);
+        let mut tail = Tail::new(1000);
+        tail.appended(
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 0),
+                payload: EntryPayload::Normal(batch.clone()),
+            },
+            10,
+        );
+        let read = tail.read(0, 1, 1).unwrap();
+        let EntryPayload::Normal(shared) = &read[0].payload else {
+            panic!("not a batch: {:?}", read[0].payload);
+        };
+        assert!(std::sync::Arc::ptr_eq(shared, &batch), "copied, not shared");
+        assert_eq!(
+            crate::codec::encode(&batch).unwrap(),
+            crate::codec::encode(&vec![command]).unwrap(),
+            "a log written before batches were shared reads the same"
+        );
+    }
+
+    #[test]
     fn truncate_and_purge_follow_the_log() {
         let mut tail = tail_of(1000, 0..10);
         tail.truncated(8);

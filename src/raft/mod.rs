@@ -41,10 +41,14 @@ pub mod snapshot_data;
 pub mod snapshot_files;
 pub mod state_machine;
 
+use std::sync::Arc;
+
 use crate::engine::{Applied, Command};
 
-/// One log entry's worth of commands, applied in order (group commit).
-pub type Batch = Vec<Command>;
+/// One log entry's worth of commands, applied in order (group commit). Shared, not
+/// copied, by whoever reads the entry from the log's tail (the replication streams, the
+/// apply; docs/design.md §4, "The log's tail"); its encoding is the commands' list's.
+pub type Batch = Arc<Vec<Command>>;
 
 /// What applying a [`Batch`] yields: one [`Applied`] per command, in batch order.
 pub type Replies = Vec<Applied>;

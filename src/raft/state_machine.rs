@@ -261,7 +261,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
-                    for command in batch {
+                    // The log's tail may hold the batch too: then its commands are copied.
+                    for command in Arc::unwrap_or_clone(batch) {
                         let mut applied =
                             engine::apply(&mut tx, command, log_id.index, log_id.leader_id.term)
                                 .map_err(|e| StorageIOError::apply(log_id, &e))?;
