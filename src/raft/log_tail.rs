@@ -5,9 +5,9 @@
 //! each follower's replication stream and once to apply it; on a follower, once to apply
 //! it. Read from the log, each read is a `pread` and a decode that copies every value
 //! twice. The tail hands out clones of the entries as appended instead, which share each
-//! entry's batch of commands ([`super::Batch`]). It holds a contiguous run of indexes ending at the log's last
-//! entry, at most [`TAIL_BYTES`] of them by encoded size; anything older, or anything
-//! after a restart, is read from the log.
+//! entry's batch of commands ([`super::Batch`]). It holds a contiguous run of indexes
+//! ending at the log's last entry, at most [`TAIL_BYTES`] of them by encoded size;
+//! anything older, or anything after a restart, is read from the log.
 
 use std::collections::VecDeque;
 

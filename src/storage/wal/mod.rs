@@ -260,8 +260,8 @@ struct State {
     write_buf: Vec<u8>,
 }
 
-/// The largest write buffer kept between writes ([`State::write_buf`]); one larger (a
-/// follower's append of many entries at once) is given back.
+/// The largest write buffer kept between writes ([`State::write_buf`]): more than
+/// Raft's appends take (a few MiB at most); a larger one is given back, not held.
 const KEPT_WRITE_BUF_BYTES: usize = 4 << 20;
 
 fn segment_name(seq: u64) -> String {
