@@ -387,11 +387,17 @@ async fn a_receive_parked_on_a_paused_leader_holds_nothing_its_successor_is_sent
 
 /// design.md §3.3: a caller that hangs up takes its parked operation with it, even when
 /// its withdrawal cannot get into the log at once. Here every `fdatasync` of both
-/// followers takes 4 s (strace), so the leader's two entries in flight stay
-/// uncommitted while heartbeats go on (no new term), and the withdrawal waits behind
-/// them until `--write-timeout` drops it unproposed (`node::batcher`). It is retried,
-/// and lands once syncs are quick again — not at the receive's deadline two minutes
-/// later, holding any value offered to it meanwhile while later values were received.
+/// followers is held (strace) until the test lets go, so the leader's two entries in
+/// flight stay uncommitted, and the withdrawal waits behind them until
+/// `--write-timeout` drops it unproposed (`node::batcher`). It is retried, and the
+/// receive is gone once syncs are quick again — not at its deadline two minutes later,
+/// holding any value offered to it meanwhile while later values were received.
+///
+/// A follower let go after seconds inside `fdatasync` may call an election at once:
+/// openraft 0.9's core waits out its own log's flush, so no heartbeat reached it
+/// meanwhile, and it can look at its election timer before at the heartbeats queued.
+/// The next term's first command then withdraws the receive too (design.md §3.3), so
+/// the retry is checked in the leader's log, and the term only when it did not change.
 #[tokio::test]
 async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_after() {
     let cluster = Cluster::build()
@@ -408,7 +414,7 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
             let mut stall = Command::new("strace");
             stall
                 .args(["-f", "-o", "/dev/null", "-e", "trace=fdatasync"])
-                .args(["-e", "inject=fdatasync:delay_enter=4000000"])
+                .args(["-e", "inject=fdatasync:delay_enter=8000000"])
                 .args(["-p", &cluster.pid(id).to_string()]);
             attach(stall)
         })
@@ -439,6 +445,17 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
         .put_state(leader, "queued", &json!({ "data": 3 }))
         .await;
     assert_eq!(queued, Some(503), "a write queued behind the stuck entries");
+    // The withdrawal's first attempt timed out with them; it was not given up.
+    eventually(
+        Duration::from_secs(10),
+        "the leader retries the withdrawal",
+        || async {
+            let log = cluster.log(leader);
+            let retried = lines_at(&log, "DEBUG", "withdrawing a parked operation failed");
+            (!retried.is_empty()).then_some(())
+        },
+    )
+    .await;
     for stall in stalls {
         stop_tracing(stall);
     }
@@ -449,9 +466,17 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
         409,
         "no receiver left"
     );
-    // Withdrawn by the retried withdrawal, not by a new term's first command.
     let now = cluster.get_json(leader, "/cluster").await;
-    assert_eq!((&now["leader"], &now["term"]), (&json!(leader), &term));
+    if now["term"] == term {
+        // The same leader in the same term: only the retried withdrawal can have done it.
+        assert_eq!(now["leader"], json!(leader));
+    } else {
+        eprintln!(
+            "a follower let go of its fdatasync called an election (term {} -> {}): \
+             the retry was seen, the withdrawal may be the new term's",
+            term, now["term"]
+        );
+    }
 }
 
 /// design.md §3.3: a leader killed and started again before anyone else could be elected
