@@ -667,7 +667,6 @@ fn recovery_panicked(data: &Path, panic: &Box<dyn std::any::Any + Send>) -> Stor
     }
 }
 
-/// A sled failure on the database whose data file is `data`, as a storage failure.
 /// Whether sled refused to open because its data file is locked: the only error sled
 /// reports as its own `io::Error` with this message (sled 0.34, `config.rs`).
 fn is_lock_held(e: &sled::Error) -> bool {
@@ -676,6 +675,7 @@ fn is_lock_held(e: &sled::Error) -> bool {
             && source.to_string().starts_with("could not acquire lock"))
 }
 
+/// A sled failure on the database whose data file is `data`, as a storage failure.
 fn sled_err(e: sled::Error, data: &Path) -> StoreError {
     let file = Some(data.to_owned());
     match e {
