@@ -36,8 +36,16 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// first ([`encoded_len`]), so the buffer is allocated once at its size. Grown by
 /// doubling instead, each step was a copy and, at these sizes, fresh pages to fault in.
 pub fn encode_sized<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let len = encoded_len(value)?;
-    postcard::to_extend(value, Vec::with_capacity(len)).map_err(CodecError::Encode)
+    encode_with_capacity(value, encoded_len(value)?)
+}
+
+/// Encodes a value into a buffer allocated for `capacity` bytes: [`encode_sized`] for a
+/// caller that knows about how long the encoding is already.
+pub fn encode_with_capacity<T: Serialize + ?Sized>(
+    value: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, CodecError> {
+    postcard::to_extend(value, Vec::with_capacity(capacity)).map_err(CodecError::Encode)
 }
 
 /// The length of a value's encoding, found without encoding it.

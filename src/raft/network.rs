@@ -195,8 +195,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>> {
         let network_err = |e: CodecError| RPCError::Network(NetworkError::new(&e));
-        let (rpc, cut) = within_budget(rpc).map_err(network_err)?;
-        let body = codec::encode_sized(&rpc).map_err(network_err)?;
+        let Budgeted {
+            rpc,
+            cut,
+            entry_bytes,
+        } = within_budget(rpc).map_err(network_err)?;
+        let body = codec::encode_with_capacity(&rpc, entry_bytes + APPEND_HEAD_BYTES)
+            .map_err(network_err)?;
         let answer = self
             .send(self.request("append", &option, None, body))
             .await?;
@@ -233,26 +238,43 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// Cuts `rpc` to the entries that fit [`APPEND_BUDGET_BYTES`] (at least one); if it
-/// cut any, also returns the last log id it kept, for a partial success.
-fn within_budget(
-    mut rpc: AppendEntriesRequest<TypeConfig>,
-) -> Result<(AppendEntriesRequest<TypeConfig>, Option<LogId<u64>>), CodecError> {
+/// Room for an append's encoding besides its entries (vote, log ids, entry count) on
+/// top of [`within_budget`]'s sum: 84 bytes with the largest ids and terms.
+const APPEND_HEAD_BYTES: usize = 128;
+
+/// An append cut to its budget by [`within_budget`].
+struct Budgeted {
+    /// The request with the entries that fit.
+    rpc: AppendEntriesRequest<TypeConfig>,
+    /// If entries were cut: the last log id kept, for a partial success.
+    cut: Option<LogId<u64>>,
+    /// The encoded size of the entries kept.
+    entry_bytes: usize,
+}
+
+/// Cuts `rpc` to the entries that fit [`APPEND_BUDGET_BYTES`] (at least one).
+fn within_budget(mut rpc: AppendEntriesRequest<TypeConfig>) -> Result<Budgeted, CodecError> {
     let mut bytes = 0;
     let mut keep = 0;
     for entry in &rpc.entries {
-        bytes += codec::encoded_len(entry)?;
-        if keep > 0 && bytes > APPEND_BUDGET_BYTES {
+        let size = codec::encoded_len(entry)?;
+        if keep > 0 && bytes + size > APPEND_BUDGET_BYTES {
             break;
         }
+        bytes += size;
         keep += 1;
     }
-    if keep == rpc.entries.len() {
-        return Ok((rpc, None));
-    }
-    rpc.entries.truncate(keep);
-    let last = rpc.entries.last().map(|e| e.log_id);
-    Ok((rpc, last))
+    let cut = if keep == rpc.entries.len() {
+        None
+    } else {
+        rpc.entries.truncate(keep);
+        rpc.entries.last().map(|e| e.log_id)
+    };
+    Ok(Budgeted {
+        rpc,
+        cut,
+        entry_bytes: bytes,
+    })
 }
 
 /// A snapshot chunk's request without its bytes: the `Slct-Snapshot` header.
@@ -320,6 +342,47 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
 
     use super::*;
+
+    /// An append of `n` entries of about 400 KiB each, the largest ids and terms.
+    fn append(n: u64) -> AppendEntriesRequest<TypeConfig> {
+        let leader = CommittedLeaderId::new(u64::MAX, u64::MAX);
+        let entry = |i: u64| openraft::Entry::<TypeConfig> {
+            log_id: LogId::new(leader, u64::MAX - 10 + i),
+            payload: openraft::EntryPayload::Normal(std::sync::Arc::new(vec![
+                crate::engine::Command {
+                    now: u64::MAX,
+                    seed: u64::MAX,
+                    history_limit: 0,
+                    op: crate::engine::Op::DeleteState {
+                        id: "x".repeat(400 << 10),
+                    },
+                },
+            ])),
+        };
+        AppendEntriesRequest {
+            vote: Vote::new_committed(u64::MAX, u64::MAX),
+            prev_log_id: Some(LogId::new(leader, u64::MAX - 11)),
+            entries: (0..n).map(entry).collect(),
+            leader_commit: Some(LogId::new(leader, u64::MAX - 11)),
+        }
+    }
+
+    #[test]
+    fn an_append_is_cut_to_its_budget_and_encoded_in_the_room_measured() {
+        let kept = within_budget(append(4)).unwrap();
+        assert_eq!(kept.rpc.entries.len(), 2, "three of 400 KiB pass 1 MiB");
+        assert_eq!(kept.cut, Some(kept.rpc.entries[1].log_id));
+        let room = kept.entry_bytes + APPEND_HEAD_BYTES;
+        let body = codec::encode_with_capacity(&kept.rpc, room).unwrap();
+        assert_eq!(body, codec::encode(&kept.rpc).unwrap());
+        assert_eq!(
+            body.capacity(),
+            room,
+            "the head fits the room left for it: the buffer never grew"
+        );
+        let whole = within_budget(append(2)).unwrap();
+        assert_eq!((whole.rpc.entries.len(), whole.cut), (2, None));
+    }
 
     fn request(data: Vec<u8>) -> InstallSnapshotRequest<TypeConfig> {
         let log_id = LogId::new(CommittedLeaderId::new(3, 1), 40_000);
