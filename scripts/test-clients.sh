@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 which=${1:-all}
 # The features scripts/test.sh tests with, so the binary it built is reused as it is.
 cargo build --locked --features system-tests --bin slct
-export SLCT_BIN="$PWD/target/debug/slct"
+# cargo's target directory: the usual one, or $CARGO_TARGET_DIR (absolute or relative).
+export SLCT_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/slct"
 
 # need_debian: installs Debian packages that are missing.
 source scripts/lib.sh
