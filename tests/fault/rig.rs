@@ -282,11 +282,18 @@ fn spawn(id: u64, node: &NodeProc, launch: &Launch) -> (Child, u64) {
         .stdout(Stdio::from(log.try_clone().expect("log file")))
         .stderr(Stdio::from(log));
     let nofile = launch.nofile.get(&id).copied();
-    // SAFETY: prctl and setrlimit are async-signal-safe; prctl only marks the child to
-    // die with the thread that starts it (a tokio worker or the supervisor, both living
-    // as long as the rig), setrlimit lowers the child's own limit.
+    // SAFETY: setpgid, prctl and setrlimit are async-signal-safe; setpgid puts the child
+    // in a process group of its own, prctl only marks the child to die with the thread
+    // that starts it (a tokio worker or the supervisor, both living as long as the rig),
+    // setrlimit lowers the child's own limit.
+    //
+    // The group of its own: a node the nemesis has SIGSTOPped must stay stopped until it
+    // sends SIGCONT. In the test's group, the node would be killed by the SIGHUP the
+    // kernel sends a stopped process's group when the group is orphaned (the shell that
+    // started the test exits, as one in the background may); a soak saw exactly that.
     unsafe {
         command.pre_exec(move || {
+            libc::setpgid(0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if let Some(n) = nofile {
                 let limit = libc::rlimit {
