@@ -153,11 +153,12 @@ enum Step {
         state: usize,
     },
     /// One batch of `DELETE /states`: a state's prefix (or all), a status or `paused`
-    /// (or any).
+    /// (or any), from after a state's id (or the start).
     DeleteStates {
         prefix: Option<usize>,
         status: Option<&'static str>,
         limit: u32,
+        after: Option<usize>,
     },
 }
 
@@ -228,8 +229,14 @@ fn step() -> impl Strategy<Value = Step> {
             prop::option::of(state()),
             prop::option::of(prop::sample::select(&LISTED[..])),
             1u32..3,
+            prop::option::of(state()),
         )
-            .prop_map(|(prefix, status, limit)| Step::DeleteStates { prefix, status, limit }),
+            .prop_map(|(prefix, status, limit, after)| Step::DeleteStates {
+                prefix,
+                status,
+                limit,
+                after
+            }),
     ]
 }
 
@@ -867,24 +874,43 @@ impl Model {
         self.keys.retain(|_, k| k.3 > now);
     }
 
-    /// One batch of a bulk delete: the ids it deletes, and whether more match.
-    fn delete_states(&mut self, prefix: &str, status: Option<&str>, limit: u32) -> (u64, bool) {
-        let matching: Vec<String> = self
+    /// One batch of a bulk delete: how many it deletes, and where the next batch
+    /// starts. The batch walks the matching states when the status is indexed (any but
+    /// `waiting`), else every state of the prefix, and names its last pick as the next
+    /// start when the walk has entries after it.
+    fn delete_states(
+        &mut self,
+        prefix: &str,
+        status: Option<&str>,
+        limit: u32,
+        after: Option<&str>,
+    ) -> (u64, Option<String>) {
+        let matches = |st: &MState| match status {
+            None => true,
+            Some("paused") => st.paused,
+            Some(s) => Status::parse(s) == Some(st.status()),
+        };
+        let walked: Vec<(String, bool)> = self
             .states
             .iter()
-            .filter(|(id, st)| {
-                id.starts_with(prefix)
-                    && match status {
-                        None => true,
-                        Some("paused") => st.paused,
-                        Some(s) => Status::parse(s) == Some(st.status()),
-                    }
-            })
-            .map(|(id, _)| id.clone())
+            .filter(|(id, _)| id.starts_with(prefix) && after.is_none_or(|a| id.as_str() > a))
+            .map(|(id, st)| (id.clone(), matches(st)))
+            .filter(|(_, matching)| *matching || status == Some("waiting") || status.is_none())
             .collect();
-        let more = matching.len() > limit as usize;
+        let picked: Vec<String> = walked
+            .iter()
+            .filter(|(_, matching)| *matching)
+            .map(|(id, _)| id.clone())
+            .take(limit as usize)
+            .collect();
+        let next = match picked.last() {
+            Some(last) if picked.len() == limit as usize => {
+                walked.iter().any(|(id, _)| id > last).then(|| last.clone())
+            }
+            _ => None,
+        };
         let mut count = 0;
-        for id in matching.into_iter().take(limit as usize) {
+        for id in picked {
             let st = self.states.remove(&id).unwrap();
             for s in &st.selects {
                 self.leave_queues(&id, &s.id);
@@ -892,7 +918,7 @@ impl Model {
             count += 1;
         }
         self.deleted_by_request += count;
-        (count, more)
+        (count, next)
     }
 }
 
@@ -1116,17 +1142,20 @@ impl Run {
                 prefix,
                 status,
                 limit,
+                after,
             } => {
                 let prefix = prefix.map_or("", |s| STATES[s]);
+                let after = after.map(|s| STATES[s]);
                 let reply = self
                     .apply(Op::DeleteStates {
                         prefix: prefix.into(),
                         status: status.map(str::to_owned),
                         limit: *limit,
+                        after: after.map(str::to_owned),
                     })
                     .reply;
-                let (count, more) = self.model.delete_states(prefix, *status, *limit);
-                expect(reply, Response::Deleted { count, more })
+                let (count, next) = self.model.delete_states(prefix, *status, *limit, after);
+                expect(reply, Response::Deleted { count, next })
             }
         }
     }

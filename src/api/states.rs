@@ -239,12 +239,16 @@ pub struct DeleteQuery {
 
 /// States one command of `DELETE /states` deletes.
 pub const DELETE_BATCH: u32 = 1000;
-/// Batches one `DELETE /states` request runs before it answers `"more": true`.
-pub const DELETE_BATCHES: usize = 100;
+/// States one `DELETE /states` request deletes before it answers `"more": true`.
+pub const DELETE_PER_REQUEST: u64 = 100_000;
 
 /// `DELETE /states?prefix=&status=` → `{"deleted": n, "more": bool}`: deletes the
-/// matching states in batches of [`DELETE_BATCH`] (one Raft command each), up to
-/// [`DELETE_BATCHES`] batches; `more` says matching states remain (ask again).
+/// matching states in id order, in batches of up to [`DELETE_BATCH`] (one Raft command
+/// each, which examines a bounded number of states), each batch starting where the
+/// previous one stopped, until the prefix is walked to its end or
+/// [`DELETE_PER_REQUEST`] states are deleted; `more` says the walk stopped before the
+/// end (ask again). The walk ends whatever the other states are, so each request gets
+/// further than the one before; states created behind it are left for the next request.
 pub async fn delete_many(
     State(state): State<AppState>,
     Query(q): Query<DeleteQuery>,
@@ -258,25 +262,28 @@ pub async fn delete_many(
     if let Some(s) = q.status.as_deref() {
         Listed::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown status {s:?}")))?;
     }
-    let (mut deleted, mut more) = (0, true);
-    for _ in 0..DELETE_BATCHES {
+    let (mut deleted, mut after) = (0, None);
+    loop {
         let op = Op::DeleteStates {
             prefix: q.prefix.clone(),
             status: q.status.clone(),
             limit: DELETE_BATCH,
+            after: after.take(),
         };
         match state.write(op).await? {
-            Reply::Deleted { count, more: left } => {
+            Reply::Deleted { count, next } => {
                 deleted += count;
-                more = left;
+                after = next;
             }
             other => return Err(unexpected(&other)),
         }
-        if !more {
+        if after.is_none() || deleted >= DELETE_PER_REQUEST {
             break;
         }
     }
-    Ok(JsonOut(json!({"deleted": deleted, "more": more})))
+    Ok(JsonOut(
+        json!({"deleted": deleted, "more": after.is_some()}),
+    ))
 }
 
 /// `POST /state/{id}/pause` → 200 with the state (idempotent).

@@ -449,7 +449,7 @@ impl Client {
 
     /// Deletes states whose id starts with `prefix` and that have `status` (a status or
     /// `paused`) — at least one of the two — in batches: up to 100,000 a call, with
-    /// `more` set if matching states remain (call again). Needs the admin token where
+    /// `more` set if states after those may match (call again). Needs the admin token where
     /// the server has one.
     pub async fn delete_states(&self, prefix: &str, status: Option<&str>) -> Result<Deleted> {
         let call = Call::new(Method::DELETE, "/states".into())

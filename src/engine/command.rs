@@ -118,7 +118,8 @@ pub enum Op {
     },
     /// One batch of `DELETE /states?prefix=&status=`: deletes up to `limit` states
     /// whose id starts with `prefix` (and that have `status`, or are paused), in id
-    /// order. Replies [`Response::Deleted`].
+    /// order from just after `after`. Replies [`Response::Deleted`], whose `next` is the
+    /// following batch's `after`.
     DeleteStates {
         /// Only ids starting with this.
         prefix: String,
@@ -126,6 +127,8 @@ pub enum Op {
         status: Option<String>,
         /// Most states deleted by this command.
         limit: u32,
+        /// Only ids after this one (the previous batch's `next`).
+        after: Option<String>,
     },
     /// A long-poll: lease up to one state per token, the best deliverable polled
     /// states whose id starts with `prefix` (highest priority, then oldest pending), as
@@ -327,8 +330,9 @@ pub enum Response {
     Deleted {
         /// States deleted.
         count: u64,
-        /// Whether states that match remain (another batch is needed).
-        more: bool,
+        /// Where the next batch starts, if states after it may match; `None` once
+        /// the walk reached the end of the prefix.
+        next: Option<String>,
     },
     /// Done, nothing to report.
     Done,

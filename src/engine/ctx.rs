@@ -24,7 +24,7 @@ use super::history::{self, What};
 use super::keys;
 use super::rng::Rng;
 use super::store::{get_record, put_record, Store, StoreError, Table, Tx};
-use super::types::{Case, Chan, Lease, Millis, State, Status};
+use super::types::{Case, Chan, Lease, Listed, Millis, State, Status};
 
 /// A state as loaded, with the index keys it had in the store.
 struct CachedState {
@@ -392,15 +392,17 @@ pub fn is_deliverable(state: &State) -> bool {
     is_pending(state) && !state.paused
 }
 
-/// The index entries a state implies: its status (and whether it is paused), its lease,
-/// when it is to be deleted if it is `done` with a retention,
-/// its place in a pending queue if it is deliverable (by priority and time, and for
-/// polled states by id too), and one timer entry per blocked select (at the select's
-/// earliest timer).
+/// The index entries a state implies: its status unless that is `waiting` (see
+/// [`Listed::indexed`]) and whether it is paused, its lease, when it is to be deleted if
+/// it is `done` with a retention, its place in a pending queue if it is deliverable (by
+/// priority and time, and for polled states by id too), and one timer entry per blocked
+/// select (at the select's earliest timer).
 fn index_keys(state: &State) -> BTreeSet<(Table, Vec<u8>)> {
     let mut keys = BTreeSet::new();
-    let status = state.status() as u8;
-    keys.insert((Table::ByStatus, keys::by_status(status, &state.id)));
+    let status = Listed::Status(state.status());
+    if status.indexed() {
+        keys.insert((Table::ByStatus, keys::by_status(status.tag(), &state.id)));
+    }
     if state.paused {
         keys.insert((
             Table::ByStatus,

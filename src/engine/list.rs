@@ -4,11 +4,12 @@
 //!
 //! Two budgets bound every page, whatever the data and the filters:
 //! - **work**: at most [`MAX_SCAN`] index entries are examined. A status filter walks
-//!   the by-status index, so only states of that status are read; `min_priority` has
-//!   no index of its own (listings are in id order, the priority index is in priority
-//!   order), so a selective filter may end a page early, short or even empty, with a
-//!   cursor to go on from — the page says where it stopped, and the client follows
-//!   `next` as for any page.
+//!   the by-status index, so only states of that status are read — except `waiting`,
+//!   which the index leaves out ([`Listed::indexed`]) and which filters the walk of the
+//!   states instead, as `min_priority` does (it has no index of its own: listings are
+//!   in id order, the priority index is in priority order). So a selective filter may
+//!   end a page early, short or even empty, with a cursor to go on from — the page
+//!   says where it stopped, and the client follows `next` as for any page.
 //! - **bytes**: a page stops before the item that would take it past
 //!   [`MAX_PAGE_BYTES`] of JSON (one item always fits, so no state is unlistable).
 //!
@@ -161,14 +162,17 @@ pub fn start_key(prefix: &str, after: Option<&str>) -> Vec<u8> {
     }
 }
 
-/// One page of `GET /states` as its JSON body, `{"states": [...], "next": ...}`. With a
-/// status, the by-status index gives the ids, so only states of that status are read.
+/// One page of `GET /states` as its JSON body, `{"states": [...], "next": ...}`. With an
+/// indexed status, the by-status index gives the ids, so only states of that status are
+/// read; `waiting` is a filter on the walk of the states.
 pub fn states_page<S: Store + ?Sized>(store: &S, q: &StatesQuery) -> Result<Vec<u8>, StoreError> {
     let from = start_key(&q.prefix, q.after.as_deref());
     let mut page = Page::new(q.limit);
-    let wanted = |state: &State| state.priority >= q.min_priority;
+    let wanted = |state: &State| {
+        state.priority >= q.min_priority && q.status.is_none_or(|listed| listed.matches(state))
+    };
     match q.status {
-        Some(status) => {
+        Some(status) if status.indexed() => {
             let tag = status.tag();
             let prefix = keys::by_status(tag, &q.prefix);
             let mut from_key = vec![tag];
@@ -187,7 +191,7 @@ pub fn states_page<S: Store + ?Sized>(store: &S, q: &StatesQuery) -> Result<Vec<
                 },
             )?;
         }
-        None => {
+        _ => {
             let prefix = q.prefix.as_bytes();
             page.fill(store, Table::States, &from, prefix, |page, _, bytes| {
                 let state: State = codec::decode(bytes)?;

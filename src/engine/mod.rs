@@ -154,7 +154,8 @@ fn run<S: Store + ?Sized>(ctx: &mut Ctx<'_, '_, S>, op: Op) -> OpResult {
             prefix,
             status,
             limit,
-        } => ctx.delete_states(&prefix, status.as_deref(), limit),
+            after,
+        } => ctx.delete_states(&prefix, status.as_deref(), limit, after.as_deref()),
         Op::LeasePending {
             prefix,
             min_priority,

@@ -22,9 +22,10 @@ use super::data::Data;
 use super::error::Error;
 use super::history::{self, What};
 use super::keys;
-use super::store::{Store, StoreError, Table};
+use super::store::{Scan, Store, StoreError, Table};
 use super::types::{Callback, Listed, Select, State};
 use super::validate;
+use crate::codec;
 
 /// What an operation returns: a deterministic reply, or a fatal storage failure.
 pub type OpResult = Result<Result<Response, Error>, StoreError>;
@@ -57,6 +58,49 @@ pub struct Update {
 
 /// Most states one command of a bulk delete removes, so no entry grows large.
 pub const MAX_DELETE_BATCH: u32 = 1000;
+/// Most entries one command of a bulk delete examines, so that walking states that do
+/// not match holds up the commands behind it no longer than a listing's page takes.
+pub const MAX_DELETE_SCAN: usize = super::list::MAX_SCAN;
+
+/// The states one batch of a bulk delete picked, and where the next batch starts.
+struct Picked {
+    ids: Vec<String>,
+    /// The last id examined, if the walk stopped before the end of the prefix.
+    next: Option<String>,
+}
+
+/// Walks `scan` while its keys (a state id after `skip` bytes) start with `prefix`,
+/// keeping the ids whose value `matches`, until `limit` are kept or
+/// [`MAX_DELETE_SCAN`] entries are examined.
+fn pick(
+    scan: Scan<'_>,
+    prefix: &[u8],
+    skip: usize,
+    limit: u32,
+    mut matches: impl FnMut(&[u8]) -> Result<bool, StoreError>,
+) -> Result<Picked, StoreError> {
+    let mut picked = Picked {
+        ids: Vec::new(),
+        next: None,
+    };
+    let mut last = None;
+    for (examined, entry) in scan.enumerate() {
+        let (key, value) = entry?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if examined == MAX_DELETE_SCAN || picked.ids.len() == limit as usize {
+            picked.next = last;
+            break;
+        }
+        let id = String::from_utf8_lossy(&key[skip..]).into_owned();
+        if matches(&value)? {
+            picked.ids.push(id.clone());
+        }
+        last = Some(id);
+    }
+    Ok(picked)
+}
 
 impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     /// `PUT /state/{id}` of a new state.
@@ -191,8 +235,17 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
     }
 
     /// One batch of `DELETE /states`: up to `limit` states of `prefix` (with `status`,
-    /// if given), in id order.
-    pub fn delete_states(&mut self, prefix: &str, status: Option<&str>, limit: u32) -> OpResult {
+    /// if given), in id order from just after `after`. The batch examines at most
+    /// [`MAX_DELETE_SCAN`] entries; with an unindexed status (`waiting`) it walks the
+    /// states of the prefix, so it may stop early with none deleted. `next` is where
+    /// the following batch starts; it is `None` once the prefix is walked to its end.
+    pub fn delete_states(
+        &mut self,
+        prefix: &str,
+        status: Option<&str>,
+        limit: u32,
+        after: Option<&str>,
+    ) -> OpResult {
         let listed = match status.map(|s| Listed::parse(s).ok_or(s)).transpose() {
             Ok(listed) => listed,
             Err(s) => return Ok(Err(Error::Invalid(format!("unknown status {s:?}")))),
@@ -203,25 +256,33 @@ impl<S: Store + ?Sized> Ctx<'_, '_, S> {
             ))));
         }
         self.flush()?;
-        let (table, scan_prefix) = match listed {
-            Some(listed) => (Table::ByStatus, keys::by_status(listed.tag(), prefix)),
-            None => (Table::States, prefix.as_bytes().to_vec()),
+        let from = super::list::start_key(prefix, after);
+        let picked = match listed {
+            Some(listed) if listed.indexed() => {
+                let mut from_key = vec![listed.tag()];
+                from_key.extend_from_slice(&from);
+                let scan = self.tx.scan_from(Table::ByStatus, &from_key);
+                let prefix = keys::by_status(listed.tag(), prefix);
+                pick(scan, &prefix, 1, limit, |_| Ok(true))?
+            }
+            _ => {
+                let scan = self.tx.scan_from(Table::States, &from);
+                pick(scan, prefix.as_bytes(), 0, limit, |bytes| {
+                    let state: State = codec::decode(bytes)?;
+                    Ok(listed.is_none_or(|listed| listed.matches(&state)))
+                })?
+            }
         };
-        let skip = usize::from(listed.is_some());
-        let ids: Vec<String> = self
-            .tx
-            .scan_prefix(table, &scan_prefix)
-            .take(limit as usize + 1)
-            .map(|e| e.map(|(key, _)| String::from_utf8_lossy(&key[skip..]).into_owned()))
-            .collect::<Result<_, _>>()?;
-        let more = ids.len() > limit as usize;
         let mut count = 0;
-        for id in ids.iter().take(limit as usize) {
+        for id in &picked.ids {
             if self.delete_state(id, DeleteReason::Request)?.is_ok() {
                 count += 1;
             }
         }
-        Ok(Ok(Response::Deleted { count, more }))
+        Ok(Ok(Response::Deleted {
+            count,
+            next: picked.next,
+        }))
     }
 
     /// A poll: lease the best deliverable polled states with `prefix` (one per token).

@@ -312,6 +312,22 @@ impl Listed {
             Listed::Paused => PAUSED,
         }
     }
+
+    /// Whether the by-status table lists these states. `waiting` is the one status it
+    /// leaves out: most states spend their life in it, so its entry would be a key
+    /// written with nearly every new state and rewritten at each wake-up, for listings
+    /// and bulk deletes that can walk the states instead (design.md §3.1).
+    pub fn indexed(self) -> bool {
+        self != Listed::Status(Status::Waiting)
+    }
+
+    /// Whether `state` is one of these.
+    pub fn matches(self, state: &State) -> bool {
+        match self {
+            Listed::Status(status) => state.status() == status,
+            Listed::Paused => state.paused,
+        }
+    }
 }
 
 /// Highest priority.

@@ -1,7 +1,7 @@
 //! A node's data directory (`--data`): who may use it, which format it is in, and the
 //! engines that keep their files under it.
 //!
-//! # Layout (format 5)
+//! # Layout (format 6)
 //! - `LOCK` — held (`flock`, exclusive) by the one process using the directory. Two
 //!   nodes on one directory would each overwrite what the other acknowledged, so a
 //!   second process is refused at start, naming the directory; the kernel drops the
@@ -22,7 +22,10 @@
 //!     version cannot read;
 //!   - format 4: this layout, with every blocked waiter in its queue's table (format 5
 //!     keeps a select's case at the head of an empty queue in the channel's record),
-//!     whose channel records this version cannot read.
+//!     whose channel records this version cannot read;
+//!   - format 5: this layout, with a by-status entry for every `waiting` state (format
+//!     6 indexes every status but `waiting`), entries this version would never remove,
+//!     and bulk-delete commands without a cursor, which it cannot read from the log.
 //! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`]
 //!   and large values in files of their own (`sm/values/`).
 //! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
@@ -46,7 +49,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The format this version reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The lock file, held while a process uses the directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -62,7 +65,7 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 const FORMAT_1_DIR: &str = "sled";
 /// The formats before this one that wrote a `FORMAT` file: what each says in it, and
 /// why this version cannot read it.
-const OLDER_FORMATS: [(&str, &str); 3] = [
+const OLDER_FORMATS: [(&str, &str); 4] = [
     (
         "2",
         "format 2, a development build's: it may hold the Raft log and the vote in the \
@@ -78,6 +81,11 @@ const OLDER_FORMATS: [(&str, &str); 3] = [
         "format 4: channel records without the head of their queues, which this version \
          does not read",
     ),
+    (
+        "5",
+        "format 5: waiting states in the by-status index, and bulk deletes without a \
+         cursor in the log, which this version does not read",
+    ),
 ];
 
 /// Why a data directory cannot be used.
@@ -90,7 +98,7 @@ pub enum DataDirError {
         .dir.display(), .dir.join(LOCK_FILE).display()
     )]
     InUse { dir: PathBuf },
-    /// Format 1, 2, 3 or 4: from a version of slct that kept the Raft log in sled, or
+    /// Format 1 to 5: from a version of slct that kept the Raft log in sled, or
     /// its tables in another layout.
     #[error(
         "the data directory {} was written by an earlier version of slct ({what}); \
@@ -291,8 +299,13 @@ mod tests {
     }
 
     #[test]
-    fn formats_3_and_4_are_refused_naming_what_changed() {
-        for (format, changed) in [("3", "JSON record"), ("4", "head of their queues")] {
+    fn formats_3_to_5_are_refused_naming_what_changed() {
+        let changes = [
+            ("3", "JSON record"),
+            ("4", "head of their queues"),
+            ("5", "by-status index"),
+        ];
+        for (format, changed) in changes {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join(FORMAT_FILE), format!("{format}\n")).unwrap();
             let error = DataDir::open(dir.path()).unwrap_err();
@@ -307,10 +320,10 @@ mod tests {
     #[test]
     fn another_or_missing_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FORMAT_FILE), "6\n").unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "7\n").unwrap();
         let error = DataDir::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "6"),
+            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "7"),
             "{error}"
         );
 
