@@ -65,7 +65,6 @@
 //! the checks above still refuse a database that lost flushed writes.
 
 pub mod checkpoint;
-mod known;
 mod overlay;
 pub mod point_in_time;
 pub mod values;
@@ -83,7 +82,6 @@ use sled::Transactional;
 use super::marker::{self, FlushMarker};
 use super::seal;
 use crate::engine::{self, Scan, Store, StoreError, Table, WriteSet};
-use known::KnownKeys;
 use overlay::{Found, Overlay, Pressure};
 use point_in_time::Capture;
 use values::{ReadError, Reference, ValueFiles, LARGE_VALUE_BYTES, VALUES_DIR};
@@ -124,8 +122,6 @@ pub struct SledStore {
     capture: Capture,
     /// Commits not yet written into sled (see [`overlay`]).
     overlay: Arc<Overlay>,
-    /// Which state ids and channel names sled may hold (see [`known`]).
-    known: Arc<KnownKeys>,
 }
 
 /// The blob files synced so far (see "Blobs" in the module docs).
@@ -210,7 +206,6 @@ impl SledStore {
             generation: Arc::default(),
             capture: Capture::default(),
             overlay: Arc::default(),
-            known: Arc::new(KnownKeys::with_capacity([0, 0])),
         })
     }
 
@@ -244,30 +239,20 @@ impl SledStore {
         Ok(())
     }
 
-    /// Checks the seal of every value in every tree, and every value file referred to,
-    /// and fills the filters of the keys sled holds ([`known`]); returns the ids of
-    /// those files.
+    /// Checks the seal of every value in every tree, and every value file referred to;
+    /// returns the ids of those files.
     fn verify_all(&self) -> Result<HashSet<u128>, StoreError> {
         let mut referenced = HashSet::new();
-        let mut hashes = [Vec::new(), Vec::new()];
         for name in self.db.tree_names() {
             let tree = self.db.open_tree(&name).map_err(|e| self.read_err(e))?;
-            let filtered = Table::ALL
-                .iter()
-                .find(|t| t.name().as_bytes() == &name[..])
-                .and_then(|t| known::slot(*t));
             for entry in tree.iter() {
                 let (key, stored) = entry.map_err(|e| self.read_err(e))?;
                 if let Some(reference) = Reference::in_stored(&key, &stored) {
                     referenced.insert(reference.id());
                 }
-                if let Some(slot) = filtered {
-                    hashes[slot].push(known::hash(&key));
-                }
                 self.unseal(&tree, &key, stored)?;
             }
         }
-        self.known.fill(hashes);
         Ok(referenced)
     }
 
@@ -372,7 +357,6 @@ impl SledStore {
         let mut files = false;
         for (key, value) in records {
             files |= value.len() >= LARGE_VALUE_BYTES;
-            self.known.add(table, key);
             batch.insert(key.as_slice(), self.stored_form(key, value)?);
         }
         if files {
@@ -397,7 +381,6 @@ impl SledStore {
         }
         let mut batch = sled::Batch::default();
         for (key, reference, from) in records {
-            self.known.add(table, key);
             batch.insert(key.as_slice(), self.values.adopt(key, reference, from)?);
         }
         self.values.sync_dir()?;
@@ -412,12 +395,6 @@ impl SledStore {
     /// [`overlay::WRITE_BACK_BYTES`]; past [`overlay::WRITE_BACK_SOON_KEYS`] keys,
     /// [`SledStore::layer_grown`] says so.
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        for (table, writes) in Table::ALL.iter().zip(&writes) {
-            if known::slot(*table).is_some() {
-                let put = writes.iter().filter(|(_, value)| value.is_some());
-                put.for_each(|(key, _)| self.known.add(*table, key));
-            }
-        }
         if self.overlay.commit(writes) == Pressure::Now {
             self.write_back()?;
         }
@@ -582,7 +559,6 @@ impl SledStore {
         }
         let _one = self.overlay.one_write_back();
         self.overlay.clear();
-        self.known.clear();
         self.trees
             .iter()
             .try_for_each(|t| t.clear().map_err(|e| self.read_err(e)))?;
@@ -594,9 +570,6 @@ impl Store for SledStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Found::InLayer(value) = self.overlay.get(table, key) {
             return Ok(value);
-        }
-        if !self.known.may_hold(table, key) {
-            return Ok(None);
         }
         let tree = self.tree(table);
         match tree.get(key).map_err(|e| self.read_err(e))? {
@@ -781,41 +754,6 @@ mod tests {
         drop(held);
     }
 
-    /// The filter of keys sled may hold ([`known`]) never hides a key: whether it came
-    /// by a commit (read back from a layer, then from sled), by a snapshot's load, or was
-    /// found when the store opened; emptying the tables forgets them.
-    #[test]
-    fn every_key_sled_holds_is_read_from_it_however_it_came() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let mut writes = WriteSet::default();
-        writes[Table::States.index()].insert(b"committed".to_vec(), Some(b"1".to_vec()));
-        writes[Table::Chans.index()].insert(b"chan".to_vec(), Some(b"2".to_vec()));
-        store.commit(writes).unwrap();
-        store.write_back().unwrap();
-        store
-            .load(Table::States, &[(b"loaded".to_vec(), b"3".to_vec())])
-            .unwrap();
-        let all = [
-            (Table::States, &b"committed"[..], &b"1"[..]),
-            (Table::Chans, b"chan", b"2"),
-            (Table::States, b"loaded", b"3"),
-        ];
-        for (table, key, value) in all {
-            assert_eq!(store.get(table, key).unwrap().as_deref(), Some(value));
-        }
-        assert_eq!(store.get(Table::States, b"never").unwrap(), None);
-        store.flush_durable().unwrap();
-        drop(store);
-
-        let store = SledStore::open(dir.path()).unwrap();
-        for (table, key, value) in all {
-            assert_eq!(store.get(table, key).unwrap().as_deref(), Some(value));
-        }
-        store.clear().unwrap();
-        assert_eq!(store.get(Table::States, b"committed").unwrap(), None);
-    }
-
     /// A store holding `n` flushed states whose values end in `-{i:06}`; then closed.
     fn filled(n: usize) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -878,10 +816,8 @@ mod tests {
     fn a_damaged_value_is_an_error_naming_file_tree_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        // A value written behind the seal's back stands for one damaged on disk (of a
-        // key the store wrote, so its filter knows it).
+        // A value written behind the seal's back stands for one damaged on disk.
         store.tree(Table::States).insert(b"s1", b"data").unwrap();
-        store.known.add(Table::States, b"s1");
         let damaged = |error: &StoreError| {
             is_damage_in(error, dir.path())
                 && matches!(error, StoreError::Corruption { table: Some(t), key: Some(k), .. }
