@@ -461,6 +461,10 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
     }
 
     await_no_receiver(&cluster, leader, "the departed receive is withdrawn").await;
+    // A follower let go of its sync may call an election, and the leader's backlog may
+    // still be draining: the try-send below waits until writes commit again, so that
+    // its answer is the channel's, not a 503 of the moment.
+    cluster.create("after-the-stall", json!(4)).await;
     assert_eq!(
         try_send(&cluster, leader, "v1").await,
         409,
