@@ -23,11 +23,16 @@ fn many_done_then_three_waiting() -> World {
     w
 }
 
-/// One batch of `DELETE /states?status=waiting` from `after`.
-fn delete_waiting(w: &mut World, after: Option<String>) -> (u64, Option<String>) {
+/// One batch of `DELETE /states?prefix=&status=` from `after`: deleted, and `next`.
+fn delete_batch(
+    w: &mut World,
+    prefix: &str,
+    status: &str,
+    after: Option<String>,
+) -> (u64, Option<String>) {
     match w.ok(Op::DeleteStates {
-        prefix: String::new(),
-        status: Some("waiting".into()),
+        prefix: prefix.into(),
+        status: Some(status.into()),
         limit: 1000,
         after,
     }) {
@@ -58,7 +63,7 @@ fn waiting_states_have_no_by_status_entries_and_the_others_do() {
 #[test]
 fn a_bulk_delete_of_waiting_states_walks_past_any_number_of_others_in_bounded_batches() {
     let mut w = many_done_then_three_waiting();
-    let (count, next) = delete_waiting(&mut w, None);
+    let (count, next) = delete_batch(&mut w, "", "waiting", None);
     assert_eq!(count, 0, "the first batch examines only done states");
     assert_eq!(
         next.as_deref(),
@@ -67,7 +72,7 @@ fn a_bulk_delete_of_waiting_states_walks_past_any_number_of_others_in_bounded_ba
 
     let (mut deleted, mut after, mut batches) = (0, next, 1);
     while after.is_some() {
-        let (count, next) = delete_waiting(&mut w, after);
+        let (count, next) = delete_batch(&mut w, "", "waiting", after);
         deleted += count;
         after = next;
         batches += 1;
@@ -80,18 +85,9 @@ fn a_bulk_delete_of_waiting_states_walks_past_any_number_of_others_in_bounded_ba
 #[test]
 fn a_bulk_delete_of_an_indexed_status_says_exactly_whether_more_match() {
     let mut w = many_done_then_three_waiting();
-    let batch = |w: &mut World, after: Option<String>| match w.ok(Op::DeleteStates {
-        prefix: "a-".into(),
-        status: Some("done".into()),
-        limit: 1000,
-        after,
-    }) {
-        Response::Deleted { count, next } => (count, next),
-        other => panic!("unexpected {other:?}"),
-    };
     let (mut deleted, mut after, mut batches) = (0, None, 0);
     loop {
-        let (count, next) = batch(&mut w, after);
+        let (count, next) = delete_batch(&mut w, "a-", "done", after);
         assert_eq!(count, 1000.min(MAX_SCAN as u64 + 10 - deleted));
         deleted += count;
         batches += 1;

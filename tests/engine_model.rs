@@ -890,12 +890,13 @@ impl Model {
             Some("paused") => st.paused,
             Some(s) => Status::parse(s) == Some(st.status()),
         };
+        let walks_every_state = status.is_none_or(|s| s == "waiting");
         let walked: Vec<(String, bool)> = self
             .states
             .iter()
             .filter(|(id, _)| id.starts_with(prefix) && after.is_none_or(|a| id.as_str() > a))
             .map(|(id, st)| (id.clone(), matches(st)))
-            .filter(|(_, matching)| *matching || status == Some("waiting") || status.is_none())
+            .filter(|(_, matching)| *matching || walks_every_state)
             .collect();
         let picked: Vec<String> = walked
             .iter()

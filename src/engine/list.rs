@@ -168,9 +168,7 @@ pub fn start_key(prefix: &str, after: Option<&str>) -> Vec<u8> {
 pub fn states_page<S: Store + ?Sized>(store: &S, q: &StatesQuery) -> Result<Vec<u8>, StoreError> {
     let from = start_key(&q.prefix, q.after.as_deref());
     let mut page = Page::new(q.limit);
-    let wanted = |state: &State| {
-        state.priority >= q.min_priority && q.status.is_none_or(|listed| listed.matches(state))
-    };
+    let wanted = |state: &State| state.priority >= q.min_priority;
     match q.status {
         Some(status) if status.indexed() => {
             let tag = status.tag();
@@ -193,9 +191,11 @@ pub fn states_page<S: Store + ?Sized>(store: &S, q: &StatesQuery) -> Result<Vec<
         }
         _ => {
             let prefix = q.prefix.as_bytes();
+            // No status, or one the index leaves out: each state is checked for it.
+            let listed = |state: &State| q.status.is_none_or(|listed| listed.matches(state));
             page.fill(store, Table::States, &from, prefix, |page, _, bytes| {
                 let state: State = codec::decode(bytes)?;
-                let item = wanted(&state).then(|| state.view(q.full));
+                let item = (listed(&state) && wanted(&state)).then(|| state.view(q.full));
                 page.take(state.id.clone(), item)
             })?;
         }
