@@ -101,6 +101,11 @@ impl From<NodeError> for ApiError {
                      not have been applied; read the state before retrying"
                 ),
             ),
+            NodeError::Discarded => ApiError::unavailable(
+                "outcome_unknown",
+                "the write's log entry was discarded when this node adopted another leader's \
+                 log: it may or may not have been applied; read the state before retrying",
+            ),
             NodeError::NoQuorum => ApiError::unavailable(
                 "no_quorum",
                 "the leader could not confirm with a quorum that it still leads; retry shortly",
@@ -191,6 +196,7 @@ mod tests {
             NodeError::NotLeader(None),
             NodeError::ShuttingDown,
             NodeError::Timeout(std::time::Duration::from_secs(10)),
+            NodeError::Discarded,
             NodeError::NoQuorum,
             NodeError::Fatal("disk".into()),
         ] {

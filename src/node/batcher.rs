@@ -12,24 +12,26 @@
 //! order as well — though the engine never lets log time go back regardless.
 //!
 //! # What a failed write means
-//! openraft 0.9 answers a proposal with "forward to leader" only when this node was not
-//! the leader, or when the entry was truncated as conflicting with a new leader's log —
-//! so it was never committed, and [`NodeError::NotLeader`] is safe to retry on the
-//! leader. An entry that a new leader commits is still answered here once this node
-//! applies it. Only [`NodeError::ShuttingDown`] after proposing leaves the outcome open.
+//! openraft refuses a proposal before appending it when this node does not lead
+//! ([`NodeError::NotLeader`], safe to retry on the leader) or leads without a lease: no
+//! quorum has acknowledged it within the election timeout, as after a restart or when
+//! cut off ([`NodeError::NoQuorum`], nothing proposed). An entry that this node appended
+//! and then discarded, adopting another leader's log, may still commit through a node
+//! that holds it: [`NodeError::Discarded`], outcome unknown. An entry that a new leader
+//! commits is still answered here once this node applies it. [`NodeError::ShuttingDown`]
+//! after proposing also leaves the outcome open.
 //!
 //! With group commit off, every op is its own entry and entries are not limited in
 //! flight: the baseline that shows what batching buys.
 //!
 //! # Slots in flight
 //! A slot is given back when its entry's replies come, or as soon as this node stops
-//! leading the term it proposed in, whichever is first. openraft 0.9 does not answer a
-//! proposal whose entry a snapshot install dropped: a node restarted with its own
-//! committed vote leads its old term at once, may take proposals then, and when the new
-//! leader's snapshot reaches past its shorter log, those entries vanish unanswered
-//! (design.md §3, "Group commit"). A slot held for them would stop every later write on this
-//! node. Their callers time out with the outcome unknown, which it is to them; the task
-//! waiting for such replies ends when its callers are gone.
+//! leading the term it proposed in, whichever is first: a deposed leader's entries are
+//! answered only once the new leader's log reaches this node (applied, or discarded),
+//! which a partition can put off for as long as it lasts, and a slot held for them
+//! would stop every later write on this node (design.md §3, "Group commit"). Their
+//! callers time out with the outcome unknown, which it is to them; the task waiting for
+//! such replies ends when its callers are gone.
 //!
 //! A batch also stops growing before its commands pass [`MAX_ENTRY_BYTES`], so no entry
 //! outgrows what a follower accepts; a caller that gave up before its op was proposed
@@ -44,7 +46,9 @@
 
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::errors::{ClientWriteError, ForwardReason, ForwardToLeader, RaftError};
+use openraft::impls::ProgressResponder;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{not_leader, NodeError};
@@ -52,7 +56,7 @@ use crate::clock::now_ms;
 use crate::engine::types::Millis;
 use crate::engine::{Applied, Command, Op, MAX_CLOCK_JUMP_MS};
 use crate::raft::state_machine::Progress;
-use crate::raft::{Raft, MAX_ENTRY_BYTES};
+use crate::raft::{Batch, Raft, TypeConfig, MAX_ENTRY_BYTES};
 
 /// Most ops in one entry.
 pub const MAX_BATCH: usize = 256;
@@ -77,10 +81,11 @@ pub struct Settings {
     /// Stamped on every command (`--history-limit`).
     pub history_limit: u32,
     /// The term this node led before it restarted, if its committed vote was its own:
-    /// openraft 0.9 restarts it as leader of that term at once, and the operations its
-    /// previous process parked have no handler left. No new term begins to withdraw them
+    /// openraft restarts it as leader of that term, and the operations its previous
+    /// process parked have no handler left. No new term begins to withdraw them
     /// (`Ctx::enter_term`), so the first entry this node proposes in that term starts with
-    /// [`Op::WithdrawParked`] (design.md §3.3).
+    /// [`Op::WithdrawParked`], proposed again until it is applied: the restored leader
+    /// refuses writes until a quorum acknowledges it (design.md §3.3).
     pub restarted_leading: Option<u64>,
 }
 
@@ -99,6 +104,8 @@ pub async fn run(
         history_limit,
         restarted_leading: mut take_over,
     } = settings;
+    // The answer to the restarted term's withdrawal, once proposed.
+    let mut withdrawal: Option<oneshot::Receiver<Result<Applied, NodeError>>> = None;
     let in_flight = group_commit.then(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
     let mut clock = LeaderClock::default();
     // An op that did not fit the last batch: it leads the next one.
@@ -141,15 +148,24 @@ pub async fn run(
             continue;
         }
         let term = *leading.borrow();
-        if take_over.is_some() && term.is_some() {
+        if let Some(answer) = withdrawal.as_mut() {
+            match answer.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                Ok(Ok(_)) => take_over = None,
+                // Refused or lost: proposed again below.
+                Ok(Err(_)) | Err(TryRecvError::Closed) => withdrawal = None,
+            }
+        }
+        if take_over.is_some() && term.is_some() && withdrawal.is_none() {
             if term == take_over {
-                // Nobody waits for its reply.
-                let (reply, _) = oneshot::channel();
+                let (reply, answer) = oneshot::channel();
+                withdrawal = Some(answer);
                 let op = Op::WithdrawParked;
                 batch.insert(0, Proposal { op, size: 0, reply });
+            } else {
+                // A later term withdraws them anyway.
+                take_over = None;
             }
-            // Proposed now, or a later term withdraws them anyway.
-            take_over = None;
         }
         let now = clock.now(progress.borrow().clock);
         let (commands, mut replies): (Vec<Command>, Vec<_>) = batch
@@ -167,8 +183,12 @@ pub async fn run(
                 )
             })
             .unzip();
-        match raft.client_write_ff(Arc::new(commands)).await {
-            Ok(applied) => {
+        let (responder, applied) = ProgressResponder::complete_only();
+        match raft
+            .client_write_ff(Batch::new(commands), Some(responder))
+            .await
+        {
+            Ok(()) => {
                 let leading = leading.clone();
                 tokio::spawn(async move {
                     let Some(result) =
@@ -242,26 +262,31 @@ fn answer(
     }
 }
 
-/// A failed proposal as the node's error.
-pub fn write_error(e: ClientWriteError<u64, openraft::BasicNode>) -> NodeError {
+/// A failed proposal as the node's error (see "What a failed write means").
+pub fn write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
     match e {
+        ClientWriteError::ForwardToLeader(ForwardToLeader {
+            reason: ForwardReason::LeaseExpired,
+            ..
+        }) => NodeError::NoQuorum,
         ClientWriteError::ForwardToLeader(f) => not_leader(f.leader_id, f.leader_node),
+        ClientWriteError::LogEntryDiscarded(_) => NodeError::Discarded,
+        // Neither is asked for here: no membership change, no precondition.
         ClientWriteError::ChangeMembershipError(e) => NodeError::Fatal(e.to_string()),
+        ClientWriteError::PreconditionFailed(e) => NodeError::Fatal(e.to_string()),
     }
 }
 
 /// openraft stopped: shutting down, or a fatal storage error.
-pub fn fatal_error(e: openraft::error::Fatal<u64>) -> NodeError {
+pub fn fatal_error(e: openraft::errors::Fatal<TypeConfig>) -> NodeError {
     match e {
-        openraft::error::Fatal::Stopped => NodeError::ShuttingDown,
+        openraft::errors::Fatal::Stopped => NodeError::ShuttingDown,
         other => NodeError::Fatal(other.to_string()),
     }
 }
 
 /// A [`RaftError`] of a client write as the node's error.
-pub fn raft_write_error(
-    e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>,
-) -> NodeError {
+pub fn raft_write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
     match e {
         RaftError::APIError(e) => write_error(e),
         RaftError::Fatal(e) => fatal_error(e),

@@ -36,6 +36,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 
 #[cfg(doc)]
@@ -95,21 +96,24 @@ pub async fn run(
                 let over = *held.borrow() >= limit;
                 let woke = tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => return,
-                    changed = held.changed() => changed.map(|()| Woke::Changed),
-                    changed = metrics.changed(), if over => changed.map(|()| Woke::Changed),
-                    changed = large_written.changed() => changed.map(|()| Woke::Changed),
-                    _ = held_alone_tick.tick() => Ok(Woke::HeldAloneTick),
+                    changed = held.changed() => changed.is_ok().then_some(Woke::Changed),
+                    changed = metrics.changed(), if over => {
+                        changed.is_ok().then_some(Woke::Changed)
+                    }
+                    changed = large_written.changed() => changed.is_ok().then_some(Woke::Changed),
+                    _ = held_alone_tick.tick() => Some(Woke::HeldAloneTick),
                 };
                 match woke {
-                    Err(_) => return,
-                    Ok(Woke::HeldAloneTick) => {
+                    // A sender is gone: the node is stopping.
+                    None => return,
+                    Some(Woke::HeldAloneTick) => {
                         let alone = held_alone(&snapshots).await;
                         if alone >= large_limit {
                             break ("value files only the snapshot holds", alone);
                         }
                         continue;
                     }
-                    Ok(Woke::Changed) => {}
+                    Some(Woke::Changed) => {}
                 }
             }
             wait = true;
@@ -171,17 +175,17 @@ async fn round(raft: &Raft) -> bool {
         if raft.trigger().snapshot().await.is_err() {
             return false;
         }
-        if metrics.wait_for(|m| m.snapshot >= applied).await.is_err() {
+        if metrics.wait_until(|m| m.snapshot >= applied).await.is_err() {
             return false;
         }
     }
-    let Some(snapshot) = metrics.borrow().snapshot else {
+    let Some(snapshot) = metrics.borrow_watched().snapshot else {
         return true;
     };
     if raft.trigger().purge_log(snapshot.index).await.is_err() {
         return false;
     }
     // A leader purges once no replication still reads the entries.
-    let purged = metrics.wait_for(|m| m.purged >= Some(snapshot)).await;
+    let purged = metrics.wait_until(|m| m.purged >= Some(snapshot)).await;
     purged.is_ok()
 }

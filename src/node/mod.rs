@@ -65,9 +65,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{
+    ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError,
+};
+use openraft::storage::RaftLogReader;
+use openraft::{BasicNode, ChangeMembers, Instant as _, ReadPolicy, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -81,7 +84,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::peers::PeerHealth;
 use crate::raft::state_machine::{Progress, StateMachine};
-use crate::raft::{Raft, StorageError, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
+use crate::raft::{Raft, StorageError, TypeConfig, MAX_COMMAND_BYTES, MAX_PAYLOAD_ENTRIES};
 use crate::storage::sm::SledStore;
 use crate::storage::space::{DiskWatch, Space};
 use crate::storage::DataDir;
@@ -199,6 +202,10 @@ pub enum NodeError {
     /// may or may not be applied.
     #[error("the write was not confirmed within {0:?}")]
     Timeout(Duration),
+    /// A write's log entry was discarded when this node adopted another leader's log:
+    /// another node may hold it and commit it, so it may or may not be applied.
+    #[error("the write's log entry was discarded on a change of leader")]
+    Discarded,
     /// The leader could not confirm with a quorum that it still leads (a linearizable
     /// read that cannot be served).
     #[error("no quorum")]
@@ -334,7 +341,8 @@ impl Node {
             .map_err(|e| fatal(&e))?;
         let log = LogStore::open(&data.wal_dir(), &store)
             .map_err(|e| fatal(&e))?
-            .follow_durable(state_machine.checkpoints().durable());
+            .follow_durable(state_machine.checkpoints().durable())
+            .of_node(config.id);
         let progress = state_machine.progress();
         let checkpoints = state_machine.checkpoints();
         let raft_config = raft_config(&config)?;
@@ -464,16 +472,20 @@ impl Node {
     pub async fn linearizable_read(&self) -> Result<(), NodeError> {
         let timeout = self.inner.config.write_timeout;
         let Ok(confirmed) =
-            tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await
+            tokio::time::timeout(
+                timeout,
+                self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await
         else {
             return Err(NodeError::NoQuorum);
         };
         match confirmed {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id, f.leader_node))
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
                 Err(NodeError::NoQuorum)
             }
             Err(RaftError::Fatal(e)) => Err(fatal_error(e)),
@@ -494,7 +506,7 @@ impl Node {
             return low;
         }
         let metrics = self.inner.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         low.retain(|id| voters.contains(id));
@@ -517,7 +529,7 @@ impl Node {
     /// The current leader's id and address, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.inner.raft.server_metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let id = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&id)?;
         Some((id, node.addr.clone()))
@@ -526,7 +538,7 @@ impl Node {
     /// Whether this node is the leader now. Read from the server metrics, which
     /// [`Node::leadership`] follows too, so the two never disagree.
     pub fn is_leader(&self) -> bool {
-        self.inner.raft.server_metrics().borrow().state == ServerState::Leader
+        self.inner.raft.server_metrics().borrow_watched().state == ServerState::Leader
     }
 
     /// A watch of the term this node leads, `None` while it does not lead; it changes
@@ -539,7 +551,7 @@ impl Node {
     /// `GET /cluster`.
     pub fn cluster_info(&self) -> ClusterInfo {
         let metrics = self.inner.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         let addr = |id: u64| {
             let node = membership.get_node(&id);
@@ -583,13 +595,13 @@ impl Node {
     /// and it is in touch — a leader heard from a quorum, a follower or learner from the
     /// leader, within [`ELECTION_TIMEOUT_MAX_MS`].
     ///
-    /// The leader's figure is openraft's `millis_since_quorum_ack`, refreshed with the
-    /// metrics on every Raft tick (150 ms); a follower's is the time since its vote was
+    /// The leader's figure is the time since openraft's `last_quorum_acked`, refreshed
+    /// with the metrics on every Raft tick (150 ms); a follower's is the time since its vote was
     /// last confirmed by a message from the leader (every append and heartbeat does).
     pub async fn is_ready(&self) -> bool {
         let leader = {
             let metrics = self.inner.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             let applied = metrics.last_applied.map(|id| id.index);
             let caught_up = metrics.running_state.is_ok()
                 && metrics.current_leader.is_some()
@@ -597,7 +609,10 @@ impl Node {
             if !caught_up {
                 return false;
             }
-            (metrics.state == ServerState::Leader).then_some(metrics.millis_since_quorum_ack)
+            let since_quorum_ack = metrics
+                .last_quorum_acked
+                .map(|at| at.elapsed().as_millis() as u64);
+            (metrics.state == ServerState::Leader).then_some(since_quorum_ack)
         };
         let silence_ms = match leader {
             Some(since_quorum_ack) => since_quorum_ack,
@@ -715,7 +730,7 @@ impl Node {
     async fn membership_change<T>(
         &self,
         change: impl std::future::Future<
-            Output = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
+            Output = Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
         >,
     ) -> Result<(), MembershipError> {
         let timeout = self.inner.config.write_timeout;
@@ -733,6 +748,10 @@ impl Node {
                     ChangeMembershipError::LearnerNotFound(e) => {
                         MembershipError::Unknown(e.node_id)
                     }
+                    ChangeMembershipError::UncommittedLeaderLog(_) => MembershipError::Node(
+                        NodeError::NoQuorum,
+                    ),
+                    other => MembershipError::Conflict(other.to_string()),
                 })
             }
             Ok(Err(e)) => Err(raft_write_error(e).into()),
@@ -832,12 +851,12 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> 
 }
 
 /// The term this node led when it stopped, if its stored vote is its own and committed:
-/// openraft 0.9 then starts it as leader of that term (see [`batcher::Settings`]).
+/// openraft then restores it as leader of that term (see [`batcher::Settings`]).
 async fn restarted_leading(log: &mut LogStore, me: NodeId) -> Result<Option<u64>, StorageError> {
-    let vote = RaftLogStorage::read_vote(log).await?;
+    let vote = RaftLogReader::read_vote(log).await?;
     Ok(vote
-        .filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(me))
-        .map(|v| v.leader_id().get_term()))
+        .filter(|v| v.is_committed() && v.leader_id().node_id == me)
+        .map(|v| v.leader_id().term))
 }
 
 /// Keeps the leadership watch in step with Raft's server metrics, logs each change of
@@ -860,7 +879,7 @@ async fn follow_leadership(
         let leader = {
             let m = server.borrow_and_update();
             seen.log_changes(&m);
-            (m.state == ServerState::Leader).then_some(m.vote.leader_id().get_term())
+            (m.state == ServerState::Leader).then_some(m.vote.leader_id().term)
         };
         leadership.send_if_modified(|was| std::mem::replace(was, leader) != leader);
         tokio::select! {
@@ -878,8 +897,8 @@ async fn follow_leadership(
 
 /// The fatal error Raft stopped on, if it stopped on one (not on a shutdown).
 fn raft_failure(raft: &Raft) -> Option<String> {
-    match raft.metrics().borrow().running_state.clone() {
-        Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+    match raft.metrics().borrow_watched().running_state.clone() {
+        Err(openraft::errors::Fatal::Stopped) | Ok(()) => None,
         Err(e) => Some(e.to_string()),
     }
 }
@@ -888,15 +907,15 @@ fn raft_failure(raft: &Raft) -> Option<String> {
 #[derive(Default)]
 struct Seen {
     leader: Option<NodeId>,
-    membership: Option<openraft::LogId<NodeId>>,
+    membership: Option<crate::raft::LogId>,
 }
 
 impl Seen {
     /// Logs at INFO what changed in `m` since the last call.
-    fn log_changes(&mut self, m: &openraft::metrics::RaftServerMetrics<NodeId, BasicNode>) {
+    fn log_changes(&mut self, m: &openraft::metrics::RaftServerMetrics<TypeConfig>) {
         if m.current_leader != self.leader {
             self.leader = m.current_leader;
-            let (me, term) = (m.id, m.vote.leader_id().get_term());
+            let (me, term) = (m.id, m.vote.leader_id().term);
             match m.current_leader {
                 Some(id) if id == me => tracing::info!("node {me} is the leader (term {term})"),
                 Some(id) => tracing::info!("node {me} follows leader {id} (term {term})"),

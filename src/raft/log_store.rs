@@ -9,12 +9,19 @@
 //! # Durability
 //! openraft may count an entry towards a majority as soon as the flush callback of
 //! [`RaftLogStorage::append`] fires, so it fires once the `fdatasync` covering the entry
-//! returned: before `append` returns when the append ran the sync itself (no sync was
-//! running, the usual case, as openraft 0.9 awaits each flush), else from the log's sync
-//! thread, where appends that arrive meanwhile share the next one (docs/design.md §4).
-//! Such a sync blocks the tokio worker for as long as the disk takes, so `append` first
-//! yields to whatever is queued on that worker; openraft's core waits for the flush
-//! anyway. A vote is durable before `save_vote` returns. The committed id, truncations
+//! returned (docs/design.md §4, "Who syncs"). Who runs that sync depends on whose
+//! entries they are:
+//! - the leader's own (proposed by this node): the log's sync thread, so `append`
+//!   returns at once and openraft sends the entries to the followers while the leader's
+//!   sync runs; the leader's and a follower's `fdatasync` overlap;
+//! - a follower's, from the leader: the appending thread itself when no sync is running
+//!   (the usual case: the follower answers the leader only once the sync is done, so a
+//!   hand-off would add two thread wake-ups and gain nothing), else the sync thread,
+//!   where appends that arrive meanwhile share the next one. Such a sync blocks the
+//!   tokio worker for as long as the disk takes, so `append` first yields to whatever
+//!   is queued on that worker.
+//!
+//! A vote is durable before `save_vote` returns. The committed id, truncations
 //! and purges ride on the next sync: a crash may bring back truncated (never committed)
 //! or purged (already in a snapshot) entries, which Raft tolerates. A failed `fdatasync`
 //! stops the log for good; openraft gets the error and stops, and so does the node.
@@ -29,7 +36,7 @@
 //! once the durable index reaches it.
 //!
 //! That is also what makes a snapshot install safe. A follower that gets a snapshot is
-//! told by openraft 0.9, in one step, to install it (on the state machine's task) and to
+//! told by openraft, in one step, to install it (on the state machine's task) and to
 //! purge its log up to the snapshot's last entry (here); were that purge durable before
 //! the install, a `kill -9` in between would leave a node whose state machine stands
 //! before the purge point with the entries between gone. The install ends with the
@@ -46,8 +53,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{Entry, LogId, StorageIOError, Vote};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -55,15 +62,19 @@ use tokio::sync::watch;
 
 use super::log_tail::{Tail, TAIL_BYTES};
 use super::state_machine::applied_log_id;
-use super::{StorageError, TypeConfig};
+use super::{storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::codec;
 use crate::storage::sm::SledStore;
-use crate::storage::wal::{self, Wal, WalError};
+use crate::storage::wal::{self, SyncBy, Wal, WalError};
 
 /// The log storage of one node. Clones share the log (the clone is the log reader).
 #[derive(Clone)]
 pub struct LogStore {
     wal: Wal,
+    /// This node's id: its own entries are synced on the log's sync thread
+    /// ("Durability"). `None` until [`LogStore::of_node`]: then every append may sync on
+    /// the appending thread.
+    node_id: Option<u64>,
     /// The state machine's store, for the applied index a restart replays from.
     store: SledStore,
     /// The committed index + 1 (0: none), for readiness checks outside openraft.
@@ -71,7 +82,7 @@ pub struct LogStore {
     /// How far the log may be purged: the durable applied index ("Purging: one rule").
     durable: watch::Receiver<Option<u64>>,
     /// A purge point past the durable applied index, not yet done.
-    pending_purge: Arc<Mutex<Option<LogId<u64>>>>,
+    pending_purge: Arc<Mutex<Option<LogId>>>,
     /// The bytes of the entries the log holds, after each change.
     held_bytes: Arc<watch::Sender<u64>>,
     /// A change of `held_bytes` is notified only when it leaves at least this many.
@@ -87,6 +98,7 @@ impl LogStore {
         let held_bytes = Arc::new(watch::Sender::new(wal.held_bytes()));
         let log_store = LogStore {
             wal,
+            node_id: None,
             store: store.clone(),
             committed: Arc::new(AtomicU64::new(0)),
             durable: watch::channel(Some(u64::MAX)).1,
@@ -100,6 +112,13 @@ impl LogStore {
         Ok(log_store)
     }
 
+    /// The log of node `id`: entries it proposed as leader are synced on the log's sync
+    /// thread, so that openraft replicates them meanwhile (module docs, "Durability").
+    pub fn of_node(mut self, id: u64) -> Self {
+        self.node_id = Some(id);
+        self
+    }
+
     /// Purges only up to the index `durable` says is durable in the state machine
     /// (module docs, "Purging: one rule"). Without it, purges are not held back.
     pub fn follow_durable(mut self, durable: watch::Receiver<Option<u64>>) -> Self {
@@ -107,7 +126,7 @@ impl LogStore {
         self
     }
 
-    fn pending_purge(&self) -> std::sync::MutexGuard<'_, Option<LogId<u64>>> {
+    fn pending_purge(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
         self.pending_purge.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -143,14 +162,12 @@ impl LogStore {
                 return Ok(());
             }
             if durable.changed().await.is_err() {
-                return Err(write_err(&std::io::Error::other(
-                    "the state machine is gone while a purge waits for it",
-                )));
+                return Err(write_err(&"the state machine is gone while a purge waits for it"));
             }
         }
     }
 
-    fn purge_log(&self, log_id: LogId<u64>) -> Result<(), StorageError> {
+    fn purge_log(&self, log_id: LogId) -> Result<(), StorageError> {
         let id = json(&log_id).map_err(|e| write_err(&e))?;
         self.wal
             .purge(log_id.index, id)
@@ -196,29 +213,29 @@ impl LogStore {
         self.committed.load(Ordering::Acquire).checked_sub(1)
     }
 
-    fn note_committed(&self, committed: Option<LogId<u64>>) {
+    fn note_committed(&self, committed: Option<LogId>) {
         let value = committed.map_or(0, |id| id.index + 1);
         self.committed.fetch_max(value, Ordering::AcqRel);
     }
 
-    fn stored_committed(&self) -> Result<Option<LogId<u64>>, StorageError> {
+    fn stored_committed(&self) -> Result<Option<LogId>, StorageError> {
         match self.wal.log_state().committed {
-            Some(bytes) => from_json::<Option<LogId<u64>>>(&bytes),
+            Some(bytes) => from_json::<Option<LogId>>(&bytes),
             None => Ok(None),
         }
     }
 
     /// The purge point: what the log stored, or one held back (module docs).
-    fn purged(&self, state: &wal::LogState) -> Result<Option<LogId<u64>>, StorageError> {
+    fn purged(&self, state: &wal::LogState) -> Result<Option<LogId>, StorageError> {
         let stored = match &state.purged {
-            Some((_, id)) => Some(from_json::<LogId<u64>>(id)?),
+            Some((_, id)) => Some(from_json::<LogId>(id)?),
             None => None,
         };
         Ok(stored.max(*self.pending_purge()))
     }
 
     /// The entries with indexes in `start..end` that the log holds, decoded.
-    fn read(&self, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+    fn read(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
         let start = match *self.pending_purge() {
             Some(pending) => start.max(pending.index + 1),
             None => start,
@@ -237,17 +254,17 @@ impl LogStore {
     }
 
     /// The log id of entry `index`, if the log holds it.
-    fn log_id_at(&self, index: u64) -> Result<Option<LogId<u64>>, StorageError> {
+    fn log_id_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
         let end = index.saturating_add(1);
         Ok(self.read(index, end)?.pop().map(|entry| entry.log_id))
     }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+    ) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.saturating_add(1),
@@ -259,6 +276,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         self.read(start, end)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        match self.wal.log_state().vote {
+            Some(bytes) => Ok(Some(from_json(&bytes)?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -282,7 +306,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let bytes = json(vote).map_err(|e| vote_err(&e))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         // The write may sync on this thread (see "Durability").
@@ -297,14 +321,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| vote_err(&e))
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        match self.wal.log_state().vote {
-            Some(bytes) => Ok(Some(from_json(&bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = json(&committed).map_err(|e| write_err(&e))?;
         self.wal.save_committed(bytes).map_err(|e| write_err(&e))?;
         self.note_committed(committed);
@@ -313,7 +330,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// The stored committed log id, cut back to what can be replayed: after a crash
     /// during a snapshot install it may lie past a gap (module docs).
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         let committed = self.stored_committed()?;
         let Some(committed_id) = committed else {
             return Ok(None);
@@ -344,32 +361,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.log_id_at(through)?.or(applied))
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), StorageError>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-        I::IntoIter: Send,
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
     {
         self.settle_purge().await?;
         let first = self.wal.log_state().first_index;
         let mut encoded = Vec::new();
         let mut appended = Vec::new();
+        let mut own = self.node_id.is_some();
         // Entries below the purge point are already in the state machine (openraft's
         // storage suite appends such).
         for entry in entries.into_iter().filter(|e| e.log_id.index >= first) {
             let bytes = codec::encode_sized(&entry).map_err(|e| write_err(&e))?;
             let size = bytes.len();
+            own &= Some(entry.log_id.leader_id.node_id) == self.node_id;
             encoded.push((entry.log_id.index, bytes));
             appended.push((entry, size));
         }
-        // The write may sync on this thread (see "Durability").
-        tokio::task::yield_now().await;
+        let by = if own {
+            SyncBy::SyncThread
+        } else {
+            // The write may sync on this thread (see "Durability").
+            tokio::task::yield_now().await;
+            SyncBy::Caller
+        };
         self.wal
-            .append(encoded, move |result| {
-                callback.log_io_completed(result.map_err(std::io::Error::other));
+            .append(encoded, by, move |result| {
+                callback.io_completed(result.map_err(std::io::Error::other));
             })
             .map_err(|e| write_err(&e))?;
         let mut tail = self.tail();
@@ -381,17 +401,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        if log_id.index >= self.wal.log_state().next_index {
+    async fn truncate_after(&mut self, last_kept: Option<LogId>) -> Result<(), StorageError> {
+        let from = last_kept.map_or(0, |id| id.index + 1);
+        if from >= self.wal.log_state().next_index {
             return Ok(());
         }
-        self.wal.truncate(log_id.index).map_err(|e| write_err(&e))?;
-        self.tail().truncated(log_id.index);
+        self.wal.truncate(from).map_err(|e| write_err(&e))?;
+        self.tail().truncated(from);
         self.note_held_bytes();
         Ok(())
     }
 
-    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         {
             let mut pending = self.pending_purge();
             *pending = (*pending).max(Some(log_id));
@@ -408,14 +429,14 @@ fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|e| read_err(&e))
 }
 
-fn read_err(e: &(impl std::error::Error + 'static)) -> StorageError {
-    StorageIOError::read_logs(e).into()
+fn read_err(e: &impl std::fmt::Display) -> StorageError {
+    storage_err("reading the log", e)
 }
 
-fn write_err(e: &(impl std::error::Error + 'static)) -> StorageError {
-    StorageIOError::write_logs(e).into()
+fn write_err(e: &impl std::fmt::Display) -> StorageError {
+    storage_err("writing the log", e)
 }
 
-fn vote_err(e: &(impl std::error::Error + 'static)) -> StorageError {
-    StorageIOError::write_vote(e).into()
+fn vote_err(e: &impl std::fmt::Display) -> StorageError {
+    storage_err("saving the vote", e)
 }

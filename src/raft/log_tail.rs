@@ -11,9 +11,9 @@
 
 use std::collections::VecDeque;
 
-use openraft::Entry;
 
-use super::TypeConfig;
+
+use super::Entry;
 
 /// The encoded bytes of entries the tail keeps at most: a few seconds of writes at full
 /// speed, ample for replication and apply to keep up without reading the log.
@@ -23,7 +23,7 @@ pub const TAIL_BYTES: usize = 8 << 20;
 #[derive(Debug)]
 pub struct Tail {
     /// Entries with consecutive indexes, oldest first, each with its encoded size.
-    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    entries: VecDeque<(Entry, usize)>,
     /// The sum of the encoded sizes in `entries`.
     bytes: usize,
     /// The most `bytes` may reach.
@@ -50,7 +50,7 @@ impl Tail {
 
     /// After the log appended `entry` (of `size` encoded bytes): an entry that replaces
     /// others drops them and everything after; one after a gap starts the run anew.
-    pub fn appended(&mut self, entry: Entry<TypeConfig>, size: usize) {
+    pub fn appended(&mut self, entry: Entry, size: usize) {
         let index = entry.log_id.index;
         self.truncated(index);
         if self.next_index().is_some_and(|next| next != index) {
@@ -101,7 +101,7 @@ impl Tail {
     /// The entries with indexes in `start..end`, if the tail holds them all and the log's
     /// next index is `log_next` (the tail ends where the log does). `end` may lie past the
     /// log's end: what the log holds is what is asked for.
-    pub fn read(&self, start: u64, end: u64, log_next: u64) -> Option<Vec<Entry<TypeConfig>>> {
+    pub fn read(&self, start: u64, end: u64, log_next: u64) -> Option<Vec<Entry>> {
         let first = self.first_index()?;
         if self.next_index() != Some(log_next) || start < first {
             return None;
@@ -123,16 +123,17 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use crate::raft::{LeaderId, LogId};
+    use openraft::EntryPayload;
 
-    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+    fn entry(term: u64, index: u64) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            log_id: LogId::new(LeaderId { term, node_id: 1 }, index),
             payload: EntryPayload::Blank,
         }
     }
 
-    fn ids(entries: &[Entry<TypeConfig>]) -> Vec<(u64, u64)> {
+    fn ids(entries: &[Entry]) -> Vec<(u64, u64)> {
         entries
             .iter()
             .map(|e| (e.log_id.leader_id.term, e.log_id.index))
@@ -207,11 +208,11 @@ mod tests {
             history_limit: 0,
             op: crate::engine::Op::DeleteState { id: "s".into() },
         };
-        let batch: super::super::Batch = std::sync::Arc::new(vec![command.clone()]);
+        let batch = super::super::Batch::new(vec![command.clone()]);
         let mut tail = Tail::new(1000);
         tail.appended(
             Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), 0),
+                log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, 0),
                 payload: EntryPayload::Normal(batch.clone()),
             },
             10,
@@ -220,7 +221,7 @@ mod tests {
         let EntryPayload::Normal(shared) = &read[0].payload else {
             panic!("not a batch: {:?}", read[0].payload);
         };
-        assert!(std::sync::Arc::ptr_eq(shared, &batch), "copied, not shared");
+        assert!(std::sync::Arc::ptr_eq(&shared.0, &batch.0), "copied, not shared");
         assert_eq!(
             crate::codec::encode(&batch).unwrap(),
             crate::codec::encode(&vec![command]).unwrap(),

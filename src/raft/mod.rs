@@ -27,9 +27,6 @@
 //! - [`peers`]: which peers answer it, logged once per outage.
 //! - [`server`]: the axum handlers for `/raft/*`.
 
-// openraft's traits return its `StorageError` (over 200 bytes); helpers return it too.
-#![allow(clippy::result_large_err)]
-
 pub mod auth;
 pub mod log_store;
 pub mod log_tail;
@@ -41,14 +38,42 @@ pub mod snapshot_data;
 pub mod snapshot_files;
 pub mod state_machine;
 
+use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{Applied, Command};
 
 /// One log entry's worth of commands, applied in order (group commit). Shared, not
 /// copied, by whoever reads the entry from the log's tail (the replication streams, the
 /// apply; docs/design.md §4, "The log's tail"); its encoding is the commands' list's.
-pub type Batch = Arc<Vec<Command>>;
+/// A newtype because openraft wants `Display` on the log's data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Batch(pub Arc<Vec<Command>>);
+
+impl Batch {
+    /// A batch of `commands`, in the order they are to be applied.
+    pub fn new(commands: Vec<Command>) -> Self {
+        Batch(Arc::new(commands))
+    }
+}
+
+impl Deref for Batch {
+    type Target = Vec<Command>;
+
+    fn deref(&self) -> &Vec<Command> {
+        &self.0
+    }
+}
+
+impl fmt::Display for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch of {} commands", self.0.len())
+    }
+}
 
 /// What applying a [`Batch`] yields: one [`Applied`] per command, in batch order.
 pub type Replies = Vec<Applied>;
@@ -60,15 +85,37 @@ openraft::declare_raft_types!(
         R = Replies,
         NodeId = u64,
         Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = snapshot_data::SnapshotData,
 );
 
 /// A Raft instance of slct.
-pub type Raft = openraft::Raft<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
-/// openraft's storage error with slct's node id.
-pub type StorageError = openraft::StorageError<u64>;
+/// A log entry's id: its leader (term and node) and index.
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+
+/// The leader that proposed an entry: its term and node id.
+pub type LeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+
+/// A vote: the term, the candidate or leader, and whether a quorum granted it.
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+
+/// A log entry.
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+
+/// What a snapshot covers: its last log id and the membership at it.
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+
+/// A membership config and the log id that carried it.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+
+/// What openraft's storage traits return on failure: the I/O error with what was being
+/// done when it happened.
+pub type StorageError = std::io::Error;
+
+/// Wraps `e` as a storage error that says what was being done (`what`).
+pub fn storage_err(what: &str, e: impl fmt::Display) -> StorageError {
+    std::io::Error::other(format!("{what}: {e}"))
+}
 
 /// Largest encoded command: what one client request may add to the log (a 1 MiB body,
 /// the default `--max-body`, with room to spare). A request whose command would be

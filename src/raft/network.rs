@@ -30,23 +30,22 @@
 
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+use openraft::errors::{NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::BasicNode;
+use openraft_legacy::network_v1::{
+    Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
+    SnapshotMeta,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::{BasicNode, LogId, Vote};
 use reqwest::header::{HeaderValue, InvalidHeaderValue, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{digest, ClusterKey, AUTH_HEADER, DIGEST_HEADER};
 use super::peers::PeerHealth;
-use super::snapshot::Meta;
-use super::{TypeConfig, APPEND_BUDGET_BYTES};
+use super::snapshot_data::SnapshotData;
+use super::{LogId, TypeConfig, Vote, APPEND_BUDGET_BYTES};
 use crate::codec::{self, CodecError};
 
 /// Header carrying a snapshot chunk's request, but for its bytes, on `/raft/snapshot`.
@@ -80,14 +79,17 @@ impl Network {
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = PeerClient;
+    /// Our one-request-per-RPC client, with snapshots in chunks, behind openraft's
+    /// adapter for such clients.
+    type Network = Adapter<TypeConfig, PeerClient, SnapshotData>;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
         PeerClient {
             network: self.clone(),
             target,
             node: node.clone(),
         }
+        .into_v2()
     }
 }
 
@@ -98,8 +100,8 @@ pub struct PeerClient {
     node: BasicNode,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+type RpcResult<T, E = openraft::errors::Infallible> =
+    Result<T, RPCError<TypeConfig, RaftError<TypeConfig, E>>>;
 
 impl PeerClient {
     /// A POST of `body` to the peer's `/raft/{route}`, authenticated, with `option`'s
@@ -176,7 +178,7 @@ impl PeerClient {
             .bytes()
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let result: Result<Resp, RaftError<u64, E>> =
+        let result: Result<Resp, RaftError<TypeConfig, E>> =
             codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
@@ -193,7 +195,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<u64>> {
+    ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
         let network_err = |e: CodecError| RPCError::Network(NetworkError::new(&e));
         let Budgeted {
             rpc,
@@ -217,7 +219,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+    ) -> RpcResult<InstallSnapshotResponse<TypeConfig>, InstallSnapshotError> {
         let (header, data) =
             encode_snapshot_chunk(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.send(self.request("snapshot", &option, Some(header), data))
@@ -226,9 +228,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<u64>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<u64>> {
+    ) -> RpcResult<VoteResponse<TypeConfig>> {
         let body = codec::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.send(self.request("vote", &option, None, body)).await
     }
@@ -247,7 +249,7 @@ struct Budgeted {
     /// The request with the entries that fit.
     rpc: AppendEntriesRequest<TypeConfig>,
     /// If entries were cut: the last log id kept, for a partial success.
-    cut: Option<LogId<u64>>,
+    cut: Option<LogId>,
     /// The encoded size of the entries kept.
     entry_bytes: usize,
 }
@@ -280,8 +282,8 @@ fn within_budget(mut rpc: AppendEntriesRequest<TypeConfig>) -> Result<Budgeted, 
 /// A snapshot chunk's request without its bytes: the `Slct-Snapshot` header.
 #[derive(Serialize, Deserialize)]
 struct ChunkHeader {
-    vote: Vote<u64>,
-    meta: Meta,
+    vote: Vote,
+    meta: SnapshotMeta<TypeConfig>,
     offset: u64,
     done: bool,
 }

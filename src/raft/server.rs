@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{ClusterKey, AUTH_HEADER, DIGEST_HEADER};
@@ -126,7 +127,7 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
 }
 
 async fn vote(State(state): State<RaftState>, body: Bytes) -> Response {
-    match codec::decode::<VoteRequest<u64>>(&body) {
+    match codec::decode::<VoteRequest<TypeConfig>>(&body) {
         Ok(rpc) => encoded(&state.raft.vote(rpc).await),
         Err(e) => bad_request(e),
     }

@@ -12,7 +12,7 @@
 //! ([`super::snapshot_data`]).
 //!
 //! # Format
-//! `MAGIC`, then the [`SnapshotMeta`] as a length-prefixed JSON record, then one record
+//! `MAGIC`, then the [`Meta`] as a length-prefixed JSON record, then one record
 //! per key: a tag (the table's index, with [`IN_FILE`] set for a value kept in a file),
 //! key and value (each `u32` length-prefixed, big-endian; for a value in a file, its
 //! reference), then `END` and the number of key records as `u64`, so a truncated file is
@@ -25,7 +25,6 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use openraft::{BasicNode, SnapshotMeta};
 
 use crate::engine::Table;
 use crate::storage::sm::point_in_time::{Emitted, PointInTime};
@@ -45,7 +44,7 @@ const IN_FILE: u8 = 0x80;
 const LOAD_BATCH: usize = 4096;
 
 /// Snapshot metadata with slct's node types.
-pub type Meta = SnapshotMeta<u64, BasicNode>;
+pub type Meta = super::SnapshotMeta;
 
 /// What [`write`] wrote.
 pub struct Written {
@@ -257,10 +256,12 @@ mod tests {
     use crate::engine::Store;
 
     /// A snapshot file of the first format, as an older node wrote it: every value
-    /// inline, no list of value files.
+    /// inline, no list of value files, and a `snapshot_id` in the meta (which is ignored).
     fn first_format(meta: &Meta, records: &[(Table, &[u8], &[u8])]) -> Vec<u8> {
         let mut bytes = MAGIC_V1.to_vec();
-        write_chunk(&mut bytes, &serde_json::to_vec(meta).unwrap()).unwrap();
+        let mut json = serde_json::to_value(meta).unwrap();
+        json["snapshot_id"] = "old".into();
+        write_chunk(&mut bytes, &serde_json::to_vec(&json).unwrap()).unwrap();
         for (table, key, value) in records {
             bytes.push(table.index() as u8);
             write_chunk(&mut bytes, key).unwrap();
@@ -276,9 +277,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("sm")).unwrap();
         let meta = Meta {
-            last_log_id: None,
+            last_log_id: Some(crate::raft::LogId::new(
+                crate::raft::LeaderId { term: 2, node_id: 1 },
+                7,
+            )),
             last_membership: Default::default(),
-            snapshot_id: "old".into(),
         };
         // One value large enough to go into a file of its own once loaded.
         let large = vec![7u8; crate::storage::sm::values::LARGE_VALUE_BYTES];
@@ -288,13 +291,13 @@ mod tests {
         std::fs::write(&path, first_format(&meta, &records)).unwrap();
 
         let file = File::open(&path).unwrap();
-        assert_eq!(read_meta(&file).unwrap().snapshot_id, "old");
+        assert_eq!(read_meta(&file).unwrap(), meta);
         assert!(
             read_files(&file).unwrap().is_empty(),
             "no value files listed"
         );
         let loaded = load(&store, &path, &dir.path().join("values")).unwrap();
-        assert_eq!(loaded.snapshot_id, "old");
+        assert_eq!(loaded, meta);
         assert_eq!(store.get(Table::States, b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(store.get(Table::Chans, b"c").unwrap(), Some(large));
     }

@@ -39,21 +39,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageIOError, StoredMembership,
-};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use tokio::sync::{broadcast, watch, Mutex, RwLock};
 
 use super::snapshot::{self, Meta};
 use super::snapshot_data::{self, Outgoing, SnapshotData};
 use super::snapshot_files::{self, SnapshotFiles};
-use super::{Replies, StorageError, TypeConfig};
+use super::{storage_err, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::engine::types::Millis;
 use crate::engine::{self, Effects, Store, Table, Tx};
 use crate::storage::sm::checkpoint::Checkpoints;
 use crate::storage::sm::point_in_time::PointInTime;
 use crate::storage::sm::SledStore;
+
+/// A snapshot as openraft hands it around: its meta and its data.
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
 /// [`Table::Meta`] key of the last applied log id.
 const KEY_APPLIED: &[u8] = b"raft/applied";
@@ -96,7 +99,7 @@ pub struct StateMachine {
 }
 
 /// The applied log id recorded in `store` (what a restart resumes from).
-pub fn applied_log_id(store: &SledStore) -> Result<Option<LogId<u64>>, StorageError> {
+pub fn applied_log_id(store: &SledStore) -> Result<Option<LogId>, StorageError> {
     get_meta(store, KEY_APPLIED)
 }
 
@@ -124,7 +127,7 @@ impl StateMachine {
         let progress = watch::Sender::new(read_progress(&Tx::new(&store))?);
         let applied = applied_log_id(&store)?.map(|id| id.index);
         let checkpoints = Checkpoints::open(store.clone(), applied)
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            .map_err(|e| sm_write_err(&e))?;
         if let Some(snapshot) = current_snapshot_meta(dir)? {
             checkpoints.snapshot_durable(snapshot.last_log_id.map(|id| id.index));
         }
@@ -151,7 +154,7 @@ impl StateMachine {
         self.progress.subscribe()
     }
 
-    fn applied(&self) -> Result<Option<LogId<u64>>, StorageError> {
+    fn applied(&self) -> Result<Option<LogId>, StorageError> {
         get_meta(&self.store, KEY_APPLIED)
     }
 
@@ -160,8 +163,8 @@ impl StateMachine {
     /// mark).
     async fn install(
         &self,
-        meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        mut received: Box<SnapshotData>,
+        meta: &SnapshotMeta,
+        mut received: SnapshotData,
     ) -> Result<(), StorageError> {
         let _change = self.files.change();
         let tmp = self.tmp_path("install");
@@ -195,7 +198,7 @@ impl StateMachine {
         let installed = meta.last_log_id.map(|id| id.index);
         self.checkpoints.applied(installed);
         self.checkpoints.snapshot_durable(installed);
-        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        tracing::info!(last = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
 
@@ -221,40 +224,30 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<
-        (
-            Option<LogId<u64>>,
-            StoredMembership<u64, openraft::BasicNode>,
-        ),
-        StorageError,
-    > {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let membership = get_meta(&self.store, KEY_MEMBERSHIP)?.unwrap_or_default();
         Ok((self.applied()?, membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Replies>, StorageError>
+    /// Applies the run of entries in one overlay and commits it; only then is each
+    /// entry's writer answered, with its batch's replies.
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), StorageError>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>> + Unpin + OptionalSend,
     {
         let _apply = self.lock.write().await;
         if let Some(failure) = self.checkpoints.failure() {
-            return Err(
-                StorageIOError::write_state_machine(openraft::AnyError::error(format!(
-                    "a checkpoint failed: {failure}"
-                )))
-                .into(),
-            );
+            return Err(sm_write_err(&format!("a checkpoint failed: {failure}")));
         }
         let mut tx = Tx::new(&self.store);
         let mut replies = Vec::new();
         let mut effects = Vec::new();
         let mut last = None;
-        for entry in entries {
+        while let Some(next) = entries.next().await {
+            let (entry, responder) = next?;
             let log_id = entry.log_id;
             last = Some(log_id);
             let mut batch_replies = Vec::new();
@@ -262,10 +255,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
                     // The log's tail may hold the batch too: then its commands are copied.
-                    for command in Arc::unwrap_or_clone(batch) {
+                    for command in Arc::unwrap_or_clone(batch.0) {
                         let mut applied =
                             engine::apply(&mut tx, command, log_id.index, log_id.leader_id.term)
-                                .map_err(|e| StorageIOError::apply(log_id, &e))?;
+                                .map_err(|e| storage_err(&format!("applying entry {log_id}"), e))?;
                         if !applied.effects.is_empty() {
                             // The effects go to the listeners; the reply is for the writer.
                             effects.push(Arc::new(std::mem::take(&mut applied.effects)));
@@ -278,7 +271,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     put_meta(&mut tx, KEY_MEMBERSHIP, &stored)?;
                 }
             }
-            replies.push(batch_replies);
+            replies.push((responder, batch_replies));
         }
         if let Some(log_id) = last {
             put_meta(&mut tx, KEY_APPLIED, &log_id)?;
@@ -288,7 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let progress = read_progress(&tx)?;
         self.store
             .commit(tx.into_writes())
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            .map_err(|e| sm_write_err(&e))?;
         if last.is_some() {
             self.checkpoints.applied(last.map(|id| id.index));
         }
@@ -297,7 +290,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let _ = self.effects.send(effect);
         }
         self.progress.send_replace(progress);
-        Ok(replies)
+        for (responder, batch_replies) in replies {
+            if let Some(responder) = responder {
+                responder.send(batch_replies);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -312,23 +310,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
-        // openraft receives one snapshot at a time: a new one supersedes any unfinished.
-        self.remove_received()?;
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(self.tmp_path(RECEIVED))
-            .await
-            .map_err(|e| snapshot_write_err(&e))?;
-        Ok(Box::new(SnapshotData::Incoming(file)))
-    }
-
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        received: Box<SnapshotData>,
+        meta: &SnapshotMeta,
+        received: SnapshotData,
     ) -> Result<(), StorageError> {
         let one_snapshot = self.one_snapshot.clone();
         let _only_one = one_snapshot.lock().await;
@@ -337,7 +322,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.install(meta, received).await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot>, StorageError> {
         // The stream counts as a reader before the file is opened, so that no prune
         // between the two takes its links.
         let reader = self.files.reader();
@@ -350,8 +337,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Outgoing::open(file, &self.files, reader).map_err(|e| snapshot_read_err(&e))?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotData::Outgoing(outgoing)),
+            snapshot: SnapshotData::Outgoing(outgoing),
         }))
+    }
+}
+
+impl SnapshotReceiverFactory<TypeConfig> for StateMachine {
+    type SnapshotReceiver = SnapshotData;
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<SnapshotData, StorageError> {
+        // openraft receives one snapshot at a time: a new one supersedes any unfinished.
+        self.remove_received()?;
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(self.tmp_path(RECEIVED))
+            .await
+            .map_err(|e| snapshot_write_err(&e))?;
+        Ok(SnapshotData::Incoming(file))
     }
 }
 
@@ -367,7 +371,9 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let only_one = self.one_snapshot.clone().lock_owned().await;
         let applies_held = self.lock.clone().read_owned().await;
         let (store, dir, tmp) = (self.store.clone(), self.dir.clone(), self.tmp.clone());
@@ -379,15 +385,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let meta = current_meta(&store)?;
             let view = store
                 .point_in_time()
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+                .map_err(|e| snapshot_write_err(&e))?;
             drop(applies_held);
             let (file, records) =
                 build(&view, &meta, &tmp, &dir, &files).map_err(|e| snapshot_write_err(&e))?;
             drop(view);
             checkpoints.snapshot_durable(meta.last_log_id.map(|id| id.index));
-            checkpoints
-                .checkpoint()
-                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            checkpoints.checkpoint().map_err(|e| sm_write_err(&e))?;
             let (_, outgoing) =
                 Outgoing::open(file, &files, files.reader()).map_err(|e| snapshot_read_err(&e))?;
             Ok::<_, StorageError>((meta, outgoing, records))
@@ -395,34 +399,23 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| snapshot_write_err(&e))??;
         tracing::info!(
-            snapshot = %meta.snapshot_id,
+            last = ?meta.last_log_id,
             records,
             millis = started.elapsed().as_millis() as u64,
             "built snapshot"
         );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotData::Outgoing(outgoing)),
+            snapshot: SnapshotData::Outgoing(outgoing),
         })
     }
 }
 
 /// The metadata of a snapshot of the store as it is.
 fn current_meta(store: &SledStore) -> Result<Meta, StorageError> {
-    let last_log_id: Option<LogId<u64>> = get_meta(store, KEY_APPLIED)?;
-    let snapshot_id = match last_log_id {
-        Some(id) => format!(
-            "{}-{}-{}",
-            id.leader_id.term,
-            id.index,
-            uuid::Uuid::new_v4()
-        ),
-        None => format!("empty-{}", uuid::Uuid::new_v4()),
-    };
     Ok(SnapshotMeta {
-        last_log_id,
+        last_log_id: get_meta(store, KEY_APPLIED)?,
         last_membership: get_meta(store, KEY_MEMBERSHIP)?.unwrap_or_default(),
-        snapshot_id,
     })
 }
 
@@ -450,9 +443,7 @@ fn build(
 fn reload(store: &SledStore, dir: &Path) -> Result<(), StorageError> {
     let files = dir.join(snapshot_files::FILES_DIR);
     snapshot::load(store, &dir.join(CURRENT), &files).map_err(|e| snapshot_read_err(&e))?;
-    store
-        .flush_durable()
-        .map_err(|e| StorageIOError::write_state_machine(&e))?;
+    store.flush_durable().map_err(|e| sm_write_err(&e))?;
     match std::fs::remove_file(dir.join(INSTALLING)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(snapshot_write_err(&e)),
         _ => {}
@@ -467,7 +458,7 @@ fn snapshot_is_newer(store: &SledStore, dir: &Path) -> Result<bool, StorageError
     let Some(meta) = current_snapshot_meta(dir)? else {
         return Ok(false);
     };
-    let applied: Option<LogId<u64>> = get_meta(store, KEY_APPLIED)?;
+    let applied: Option<LogId> = get_meta(store, KEY_APPLIED)?;
     Ok(meta.last_log_id > applied)
 }
 
@@ -496,7 +487,7 @@ fn current_snapshot_meta(dir: &Path) -> Result<Option<Meta>, StorageError> {
 }
 
 fn read_progress(tx: &Tx<'_, SledStore>) -> Result<Progress, StorageError> {
-    let read = |e: engine::StoreError| StorageError::from(StorageIOError::read_state_machine(&e));
+    let read = |e: engine::StoreError| storage_err("reading the state machine", e);
     Ok(Progress {
         clock: engine::clock(tx).map_err(read)?,
         next_deadline: engine::next_deadline(tx).map_err(read)?,
@@ -508,11 +499,7 @@ fn get_meta<T: serde::de::DeserializeOwned>(
     store: &SledStore,
     key: &[u8],
 ) -> Result<Option<T>, StorageError> {
-    let read = |e: &dyn std::fmt::Display| {
-        StorageError::from(StorageIOError::read_state_machine(
-            openraft::AnyError::error(e),
-        ))
-    };
+    let read = |e: &dyn std::fmt::Display| storage_err("reading the state machine", e);
     match store.get(Table::Meta, key).map_err(|e| read(&e))? {
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -526,7 +513,7 @@ fn put_meta<S: Store + ?Sized>(
     key: &[u8],
     value: &impl serde::Serialize,
 ) -> Result<(), StorageError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write_state_machine(&e))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| sm_write_err(&e))?;
     tx.put(Table::Meta, key.to_vec(), bytes);
     Ok(())
 }
@@ -536,10 +523,14 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn snapshot_read_err(e: &(impl std::error::Error + 'static)) -> StorageError {
-    StorageIOError::read_snapshot(None, e).into()
+fn snapshot_read_err(e: &impl std::fmt::Display) -> StorageError {
+    storage_err("reading a snapshot", e)
 }
 
-fn snapshot_write_err(e: &(impl std::error::Error + 'static)) -> StorageError {
-    StorageIOError::write_snapshot(None, e).into()
+fn snapshot_write_err(e: &impl std::fmt::Display) -> StorageError {
+    storage_err("writing a snapshot", e)
+}
+
+fn sm_write_err(e: &impl std::fmt::Display) -> StorageError {
+    storage_err("writing the state machine", e)
 }

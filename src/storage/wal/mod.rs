@@ -134,6 +134,15 @@ pub struct LogState {
     pub purged: Option<(u64, Vec<u8>)>,
 }
 
+/// Who runs the `fdatasync` an append waits for (see [`sync`]'s "Who syncs").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncBy {
+    /// The appending thread, if no sync is running and nobody waits; else the sync thread.
+    Caller,
+    /// Always the sync thread: the appending thread goes on at once.
+    SyncThread,
+}
+
 /// The write-ahead log. Clones share it; the sync thread ends with the last clone.
 #[derive(Clone)]
 pub struct Wal {
@@ -392,11 +401,12 @@ impl Wal {
 
     /// Appends entries (each with its index, in sequence after the last one; an empty log
     /// may begin anywhere past its end) and calls `done` once they are durable: before
-    /// it returns if it ran the sync itself, else on the sync thread (see
-    /// [`sync`]'s "Who syncs").
+    /// it returns if `by` lets it run the sync itself and it did, else on the sync thread
+    /// (see [`sync`]'s "Who syncs").
     pub fn append(
         &self,
         entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
+        by: SyncBy,
         done: impl FnOnce(Result<(), WalError>) + Send + 'static,
     ) -> Result<(), WalError> {
         let mut state = self.state();
@@ -415,7 +425,10 @@ impl Wal {
         }
         let seq = self.write(&mut state, records)?;
         drop(state);
-        self.inner.sync.sync_here(seq, Box::new(done));
+        match by {
+            SyncBy::Caller => self.inner.sync.sync_here(seq, Box::new(done)),
+            SyncBy::SyncThread => self.inner.sync.wait(seq, Box::new(done)),
+        }
         Ok(())
     }
 

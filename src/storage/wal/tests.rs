@@ -31,7 +31,7 @@ fn entries(range: Range<u64>, tag: &str) -> Vec<(u64, Vec<u8>)> {
 
 fn append(wal: &Wal, entries: Vec<(u64, Vec<u8>)>) -> Result<(), WalError> {
     let (tx, rx) = mpsc::channel();
-    wal.append(entries, move |r| {
+    wal.append(entries, SyncBy::Caller, move |r| {
         let _ = tx.send(r);
     })?;
     rx.recv().expect("callback")
@@ -290,7 +290,7 @@ fn a_lone_append_syncs_on_its_own_thread_and_is_durable_when_it_returns() {
     append(&wal, entries(0..1, "a")).unwrap();
     let called_on = Arc::new(Mutex::new(None));
     let record = called_on.clone();
-    wal.append(entries(1..2, "a"), move |r| {
+    wal.append(entries(1..2, "a"), SyncBy::Caller, move |r| {
         *record.lock().unwrap() = Some((std::thread::current().id(), r.is_ok()));
     })
     .unwrap();
@@ -318,7 +318,7 @@ fn an_append_during_a_sync_waits_for_a_sync_that_covers_it() {
     // The second finds that sync running: it returns at once, and is not called back
     // by the held sync, which began before it was written.
     let (tx, second) = mpsc::channel();
-    wal.append(entries(2..3, "a"), move |r| {
+    wal.append(entries(2..3, "a"), SyncBy::Caller, move |r| {
         let _ = tx.send(r);
     })
     .unwrap();
@@ -403,7 +403,7 @@ fn run_steps(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 model.next += count;
                 let (tx, rx) = mpsc::channel();
                 let acked = acked.clone();
-                wal.append(batch, move |r| {
+                wal.append(batch, SyncBy::Caller, move |r| {
                     if r.is_ok() {
                         acked.lock().unwrap().insert(op);
                     }
