@@ -1,12 +1,12 @@
 //! openraft's own storage suite against slct's log store (the write-ahead log) and
 //! state machine (sled).
 
-use std::sync::Arc;
-
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::storage::RaftStateMachine;
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use slct::raft::log_store::LogStore;
 use slct::raft::state_machine::StateMachine;
-use slct::raft::{StorageError, TypeConfig};
+use slct::raft::{Batch, Entry, LeaderId, LogId, TypeConfig};
 use slct::storage::sm::SledStore;
 use tempfile::TempDir;
 use tokio::sync::broadcast;
@@ -15,14 +15,34 @@ use tokio::sync::broadcast;
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore, StateMachine), openraft::StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = SledStore::open(&dir.path().join(slct::storage::SM_DIR)).expect("open sled");
-        let log = LogStore::open(&dir.path().join("wal"), &store)?;
+        let log = LogStore::open(&dir.path().join("wal"), &store).expect("open the log");
         let (effects, _) = broadcast::channel(16);
-        let state_machine = StateMachine::open(store, &dir.path().join("snapshots"), effects)?;
+        let state_machine = StateMachine::open(store, &dir.path().join("snapshots"), effects)
+            .expect("open the state machine");
         Ok((dir, log, state_machine))
     }
+}
+
+/// Applies `entries` in one run, as openraft hands them over, with no writer waiting.
+async fn apply(sm: &mut StateMachine, entries: impl IntoIterator<Item = Entry>) {
+    let run: Vec<Result<_, std::io::Error>> = entries.into_iter().map(|e| Ok((e, None))).collect();
+    sm.apply(futures::stream::iter(run)).await.expect("apply");
+}
+
+/// The id of entry `index`, proposed in term 1 by node 1.
+fn log_id(index: u64) -> LogId {
+    LogId::new(
+        LeaderId {
+            term: 1,
+            node_id: 1,
+        },
+        index,
+    )
 }
 
 /// A state machine on a fresh sled store, and what a test needs to reopen it.
@@ -50,8 +70,10 @@ impl Fresh {
         }
     }
 
-    async fn build_snapshot(&mut self) -> openraft::storage::Snapshot<TypeConfig> {
-        use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    async fn build_snapshot(
+        &mut self,
+    ) -> openraft::alias::SnapshotOf<TypeConfig, slct::raft::snapshot_data::SnapshotData> {
+        use openraft::storage::RaftSnapshotBuilder;
         let mut builder = self.sm.get_snapshot_builder().await;
         builder.build_snapshot().await.expect("build")
     }
@@ -73,17 +95,17 @@ fn tables(store: &SledStore) -> Vec<Record> {
         .collect()
 }
 
-#[test]
-fn sled_stores_pass_openraft_suite() {
-    Suite::test_all(SledBuilder).expect("storage suite");
+#[tokio::test]
+async fn sled_stores_pass_openraft_suite() {
+    Suite::test_all(SledBuilder).await.expect("storage suite");
 }
 
 /// A restart after a crash in the middle of installing a snapshot (tables cleared, not
 /// yet reloaded) finishes the install from the saved snapshot file.
 #[tokio::test]
 async fn an_interrupted_install_is_finished_on_restart() {
-    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use openraft::storage::RaftSnapshotBuilder;
+    use openraft::EntryPayload;
     use slct::engine::{Command, Op, Store, Table};
 
     let Fresh {
@@ -93,7 +115,7 @@ async fn an_interrupted_install_is_finished_on_restart() {
         effects,
         mut sm,
     } = Fresh::open();
-    let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+    let log_id = log_id(1);
     let create = Command {
         now: 1_000,
         seed: 7,
@@ -108,11 +130,11 @@ async fn an_interrupted_install_is_finished_on_restart() {
             retain_ms: 0,
         },
     };
-    let entry = Entry::<TypeConfig> {
+    let entry = Entry {
         log_id,
-        payload: EntryPayload::Normal(Arc::new(vec![create])),
+        payload: EntryPayload::Normal(Batch::new(vec![create])),
     };
-    sm.apply([entry]).await.expect("apply");
+    apply(&mut sm, [entry]).await;
     sm.get_snapshot_builder()
         .await
         .build_snapshot()
@@ -134,8 +156,8 @@ async fn an_interrupted_install_is_finished_on_restart() {
 /// snapshot: the log behind it may be gone.
 #[tokio::test]
 async fn tables_behind_the_snapshot_are_reloaded_on_restart() {
-    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use openraft::storage::RaftSnapshotBuilder;
+    use openraft::EntryPayload;
 
     let Fresh {
         _dir,
@@ -144,12 +166,12 @@ async fn tables_behind_the_snapshot_are_reloaded_on_restart() {
         effects,
         mut sm,
     } = Fresh::open();
-    let log_id = LogId::new(CommittedLeaderId::new(1, 1), 3);
-    let blank = Entry::<TypeConfig> {
+    let log_id = log_id(3);
+    let blank = Entry {
         log_id,
         payload: EntryPayload::Blank,
     };
-    sm.apply([blank]).await.expect("apply");
+    apply(&mut sm, [blank]).await;
     sm.get_snapshot_builder()
         .await
         .build_snapshot()
@@ -167,8 +189,8 @@ async fn tables_behind_the_snapshot_are_reloaded_on_restart() {
 /// the same entries up to that index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
-    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use openraft::storage::RaftSnapshotBuilder;
+    use openraft::EntryPayload;
     use slct::engine::{Command, Op};
 
     // Entry i creates state s{i} (with an idempotency key, and a retention: records in
@@ -200,26 +222,22 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
                 id: format!("s{}", i - 1000),
             }));
         }
-        Entry::<TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-            payload: EntryPayload::Normal(Arc::new(batch)),
+        Entry {
+            log_id: log_id(i),
+            payload: EntryPayload::Normal(Batch::new(batch)),
         }
     };
 
     let mut source = Fresh::open();
     for i in 1..=2_000 {
-        source.sm.apply([entry(i)]).await.expect("apply");
+        apply(&mut source.sm, [entry(i)]).await;
     }
     let mut builder = source.sm.get_snapshot_builder().await;
     let build = tokio::spawn(async move { builder.build_snapshot().await.expect("build") });
     let mut applied_meanwhile = 2_000;
     while !build.is_finished() && applied_meanwhile < 4_000 {
         applied_meanwhile += 1;
-        source
-            .sm
-            .apply([entry(applied_meanwhile)])
-            .await
-            .expect("apply");
+        apply(&mut source.sm, [entry(applied_meanwhile)]).await;
     }
     let snapshot = build.await.expect("build task");
     let index = snapshot.meta.last_log_id.expect("snapshot index").index;
@@ -227,7 +245,7 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
 
     let mut reference = Fresh::open();
     for i in 1..=index {
-        reference.sm.apply([entry(i)]).await.expect("apply");
+        apply(&mut reference.sm, [entry(i)]).await;
     }
     let mut installed = Fresh::open();
     installed
@@ -249,15 +267,14 @@ async fn a_snapshot_built_while_entries_apply_holds_the_tables_at_its_index() {
 async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
     use std::os::unix::fs::MetadataExt;
 
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use openraft::EntryPayload;
     use slct::engine::{Command, Op};
     use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
     const LARGE: usize = 100_000;
-    let entry = |i: u64, op: Op| Entry::<TypeConfig> {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-        payload: EntryPayload::Normal(Arc::new(vec![Command {
+    let entry = |i: u64, op: Op| Entry {
+        log_id: log_id(i),
+        payload: EntryPayload::Normal(Batch::new(vec![Command {
             now: 1_000 + i,
             seed: i,
             history_limit: 0,
@@ -289,7 +306,7 @@ async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
 
     let mut source = Fresh::open();
     for n in 1..=3 {
-        source.sm.apply([entry(n, create(n))]).await.expect("apply");
+        apply(&mut source.sm, [entry(n, create(n))]).await;
     }
     let snapshot = source.build_snapshot().await;
     let linked = files(&source.snapshots.join("values"));
@@ -376,13 +393,9 @@ async fn large_values_are_shared_with_the_snapshot_and_travel_with_it() {
         let delete = Op::DeleteState {
             id: format!("s{n}"),
         };
-        source
-            .sm
-            .apply([entry(3 + n, delete)])
-            .await
-            .expect("apply");
+        apply(&mut source.sm, [entry(3 + n, delete)]).await;
     }
-    source.sm.apply([entry(7, create(7))]).await.expect("apply");
+    apply(&mut source.sm, [entry(7, create(7))]).await;
     let newer = source.build_snapshot().await;
     assert_eq!(
         files(&source.snapshots.join("values")).len(),

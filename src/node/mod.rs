@@ -66,9 +66,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{
-    ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError,
-};
+use openraft::errors::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
 use openraft::storage::RaftLogReader;
 use openraft::{BasicNode, ChangeMembers, Instant as _, ReadPolicy, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -471,12 +469,11 @@ impl Node {
     /// (leader only, through openraft's read index).
     pub async fn linearizable_read(&self) -> Result<(), NodeError> {
         let timeout = self.inner.config.write_timeout;
-        let Ok(confirmed) =
-            tokio::time::timeout(
-                timeout,
-                self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-            )
-            .await
+        let Ok(confirmed) = tokio::time::timeout(
+            timeout,
+            self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await
         else {
             return Err(NodeError::NoQuorum);
         };
@@ -748,9 +745,9 @@ impl Node {
                     ChangeMembershipError::LearnerNotFound(e) => {
                         MembershipError::Unknown(e.node_id)
                     }
-                    ChangeMembershipError::UncommittedLeaderLog(_) => MembershipError::Node(
-                        NodeError::NoQuorum,
-                    ),
+                    ChangeMembershipError::UncommittedLeaderLog(_) => {
+                        MembershipError::Node(NodeError::NoQuorum)
+                    }
                     other => MembershipError::Conflict(other.to_string()),
                 })
             }

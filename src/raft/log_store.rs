@@ -162,7 +162,9 @@ impl LogStore {
                 return Ok(());
             }
             if durable.changed().await.is_err() {
-                return Err(write_err(&"the state machine is gone while a purge waits for it"));
+                return Err(write_err(
+                    &"the state machine is gone while a purge waits for it",
+                ));
             }
         }
     }
@@ -361,7 +363,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.log_id_at(through)?.or(applied))
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

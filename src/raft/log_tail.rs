@@ -11,8 +11,6 @@
 
 use std::collections::VecDeque;
 
-
-
 use super::Entry;
 
 /// The encoded bytes of entries the tail keeps at most: a few seconds of writes at full
@@ -212,7 +210,13 @@ mod tests {
         let mut tail = Tail::new(1000);
         tail.appended(
             Entry {
-                log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, 0),
+                log_id: LogId::new(
+                    LeaderId {
+                        term: 1,
+                        node_id: 1,
+                    },
+                    0,
+                ),
                 payload: EntryPayload::Normal(batch.clone()),
             },
             10,
@@ -221,7 +225,10 @@ mod tests {
         let EntryPayload::Normal(shared) = &read[0].payload else {
             panic!("not a batch: {:?}", read[0].payload);
         };
-        assert!(std::sync::Arc::ptr_eq(&shared.0, &batch.0), "copied, not shared");
+        assert!(
+            std::sync::Arc::ptr_eq(&shared.0, &batch.0),
+            "copied, not shared"
+        );
         assert_eq!(
             crate::codec::encode(&batch).unwrap(),
             crate::codec::encode(&vec![command]).unwrap(),

@@ -341,25 +341,27 @@ pub fn decode_snapshot_chunk(
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+    use openraft::Membership;
 
     use super::*;
+    use crate::raft::{Batch, Entry, LeaderId, StoredMembership};
 
     /// An append of `n` entries of about 400 KiB each, the largest ids and terms.
     fn append(n: u64) -> AppendEntriesRequest<TypeConfig> {
-        let leader = CommittedLeaderId::new(u64::MAX, u64::MAX);
-        let entry = |i: u64| openraft::Entry::<TypeConfig> {
+        let leader = LeaderId {
+            term: u64::MAX,
+            node_id: u64::MAX,
+        };
+        let entry = |i: u64| Entry {
             log_id: LogId::new(leader, u64::MAX - 10 + i),
-            payload: openraft::EntryPayload::Normal(std::sync::Arc::new(vec![
-                crate::engine::Command {
-                    now: u64::MAX,
-                    seed: u64::MAX,
-                    history_limit: 0,
-                    op: crate::engine::Op::DeleteState {
-                        id: "x".repeat(400 << 10),
-                    },
+            payload: openraft::EntryPayload::Normal(Batch::new(vec![crate::engine::Command {
+                now: u64::MAX,
+                seed: u64::MAX,
+                history_limit: 0,
+                op: crate::engine::Op::DeleteState {
+                    id: "x".repeat(400 << 10),
                 },
-            ])),
+            }])),
         };
         AppendEntriesRequest {
             vote: Vote::new_committed(u64::MAX, u64::MAX),
@@ -387,15 +389,21 @@ mod tests {
     }
 
     fn request(data: Vec<u8>) -> InstallSnapshotRequest<TypeConfig> {
-        let log_id = LogId::new(CommittedLeaderId::new(3, 1), 40_000);
+        let log_id = LogId::new(
+            LeaderId {
+                term: 3,
+                node_id: 1,
+            },
+            40_000,
+        );
         let nodes: BTreeMap<u64, BasicNode> = (1..=3)
             .map(|id| (id, BasicNode::new(format!("10.0.0.{id}:7000"))))
             .collect();
         let members = BTreeSet::from([1, 2, 3]);
-        let membership = Membership::new(vec![members], nodes);
+        let membership = Membership::new(vec![members], nodes).unwrap();
         InstallSnapshotRequest {
             vote: Vote::new_committed(3, 1),
-            meta: Meta {
+            meta: SnapshotMeta {
                 last_log_id: Some(log_id),
                 last_membership: StoredMembership::new(Some(log_id), membership),
                 snapshot_id: "3-1-40000-7".to_owned(),

@@ -25,7 +25,6 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-
 use crate::engine::Table;
 use crate::storage::sm::point_in_time::{Emitted, PointInTime};
 use crate::storage::sm::values::{Reference, REFERENCE_BYTES};
@@ -278,7 +277,10 @@ mod tests {
         let store = SledStore::open(&dir.path().join("sm")).unwrap();
         let meta = Meta {
             last_log_id: Some(crate::raft::LogId::new(
-                crate::raft::LeaderId { term: 2, node_id: 1 },
+                crate::raft::LeaderId {
+                    term: 2,
+                    node_id: 1,
+                },
                 7,
             )),
             last_membership: Default::default(),

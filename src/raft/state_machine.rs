@@ -126,8 +126,8 @@ impl StateMachine {
             SnapshotFiles::open(dir, &dir.join(CURRENT)).map_err(|e| snapshot_write_err(&e))?;
         let progress = watch::Sender::new(read_progress(&Tx::new(&store))?);
         let applied = applied_log_id(&store)?.map(|id| id.index);
-        let checkpoints = Checkpoints::open(store.clone(), applied)
-            .map_err(|e| sm_write_err(&e))?;
+        let checkpoints =
+            Checkpoints::open(store.clone(), applied).map_err(|e| sm_write_err(&e))?;
         if let Some(snapshot) = current_snapshot_meta(dir)? {
             checkpoints.snapshot_durable(snapshot.last_log_id.map(|id| id.index));
         }
@@ -322,9 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.install(meta, received).await
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         // The stream counts as a reader before the file is opened, so that no prune
         // between the two takes its links.
         let reader = self.files.reader();
@@ -383,9 +381,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let _only_one = only_one;
             let _change = files.change();
             let meta = current_meta(&store)?;
-            let view = store
-                .point_in_time()
-                .map_err(|e| snapshot_write_err(&e))?;
+            let view = store.point_in_time().map_err(|e| snapshot_write_err(&e))?;
             drop(applies_held);
             let (file, records) =
                 build(&view, &meta, &tmp, &dir, &files).map_err(|e| snapshot_write_err(&e))?;
