@@ -239,8 +239,8 @@ pub enum Op {
     },
     /// Withdraws every parked HTTP operation, as the first command of a term does
     /// ([`Ctx::enter_term`](super::ctx::Ctx)): proposed first by a leader that restarted
-    /// into the term it led before (openraft 0.9 restarts a node whose committed vote is
-    /// its own as leader of that term), whose previous process took the handlers along
+    /// into the term it led before (openraft restores a node whose committed vote is its
+    /// own as leader of that term), whose previous process took the handlers along
     /// (design.md §3.3).
     WithdrawParked,
 }

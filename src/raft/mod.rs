@@ -1,4 +1,4 @@
-//! Replication: the engine's commands in an openraft 0.9 log, over HTTP.
+//! Replication: the engine's commands in an openraft 0.10 log, over HTTP.
 //!
 //! # How a write travels
 //! A client's [`Op`](crate::engine::Op) reaches [`Node::write`](crate::node::Node::write)
@@ -12,10 +12,11 @@
 //! caller from its slot of the batch's [`Replies`].
 //!
 //! # Why a batch per entry
-//! openraft 0.9 flushes the log once per append and waits for each flush in turn, so one
-//! request per entry would cap throughput at one `fdatasync` per write. A batch lets any
-//! number of concurrent writers share one flush and one replication round; applying the
-//! batch in order keeps every command's effect exactly as if it had its own entry.
+//! Every entry costs a trip through openraft's core, an append to the log with its
+//! flush, and a place in a replication round, on the leader and on each follower. A
+//! batch lets any number of concurrent writers share one entry: one flush and one
+//! replication round; applying the batch in order keeps every command's effect exactly
+//! as if it had its own entry.
 //!
 //! # Layout
 //! - [`auth`]: the MAC on every `/raft/*` request.
@@ -129,7 +130,7 @@ pub const MAX_ENTRY_BYTES: usize = MAX_COMMAND_BYTES;
 pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
 /// Entries an append request carries, in bytes: it stops before passing this (but
-/// carries at least one entry). openraft 0.9 gives an append the heartbeat interval to
+/// carries at least one entry). openraft gives an append the heartbeat interval to
 /// complete, follower's fsync included, so a request must stay small enough to land in
 /// time; what is left goes in the next one ([`network`] answers a partial success).
 pub const APPEND_BUDGET_BYTES: usize = 1 << 20;

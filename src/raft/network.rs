@@ -14,7 +14,7 @@
 //! writes while a voter does (docs/design.md, "A full disk"). Riding on the RPCs the
 //! leader sends anyway (a heartbeat every 100 ms) costs no request of its own.
 //!
-//! An append carries entries up to [`APPEND_BUDGET_BYTES`] (openraft 0.9 allows an
+//! An append carries entries up to [`APPEND_BUDGET_BYTES`] (openraft allows an
 //! append only the heartbeat interval); when it had to leave some out, a success is
 //! reported as a partial success up to the last entry sent, and openraft sends the rest
 //! next.

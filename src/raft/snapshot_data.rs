@@ -2,8 +2,9 @@
 //! it lists, as one stream.
 //!
 //! On disk a snapshot is its tables file and links to the value files it refers to
-//! ([`super::snapshot_files`]). openraft 0.9 sends a snapshot as one stream of bytes,
-//! read in chunks at offsets, and receives it into one file. So the stream is assembled
+//! ([`super::snapshot_files`]). openraft's chunked transport (the v1 network that
+//! `openraft-legacy` keeps) sends a snapshot as one stream of bytes, read in chunks at
+//! offsets, and receives it into one file. So the stream is assembled
 //! as it is read, never copied to disk first: the tables file, then each listed value
 //! file's bytes in list order, then a footer — the tables file's length and [`MAGIC`] —
 //! by which the receiver takes it apart again ([`unpack`]), checking each value's length

@@ -1,7 +1,7 @@
 //! A node's data directory (`--data`): who may use it, which format it is in, and the
 //! engines that keep their files under it.
 //!
-//! # Layout (format 6)
+//! # Layout (format 7)
 //! - `LOCK` — held (`flock`, exclusive) by the one process using the directory. Two
 //!   nodes on one directory would each overwrite what the other acknowledged, so a
 //!   second process is refused at start, naming the directory; the kernel drops the
@@ -25,7 +25,10 @@
 //!     whose channel records this version cannot read;
 //!   - format 5: this layout, with a by-status entry for every `waiting` state (format
 //!     6 indexes every status but `waiting`), entries this version would never remove,
-//!     and bulk-delete commands without a cursor, which it cannot read from the log.
+//!     and bulk-delete commands without a cursor, which it cannot read from the log;
+//!   - format 6: this layout, written by openraft 0.9 (format 7 is openraft 0.10's):
+//!     its log entries, vote and snapshot metadata are encodings of 0.9's types, which
+//!     this version was never tested to read back.
 //! - `sm/` — the state machine in sled ([`sm`]), with its flush-generation [`marker`]
 //!   and large values in files of their own (`sm/values/`).
 //! - `wal/` — the Raft log ([`wal`]): segment files of checksummed records with group
@@ -49,7 +52,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The format this version reads and writes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// The lock file, held while a process uses the directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -65,7 +68,7 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 const FORMAT_1_DIR: &str = "sled";
 /// The formats before this one that wrote a `FORMAT` file: what each says in it, and
 /// why this version cannot read it.
-const OLDER_FORMATS: [(&str, &str); 4] = [
+const OLDER_FORMATS: [(&str, &str); 5] = [
     (
         "2",
         "format 2, a development build's: it may hold the Raft log and the vote in the \
@@ -85,6 +88,11 @@ const OLDER_FORMATS: [(&str, &str); 4] = [
         "5",
         "format 5: waiting states in the by-status index, and bulk deletes without a \
          cursor in the log, which this version does not read",
+    ),
+    (
+        "6",
+        "format 6: the Raft log, vote and snapshots of an openraft 0.9 build, which this \
+         version (openraft 0.10) does not read",
     ),
 ];
 
@@ -299,11 +307,12 @@ mod tests {
     }
 
     #[test]
-    fn formats_3_to_5_are_refused_naming_what_changed() {
+    fn formats_3_to_6_are_refused_naming_what_changed() {
         let changes = [
             ("3", "JSON record"),
             ("4", "head of their queues"),
             ("5", "by-status index"),
+            ("6", "openraft 0.9"),
         ];
         for (format, changed) in changes {
             let dir = tempfile::tempdir().unwrap();
@@ -320,10 +329,10 @@ mod tests {
     #[test]
     fn another_or_missing_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FORMAT_FILE), "7\n").unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "8\n").unwrap();
         let error = DataDir::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "7"),
+            matches!(&error, DataDirError::OtherFormat { found, .. } if found == "8"),
             "{error}"
         );
 

@@ -8,15 +8,16 @@
 //! entries gone while the purge point is not on disk.
 //!
 //! # Who syncs
-//! A writer that finds no sync running and nobody waiting runs the sync itself
-//! ([`Shared::sync_here`]) and its callback fires before it returns. That is the common
-//! case: openraft 0.9 runs one log write at a time and waits for its flush before it
-//! does anything else, so a thread to hand the sync to would add two thread wake-ups
-//! (there, and the callback back) to every write on the leader and again on the
-//! follower, with no other write to share the sync with. A writer that finds a sync
-//! running hands its callback to the sync thread, which syncs once that one ends, for
-//! every write waiting by then; so no writer ever waits for a sync that does not cover
-//! its write, and concurrent writers still share one.
+//! The writer says ([`super::SyncBy`]). One that may sync itself and finds no sync
+//! running and nobody waiting runs the sync on its own thread ([`Shared::sync_here`]),
+//! and its callback fires before it returns. That suits a write whose caller can do
+//! nothing until it is durable, as a follower, which answers the leader only then: a
+//! thread to hand the sync to would add two thread wake-ups (there, and the callback
+//! back) and there is no other write to share the sync with. A writer that must go on
+//! at once (the leader's own entries, which openraft replicates while they sync), or
+//! that finds a sync running, hands its callback to the sync thread, which syncs once
+//! any running sync ends, for every write waiting by then; so no writer ever waits for
+//! a sync that does not cover its write, and concurrent writers still share one.
 //!
 //! A failed `fdatasync` is never retried (the kernel may have dropped the dirty pages and
 //! cleared the error, so a retry that succeeds proves nothing): the log stops, every

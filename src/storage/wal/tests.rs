@@ -304,6 +304,37 @@ fn a_lone_append_syncs_on_its_own_thread_and_is_durable_when_it_returns() {
 }
 
 #[test]
+fn an_append_handed_to_the_sync_thread_returns_before_its_sync() {
+    let disk = SimDisk::default();
+    let wal = open(&disk).unwrap();
+    append(&wal, entries(0..1, "a")).unwrap();
+    disk.hold_syncs();
+    let (tx, synced) = mpsc::channel();
+    wal.append(entries(1..2, "a"), SyncBy::SyncThread, move |r| {
+        let _ = tx.send((std::thread::current().id(), r));
+    })
+    .unwrap();
+    // Returned while the sync thread is held in the fdatasync that covers the entry.
+    disk.await_held_sync();
+    assert!(synced.try_recv().is_err(), "called back before its sync");
+    assert_eq!(
+        all(&wal),
+        entries(0..2, "a"),
+        "readable before it is durable"
+    );
+    disk.release_syncs();
+    let (thread, result) = synced.recv().expect("callback");
+    result.unwrap();
+    assert_ne!(
+        thread,
+        std::thread::current().id(),
+        "synced on the sync thread"
+    );
+    let after = open(&disk.crash(5)).unwrap();
+    assert_eq!(all(&after), entries(0..2, "a"));
+}
+
+#[test]
 fn an_append_during_a_sync_waits_for_a_sync_that_covers_it() {
     let disk = SimDisk::default();
     let wal = open(&disk).unwrap();
