@@ -346,7 +346,12 @@ async fn park_a_receive(
         .send()
         .await
         .expect("PUT /chan/c");
-    assert_eq!(made.status(), 201);
+    // 200: made by an earlier attempt of the same test.
+    assert!(
+        [200, 201].contains(&made.status().as_u16()),
+        "{}",
+        made.status()
+    );
     let url = cluster.url(id, &format!("/chan/c/recv?wait={wait}"));
     let parked = tokio::spawn(cluster.http.post(url).send());
     eventually(Duration::from_secs(10), "the receive parks", || async {
@@ -393,9 +398,9 @@ async fn a_receive_parked_on_a_paused_leader_holds_nothing_its_successor_is_sent
 /// receive is gone once syncs are quick again — not at its deadline two minutes later,
 /// holding any value offered to it meanwhile while later values were received.
 ///
-/// A follower let go after seconds inside `fdatasync` may call an election at once:
-/// openraft 0.9's core waits out its own log's flush, so no heartbeat reached it
-/// meanwhile, and it can look at its election timer before at the heartbeats queued.
+/// A follower let go after seconds inside `fdatasync` may call an election at once: it
+/// syncs on the thread that runs its Raft core, so no heartbeat reached it meanwhile,
+/// and it can look at its election timer before at the heartbeats queued.
 /// The next term's first command then withdraws the receive too (design.md §3.3), so
 /// the retry is checked in the leader's log, and the term only when it did not change.
 #[tokio::test]
@@ -484,28 +489,48 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
 }
 
 /// design.md §3.3: a leader killed and started again before anyone else could be elected
-/// leads its old term at once (openraft 0.9: its committed vote is its own), so no new
+/// leads its old term (openraft restores it: its committed vote is its own), so no new
 /// term withdraws what its previous process parked. Here the whole cluster is killed
 /// with a receive parked on the leader, and started again, the leader first. Its first
 /// entry withdraws the receive, so a send finds no receiver rather than offering its
 /// value to one that can never claim it (held until the deadline two minutes later).
+///
+/// Under load a follower's election timer can fire before the restarted leader's first
+/// heartbeat reaches it; the new term then withdraws the receive itself, which is not
+/// what this tests, so the scenario is set up again on whichever node leads.
 #[tokio::test]
 async fn a_leader_restarted_into_its_old_term_withdraws_what_its_last_process_parked() {
+    const ATTEMPTS: usize = 5;
     let mut cluster = Cluster::binary(3, &[]);
-    let leader = cluster.await_leader().await;
-    let term = cluster.get_json(leader, "/cluster").await["term"].clone();
-    let parked = park_a_receive(&cluster, leader, 0, 120).await;
-    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
-    for id in followers.iter().chain([&leader]) {
-        cluster.kill(*id);
-    }
-    parked.abort();
-    for id in [leader].iter().chain(&followers) {
-        cluster.spawn(*id);
-    }
-    assert_eq!(cluster.await_leader().await, leader);
-    let now = cluster.get_json(leader, "/cluster").await;
-    assert_eq!(now["term"], term, "the same term: no election withdrew it");
+    let mut attempt = 0;
+    let leader = loop {
+        attempt += 1;
+        let leader = cluster.await_leader().await;
+        let term = cluster.get_json(leader, "/cluster").await["term"].clone();
+        let parked = park_a_receive(&cluster, leader, 0, 120).await;
+        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        for id in followers.iter().chain([&leader]) {
+            cluster.kill(*id);
+        }
+        parked.abort();
+        for id in [leader].iter().chain(&followers) {
+            cluster.spawn(*id);
+        }
+        let now_leader = cluster.await_leader().await;
+        let now = cluster.get_json(now_leader, "/cluster").await;
+        if now_leader == leader && now["term"] == term {
+            break leader;
+        }
+        eprintln!(
+            "attempt {attempt}: node {now_leader} leads term {} (node {leader} led {term})",
+            now["term"]
+        );
+        assert!(
+            attempt < ATTEMPTS,
+            "the restarted leader never led its old term again in {ATTEMPTS} attempts"
+        );
+        await_no_receiver(&cluster, now_leader, "the new term withdraws the receive").await;
+    };
 
     await_no_receiver(
         &cluster,

@@ -173,7 +173,7 @@ async fn disk_errors_while_running_lose_nothing() {
 /// kills must land while the install copies the snapshot into place (the nemesis
 /// watches the snapshot directory every 2 ms): 6 of 6 did in the runs so far.
 ///
-/// openraft 0.9 tells a follower, in one step, to install a snapshot and to purge its log
+/// openraft tells a follower, in one step, to install a snapshot and to purge its log
 /// up to it. Before `log_store`'s "Snapshot installs" rule, a kill between the two left a
 /// node whose purge point was durable but whose install was not: it never restarted
 /// ("try to get log at index N but got None"). With that rule turned off, this test
@@ -209,7 +209,7 @@ async fn crash_while_installing_snapshot_restarts() {
 
 /// Not a check but a measurement, kept to show a limit (and its fix, when it comes):
 /// the commit latency of writes while every link between nodes carries a delay. openraft
-/// 0.9 gives every AppendEntries request `heartbeat_interval` (100 ms here) to answer,
+/// gives every AppendEntries request `heartbeat_interval` (100 ms here) to answer,
 /// so once the round trip between nodes nears 100 ms nothing commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: cargo test --features system-tests --test fault_nemesis latency -- --ignored --nocapture"]
@@ -324,14 +324,16 @@ async fn supervisor_restarts_an_exited_node_and_leaves_a_damaged_one_down() {
     assert_eq!(rig.exits().len(), 2, "{:?}", rig.exits());
 }
 
-/// openraft 0.9 restarts a node whose committed vote is its own as leader of that old
-/// term. Cut off, such a node takes writes; when the newer leader's snapshot then
-/// reaches past its log, those entries vanish with no answer. `node::batcher` held its
-/// two in-flight slots for them, so the node, once leader again, wrote nothing while
-/// reads worked (the disk-error run found it; design.md §3, "Group commit"). Here: kill
-/// the leader, move the others on past a snapshot and purge, restart it cut off so it
-/// leads its old term, give it two writes, reconnect it, make it lead again, and write
-/// through it.
+/// openraft restores a node whose committed vote is its own as leader of that old term.
+/// Under openraft 0.9 such a node, cut off, took writes; when the newer leader's snapshot
+/// then reached past its log, those entries vanished with no answer, and
+/// `node::batcher` held its two in-flight slots for them, so the node, once leader
+/// again, wrote nothing while reads worked (the disk-error run found it; design.md §3,
+/// "Group commit"). openraft 0.10 refuses writes on a leader that no quorum has
+/// acknowledged within its lease. Here: kill the leader, move the others on past a
+/// snapshot and purge, restart it cut off so it leads its old term, check that it
+/// refuses two writes (503 `no_quorum`) with nothing added to its log, reconnect it,
+/// make it lead again, and write through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_led_its_old_term_after_restart_writes_once_it_leads_again() {
     let _rig = ONE_RIG.lock().await;
@@ -365,22 +367,25 @@ async fn a_node_that_led_its_old_term_after_restart_writes_once_it_leads_again()
     })
     .await
     .expect("restarted with its own committed vote, it leads its old term at once");
-    // Two writes, each its own entry (the second once the first is in its log); they
-    // cannot commit, so each holds an in-flight slot.
-    let mut stranded = Vec::new();
+    // Cut off, it has no lease: it refuses writes before proposing them.
+    let before = cluster_number(&rig, old, "last_log_index").await;
     for n in 0..2 {
-        let before = cluster_number(&rig, old, "last_log_index")
-            .await
-            .unwrap_or(0);
         let url = rig.url(old, &format!("/state/stranded-{n}"));
-        let request = writes.put(url).json(&serde_json::json!({"data": n}));
-        stranded.push(tokio::spawn(request.send()));
-        eventually(Duration::from_secs(10), || async {
-            (cluster_number(&rig, old, "last_log_index").await? > before).then_some(())
-        })
-        .await
-        .expect("the write is in the cut-off node's log");
+        let response = writes
+            .put(url)
+            .json(&serde_json::json!({"data": n}))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 503, "write {n} on the cut-off leader");
+        let body: serde_json::Value = response.json().await.expect("JSON error");
+        assert_eq!(body["error"]["code"], "no_quorum", "{body}");
     }
+    assert_eq!(
+        cluster_number(&rig, old, "last_log_index").await,
+        before,
+        "nothing added to the cut-off node's log"
+    );
     rig.heal_network(old);
     eventually(Duration::from_secs(30), || async {
         let caught_up = cluster_number(&rig, old, "last_applied").await? >= 300;
@@ -388,10 +393,6 @@ async fn a_node_that_led_its_old_term_after_restart_writes_once_it_leads_again()
     })
     .await
     .expect("reconnected, it follows the new leader and installs its snapshot");
-    for write in stranded {
-        let status = write.await.expect("task").map(|r| r.status().as_u16());
-        eprintln!("a write taken while leading the old term: {status:?}");
-    }
 
     // Kill whoever leads until `old` wins an election.
     let mut leader = rig.await_leader(Duration::from_secs(30)).await;
