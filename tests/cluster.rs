@@ -392,11 +392,13 @@ async fn a_receive_parked_on_a_paused_leader_holds_nothing_its_successor_is_sent
 
 /// design.md §3.3: a caller that hangs up takes its parked operation with it, even when
 /// its withdrawal cannot get into the log at once. Here every `fdatasync` of both
-/// followers is held (strace) until the test lets go, so the leader's two entries in
-/// flight stay uncommitted, and the withdrawal waits behind them until
-/// `--write-timeout` drops it unproposed (`node::batcher`). It is retried, and the
-/// receive is gone once syncs are quick again — not at its deadline two minutes later,
-/// holding any value offered to it meanwhile while later values were received.
+/// followers is held (strace) until the test lets go, so nothing commits: the first
+/// write's entry stays uncommitted until `--write-timeout`, and once no quorum has
+/// acknowledged the leader within its lease, openraft refuses later proposals before
+/// they are appended (503 `no_quorum`, `node::batcher`). Either way the withdrawal
+/// fails; it is retried, and the receive is gone once syncs are quick again — not at
+/// its deadline two minutes later, holding any value offered to it meanwhile while
+/// later values were received.
 ///
 /// A follower let go after seconds inside `fdatasync` may call an election at once: it
 /// syncs on the thread that runs its Raft core, so no heartbeat reached it meanwhile,
@@ -424,7 +426,7 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
             attach(stall)
         })
         .collect();
-    // Two writes fill the leader's two entries in flight; neither commits in time.
+    // Two writes, neither committed: timed out, or refused once the lease ran out.
     for n in 1..=2 {
         let stuck = cluster
             .put_state(leader, &format!("stuck-{n}"), &json!({ "data": n }))
@@ -445,12 +447,12 @@ async fn a_receive_whose_caller_left_while_nothing_could_commit_is_withdrawn_aft
         },
     )
     .await;
-    // A write queued after the withdrawal: once it has timed out, so has the withdrawal.
+    // A write queued after the withdrawal: once it has failed, so has the withdrawal.
     let queued = cluster
         .put_state(leader, "queued", &json!({ "data": 3 }))
         .await;
     assert_eq!(queued, Some(503), "a write queued behind the stuck entries");
-    // The withdrawal's first attempt timed out with them; it was not given up.
+    // The withdrawal's first attempt failed with them; it was not given up.
     eventually(
         Duration::from_secs(10),
         "the leader retries the withdrawal",
