@@ -271,7 +271,8 @@ pub fn write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
         }) => NodeError::NoQuorum,
         ClientWriteError::ForwardToLeader(f) => not_leader(f.leader_id, f.leader_node),
         ClientWriteError::LogEntryDiscarded(_) => NodeError::Discarded,
-        // Neither is asked for here: no membership change, no precondition.
+        // Not reached from the batcher, which sets no precondition and changes no
+        // membership; `Node::membership_change` matches its own errors before this.
         ClientWriteError::ChangeMembershipError(e) => NodeError::Fatal(e.to_string()),
         ClientWriteError::PreconditionFailed(e) => NodeError::Fatal(e.to_string()),
     }

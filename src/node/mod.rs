@@ -593,8 +593,9 @@ impl Node {
     /// leader, within [`ELECTION_TIMEOUT_MAX_MS`].
     ///
     /// The leader's figure is the time since openraft's `last_quorum_acked`, refreshed
-    /// with the metrics on every Raft tick (150 ms); a follower's is the time since its vote was
-    /// last confirmed by a message from the leader (every append and heartbeat does).
+    /// with the metrics on every Raft tick (150 ms); a follower's is the time since its
+    /// vote was last confirmed by a message from the leader (every append and heartbeat
+    /// does).
     pub async fn is_ready(&self) -> bool {
         let leader = {
             let metrics = self.inner.raft.metrics();

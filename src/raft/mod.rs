@@ -40,7 +40,6 @@ pub mod snapshot_files;
 pub mod state_machine;
 
 use std::fmt;
-use std::ops::Deref;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -51,7 +50,7 @@ use crate::engine::{Applied, Command};
 /// copied, by whoever reads the entry from the log's tail (the replication streams, the
 /// apply; docs/design.md §4, "The log's tail"); its encoding is the commands' list's.
 /// A newtype because openraft wants `Display` on the log's data.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Batch(pub Arc<Vec<Command>>);
 
@@ -59,14 +58,6 @@ impl Batch {
     /// A batch of `commands`, in the order they are to be applied.
     pub fn new(commands: Vec<Command>) -> Self {
         Batch(Arc::new(commands))
-    }
-}
-
-impl Deref for Batch {
-    type Target = Vec<Command>;
-
-    fn deref(&self) -> &Vec<Command> {
-        &self.0
     }
 }
 
