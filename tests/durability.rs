@@ -169,7 +169,9 @@ fn synced_by<'a>(trace: &'a str, call: &str) -> Vec<&'a str> {
 /// for good: it acknowledges no write from then on, exits non-zero naming the error,
 /// and restarts cleanly from what is on disk. The write-ahead log never retries a
 /// failed sync (`src/storage/wal/sync.rs`): only the first one fails here, so a retry
-/// would "succeed" over pages the kernel may have dropped.
+/// would "succeed" over pages the kernel may have dropped. The failing sync is held
+/// for 300 ms first: the leader's sync overlaps replication, so the two followers
+/// commit the entry meanwhile, and the leader must still not acknowledge it.
 #[tokio::test]
 async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
     let mut cluster = Cluster::binary(3, &[]);
@@ -179,7 +181,7 @@ async fn a_failed_fdatasync_stops_the_node_which_restarts_cleanly() {
     let mut inject = Command::new("strace");
     inject
         .args(["-f", "-e", "trace=fdatasync", "-e"])
-        .arg("inject=fdatasync:error=EIO:when=1")
+        .arg("inject=fdatasync:error=EIO:delay_enter=300000:when=1")
         .args(["-p", &cluster.pid(leader).to_string()]);
     let mut strace = attach(inject);
 

@@ -21,6 +21,11 @@
 //! commits is still answered here once this node applies it. [`NodeError::ShuttingDown`]
 //! after proposing also leaves the outcome open.
 //!
+//! An applied entry is answered once this node's own copy of it is durable, too
+//! (`crate::raft::log_store`, "Answering writes"): two followers may commit it while
+//! this node's sync runs. If that sync fails, the node stops, and the callers get
+//! [`NodeError::ShuttingDown`]: nothing is acknowledged on the strength of a failed sync.
+//!
 //! With group commit off, every op is its own entry and entries are not limited in
 //! flight: the baseline that shows what batching buys.
 //!
@@ -55,6 +60,7 @@ use super::{not_leader, NodeError};
 use crate::clock::now_ms;
 use crate::engine::types::Millis;
 use crate::engine::{Applied, Command, Op, MAX_CLOCK_JUMP_MS};
+use crate::raft::log_store::Synced;
 use crate::raft::state_machine::Progress;
 use crate::raft::{Batch, Raft, TypeConfig, MAX_ENTRY_BYTES};
 
@@ -87,6 +93,8 @@ pub struct Settings {
     /// [`Op::WithdrawParked`], proposed again until it is applied: the restored leader
     /// refuses writes until a quorum acknowledges it (design.md §3.3).
     pub restarted_leading: Option<u64>,
+    /// How far this node's log is durable: an entry is answered once it is durable here.
+    pub synced: Synced,
 }
 
 /// The batcher task: runs until `proposals` closes or `shutdown` fires. `leading` is
@@ -103,6 +111,7 @@ pub async fn run(
         group_commit,
         history_limit,
         restarted_leading: mut take_over,
+        synced,
     } = settings;
     // The answer to the restarted term's withdrawal, once proposed.
     let mut withdrawal: Option<oneshot::Receiver<Result<Applied, NodeError>>> = None;
@@ -190,6 +199,7 @@ pub async fn run(
         {
             Ok(()) => {
                 let leading = leading.clone();
+                let mut synced = synced.clone();
                 tokio::spawn(async move {
                     let Some(result) =
                         replies_or_gone(applied, &mut replies, permit, leading, term).await
@@ -197,7 +207,10 @@ pub async fn run(
                         return;
                     };
                     let result = match result {
-                        Ok(Ok(response)) => Ok(response.data),
+                        Ok(Ok(response)) if synced.through(response.log_id.index).await => {
+                            Ok(response.data)
+                        }
+                        Ok(Ok(_)) => Err(NodeError::ShuttingDown),
                         Ok(Err(e)) => Err(write_error(e)),
                         Err(_) => Err(NodeError::ShuttingDown),
                     };

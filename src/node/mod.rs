@@ -376,6 +376,7 @@ impl Node {
                     group_commit: config.group_commit,
                     history_limit: config.history_limit,
                     restarted_leading,
+                    synced: log.synced(),
                 },
                 shutdown.subscribe(),
             )),

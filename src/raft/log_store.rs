@@ -26,6 +26,14 @@
 //! or purged (already in a snapshot) entries, which Raft tolerates. A failed `fdatasync`
 //! stops the log for good; openraft gets the error and stops, and so does the node.
 //!
+//! # Answering writes
+//! Since the leader's sync no longer comes before replication, two followers can make
+//! an entry committed while the leader's own sync is still running, or after it failed
+//! and before openraft has stopped. So the log also says how far it is durable
+//! ([`LogStore::synced`]), and a leader answers a write only once its own copy of the
+//! entry is durable too: never on the strength of a sync that failed. It costs nothing
+//! in the usual case, where the leader's sync, begun first, ends before the quorum's.
+//!
 //! # Purging: one rule
 //! The state machine is made durable by checkpoints, not on every apply
 //! ([`crate::storage::sm::checkpoint`]), so after a crash the node replays the log from
@@ -89,12 +97,50 @@ pub struct LogStore {
     notify_held_from: Arc<AtomicU64>,
     /// The newest entries, decoded, for reads soon after the append ([`log_tail`]).
     tail: Arc<Mutex<Tail>>,
+    /// How far the log is durable ("Answering writes").
+    synced: Arc<watch::Sender<LogSynced>>,
+}
+
+/// How far a node's log is durable: every entry below `below`, unless it `failed`.
+#[derive(Clone, Copy, Debug)]
+struct LogSynced {
+    below: u64,
+    /// Raised by each truncation: a sync called back for an append made before it says
+    /// nothing of the entries appended at those indexes since.
+    epoch: u64,
+    failed: bool,
+}
+
+/// Follows how far this node's log is durable (module docs, "Answering writes").
+#[derive(Clone)]
+pub struct Synced(watch::Receiver<LogSynced>);
+
+impl Synced {
+    /// Waits until entry `index` is durable in this node's log; `false` once the log has
+    /// failed, even for an entry synced before: the node stops, and answers nothing more.
+    pub async fn through(&mut self, index: u64) -> bool {
+        self.0
+            .wait_for(|log| log.failed || log.below > index)
+            .await
+            .is_ok_and(|log| !log.failed)
+    }
 }
 
 impl LogStore {
     /// Opens (or creates) the write-ahead log in `dir`, beside the state machine `store`.
     pub fn open(dir: &Path, store: &SledStore) -> Result<Self, StorageError> {
         let wal = Wal::open(dir, wal::Options::default()).map_err(|e| read_err(&e))?;
+        Self::over(wal, store)
+    }
+
+    /// The log store over an opened write-ahead log.
+    fn over(wal: Wal, store: &SledStore) -> Result<Self, StorageError> {
+        // What the log holds on opening is durable: opening synced it.
+        let synced = LogSynced {
+            below: wal.log_state().next_index,
+            epoch: 0,
+            failed: false,
+        };
         let held_bytes = Arc::new(watch::Sender::new(wal.held_bytes()));
         let log_store = LogStore {
             wal,
@@ -106,6 +152,7 @@ impl LogStore {
             held_bytes,
             notify_held_from: Arc::new(AtomicU64::new(u64::MAX)),
             tail: Arc::new(Mutex::new(Tail::new(TAIL_BYTES))),
+            synced: Arc::new(watch::Sender::new(synced)),
         };
         let committed = log_store.stored_committed()?;
         log_store.note_committed(committed);
@@ -124,6 +171,11 @@ impl LogStore {
     pub fn follow_durable(mut self, durable: watch::Receiver<Option<u64>>) -> Self {
         self.durable = durable;
         self
+    }
+
+    /// How far this log is durable, followed (module docs, "Answering writes").
+    pub fn synced(&self) -> Synced {
+        Synced(self.synced.subscribe())
     }
 
     fn pending_purge(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
@@ -393,11 +445,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             tokio::task::yield_now().await;
             SyncBy::Caller
         };
+        let last = encoded.last().map(|(index, _)| *index);
+        let epoch = self.synced.borrow().epoch;
+        let synced = self.synced.clone();
         self.wal
             .append(encoded, by, move |result| {
+                note_synced(&synced, epoch, last, result.is_ok());
                 callback.io_completed(result.map_err(std::io::Error::other));
             })
-            .map_err(|e| write_err(&e))?;
+            .map_err(|e| {
+                note_synced(&self.synced, epoch, None, false);
+                write_err(&e)
+            })?;
         let mut tail = self.tail();
         for (entry, size) in appended {
             tail.appended(entry, size);
@@ -413,6 +472,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         self.wal.truncate(from).map_err(|e| write_err(&e))?;
+        self.synced.send_modify(|log| {
+            log.epoch += 1;
+            log.below = log.below.min(from);
+        });
         self.tail().truncated(from);
         self.note_held_bytes();
         Ok(())
@@ -425,6 +488,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.purge_if_durable().map(|_| ())
     }
+}
+
+/// Records a sync called back for an append through `last`, made in `epoch`; or that
+/// the log failed.
+fn note_synced(synced: &watch::Sender<LogSynced>, epoch: u64, last: Option<u64>, ok: bool) {
+    synced.send_if_modified(|log| match last {
+        _ if !ok => !std::mem::replace(&mut log.failed, true),
+        Some(last) if log.epoch == epoch && log.below <= last => {
+            log.below = last + 1;
+            true
+        }
+        _ => false,
+    });
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
@@ -445,4 +521,78 @@ fn write_err(e: &impl std::fmt::Display) -> StorageError {
 
 fn vote_err(e: &impl std::fmt::Display) -> StorageError {
     storage_err("saving the vote", e)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::storage::IOFlushed;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::raft::LeaderId;
+    use crate::storage::wal::sim::SimDisk;
+
+    fn blank(node_id: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(LeaderId { term: 1, node_id }, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Whether `synced` says entry `index` is durable within a short wait: `None` if it
+    /// is still waiting (the sync has not returned).
+    async fn durable(synced: &mut Synced, index: u64) -> Option<bool> {
+        tokio::time::timeout(Duration::from_millis(50), synced.through(index))
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_durable_here_once_its_sync_returns_and_never_after_a_failed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let disk = SimDisk::default();
+        let wal = Wal::open_in(Arc::new(disk.clone()), wal::Options::default()).unwrap();
+        let mut log = LogStore::over(wal, &store).unwrap().of_node(1);
+        let mut synced = log.synced();
+
+        disk.hold_syncs();
+        log.append([blank(1, 0)], IOFlushed::noop()).await.unwrap();
+        disk.await_held_sync();
+        assert_eq!(
+            durable(&mut synced, 0).await,
+            None,
+            "durable before its sync"
+        );
+        disk.release_syncs();
+        assert_eq!(durable(&mut synced, 0).await, Some(true));
+
+        // A truncation takes back what it cut.
+        log.truncate_after(None).await.unwrap();
+        assert_eq!(
+            durable(&mut synced, 0).await,
+            None,
+            "a cut entry is not durable"
+        );
+        log.append([blank(1, 0)], IOFlushed::noop()).await.unwrap();
+        assert_eq!(durable(&mut synced, 0).await, Some(true));
+
+        disk.hold_syncs();
+        log.append([blank(1, 1)], IOFlushed::noop()).await.unwrap();
+        disk.await_held_sync();
+        disk.fail_syncs();
+        disk.release_syncs();
+        assert_eq!(
+            durable(&mut synced, 1).await,
+            Some(false),
+            "an entry whose sync failed is never durable"
+        );
+        assert_eq!(
+            durable(&mut synced, 0).await,
+            Some(false),
+            "nothing is answered once the log failed"
+        );
+    }
 }

@@ -43,7 +43,7 @@
 mod fs;
 mod record;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 mod sync;
 #[cfg(test)]
 mod tests;
