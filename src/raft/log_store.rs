@@ -541,12 +541,19 @@ mod tests {
         }
     }
 
-    /// Whether `synced` says entry `index` is durable within a short wait: `None` if it
-    /// is still waiting (the sync has not returned).
-    async fn durable(synced: &mut Synced, index: u64) -> Option<bool> {
+    /// What `synced` says of entry `index` once it has settled.
+    async fn settled(synced: &mut Synced, index: u64) -> bool {
+        tokio::time::timeout(Duration::from_secs(60), synced.through(index))
+            .await
+            .expect("the sync settles")
+    }
+
+    /// Whether `synced` still waits for entry `index` (its sync is held, or it is cut):
+    /// looked at for a moment, in which nothing can change.
+    async fn waits(synced: &mut Synced, index: u64) -> bool {
         tokio::time::timeout(Duration::from_millis(50), synced.through(index))
             .await
-            .ok()
+            .is_err()
     }
 
     #[tokio::test]
@@ -561,37 +568,27 @@ mod tests {
         disk.hold_syncs();
         log.append([blank(1, 0)], IOFlushed::noop()).await.unwrap();
         disk.await_held_sync();
-        assert_eq!(
-            durable(&mut synced, 0).await,
-            None,
-            "durable before its sync"
-        );
+        assert!(waits(&mut synced, 0).await, "durable before its sync");
         disk.release_syncs();
-        assert_eq!(durable(&mut synced, 0).await, Some(true));
+        assert!(settled(&mut synced, 0).await);
 
         // A truncation takes back what it cut.
         log.truncate_after(None).await.unwrap();
-        assert_eq!(
-            durable(&mut synced, 0).await,
-            None,
-            "a cut entry is not durable"
-        );
+        assert!(waits(&mut synced, 0).await, "a cut entry is not durable");
         log.append([blank(1, 0)], IOFlushed::noop()).await.unwrap();
-        assert_eq!(durable(&mut synced, 0).await, Some(true));
+        assert!(settled(&mut synced, 0).await);
 
         disk.hold_syncs();
         log.append([blank(1, 1)], IOFlushed::noop()).await.unwrap();
         disk.await_held_sync();
         disk.fail_syncs();
         disk.release_syncs();
-        assert_eq!(
-            durable(&mut synced, 1).await,
-            Some(false),
+        assert!(
+            !settled(&mut synced, 1).await,
             "an entry whose sync failed is never durable"
         );
-        assert_eq!(
-            durable(&mut synced, 0).await,
-            Some(false),
+        assert!(
+            !settled(&mut synced, 0).await,
             "nothing is answered once the log failed"
         );
     }
