@@ -121,10 +121,20 @@ async fn killing_the_leader_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
-    let mut cluster = Cluster::binary(3, &["--snapshot-threshold", "10"]);
+    let mut cluster = Cluster::build()
+        .flags(&["--snapshot-threshold", "10"])
+        .rust_log(Some("warn,slct=info,slct::raft::log_store=debug"))
+        .binary();
     let leader = cluster.await_leader().await;
     let down = cluster.other_than(leader);
     cluster.kill(down);
+    // The stopped node holds no entry past the leader's last one now.
+    let held = eventually(
+        Duration::from_secs(20),
+        "the leader's last index",
+        || async { cluster.cluster_info(leader).await?["last_log_index"].as_u64() },
+    )
+    .await;
 
     // Large values, kept in files of their own, which the snapshot carries along.
     let big = |i: usize| json!(format!("{i}").repeat(100_000));
@@ -144,6 +154,30 @@ async fn a_node_kept_down_while_the_log_is_purged_catches_up_by_snapshot() {
         .expect("the snapshot's value files")
         .count();
     assert_eq!(linked, 3, "the snapshot refers to each large value's file");
+    // The leader drops entries the stopped node lacks only once no replication to it
+    // is in flight: wait for that, or the node might catch up from the log.
+    let purged_past_held = || {
+        let log = cluster.log(leader);
+        let purged = log
+            .lines()
+            .filter(|line| line.contains("purged the log"))
+            .filter_map(|line| {
+                line.split("through=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .max();
+        async move { purged.is_some_and(|through: u64| through > held) }
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the leader purged what the stopped node lacks",
+        purged_past_held,
+    )
+    .await;
 
     cluster.spawn(down);
     for i in 0..60 {

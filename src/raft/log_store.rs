@@ -486,7 +486,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut pending = self.pending_purge();
             *pending = (*pending).max(Some(log_id));
         }
-        self.purge_if_durable().map(|_| ())
+        let done = self.purge_if_durable()?;
+        tracing::debug!(through = log_id.index, held = !done, "purged the log");
+        Ok(())
     }
 }
 

@@ -641,21 +641,34 @@ impl Cluster {
     }
 
     /// Creates state `id` holding `data` through a running process that answers,
-    /// retrying while the cluster has no leader. Panics if the state is never created.
+    /// retrying while the cluster has no leader. Panics if the state is never created,
+    /// with each node's last answers and the end of each process's log.
     pub async fn create(&self, id: &str, data: Value) {
         let body = json!({ "data": data });
-        eventually(Duration::from_secs(30), &format!("create {id}"), || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut last = BTreeMap::new();
+        while tokio::time::Instant::now() < deadline {
             for via in self.running() {
-                match self.put_state(via, id, &body).await {
-                    Some(201) => return Some(()),
-                    // Created by an attempt whose answer was lost.
-                    Some(409) => return Some(()),
-                    _ => {}
+                let status = self.put_state(via, id, &body).await;
+                // 409: created by an attempt whose answer was lost.
+                if matches!(status, Some(201 | 409)) {
+                    return;
                 }
+                last.insert(via, status);
             }
-            None
-        })
-        .await
+            tokio::time::sleep(super::wait::POLL).await;
+        }
+        let logs: String = self
+            .procs
+            .keys()
+            .map(|&node| {
+                let log = self.log(node);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                format!("\n--- the end of node {node}'s log:\n{tail}")
+            })
+            .collect();
+        panic!("timed out after 30s creating {id}; last answers (None: no answer) {last:?}{logs}")
     }
 }
 

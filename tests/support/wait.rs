@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// How often [`eventually`] checks again: short against in-process nodes, and a few
 /// dozen loopback requests a second against a cluster of processes.
-const POLL: Duration = Duration::from_millis(20);
+pub const POLL: Duration = Duration::from_millis(20);
 
 /// What a check of [`eventually`] gives: `true` or a value once the condition holds.
 pub trait Settled {
