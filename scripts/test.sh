@@ -33,6 +33,16 @@ if [ ! -x target/schemathesis/bin/st ]; then
   target/schemathesis/bin/pip install -q 'schemathesis>=4.32,<5'
 fi
 
+# A test's nodes refuse writes (507 disk_full) while their disk has less than its
+# reserve free, 128 MiB at most (docs/design.md, "A full disk"): say how much there
+# is, so that a test failing for want of space says so.
+tmp="${TMPDIR:-/tmp}"
+free_mib=$(df -Pm "$tmp" | awk 'NR == 2 { print $4 }')
+echo "scripts/test.sh: ${free_mib} MiB free in $tmp" >&2
+if [ "$free_mib" -lt 1024 ]; then
+  echo "scripts/test.sh: warning: under 1 GiB free in $tmp; test nodes may refuse writes" >&2
+fi
+
 cargo test --locked --features system-tests "$@"
 if [ "$#" -eq 0 ]; then
   # The clients in other languages (clients/), against clusters of the built binary.
