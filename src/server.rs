@@ -11,7 +11,9 @@
 //! - **At most `--max-connections`** at once, kept below the open-files limit (which
 //!   [`raise_open_files_limit`] lifts to its hard maximum at start-up) so that the Raft
 //!   log, the state machine and the peers always have descriptors left. A connection
-//!   beyond the cap is answered `503` with `Retry-After: 1` and closed at once.
+//!   beyond the cap is answered `503` with `Retry-After: 1` and closed at once. A
+//!   request a follower forwards to the leader holds a second connection, so it takes
+//!   a second place ([`crate::api::forward::Places`]) or is answered `503`.
 //! - **Header-read timeout** (`--header-read-timeout`, 10 s): a request whose head has
 //!   begun must be complete within it, else the connection is closed.
 //! - **Idle timeout** (`--idle-timeout`, 60 s): a connection with no request in
@@ -35,11 +37,12 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use crate::api::forward::Places;
 use crate::api::ApiConfig;
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -119,10 +122,10 @@ pub async fn serve(
         api.max_body,
         metrics.clone(),
     );
+    let places = Places::new(limits.max_connections);
     let app = node
         .raft_router()
-        .merge(crate::api::router_with(node, api, metrics));
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+        .merge(crate::api::router_with(node, api, metrics, places.clone()));
     let (closing, closed) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -150,14 +153,14 @@ pub async fn serve(
                 }
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Some(place) = places.take() else {
             refuse(stream);
             continue;
         };
         let (app, closed) = (app.clone(), closed.clone());
         connections.spawn(async move {
             connection(stream, app, limits, closed).await;
-            drop(slot);
+            drop(place);
         });
     }
     closing.send_replace(true);

@@ -510,6 +510,51 @@ async fn send_and_wait(
     }
 }
 
+/// Opens `count` connections to `addr`, each asking for a long-poll that outlasts the
+/// test, and waits until all but `held_at_most` have ended; each must have ended with a
+/// 503 `too_many_connections` or with nothing (a refused connection whose request
+/// reached the node before the close may be reset before its answer is read). Returns
+/// the tasks that hold the others: aborting them closes their connections.
+async fn flood_with_long_polls(
+    addr: &str,
+    count: usize,
+    held_at_most: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use tokio::net::TcpStream;
+    let poll = b"GET /state/poll?prefix=none-&wait=300 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for _ in 0..count {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        let ended_tx = ended_tx.clone();
+        held.push(tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.write_all(poll).await;
+            let mut got = Vec::new();
+            let _ = stream.read_to_end(&mut got).await;
+            let _ = ended_tx.send(String::from_utf8_lossy(&got).into_owned());
+        }));
+    }
+    let (mut refused, mut others) = (0, Vec::new());
+    while refused + others.len() < count - held_at_most {
+        let answer = tokio::time::timeout(Duration::from_secs(60), ended.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {refused} connections refused and {others:?} ended"))
+            .expect("the readers live on");
+        if answer.starts_with("HTTP/1.1 503") {
+            assert!(answer.contains("too_many_connections"), "{answer}");
+            refused += 1;
+        } else {
+            others.push(answer);
+        }
+    }
+    assert!(refused >= 1, "no connection was answered 503");
+    assert!(others.iter().all(String::is_empty), "{others:?}");
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_bounds_its_connections_and_closes_silent_ones() {
     use std::time::Instant;
@@ -564,42 +609,13 @@ async fn a_node_bounds_its_connections_and_closes_silent_ones() {
 
     // 1,100 connections, each asking for a long-poll that outlasts the test: more than
     // the node's 512 descriptors. A request in progress keeps its connection, so the
-    // node holds at most 384 of them (fewer by its peers' connections) and must answer
-    // every other one 503 at accept and close it, however slowly they come.
-    let poll = b"GET /state/poll?prefix=none-&wait=300 HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
-    let mut held = Vec::new();
-    for _ in 0..1100 {
-        let Ok(mut stream) = TcpStream::connect(&addr).await else {
-            continue;
-        };
-        let ended_tx = ended_tx.clone();
-        held.push(tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let _ = stream.write_all(poll).await;
-            let mut got = Vec::new();
-            let _ = stream.read_to_end(&mut got).await;
-            let _ = ended_tx.send(String::from_utf8_lossy(&got).into_owned());
-        }));
-    }
-    let (mut refused, mut others) = (0, Vec::new());
-    while refused + others.len() < 1100 - 384 {
-        let answer = tokio::time::timeout(Duration::from_secs(60), ended.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {refused} connections refused and {others:?} ended"))
-            .expect("the readers live on");
-        if answer.starts_with("HTTP/1.1 503") {
-            assert!(answer.contains("too_many_connections"), "{answer}");
-            refused += 1;
-        } else {
-            others.push(answer);
-        }
-    }
-    // A refused connection whose request reached the node before the close may be
-    // reset before its answer is read, so it ends with nothing; never with another
-    // answer.
-    assert!(refused >= 1, "no connection was answered 503");
-    assert!(others.iter().all(String::is_empty), "{others:?}");
+    // leader holds at most 384 of them (fewer by its peers' connections) and must answer
+    // every other one 503 at accept and close it, however slowly they come. (The
+    // leader as it is now: on a loaded machine, the seconds above may have seen an
+    // election.)
+    let leader = c.await_leader().await;
+    let addr = c.addr(leader as usize - 1).to_owned();
+    let held = flood_with_long_polls(&addr, 1100, 384).await;
     // Closing the held connections ends their long-polls and frees their places.
     held.iter().for_each(tokio::task::JoinHandle::abort);
     assert!(c.running().contains(&leader), "the leader is still running");
@@ -618,6 +634,36 @@ async fn a_node_bounds_its_connections_and_closes_silent_ones() {
         c.await_state(id, "after-the-flood").await;
     }
     assert!(!c.log(leader).contains("raft stopped"), "{}", c.log(leader));
+}
+
+/// A request a follower forwards holds a connection to the leader as well as the
+/// client's, so it takes two of the follower's places: flooded with long-polls, the
+/// follower refuses the excess 503 and never runs out of descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_counts_the_requests_it_forwards_against_its_connections() {
+    let c = Cluster::build()
+        .flags(&["--idle-timeout", "3s"])
+        .open_files(512)
+        .binary();
+    let leader = c.await_leader().await;
+    let follower = c.other_than(leader);
+    let addr = c.addr(follower as usize - 1).to_owned();
+    // Each held long-poll takes two of the follower's 384 places.
+    let held = flood_with_long_polls(&addr, 1100, 192).await;
+    held.iter().for_each(tokio::task::JoinHandle::abort);
+    let log = c.log(follower);
+    assert!(!log.contains("Too many open files"), "{log}");
+    let body = serde_json::json!({ "data": 1 });
+    let created = || async {
+        let status = c.put_state(follower, "after-the-flood", &body).await;
+        matches!(status, Some(201 | 409)).then_some(())
+    };
+    eventually(
+        Duration::from_secs(30),
+        "a create through the follower",
+        created,
+    )
+    .await;
 }
 
 /// The status of an answer that comes on `stream` within 30 s (a generous bound for a

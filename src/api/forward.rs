@@ -20,6 +20,14 @@
 //! A request for no route, or with a method its route does not serve, is not
 //! forwarded: the router answers it 404 or 405 without reading its body.
 //!
+//! A relayed request holds a second connection, to the leader, for as long as it runs
+//! (a forwarded long-poll, minutes). So it takes a second of the node's connection
+//! places ([`Places`], design.md §3.5, "Connections"); with none left it is answered
+//! 503 `too_many_connections`, and the relay keeps at most [`RELAY_IDLE_PER_HOST`]
+//! idle connections, which the descriptors kept free of places cover. A follower
+//! flooded with long-polls thus refuses the excess instead of running out of
+//! descriptors, which its log and state machine need.
+//!
 //! A forwarded request carries `Slct-Forwarded`; a node never forwards such a request
 //! again (two nodes each believing the other leads would otherwise bounce it between
 //! them) but answers 503 `not_leader` with `Retry-After`.
@@ -34,6 +42,7 @@ use futures::StreamExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{ApiError, NotLeader};
 use super::extract::too_large;
@@ -42,6 +51,32 @@ use super::AppState;
 
 /// Set on a request one node forwards to another.
 pub const FORWARDED: &str = "slct-forwarded";
+
+/// Most idle connections the relay keeps to the leader once their requests are done.
+pub const RELAY_IDLE_PER_HOST: usize = 16;
+
+/// A node's places for client connections (`--max-connections`), shared by the
+/// server's accept loop, which takes one per connection, and the relay, which takes
+/// one more per request it forwards (module docs).
+#[derive(Clone)]
+pub struct Places(Arc<Semaphore>);
+
+impl Places {
+    /// `count` places.
+    pub fn new(count: usize) -> Self {
+        Places(Arc::new(Semaphore::new(count.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// As many places as there can be, for a router served without a connection cap.
+    pub fn unbounded() -> Self {
+        Self::new(Semaphore::MAX_PERMITS)
+    }
+
+    /// A place, held until dropped, if one is free.
+    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
 
 /// Hop-by-hop headers, which describe one connection and are not relayed.
 const HOP_BY_HOP: [HeaderName; 5] = [
@@ -232,22 +267,31 @@ pub type RelayClient = hyper_util::client::legacy::Client<
 /// A [`RelayClient`] (connections pooled, names resolved as `http_client` does). A
 /// pooled connection is dropped after
 /// [`POOL_IDLE_TIMEOUT`](crate::http_client::POOL_IDLE_TIMEOUT) unused, well before
-/// the leader's `--idle-timeout` closes it.
+/// the leader's `--idle-timeout` closes it, and at once beyond
+/// [`RELAY_IDLE_PER_HOST`] idle ones.
 pub fn relay_client() -> RelayClient {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(crate::http_client::POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(RELAY_IDLE_PER_HOST)
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .build(crate::http_client::connector(Duration::from_secs(2)))
 }
 
 /// Sends the request to `addr`, its method, path, query and headers as received, and
-/// relays its answer.
+/// relays its answer; in a connection place of its own (module docs).
 async fn relay(
     state: &AppState,
     addr: &str,
     parts: &axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
+    let Some(_place) = state.places.take() else {
+        return ApiError::unavailable(
+            "too_many_connections",
+            "this node has all the connections it may hold, counting those it forwards on",
+        )
+        .into_response();
+    };
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri = match format!("http://{addr}{target}").parse::<axum::http::Uri>() {
         Ok(uri) => uri,

@@ -177,6 +177,8 @@ pub struct AppShared {
     pub inflight: Arc<forward::Inflight>,
     /// HTTP client for forwarding to the leader.
     pub relay: forward::RelayClient,
+    /// The node's connection places, which a forwarded request takes one more of.
+    pub places: forward::Places,
 }
 
 impl AppState {
@@ -224,14 +226,24 @@ pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// Every client route with default settings and metrics of its own (see
 /// [`router_with`]).
 pub fn router(node: Node) -> Router {
-    router_with(node, ApiConfig::default(), Arc::default())
+    router_with(
+        node,
+        ApiConfig::default(),
+        Arc::default(),
+        forward::Places::unbounded(),
+    )
 }
 
 /// Every client route, with middleware, recording into `metrics`. Must be called
 /// inside a tokio runtime: it starts the task that wakes long-pollers from the node's
 /// effects, which ends when the router is dropped. Callbacks are not delivered by the
 /// router: the node's dispatcher runs beside it ([`crate::server::serve`]).
-pub fn router_with(node: Node, config: ApiConfig, metrics: Arc<Metrics>) -> Router {
+pub fn router_with(
+    node: Node,
+    config: ApiConfig,
+    metrics: Arc<Metrics>,
+    places: forward::Places,
+) -> Router {
     let answers = browser::Answers::new(
         &node.config().listen,
         node.config().peers.values(),
@@ -247,6 +259,7 @@ pub fn router_with(node: Node, config: ApiConfig, metrics: Arc<Metrics>) -> Rout
         metrics,
         config: Arc::new(config),
         relay: forward::relay_client(),
+        places,
         node,
     }));
     routes()
