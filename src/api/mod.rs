@@ -236,10 +236,10 @@ pub fn router(node: Node) -> Router {
 
 /// Every client route, with middleware, recording into `metrics`; a request this node
 /// forwards to the leader takes one of the connection `places` too
-/// ([`forward::Places`]). Must be called
-/// inside a tokio runtime: it starts the task that wakes long-pollers from the node's
-/// effects, which ends when the router is dropped. Callbacks are not delivered by the
-/// router: the node's dispatcher runs beside it ([`crate::server::serve`]).
+/// ([`forward::Places`]). Must be called inside a tokio runtime: it starts the task
+/// that wakes long-pollers from the node's effects, which ends when the router is
+/// dropped. Callbacks are not delivered by the router: the node's dispatcher runs
+/// beside it ([`crate::server::serve`]).
 pub fn router_with(
     node: Node,
     config: ApiConfig,
