@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::http::{answer, exact_request, Answer};
-use super::wait::eventually;
+use super::wait::{eventually, within};
 
 /// How a [`Cluster`] is to be started: [`Cluster::build`], then [`Builder::start`] (in
 /// this process) or [`Builder::binary`] (processes).
@@ -645,18 +645,21 @@ impl Cluster {
     /// with each node's last answers and the end of each process's log.
     pub async fn create(&self, id: &str, data: Value) {
         let body = json!({ "data": data });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut last = BTreeMap::new();
-        while tokio::time::Instant::now() < deadline {
+        let last = std::sync::Mutex::new(BTreeMap::new());
+        let created = within(Duration::from_secs(30), || async {
             for via in self.running() {
                 let status = self.put_state(via, id, &body).await;
                 // 409: created by an attempt whose answer was lost.
                 if matches!(status, Some(201 | 409)) {
-                    return;
+                    return true;
                 }
-                last.insert(via, status);
+                last.lock().unwrap().insert(via, status);
             }
-            tokio::time::sleep(super::wait::POLL).await;
+            false
+        })
+        .await;
+        if created.is_some() {
+            return;
         }
         let logs: String = self
             .procs
@@ -668,6 +671,7 @@ impl Cluster {
                 format!("\n--- the end of node {node}'s log:\n{tail}")
             })
             .collect();
+        let last = last.into_inner().unwrap();
         panic!("timed out after 30s creating {id}; last answers (None: no answer) {last:?}{logs}")
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// How often [`eventually`] checks again: short against in-process nodes, and a few
 /// dozen loopback requests a second against a cluster of processes.
-pub const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(20);
 
 /// What a check of [`eventually`] gives: `true` or a value once the condition holds.
 pub trait Settled {
@@ -36,8 +36,24 @@ impl<T> Settled for Option<T> {
 pub async fn eventually<F, Fut>(
     limit: Duration,
     what: &str,
-    mut check: F,
+    check: F,
 ) -> <Fut::Output as Settled>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Settled,
+{
+    within(limit, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// [`eventually`] for a caller that says itself what went wrong: `None` once `limit`
+/// has passed.
+pub async fn within<F, Fut>(
+    limit: Duration,
+    mut check: F,
+) -> Option<<Fut::Output as Settled>::Value>
 where
     F: FnMut() -> Fut,
     Fut: Future,
@@ -46,12 +62,11 @@ where
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = check().await.settled() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(POLL).await;
     }
 }
